@@ -1,0 +1,34 @@
+// UffdError: a failed system call in the FFI layer, with the operation and the errno name.
+import { constants } from 'node:os'
+import { FaultlineError } from '../errors.js'
+
+const errnoNames: string[] = []
+for (const [name, value] of Object.entries(constants.errno)) {
+  if (errnoNames[value] === undefined) errnoNames[value] = name
+}
+errnoNames[11] = 'EAGAIN' // os.constants lists EWOULDBLOCK under the same number
+
+export function errnoName(errno: number): string {
+  return errnoNames[errno] ?? `errno ${errno}`
+}
+
+export class UffdError extends FaultlineError {
+  readonly op: string
+  readonly errno: number
+  readonly code: string
+  constructor(op: string, errno: number, detail?: string) {
+    super(`${op} failed: ${errnoName(errno)}${detail ? ` (${detail})` : ''}`)
+    this.op = op
+    this.errno = errno
+    this.code = errnoName(errno)
+  }
+}
+
+/** Explains why userfaultfd(2) was refused and how to allow it, in one line. */
+export class UffdPermissionError extends UffdError {
+  constructor(errno: number) {
+    super('userfaultfd', errno,
+      'creating a userfaultfd needs root, or read-write access to /dev/userfaultfd, ' +
+      'or `sysctl vm.unprivileged_userfaultfd=1`')
+  }
+}

@@ -1,0 +1,10 @@
+// The FFI layer's public surface: everything else imports from here.
+export * from './abi.js'
+export { UffdError, UffdPermissionError, errnoName } from './errors.js'
+export { Userfaultfd, UffdMessages, CopySourceBuffer, GuestGoneError, openUserfaultfd, supportedFeatures, isUserfaultfd, featureNames } from './userfaultfd.js'
+export type { ApiResult } from './userfaultfd.js'
+export { listenUnix, connectUnix, acceptConnection, peerCredentials, MessageReceiver, sendWithFds, sendBytes, closeFd } from './socket.js'
+export type { PeerCredentials, ReceivedMessage } from './socket.js'
+export { PollSet } from './poll.js'
+export { mapAnonymous, unmap, adviseDontNeed, createEventFd, signalEventFd, drainEventFd, pidfdOpen, pidfdGetfd } from './memory.js'
+export type { Mapping } from './memory.js'
