@@ -1,0 +1,40 @@
+// faultline's command line: picks the subcommand and turns any error into one line.
+import { formatCliError } from '../errors.js'
+
+type Command = (argv: string[]) => Promise<number>
+
+/** Subcommands, loaded on use so `faultline snapshot info` does not load the server. */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  snapshot: { summary: 'create | info | verify | extract a compressed snapshot', load: async () => (await import('./snapshot.js')).snapshotCommand },
+  serve: { summary: 'serve guests\' page faults from a snapshot', load: async () => (await import('./serve.js')).serveCommand },
+  demo: { summary: 'the built-in demo: eager vs mmap vs faultline on a synthetic image', load: async () => (await import('./demo.js')).demoCommand },
+}
+
+export const USAGE = `usage: faultline <command> [options]
+
+commands:
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join('\n')}
+
+Run \`faultline <command> --help\` for a command's options.`
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(USAGE)
+    return name === undefined ? 2 : 0
+  }
+  const command = COMMANDS[name]
+  if (!command) {
+    console.error(`faultline: unknown command '${name}'\n${USAGE}`)
+    return 2
+  }
+  return (await command.load())(rest)
+}
+
+main(process.argv.slice(2)).then(
+  code => { process.exitCode = code },
+  err => {
+    console.error(formatCliError(err))
+    process.exitCode = 1
+  },
+)

@@ -1,0 +1,77 @@
+// `faultline serve`: runs the page server until interrupted, one log line per guest.
+import { parseArgs } from 'node:util'
+import { FaultlineError } from '../errors.js'
+import { PageServer } from '../server/page-server.js'
+
+export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH [options]
+
+  --snapshot SNAP       snapshot to serve (faultline snapshot create makes one)
+  --socket PATH         Unix socket to listen on (created with mode 0600)
+  --policy NAME[:ARGS]  fault policy (default ondemand), or a path to a policy module
+  --trace FILE          record every fault and install (session N>1 writes FILE.N)
+  --allow-uid UID       also accept guests of this uid (repeatable; default: only ours)
+  --allow-any-uid       accept guests of any uid
+  --warm-workers N      workers kept ready for the next guest (default 1)
+  --max-sessions N      guests served at once (default 256)
+  --once                exit after the first guest's session ends`
+
+function positiveInt(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) throw new FaultlineError(`--${name}: expected a non-negative integer, got '${value}'`)
+  return n
+}
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      snapshot: { type: 'string' }, socket: { type: 'string' }, policy: { type: 'string' },
+      trace: { type: 'string' }, 'allow-uid': { type: 'string', multiple: true },
+      'allow-any-uid': { type: 'boolean' }, 'warm-workers': { type: 'string' },
+      'max-sessions': { type: 'string' }, once: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  })
+  if (values.help) { console.log(SERVE_USAGE); return 0 }
+  if (!values.snapshot) throw new FaultlineError('serve: --snapshot is required')
+  if (!values.socket) throw new FaultlineError('serve: --socket is required')
+  const server = await PageServer.start({
+    snapshotPath: values.snapshot,
+    socketPath: values.socket,
+    policy: values.policy,
+    tracePath: values.trace,
+    allowUids: (values['allow-uid'] ?? []).map(u => positiveInt('allow-uid', u, 0)),
+    allowAnyUid: values['allow-any-uid'],
+    warmWorkers: positiveInt('warm-workers', values['warm-workers'], 1),
+    maxSessions: positiveInt('max-sessions', values['max-sessions'], 256),
+  })
+  const say = (line: string) => console.error(`faultline: ${line}`)
+  say(`serving ${values.snapshot} on ${values.socket} (policy ${values.policy ?? 'ondemand'})`)
+  server.on('log', say)
+  server.on('rejected', (pid, error) => say(`refused pid ${pid}: ${error}`))
+  server.on('session', s => say(`session ${s.id}: pid ${s.pid}, ${s.form} handshake, ${(s.bytes / 2 ** 20).toFixed(0)} MiB`))
+  let done!: () => void
+  const finished = new Promise<void>(r => { done = r })
+  server.on('ended', s => {
+    if (s.error) say(`session ${s.id} failed: ${s.error}`)
+    else if (s.stats) {
+      const st = s.stats
+      say(`session ${s.id} ended (${st.endReason}): ${st.faults} faults, ${st.pagesInstalled.join('/')} pages by fault/prefetch/background, ` +
+        `${st.zeroPagesInstalled} zero, service p50 ${(st.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(st.latency.p99Ns / 1000).toFixed(1)} µs`)
+    }
+    if (values.once) done()
+  })
+  let signals = 0
+  const onSignal = () => {
+    signals++
+    if (signals === 1 && server.active.size > 0) say(`stopping after ${server.active.size} guest(s) finish; interrupt again to stop now`)
+    if (signals === 1) void server.close({ drain: true }).then(done)
+    else server.stopSessions()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  await finished
+  await server.close()
+  return 0
+}

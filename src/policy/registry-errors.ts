@@ -1,0 +1,4 @@
+// Errors for policy selection and arguments.
+import { FaultlineError } from '../errors.js'
+
+export class PolicyArgumentError extends FaultlineError {}

@@ -1,0 +1,135 @@
+// Parses and validates a guest's handshake (Firecracker's region array, or faultline's own
+// object) against the snapshot it will be served from. Pure: no I/O, so hostile input is
+// easy to test.
+import { FaultlineError } from '../errors.js'
+
+export class HandshakeError extends FaultlineError {}
+
+export const MAX_HANDSHAKE_BYTES = 65536
+export const MAX_REGIONS = 1024
+
+export interface GuestRegion {
+  /** Guest virtual address of the region's first byte. */
+  start: number
+  lengthBytes: number
+  /** Byte offset of the region in the snapshot's memory image. */
+  snapshotOffset: number
+  /** The guest's page size for this region (4096, or a huge page size). */
+  pageSize: number
+}
+
+export interface Handshake {
+  form: 'firecracker' | 'faultline'
+  /** The server must run UFFDIO_API and UFFDIO_REGISTER (faultline form). */
+  register: boolean
+  regions: GuestRegion[]
+}
+
+export interface SnapshotGeometry {
+  pageSize: number
+  pageCount: number
+}
+
+function field(obj: Record<string, unknown>, name: string, where: string): number {
+  const v = obj[name]
+  if (v === undefined) throw new HandshakeError(`${where}: missing "${name}"`)
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new HandshakeError(`${where}: "${name}" must be a non-negative integer, got ${JSON.stringify(v)?.slice(0, 40)}`)
+  }
+  return v
+}
+
+function parseRegion(raw: unknown, i: number): GuestRegion {
+  const where = `region ${i}`
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new HandshakeError(`${where}: expected an object`)
+  const obj = raw as Record<string, unknown>
+  const start = field(obj, 'base_host_virt_addr', where)
+  const lengthBytes = field(obj, 'size', where)
+  const snapshotOffset = field(obj, 'offset', where)
+  // Firecracker's deprecated page_size_kib holds bytes despite its name.
+  const pageSize = obj.page_size !== undefined ? field(obj, 'page_size', where) : field(obj, 'page_size_kib', where)
+  return { start, lengthBytes, snapshotOffset, pageSize }
+}
+
+/** Parses the handshake body; throws HandshakeError with a one-line reason. */
+export function parseHandshake(body: string, snapshot: SnapshotGeometry): Handshake {
+  let doc: unknown
+  try {
+    doc = JSON.parse(body)
+  } catch {
+    throw new HandshakeError(`handshake is not JSON (${body.length} bytes starting ${JSON.stringify(body.slice(0, 24))})`)
+  }
+  let handshake: Handshake
+  if (Array.isArray(doc)) {
+    handshake = { form: 'firecracker', register: false, regions: doc.slice(0, MAX_REGIONS + 1).map(parseRegion) }
+    if (doc.length > MAX_REGIONS) throw new HandshakeError(`handshake has ${doc.length} regions; at most ${MAX_REGIONS}`)
+  } else if (doc !== null && typeof doc === 'object') {
+    const obj = doc as Record<string, unknown>
+    if (obj.version !== 1) throw new HandshakeError(`handshake "version" must be 1, got ${JSON.stringify(obj.version)}`)
+    if (obj.register !== undefined && typeof obj.register !== 'boolean') throw new HandshakeError('handshake "register" must be true or false')
+    if (!Array.isArray(obj.regions)) throw new HandshakeError('handshake "regions" must be an array')
+    if (obj.regions.length > MAX_REGIONS) throw new HandshakeError(`handshake has ${obj.regions.length} regions; at most ${MAX_REGIONS}`)
+    handshake = { form: 'faultline', register: obj.register !== false, regions: obj.regions.map(parseRegion) }
+  } else {
+    throw new HandshakeError('handshake must be a JSON array (Firecracker) or object (faultline)')
+  }
+  validateRegions(handshake.regions, snapshot)
+  return handshake
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0
+}
+
+export function validateRegions(regions: GuestRegion[], snapshot: SnapshotGeometry): void {
+  if (regions.length === 0) throw new HandshakeError('handshake has no regions')
+  const imageBytes = snapshot.pageCount * snapshot.pageSize
+  regions.forEach((r, i) => {
+    const where = `region ${i}`
+    if (!isPowerOfTwo(r.pageSize) || r.pageSize < snapshot.pageSize || r.pageSize > 1 << 30) {
+      throw new HandshakeError(`${where}: page size ${r.pageSize} does not fit the snapshot's ${snapshot.pageSize}-byte pages`)
+    }
+    if (r.lengthBytes === 0) throw new HandshakeError(`${where}: size is 0`)
+    if (r.start % r.pageSize || r.lengthBytes % r.pageSize) {
+      throw new HandshakeError(`${where}: address 0x${r.start.toString(16)} and size ${r.lengthBytes} must be multiples of its page size ${r.pageSize}`)
+    }
+    if (r.snapshotOffset % r.pageSize) throw new HandshakeError(`${where}: offset ${r.snapshotOffset} is not a multiple of its page size ${r.pageSize}`)
+    if (r.start + r.lengthBytes > 2 ** 47 * 2) throw new HandshakeError(`${where}: address range ends past the user address space`)
+    if (r.snapshotOffset + r.lengthBytes > imageBytes) {
+      throw new HandshakeError(`${where}: offset ${r.snapshotOffset} + size ${r.lengthBytes} is past the snapshot's end (${imageBytes} bytes)`)
+    }
+  })
+  const byAddress = [...regions].sort((a, b) => a.start - b.start)
+  for (let i = 1; i < byAddress.length; i++) {
+    const prev = byAddress[i - 1]
+    if (prev.start + prev.lengthBytes > byAddress[i].start) {
+      throw new HandshakeError(`regions overlap at address 0x${byAddress[i].start.toString(16)}`)
+    }
+  }
+  const byOffset = [...regions].sort((a, b) => a.snapshotOffset - b.snapshotOffset)
+  for (let i = 1; i < byOffset.length; i++) {
+    const prev = byOffset[i - 1]
+    if (prev.snapshotOffset + prev.lengthBytes > byOffset[i].snapshotOffset) {
+      throw new HandshakeError(`regions overlap in the snapshot at offset ${byOffset[i].snapshotOffset}`)
+    }
+  }
+}
+
+/** Checks that every region lies inside mappings of the guest (its /proc/PID/maps text), so a
+ * guest is only ever served ranges of its own address space. */
+export function checkRegionsMapped(regions: GuestRegion[], mapsText: string): void {
+  const vmas: Array<[number, number]> = []
+  for (const line of mapsText.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
+    if (m) vmas.push([parseInt(m[1], 16), parseInt(m[2], 16)])
+  }
+  regions.forEach((r, i) => {
+    let at = r.start
+    const end = r.start + r.lengthBytes
+    for (const [s, e] of vmas) {
+      if (s <= at && at < e) at = e
+      if (at >= end) return
+    }
+    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not mapped in the guest's address space`)
+  })
+}

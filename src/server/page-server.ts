@@ -1,0 +1,194 @@
+// PageServer: owns the listening socket and a pool of session workers, one guest each, with
+// one kept warm (snapshot open, policy loaded) so a connecting guest never waits for a
+// worker to start.
+import { EventEmitter } from 'node:events'
+import { existsSync, lstatSync, unlinkSync } from 'node:fs'
+import { Worker } from 'node:worker_threads'
+import { FaultlineError } from '../errors.js'
+import { createPolicy } from '../policy/registry.js'
+import { SnapshotReader } from '../snapshot/reader.js'
+import * as uffd from '../uffd/index.js'
+import type { SessionStats } from './session.js'
+import type { SessionWorkerData, WorkerMessage } from './worker-protocol.js'
+
+export interface PageServerOptions {
+  socketPath: string
+  snapshotPath: string
+  /** `--policy` spec; default ondemand. */
+  policy?: string
+  tracePath?: string
+  /** Peer uids allowed besides our own. */
+  allowUids?: number[]
+  allowAnyUid?: boolean
+  /** Workers kept waiting for the next guest. */
+  warmWorkers?: number
+  maxSessions?: number
+  handshakeTimeoutMs?: number
+}
+
+export interface SessionRecord {
+  id: number
+  pid: number
+  form: string
+  bytes: number
+  stats?: SessionStats
+  error?: string
+}
+
+export interface PageServerEvents {
+  log: [line: string]
+  session: [record: SessionRecord]
+  rejected: [pid: number, error: string]
+  ended: [record: SessionRecord]
+}
+
+export class ServerError extends FaultlineError {}
+
+const workerUrl = new URL(`./session-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
+
+export class PageServer extends EventEmitter<PageServerEvents> {
+  readonly socketPath: string
+  private readonly workerData: SessionWorkerData
+  private readonly listenFd: number
+  private readonly stopFd: number
+  private readonly stopAcceptFd: number
+  private readonly warm: number
+  private readonly maxSessions: number
+  private readonly workers = new Set<Worker>()
+  private readonly waitingWorkers = new Set<Worker>()
+  private waiting = 0
+  private closing = false
+  readonly active = new Map<number, SessionRecord>()
+  readonly ended: SessionRecord[] = []
+  rejected = 0
+
+  private constructor(opts: PageServerOptions, listenFd: number) {
+    super()
+    const stopFd = uffd.createEventFd()
+    const stopAcceptFd = uffd.createEventFd()
+    this.stopAcceptFd = stopAcceptFd
+    this.socketPath = opts.socketPath
+    this.listenFd = listenFd
+    this.stopFd = stopFd
+    this.warm = Math.max(1, opts.warmWorkers ?? 1)
+    this.maxSessions = opts.maxSessions ?? 256
+    const uid = process.getuid?.() ?? 0
+    this.workerData = {
+      listenFd, stopFd, stopAcceptFd,
+      snapshotPath: opts.snapshotPath,
+      policy: opts.policy ?? 'ondemand',
+      cwd: process.cwd(),
+      tracePath: opts.tracePath,
+      allowUids: [uid, ...(opts.allowUids ?? [])],
+      allowAnyUid: opts.allowAnyUid ?? false,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
+      sessionCounter: new SharedArrayBuffer(4),
+    }
+  }
+
+  /** Checks the snapshot and policy, listens, and starts the warm worker(s). */
+  static async start(opts: PageServerOptions): Promise<PageServer> {
+    SnapshotReader.open(opts.snapshotPath).close()
+    await createPolicy(opts.policy ?? 'ondemand')
+    if (existsSync(opts.socketPath)) {
+      if (!lstatSync(opts.socketPath).isSocket()) throw new ServerError(`--socket ${opts.socketPath}: exists and is not a socket`)
+      let live = false
+      try { uffd.closeFd(uffd.connectUnix(opts.socketPath)); live = true } catch { /* stale */ }
+      if (live) throw new ServerError(`--socket ${opts.socketPath}: another server is listening there`)
+      unlinkSync(opts.socketPath)
+    }
+    const listenFd = uffd.listenUnix(opts.socketPath)
+    const server = new PageServer(opts, listenFd)
+    await server.fillPool()
+    return server
+  }
+
+  private fillPool(): Promise<void> {
+    const starts: Promise<void>[] = []
+    while (!this.closing && this.waiting < this.warm && this.workers.size < this.maxSessions + this.warm) {
+      starts.push(this.spawn())
+    }
+    return Promise.all(starts).then(() => undefined)
+  }
+
+  private spawn(): Promise<void> {
+    this.waiting++
+    const worker = new Worker(workerUrl, { workerData: this.workerData })
+    this.workers.add(worker)
+    this.waitingWorkers.add(worker)
+    let accepted = false
+    return new Promise<void>((resolve, reject) => {
+      worker.on('message', (m: WorkerMessage) => {
+        switch (m.type) {
+          case 'idle': resolve(); break
+          case 'accepted':
+            accepted = true
+            this.waiting--
+            this.waitingWorkers.delete(worker)
+            void this.fillPool()
+            break
+          case 'log': this.emit('log', m.line); break
+          case 'rejected':
+            this.rejected++
+            this.emit('rejected', m.pid, m.error)
+            break
+          case 'session': {
+            const rec: SessionRecord = { id: m.id, pid: m.pid, form: m.form, bytes: m.bytes }
+            this.active.set(m.id, rec)
+            this.emit('session', rec)
+            break
+          }
+          case 'ended': {
+            const rec = this.active.get(m.id) ?? { id: m.id, pid: m.pid, form: '?', bytes: 0 }
+            rec.stats = m.stats
+            rec.error = m.error
+            this.active.delete(m.id)
+            this.ended.push(rec)
+            this.emit('ended', rec)
+            break
+          }
+          case 'fatal':
+            this.emit('log', `worker failed: ${m.error}`)
+            reject(new ServerError(m.error))
+            break
+        }
+      })
+      worker.on('error', err => {
+        this.emit('log', `worker crashed: ${err.message}`)
+        reject(err)
+      })
+      worker.on('exit', () => {
+        this.workers.delete(worker)
+        this.waitingWorkers.delete(worker)
+        if (!accepted) this.waiting--
+        if (!this.closing) void this.fillPool()
+        resolve()
+      })
+    })
+  }
+
+  /** Resolves when no guest is being served. */
+  async idle(): Promise<void> {
+    while (this.active.size > 0) await new Promise(r => setTimeout(r, 20))
+  }
+
+  /** Ends every session now (their guests see the socket close and stop). */
+  stopSessions(): void {
+    uffd.signalEventFd(this.stopFd)
+  }
+
+  /** Stops accepting; with `drain`, waits for the guests being served to finish first. */
+  async close(opts: { drain?: boolean } = {}): Promise<void> {
+    if (this.closing) return
+    this.closing = true
+    try { unlinkSync(this.socketPath) } catch { /* gone */ }
+    uffd.signalEventFd(this.stopAcceptFd)
+    await Promise.all([...this.waitingWorkers].map(w => new Promise(r => w.once('exit', r))))
+    uffd.closeFd(this.listenFd)
+    if (opts.drain) await this.idle()
+    uffd.signalEventFd(this.stopFd)
+    await Promise.all([...this.workers].map(w => new Promise(r => w.once('exit', r))))
+    uffd.closeFd(this.stopFd)
+    uffd.closeFd(this.stopAcceptFd)
+  }
+}

@@ -1,0 +1,29 @@
+// Messages between the page server (main thread) and its session workers.
+import type { SessionStats } from './session.js'
+
+export interface SessionWorkerData {
+  listenFd: number
+  /** eventfd the server signals (and never drains) to stop every worker. */
+  stopFd: number
+  /** eventfd signalled to stop workers that are still waiting for a guest. */
+  stopAcceptFd: number
+  snapshotPath: string
+  policy: string
+  cwd: string
+  tracePath?: string
+  traceModule?: string
+  allowUids: number[]
+  allowAnyUid: boolean
+  handshakeTimeoutMs: number
+  /** Int32 session counter shared by all workers. */
+  sessionCounter: SharedArrayBuffer
+}
+
+export type WorkerMessage =
+  | { type: 'idle' }
+  | { type: 'accepted' }
+  | { type: 'log'; line: string }
+  | { type: 'rejected'; pid: number; error: string }
+  | { type: 'session'; id: number; pid: number; form: string; regions: number; bytes: number }
+  | { type: 'ended'; id: number; pid: number; stats?: SessionStats; error?: string }
+  | { type: 'fatal'; error: string }
