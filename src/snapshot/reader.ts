@@ -1,0 +1,127 @@
+// SnapshotReader: a PageSource over a local snapshot file. The index stays in memory, the
+// data on disk: each readPages is one pread of the run's stored bytes, then decode in place.
+
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { FaultlineError, fileError } from '../errors.js'
+import { HEADER_SIZE, SnapshotFormatError, decodeHeader, type PageKind, type SnapshotHeader } from './format.js'
+import { PageDecoder } from './decoder.js'
+import type { PageSource } from './page-source.js'
+import { SnapshotIndex } from './snapshot-index.js'
+
+/** Largest single read(2); Linux caps one call at ~2 GiB. */
+const MAX_READ = 1 << 30
+
+export class SnapshotReader implements PageSource {
+  readonly path: string
+  readonly header: SnapshotHeader
+  readonly index: SnapshotIndex
+  readonly pageSize: number
+  readonly pageCount: number
+  readonly imageSizeBytes: number
+  readonly chunkPages: number
+  readonly fileSizeBytes: number
+  private fd: number
+  private readonly dataOffset: number
+  private readonly decoder: PageDecoder
+  private buf: Buffer
+
+  private constructor(path: string, fd: number, fileSizeBytes: number, index: SnapshotIndex) {
+    this.path = path
+    this.fd = fd
+    this.fileSizeBytes = fileSizeBytes
+    this.index = index
+    this.header = index.header
+    this.pageSize = index.pageSize
+    this.pageCount = index.pageCount
+    this.imageSizeBytes = index.imageSizeBytes
+    this.chunkPages = index.chunkPages
+    this.dataOffset = index.header.dataOffset
+    this.decoder = new PageDecoder(index)
+    // Room for one chunk of incompressible pages; grows if a longer run comes.
+    this.buf = Buffer.allocUnsafeSlow(this.chunkPages * this.pageSize)
+  }
+
+  /**
+   * Open and validate a snapshot: header, file length (a truncated or over-long file is
+   * rejected), index CRC and every index entry. Throws SnapshotFormatError, or a
+   * FaultlineError for a file that cannot be opened.
+   */
+  static open(path: string): SnapshotReader {
+    let fd: number
+    try {
+      fd = openSync(path, 'r')
+    } catch (err) {
+      throw fileError(path, err)
+    }
+    try {
+      const st = fstatSync(fd)
+      if (!st.isFile()) throw new FaultlineError(`${path}: not a regular file`)
+      const head = Buffer.alloc(Math.min(HEADER_SIZE, st.size))
+      readFully(fd, head, head.length, 0, path)
+      const header = decodeHeader(head, path)
+      const end = header.dataOffset + header.dataSizeBytes
+      if (st.size < end) {
+        throw new SnapshotFormatError(path, `truncated: file is ${st.size} bytes, the snapshot it describes is ${end}`)
+      }
+      if (st.size > end) {
+        throw new SnapshotFormatError(path, `${st.size - end} unexpected bytes after the end of data (file is ${st.size} bytes, snapshot ${end})`)
+      }
+      const indexBytes = Buffer.allocUnsafeSlow(header.dataOffset - header.indexOffset)
+      readFully(fd, indexBytes, indexBytes.length, header.indexOffset, path)
+      return new SnapshotReader(path, fd, st.size, SnapshotIndex.parse(path, header, indexBytes))
+    } catch (err) {
+      closeSync(fd)
+      throw err
+    }
+  }
+
+  kindOf(page: number): PageKind {
+    return this.index.kindOf(page)
+  }
+
+  readPages(first: number, count: number, into: Buffer, intoOffset: number): void {
+    const ps = this.pageSize
+    if (
+      !(first >= 0 && count >= 0 && first + count <= this.pageCount && intoOffset >= 0 &&
+        intoOffset + count * ps <= into.length) ||
+      first % 1 !== 0 || count % 1 !== 0 || intoOffset % 1 !== 0
+    ) {
+      throw new RangeError(
+        `${this.path}: readPages(${first}, ${count}, into[${into.length}], ${intoOffset}) out of range (${this.pageCount} pages of ${ps})`,
+      )
+    }
+    if (count === 0) return
+    if (this.fd < 0) throw new FaultlineError(`${this.path}: reader is closed`)
+    const index = this.index
+    const start = index.runStart(first)
+    const len = index.runEnd(first + count - 1) - start
+    if (len > 0) {
+      if (len > this.buf.length) this.buf = Buffer.allocUnsafeSlow(len)
+      readFully(this.fd, this.buf, len, this.dataOffset + start, this.path)
+    }
+    this.decoder.decodeRun(first, count, this.buf, 0, into, intoOffset)
+  }
+
+  close(): void {
+    if (this.fd >= 0) {
+      closeSync(this.fd)
+      this.fd = -1
+    }
+  }
+}
+
+function readFully(fd: number, buf: Buffer, len: number, position: number, path: string): void {
+  let got = 0
+  while (got < len) {
+    let n: number
+    try {
+      n = readSync(fd, buf, got, Math.min(len - got, MAX_READ), position + got)
+    } catch (err) {
+      throw fileError(path, err, `read at byte ${position + got}`)
+    }
+    if (n === 0) {
+      throw new SnapshotFormatError(path, `truncated: unexpected end of file at byte ${position + got}`)
+    }
+    got += n
+  }
+}
