@@ -29,6 +29,7 @@ export const libc = {
   getsockopt: lib.func('int getsockopt(int fd, int level, int name, void *val, void *len)'),
   recvmsg: lib.func('long recvmsg(int fd, void *msg, int flags)'),
   sendmsg: lib.func('long sendmsg(int fd, void *msg, int flags)'),
+  recv: lib.func('long recv(int fd, void *buf, size_t len, int flags)'),
   send: lib.func('long send(int fd, void *buf, size_t len, int flags)'),
   shutdown: lib.func('int shutdown(int fd, int how)'),
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),

@@ -160,6 +160,14 @@ export function sendBytes(fd: number, data: Buffer): number {
   return n
 }
 
+/** Reads what a peer sent: bytes read, 0 at end of stream (or reset), -1 if nothing pending. */
+export function receiveBytes(fd: number, into: Buffer): number {
+  const n = Number(libc.recv(fd, into, into.length, abi.MSG_DONTWAIT))
+  if (n >= 0) return n
+  const e = errno()
+  return e === EAGAIN || e === EINTR ? -1 : 0
+}
+
 export function closeFd(fd: number): void {
   if (fd >= 0) libc.close(fd)
 }
