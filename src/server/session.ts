@@ -30,6 +30,8 @@ export interface SessionStats {
   bytesDecoded: number
   removedPages: number
   events: number
+  /** Stored snapshot bytes read to serve this guest. */
+  bytesRead: number
   latency: ReturnType<LatencyHistogram['summary']>
   durationMs: number
   endReason: string
@@ -69,6 +71,7 @@ export class Session implements PolicyContext {
   /** Faults the kernel asked us to retry (EAGAIN while the guest's mappings change). */
   private deferred: number[] = []
   private readonly startMs = performance.now()
+  private readonly bytesReadAtStart: number
   private idleWork: boolean
   private stopped = ''
   readonly stats = {
@@ -85,6 +88,7 @@ export class Session implements PolicyContext {
     this.pageCount = opts.source.pageCount
     this.maxRunPages = MAX_RUN_BYTES / this.pageSize
     this.memory = new GuestMemory(opts.regions, this.pageSize)
+    this.bytesReadAtStart = opts.source.bytesRead ?? 0
     this.idleWork = typeof this.policy.onIdle === 'function'
     this.poll.set(SLOT_UFFD, this.fd.fd, uffd.POLLIN)
     this.poll.set(SLOT_CONN, opts.connectionFd, uffd.POLLIN | uffd.POLLRDHUP)
@@ -126,6 +130,7 @@ export class Session implements PolicyContext {
     this.opts.trace?.close()
     return {
       ...this.stats,
+      bytesRead: (this.source.bytesRead ?? 0) - this.bytesReadAtStart,
       latency: this.histogram.summary(),
       durationMs: Math.round(performance.now() - this.startMs),
       endReason: this.stopped,

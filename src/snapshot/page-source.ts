@@ -20,4 +20,6 @@ export interface PageSource {
    */
   readPages(first: number, count: number, into: Buffer, intoOffset: number): void
   close(): void
+  /** Stored (compressed) bytes read from storage so far, when the source counts them. */
+  readonly bytesRead?: number
 }

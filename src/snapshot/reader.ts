@@ -24,6 +24,8 @@ export class SnapshotReader implements PageSource {
   private readonly dataOffset: number
   private readonly decoder: PageDecoder
   private buf: Buffer
+  /** Stored bytes read from the file by readPages so far. */
+  bytesRead = 0
 
   private constructor(path: string, fd: number, fileSizeBytes: number, index: SnapshotIndex) {
     this.path = path
@@ -98,6 +100,7 @@ export class SnapshotReader implements PageSource {
     if (len > 0) {
       if (len > this.buf.length) this.buf = Buffer.allocUnsafeSlow(len)
       readFully(this.fd, this.buf, len, this.dataOffset + start, this.path)
+      this.bytesRead += len
     }
     this.decoder.decodeRun(first, count, this.buf, 0, into, intoOffset)
   }
