@@ -1,0 +1,278 @@
+/* Guest side of the wire protocol (see handshake.h). Stack buffers only: the shim runs this
+ * from inside mmap(), where malloc may not be safe to re-enter. */
+#include "handshake.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "timing.h"
+
+static int append_regions(const struct fl_region *r, int count, char *buf, size_t cap, size_t *at)
+{
+	for (int i = 0; i < count; i++) {
+		int n = snprintf(buf + *at, cap - *at,
+				 "%s{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":%llu,\"page_size\":%llu}",
+				 i ? "," : "", (unsigned long long)r[i].addr, (unsigned long long)r[i].size,
+				 (unsigned long long)r[i].offset, (unsigned long long)r[i].page_size);
+		if (n < 0 || (size_t)n >= cap - *at)
+			return -1;
+		*at += (size_t)n;
+	}
+	return 0;
+}
+
+static int append_text(const char *s, char *buf, size_t cap, size_t *at)
+{
+	size_t n = strlen(s);
+	if (n >= cap - *at)
+		return -1;
+	memcpy(buf + *at, s, n + 1);
+	*at += n;
+	return 0;
+}
+
+int fl_handshake_body(enum fl_handshake form, const struct fl_region *regions, int count,
+		      char *buf, size_t cap)
+{
+	size_t at = 0;
+	const char *open = form == FL_HANDSHAKE_FAULTLINE
+				   ? "{\"version\":1,\"register\":true,\"regions\":["
+				   : "[";
+	const char *close = form == FL_HANDSHAKE_FAULTLINE ? "]}" : "]";
+	if (cap == 0 || append_text(open, buf, cap, &at) < 0 ||
+	    append_regions(regions, count, buf, cap, &at) < 0 || append_text(close, buf, cap, &at) < 0)
+		return -1;
+	return (int)at;
+}
+
+static int send_body_with_fd(int sock, const char *body, size_t len, int fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control;
+	memset(&control, 0, sizeof control);
+	struct iovec iov = { .iov_base = (void *)body, .iov_len = len };
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = control.buf,
+		.msg_controllen = sizeof control.buf,
+	};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	ssize_t n;
+	do
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	/* A short write would split the fd from the rest of the body; 64 KiB fits one skb. */
+	if (n >= 0 && (size_t)n != len) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	return n < 0 ? -1 : 0;
+}
+
+/* Reads up to and including the first '\n' (or EOF) within the ack timeout. */
+static ssize_t read_reply_line(int sock, char *buf, size_t cap, char *err, size_t errcap)
+{
+	size_t at = 0;
+	uint64_t deadline = now_ns() + (uint64_t)FL_ACK_TIMEOUT_MS * 1000000u;
+	while (at + 1 < cap) {
+		uint64_t now = now_ns();
+		if (now >= deadline) {
+			snprintf(err, errcap, "no reply from the page server within %d s",
+				 FL_ACK_TIMEOUT_MS / 1000);
+			return -1;
+		}
+		struct pollfd p = { .fd = sock, .events = POLLIN };
+		int r = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errcap, "poll on the page server socket: %s", strerror(errno));
+			return -1;
+		}
+		if (r == 0)
+			continue;
+		ssize_t n = recv(sock, buf + at, cap - 1 - at, 0);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0) {
+			snprintf(err, errcap, "reading the page server's reply: %s", strerror(errno));
+			return -1;
+		}
+		if (n == 0)
+			break;
+		at += (size_t)n;
+		buf[at] = '\0';
+		if (memchr(buf, '\n', at))
+			break;
+	}
+	buf[at] = '\0';
+	char *nl = strchr(buf, '\n');
+	if (nl)
+		*nl = '\0';
+	return (ssize_t)strlen(buf);
+}
+
+/* Finds "key" followed by optional spaces and ':' and returns the value's first char. */
+static const char *find_value(const char *json, const char *key)
+{
+	size_t klen = strlen(key);
+	for (const char *p = strchr(json, '"'); p; p = strchr(p + 1, '"')) {
+		if (strncmp(p + 1, key, klen) != 0 || p[1 + klen] != '"')
+			continue;
+		const char *v = p + 2 + klen;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		if (*v != ':')
+			continue;
+		v++;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		return v;
+	}
+	return NULL;
+}
+
+/* Copies a JSON string value into out, as one printable line. */
+static void copy_json_string(const char *v, char *out, size_t cap)
+{
+	size_t at = 0;
+	if (*v++ != '"') {
+		snprintf(out, cap, "%s", v - 1);
+		return;
+	}
+	while (*v && *v != '"' && at + 1 < cap) {
+		char c = *v++;
+		if (c == '\\' && *v && *v != 'u') {
+			/* A one-line message: control escapes become spaces; \uXXXX stays verbatim. */
+			char e = *v++;
+			c = e == 'n' || e == 't' || e == 'r' ? ' ' : e;
+		}
+		out[at++] = c;
+	}
+	out[at] = '\0';
+}
+
+int fl_handshake_attach(const char *socket_path, const char *body, size_t len, int uffd,
+			long *session, int *refused, char *err, size_t errcap)
+{
+	*refused = 0;
+	*session = -1;
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (strlen(socket_path) >= sizeof addr.sun_path) {
+		snprintf(err, errcap, "socket path too long (max %zu bytes): %s",
+			 sizeof addr.sun_path - 1, socket_path);
+		return -1;
+	}
+	strcpy(addr.sun_path, socket_path);
+	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (sock < 0) {
+		snprintf(err, errcap, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (connect(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
+		int e = errno;
+		snprintf(err, errcap, "cannot connect to %s: %s%s", socket_path, strerror(e),
+			 e == ENOENT || e == ECONNREFUSED ? " (is the page server running?)" : "");
+		close(sock);
+		return -1;
+	}
+	if (send_body_with_fd(sock, body, len, uffd) < 0) {
+		snprintf(err, errcap, "sending the handshake to %s: %s", socket_path, strerror(errno));
+		close(sock);
+		return -1;
+	}
+	char line[4096];
+	ssize_t n = read_reply_line(sock, line, sizeof line, err, errcap);
+	if (n < 0) {
+		close(sock);
+		return -1;
+	}
+	if (n == 0) {
+		snprintf(err, errcap, "the page server closed the connection without a reply");
+		close(sock);
+		return -1;
+	}
+	const char *ok = find_value(line, "ok");
+	if (!ok || strncmp(ok, "true", 4) != 0) {
+		const char *e = find_value(line, "error");
+		if (e)
+			copy_json_string(e, err, errcap);
+		else
+			snprintf(err, errcap, "%s", line);
+		*refused = 1;
+		close(sock);
+		return -1;
+	}
+	const char *s = find_value(line, "session");
+	if (s && *s >= '0' && *s <= '9') {
+		long v = 0;
+		while (*s >= '0' && *s <= '9')
+			v = v * 10 + (*s++ - '0');
+		*session = v;
+	}
+	return sock;
+}
+
+static int watchdog_sock = -1;
+static char watchdog_message[128];
+
+static void *watchdog_main(void *unused)
+{
+	(void)unused;
+	for (;;) {
+		struct pollfd p = { .fd = watchdog_sock, .events = POLLIN | POLLRDHUP };
+		int r = poll(&p, 1, -1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 || (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
+			break;
+		if (p.revents & POLLIN) {
+			/* The protocol sends nothing after the ack; drain anything so poll can block again. */
+			char sink[256];
+			ssize_t n = recv(watchdog_sock, sink, sizeof sink, MSG_DONTWAIT);
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+				break;
+		}
+	}
+	ssize_t unused_n = write(STDERR_FILENO, watchdog_message, strlen(watchdog_message));
+	(void)unused_n;
+	_exit(3);
+}
+
+int fl_watchdog_start(int sock, const char *who, char *err, size_t errcap)
+{
+	watchdog_sock = sock;
+	snprintf(watchdog_message, sizeof watchdog_message,
+		 "%s: page server closed the connection; exiting\n", who);
+	/* Signals stay with the program's own threads: the watchdog must only ever poll. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	int rc = pthread_create(&t, &attr, watchdog_main, NULL);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		snprintf(err, errcap, "cannot start the watchdog thread: %s", strerror(rc));
+		return -1;
+	}
+	return 0;
+}
