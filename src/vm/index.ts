@@ -1,0 +1,11 @@
+// The QEMU layer's public surface: launch, checkpoint and resume real VMs.
+export { VmError, QmpError } from './errors.js'
+export { QmpClient, type QmpEvent } from './qmp.js'
+export { GuestConsole } from './console.js'
+export { loadGuestImage, type GuestImage } from './image.js'
+export { QemuVm, accelFromEnv, buildQemuArgs, faultlineEnv, type QemuLaunchOptions, type RamBackend } from './qemu.js'
+export { requestChecksum, waitForBootChecksum, type GuestChecksum } from './guest.js'
+export { bootSource, checkpointVm, type VmCheckpoint } from './checkpoint.js'
+export { resumeVm, RESUME_MODES, type ResumeMode, type ResumeResult, type ResumeTimings } from './resume.js'
+export { PageServerProcess, floorServer, faultlineServer, parseFloorStats, type FloorStats, type ServerOutput, type ServerProcessOptions } from './server-process.js'
+export { dropFileCache } from './pagecache.js'
