@@ -2,8 +2,10 @@
  * touched by a workload, checked against the raw image; one JSON line out. Its CLI is a contract. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +33,11 @@
 enum source_kind { SOURCE_UFFD, SOURCE_MMAP, SOURCE_EAGER };
 enum workload_kind { WORKLOAD_SEQUENTIAL, WORKLOAD_RANDOM, WORKLOAD_PAGES, WORKLOAD_NONE };
 
+/* Pages [first, first+count) of the region, for the actions run after the workload. */
+struct page_range {
+	uint32_t first, count;
+};
+
 struct options {
 	const char *socket_path;
 	uint64_t mib;
@@ -47,6 +55,11 @@ struct options {
 	const char *verify_raw;
 	const char *touched_out;
 	uint64_t hold_ms;
+	int same_pages;
+	uint64_t pace_us;
+	int verify_each;
+	struct page_range discard, unmap, move; /* count 0: not asked for */
+	int fork;
 };
 
 static const char usage[] =
@@ -54,7 +67,8 @@ static const char usage[] =
 	"             [--source uffd|mmap:RAW|eager:RAW]\n"
 	"             [--workload sequential|sequential:FRACTION|random:FRACTION|pages:FILE|none]\n"
 	"             [--seed N] [--threads N] [--write] [--verify RAW] [--touched-out FILE]\n"
-	"             [--hold-ms N]\n"
+	"             [--hold-ms N] [--same-pages] [--pace-us N] [--verify-each]\n"
+	"             [--discard FIRST:COUNT] [--unmap FIRST:COUNT] [--mremap FIRST:COUNT] [--fork]\n"
 	"\n"
 	"  --source      uffd (default): a page server fills the region on faults; mmap:RAW: MAP_PRIVATE\n"
 	"                of RAW over it (kernel demand paging); eager:RAW: read() all of RAW first\n"
@@ -68,13 +82,29 @@ static const char usage[] =
 	"  --verify      compare touched pages with RAW at offset + page*4096 (zeros past its end)\n"
 	"  --touched-out touched pages as little-endian u32, in first-touch order\n"
 	"  --hold-ms     after printing the result, stay alive N ms (the watchdog still runs)\n"
+	"  --same-pages  with --threads N, every thread touches every listed page (thread i starts\n"
+	"                at i*count/N and wraps), so threads fault on the same pages at once\n"
+	"  --pace-us N   sleep N us after each touch (a long, mostly idle workload)\n"
+	"  --verify-each with --verify: check each page right after touching it; a mismatch exits 1\n"
+	"                at once ('guest: verify: page N differs ...')\n"
+	"\n"
+	"Actions after the workload and its --verify, in this order (FIRST:COUNT are region pages):\n"
+	"  --discard     MADV_DONTNEED the pages: they must read as zeros from then on\n"
+	"  --unmap       munmap the pages, then map fresh anonymous memory there (reads as zeros)\n"
+	"  --mremap      move the pages to a new address (mremap MAYMOVE|FIXED): they must read as\n"
+	"                the snapshot's pages of their original offsets there\n"
+	"  --fork        fork: the child checks every page (below), exits, then the parent does\n"
+	"With any action and --verify, every page of the region is then read where it now lives and\n"
+	"compared with what it must hold (after_pages, after_mismatches; child_* for --fork).\n"
 	"\n"
 	"Prints one JSON line. Times are ns from time zero, taken after argument parsing and workload\n"
 	"preparation (setup_ns) and just before the region is mapped: resume_ns (region ready),\n"
 	"first_access_ns (null if nothing touched), total_ns, workload_ns = total - resume; verify_ns\n"
 	"apart; io_*, minflt, majflt, cpu_ns cover resume + workload. Exit: 0 ok, 1 verify mismatch,\n"
 	"2 bad arguments or setup failure (incl. 'guest: server refused: ...'), 3 the page server\n"
-	"went away (watchdog: 'guest: page server closed the connection; exiting').\n";
+	"went away (watchdog: 'guest: page server closed the connection; exiting', with the server's\n"
+	"reason in parentheses when it gave one), 4 a page was poisoned (SIGBUS: 'guest: SIGBUS at\n"
+	"page N ...'), 5 a forked child failed.\n";
 
 static void parse_source(struct options *o, const char *text)
 {
@@ -112,6 +142,20 @@ static void parse_workload(struct options *o, const char *text)
 		args_fail("--workload: expected sequential, sequential:FRACTION, random:FRACTION, "
 			  "pages:FILE or none, got '%s'", text);
 	}
+}
+
+static struct page_range parse_range(const char *opt, const char *text)
+{
+	const char *colon = strchr(text, ':');
+	char first[32];
+	if (!colon || (size_t)(colon - text) >= sizeof first)
+		args_fail("%s: expected FIRST:COUNT (region pages), got '%s'", opt, text);
+	memcpy(first, text, (size_t)(colon - text));
+	first[colon - text] = '\0';
+	struct page_range r;
+	r.first = (uint32_t)args_u64(opt, first, 0, UINT32_MAX, 0);
+	r.count = (uint32_t)args_u64(opt, colon + 1, 1, UINT32_MAX, 0);
+	return r;
 }
 
 static void parse_options(struct options *o, int argc, char **argv)
@@ -162,6 +206,23 @@ static void parse_options(struct options *o, int argc, char **argv)
 			o->touched_out = args_value(&a);
 		} else if (args_is(&a, "--hold-ms")) {
 			o->hold_ms = args_u64("--hold-ms", args_value(&a), 0, 86400000, 0);
+		} else if (args_is(&a, "--same-pages")) {
+			args_no_value(&a);
+			o->same_pages = 1;
+		} else if (args_is(&a, "--pace-us")) {
+			o->pace_us = args_u64("--pace-us", args_value(&a), 0, 10000000, 0);
+		} else if (args_is(&a, "--verify-each")) {
+			args_no_value(&a);
+			o->verify_each = 1;
+		} else if (args_is(&a, "--discard")) {
+			o->discard = parse_range("--discard", args_value(&a));
+		} else if (args_is(&a, "--unmap")) {
+			o->unmap = parse_range("--unmap", args_value(&a));
+		} else if (args_is(&a, "--mremap")) {
+			o->move = parse_range("--mremap", args_value(&a));
+		} else if (args_is(&a, "--fork")) {
+			args_no_value(&a);
+			o->fork = 1;
 		} else {
 			args_fail("unknown option '%s' (see --help)", a.name);
 		}
@@ -170,6 +231,19 @@ static void parse_options(struct options *o, int argc, char **argv)
 		args_fail("--mib: required");
 	if (o->source == SOURCE_UFFD && !o->socket_path)
 		args_fail("--socket: required with --source uffd");
+	if (o->verify_each && !o->verify_raw)
+		args_fail("--verify-each: needs --verify RAW");
+	uint64_t pages = (o->mib << 20) / PAGE;
+	if (o->unmap.count && o->move.count && o->unmap.first < o->move.first + o->move.count &&
+	    o->move.first < o->unmap.first + o->unmap.count)
+		args_fail("--unmap and --mremap: the ranges overlap (the hole is another mapping then)");
+	const struct page_range *ranges[] = { &o->discard, &o->unmap, &o->move };
+	const char *names[] = { "--discard", "--unmap", "--mremap" };
+	for (int i = 0; i < 3; i++) {
+		if (ranges[i]->count && (uint64_t)ranges[i]->first + ranges[i]->count > pages)
+			args_fail("%s: pages %u..%llu are past the region's %llu pages", names[i], ranges[i]->first,
+				  (unsigned long long)ranges[i]->first + ranges[i]->count - 1, (unsigned long long)pages);
+	}
 }
 
 /* splitmix64 (Steele, Lea, Flood 2014): state += 0x9e3779b97f4a7c15, then the finaliser. Chosen
@@ -353,8 +427,9 @@ static long source_uffd(char *region, uint64_t len, const struct options *o)
 	int uffd = uffd_create(1, err, sizeof err);
 	if (uffd < 0)
 		args_fail("%s", err);
+	/* As Firecracker does: EVENT_REMOVE (for its balloon), nothing else. */
 	if (o->handshake == FL_HANDSHAKE_FIRECRACKER &&
-	    (uffd_api(uffd, 0, err, sizeof err) < 0 ||
+	    (uffd_api(uffd, UFFD_FEATURE_EVENT_REMOVE, err, sizeof err) < 0 ||
 	     uffd_register_missing(uffd, (uint64_t)(uintptr_t)region, len, err, sizeof err) < 0))
 		args_fail("%s", err);
 	struct fl_region r = {
@@ -389,6 +464,11 @@ struct workload {
 	uint32_t *order;      /* actual first-touch order, kept only with several threads */
 	uint32_t order_next;  /* atomic cursor into order */
 	pthread_barrier_t start;
+	int same_pages;
+	uint64_t pace_us;
+	int check_fd;         /* --verify-each: the raw image, else -1 */
+	const char *check_path;
+	uint64_t offset;
 };
 
 struct worker {
@@ -409,18 +489,52 @@ static inline void touch(char *region, uint32_t page, int write)
 		(void)*(volatile uint64_t *)word;
 }
 
+static void sleep_us(uint64_t us);
+static void read_expected(int fd, const char *path, uint64_t at, char *into, size_t len);
+
+/* --verify-each: the page just touched must already be the image's page. */
+static void check_now(const struct workload *w, uint32_t page)
+{
+	char expect[PAGE];
+	read_expected(w->check_fd, w->check_path, w->offset + (uint64_t)page * PAGE, expect, PAGE);
+	if (memcmp(w->region + (uint64_t)page * PAGE, expect, PAGE) != 0) {
+		fprintf(stderr, "guest: verify: page %u differs from '%s' right after it was served\n", page,
+			w->check_path);
+		_exit(1);
+	}
+}
+
+static void touch_one(struct workload *w, uint32_t page)
+{
+	touch(w->region, page, w->write);
+	if (w->check_fd >= 0)
+		check_now(w, page);
+	if (w->pace_us)
+		sleep_us(w->pace_us);
+}
+
 static void run_worker(struct worker *k)
 {
 	struct workload *w = k->w;
 	uint32_t i = k->id;
+	if (w->same_pages) {
+		/* Every thread walks the whole list from its own starting point. */
+		uint32_t start = (uint32_t)((uint64_t)k->id * w->count / w->threads);
+		for (uint32_t n = 0; n < w->count; n++) {
+			touch_one(w, w->list[(start + n) % w->count]);
+			if (n == 0)
+				k->first_ns = now_ns();
+		}
+		return;
+	}
 	if (i >= w->count)
 		return;
-	touch(w->region, w->list[i], w->write);
+	touch_one(w, w->list[i]);
 	k->first_ns = now_ns();
 	if (w->order)
 		w->order[__atomic_fetch_add(&w->order_next, 1, __ATOMIC_RELAXED)] = w->list[i];
 	for (i += w->threads; i < w->count; i += w->threads) {
-		touch(w->region, w->list[i], w->write);
+		touch_one(w, w->list[i]);
 		if (w->order)
 			w->order[__atomic_fetch_add(&w->order_next, 1, __ATOMIC_RELAXED)] = w->list[i];
 	}
@@ -442,6 +556,23 @@ struct verify_result {
 	uint32_t shown[MISMATCHES_SHOWN];
 };
 
+/* The image's bytes at `at`, zeros past its end. */
+static void read_expected(int fd, const char *path, uint64_t at, char *into, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = pread(fd, into + got, len - got, (off_t)(at + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			args_fail("--verify: reading '%s': %s", path, strerror(errno));
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	memset(into + got, 0, len - got);
+}
+
 /* Compares each touched page with the raw image at offset + page*4096 (zeros past its end),
  * reading consecutive pages with one pread. */
 static void verify(const char *region, const uint32_t *list, uint32_t count, const char *raw_path,
@@ -453,20 +584,7 @@ static void verify(const char *region, const uint32_t *list, uint32_t count, con
 		uint32_t run = 1;
 		while (i + run < count && run < VERIFY_RUN_PAGES && list[i + run] == list[i] + run)
 			run++;
-		size_t want = (size_t)run * PAGE;
-		size_t got = 0;
-		while (got < want) {
-			ssize_t n = pread(raw_fd, expect + got, want - got,
-					  (off_t)(offset + (uint64_t)list[i] * PAGE + got));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				args_fail("--verify: reading '%s': %s", raw_path, strerror(errno));
-			if (n == 0)
-				break;
-			got += (size_t)n;
-		}
-		memset(expect + got, 0, want - got);
+		read_expected(raw_fd, raw_path, offset + (uint64_t)list[i] * PAGE, expect, (size_t)run * PAGE);
 		for (uint32_t k = 0; k < run; k++) {
 			uint32_t page = list[i + k];
 			if (memcmp(region + (uint64_t)page * PAGE, expect + (size_t)k * PAGE, PAGE) != 0) {
@@ -519,6 +637,180 @@ static void write_touched(const char *path, int fd, const uint32_t *list, uint32
 		args_fail("--touched-out: writing '%s': %s", path, strerror(errno));
 }
 
+/* ---- actions after the workload, and the check of every page that follows them ---- */
+
+enum expectation { EXPECT_IMAGE, EXPECT_ZERO };
+
+/* Where each region page lives now and what it must read as. */
+struct layout {
+	char *region;
+	uint32_t pages;
+	char *moved; /* new address of the --mremap pages, or NULL */
+	struct page_range move;
+	uint8_t *expect; /* per page: enum expectation */
+};
+
+static char *page_address(const struct layout *l, uint32_t page)
+{
+	if (l->moved && page >= l->move.first && page - l->move.first < l->move.count)
+		return l->moved + (uint64_t)(page - l->move.first) * PAGE;
+	return l->region + (uint64_t)page * PAGE;
+}
+
+static void run_actions(const struct options *o, struct layout *l)
+{
+	if (o->discard.count) {
+		char *at = page_address(l, o->discard.first);
+		if (madvise(at, (size_t)o->discard.count * PAGE, MADV_DONTNEED) < 0)
+			args_fail("--discard: madvise(MADV_DONTNEED): %s", strerror(errno));
+		memset(l->expect + o->discard.first, EXPECT_ZERO, o->discard.count);
+	}
+	if (o->unmap.count) {
+		char *at = page_address(l, o->unmap.first);
+		size_t bytes = (size_t)o->unmap.count * PAGE;
+		if (munmap(at, bytes) < 0)
+			args_fail("--unmap: munmap: %s", strerror(errno));
+		/* Fresh memory in the hole is not the snapshot's: it is never registered, reads zeros. */
+		if (mmap(at, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			 -1, 0) != at)
+			args_fail("--unmap: mapping the hole again: %s", strerror(errno));
+		memset(l->expect + o->unmap.first, EXPECT_ZERO, o->unmap.count);
+	}
+	if (o->move.count) {
+		size_t bytes = (size_t)o->move.count * PAGE;
+		/* A place of our choosing, so the move really changes the address. */
+		char *to = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (to == MAP_FAILED)
+			args_fail("--mremap: reserving %zu bytes: %s", bytes, strerror(errno));
+		if (mremap(page_address(l, o->move.first), bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, to) != to)
+			args_fail("--mremap: %s", strerror(errno));
+		l->moved = to;
+		l->move = o->move;
+	}
+}
+
+/* Reads every page where it lives now and compares it with what it must hold; returns the
+ * number that differ (first one in *first_bad). */
+static uint64_t check_layout(const struct layout *l, int raw_fd, const char *raw_path, uint64_t offset,
+			     uint32_t *first_bad)
+{
+	static char expect[PAGE];
+	uint64_t bad = 0;
+	for (uint32_t p = 0; p < l->pages; p++) {
+		if (l->expect[p] == EXPECT_ZERO)
+			memset(expect, 0, PAGE);
+		else
+			read_expected(raw_fd, raw_path, offset + (uint64_t)p * PAGE, expect, PAGE);
+		if (memcmp(page_address(l, p), expect, PAGE) != 0) {
+			if (!bad)
+				*first_bad = p;
+			bad++;
+		}
+	}
+	return bad;
+}
+
+struct child_result {
+	int exit_code; /* -1 when killed by a signal */
+	int signal;
+	long long mismatches; /* -1 when the child did not say */
+};
+
+/* --fork: the child checks every page and reports through a pipe. */
+static void fork_and_check(const struct layout *l, int raw_fd, const char *raw_path, uint64_t offset,
+			   struct child_result *r)
+{
+	int fds[2];
+	if (pipe(fds) < 0)
+		args_fail("--fork: pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		args_fail("--fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(fds[0]);
+		uint32_t first_bad = 0;
+		uint64_t bad = check_layout(l, raw_fd, raw_path, offset, &first_bad);
+		if (bad)
+			fprintf(stderr, "guest: fork child: %llu of %u pages differ (first: %u)\n",
+				(unsigned long long)bad, l->pages, first_bad);
+		ssize_t unused = write(fds[1], &bad, sizeof bad);
+		(void)unused;
+		_exit(bad ? 1 : 0);
+	}
+	close(fds[1]);
+	uint64_t bad;
+	ssize_t n;
+	do
+		n = read(fds[0], &bad, sizeof bad);
+	while (n < 0 && errno == EINTR);
+	close(fds[0]);
+	r->mismatches = n == (ssize_t)sizeof bad ? (long long)bad : -1;
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	r->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	r->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+/* ---- poisoned pages ---- */
+
+static char *sigbus_region;
+static uint64_t sigbus_len;
+
+static size_t put_text(char *at, const char *s)
+{
+	size_t n = strlen(s);
+	memcpy(at, s, n);
+	return n;
+}
+
+static size_t put_u64(char *at, uint64_t v, int base)
+{
+	char tmp[24];
+	size_t n = 0;
+	do
+		tmp[n++] = "0123456789abcdef"[v % (uint64_t)base];
+	while ((v /= (uint64_t)base) != 0);
+	for (size_t i = 0; i < n; i++)
+		at[i] = tmp[n - 1 - i];
+	return n;
+}
+
+/* A page the server poisoned (it could not verify the snapshot's data for it) raises SIGBUS
+ * on access: say which, in one line, with async-signal-safe calls only. */
+static void on_sigbus(int sig, siginfo_t *si, void *unused)
+{
+	(void)sig;
+	(void)unused;
+	char msg[200];
+	size_t n = put_text(msg, "guest: SIGBUS at ");
+	uintptr_t a = (uintptr_t)si->si_addr, base = (uintptr_t)sigbus_region;
+	if (a >= base && a - base < sigbus_len) {
+		n += put_text(msg + n, "page ");
+		n += put_u64(msg + n, (a - base) / PAGE, 10);
+	} else {
+		n += put_text(msg + n, "address 0x");
+		n += put_u64(msg + n, a, 16);
+	}
+	n += put_text(msg + n, ": the page server poisoned it rather than serve a page it could not verify\n");
+	ssize_t unused_n = write(STDERR_FILENO, msg, n);
+	(void)unused_n;
+	_exit(4);
+}
+
+static void catch_sigbus(char *region, uint64_t len)
+{
+	sigbus_region = region;
+	sigbus_len = len;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
 /* ---- own costs, so a benchmark can account for every process involved ---- */
 
 struct usage {
@@ -552,11 +844,16 @@ static void sample_usage(struct usage *u)
 	}
 }
 
-static void sleep_ms(uint64_t ms)
+static void sleep_us(uint64_t us)
 {
-	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 };
+	struct timespec ts = { .tv_sec = (time_t)(us / 1000000), .tv_nsec = (long)(us % 1000000) * 1000 };
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
+}
+
+static void sleep_ms(uint64_t ms)
+{
+	sleep_us(ms * 1000);
 }
 
 int main(int argc, char **argv)
@@ -585,11 +882,14 @@ int main(int argc, char **argv)
 
 	struct workload w = {
 		.list = list, .count = count, .threads = (uint32_t)o.threads, .write = o.write,
+		.same_pages = o.same_pages && o.threads > 1, .pace_us = o.pace_us,
+		.check_fd = o.verify_each ? verify_fd : -1, .check_path = o.verify_raw, .offset = o.offset,
 	};
 	struct worker *workers = calloc(o.threads, sizeof *workers);
 	if (!workers)
 		args_fail("out of memory");
-	if (o.touched_out && o.threads > 1)
+	/* With --same-pages a page is touched by every thread: the list's order is reported. */
+	if (o.touched_out && o.threads > 1 && !w.same_pages)
 		w.order = alloc_pages_list(count);
 	/* Worker threads exist before the clock starts and wait on a barrier, so neither resume
 	 * nor the workload pays for creating them. */
@@ -614,6 +914,8 @@ int main(int argc, char **argv)
 	if (region == MAP_FAILED)
 		args_fail("cannot map %llu MiB: %s", (unsigned long long)o.mib, strerror(errno));
 	w.region = region;
+	if (o.source == SOURCE_UFFD)
+		catch_sigbus(region, len);
 	long session = -1;
 	switch (o.source) {
 	case SOURCE_UFFD:
@@ -651,12 +953,41 @@ int main(int argc, char **argv)
 		uint64_t v0 = now_ns();
 		verify(region, list, count, o.verify_raw, verify_fd, o.offset, &vr);
 		verify_ns = now_ns() - v0;
-		close(verify_fd);
 		if (vr.mismatches)
 			report_mismatches(&vr, o.verify_raw);
 	}
 	if (o.touched_out)
 		write_touched(o.touched_out, touched_fd, w.order ? w.order : list, count);
+
+	int acted = o.discard.count || o.unmap.count || o.move.count || o.fork;
+	char after_json[256] = "";
+	uint64_t after_bad = 0;
+	struct child_result child = { 0, 0, 0 };
+	if (acted) {
+		struct layout l = { .region = region, .pages = pages, .expect = calloc(pages, 1) };
+		if (!l.expect)
+			args_fail("out of memory");
+		run_actions(&o, &l);
+		if (o.fork && o.verify_raw)
+			fork_and_check(&l, verify_fd, o.verify_raw, o.offset, &child);
+		uint32_t first_bad = 0;
+		if (o.verify_raw) {
+			after_bad = check_layout(&l, verify_fd, o.verify_raw, o.offset, &first_bad);
+			if (after_bad)
+				fprintf(stderr, "guest: after the actions: %llu of %u pages differ from what they must hold "
+					"(first: %u)\n", (unsigned long long)after_bad, pages, first_bad);
+		}
+		char child_json[128] = "";
+		if (o.fork && o.verify_raw)
+			snprintf(child_json, sizeof child_json,
+				 ",\"child_exit\":%d,\"child_signal\":%d,\"child_mismatches\":%lld",
+				 child.exit_code, child.signal, child.mismatches);
+		snprintf(after_json, sizeof after_json, o.verify_raw ? ",\"after_pages\":%u,\"after_mismatches\":%llu%s" : "",
+			 pages, (unsigned long long)after_bad, child_json);
+	}
+	int child_failed = o.fork && o.verify_raw && (child.exit_code != 0 || child.signal != 0);
+	if (verify_fd >= 0)
+		close(verify_fd);
 
 	static const char *source_names[] = { "uffd", "mmap", "eager" };
 	char workload_json[512], first_json[32], verify_json[32], session_json[32], handshake_json[32];
@@ -673,8 +1004,8 @@ int main(int argc, char **argv)
 	       "\"threads\":%llu,\"setup_ns\":%llu,\"resume_ns\":%llu,\"first_access_ns\":%s,"
 	       "\"workload_ns\":%llu,\"total_ns\":%llu,\"verify_ns\":%s,\"verified_pages\":%llu,"
 	       "\"mismatches\":%llu,\"io_read_bytes\":%llu,\"io_rchar\":%llu,\"minflt\":%llu,"
-	       "\"majflt\":%llu,\"cpu_ns\":%llu,\"maxrss_kb\":%llu}\n",
-	       vr.mismatches ? "false" : "true", source_names[o.source], handshake_json, session_json,
+	       "\"majflt\":%llu,\"cpu_ns\":%llu,\"maxrss_kb\":%llu%s}\n",
+	       vr.mismatches || after_bad || child_failed ? "false" : "true", source_names[o.source], handshake_json, session_json,
 	       (unsigned long long)o.mib, pages, workload_json, (unsigned long long)o.seed,
 	       o.write ? "true" : "false", count, (unsigned long long)o.threads,
 	       (unsigned long long)(t0 - main_ns), (unsigned long long)resume_ns, first_json,
@@ -683,10 +1014,10 @@ int main(int argc, char **argv)
 	       (unsigned long long)(u1.read_bytes - u0.read_bytes),
 	       (unsigned long long)(u1.rchar - u0.rchar), (unsigned long long)(u1.minflt - u0.minflt),
 	       (unsigned long long)(u1.majflt - u0.majflt), (unsigned long long)(u1.cpu_ns - u0.cpu_ns),
-	       (unsigned long long)u1.maxrss_kb);
+	       (unsigned long long)u1.maxrss_kb, after_json);
 	/* The line goes out before --hold-ms so a test can read the result, then kill the server. */
 	fflush(stdout);
 	if (o.hold_ms)
 		sleep_ms(o.hold_ms);
-	return vr.mismatches ? 1 : 0;
+	return vr.mismatches || after_bad ? 1 : child_failed ? 5 : 0;
 }

@@ -228,27 +228,44 @@ int fl_handshake_attach(const char *socket_path, const char *body, size_t len, i
 }
 
 static int watchdog_sock = -1;
-static char watchdog_message[128];
+static char watchdog_who[64];
 
 static void *watchdog_main(void *unused)
 {
 	(void)unused;
+	/* After the ack the server says nothing, except one last line when it ends the session
+	 * itself ({"ok":false,"error":"..."}): kept, to say why. */
+	char said[1024];
+	size_t said_len = 0;
 	for (;;) {
 		struct pollfd p = { .fd = watchdog_sock, .events = POLLIN | POLLRDHUP };
 		int r = poll(&p, 1, -1);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 || (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)))
+		if (r < 0 || (p.revents & (POLLERR | POLLNVAL)))
 			break;
-		if (p.revents & POLLIN) {
-			/* The protocol sends nothing after the ack; drain anything so poll can block again. */
+		if (p.revents & (POLLIN | POLLHUP | POLLRDHUP)) {
 			char sink[256];
 			ssize_t n = recv(watchdog_sock, sink, sizeof sink, MSG_DONTWAIT);
-			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			if (n > 0) {
+				size_t keep = (size_t)n < sizeof said - 1 - said_len ? (size_t)n : sizeof said - 1 - said_len;
+				memcpy(said + said_len, sink, keep);
+				said_len += keep;
+				continue;
+			}
+			if (n == 0 || (errno != EAGAIN && errno != EINTR))
 				break;
 		}
 	}
-	ssize_t unused_n = write(STDERR_FILENO, watchdog_message, strlen(watchdog_message));
+	said[said_len] = '\0';
+	char why[512] = "";
+	const char *e = find_value(said, "error");
+	if (e)
+		copy_json_string(e, why, sizeof why);
+	char line[700];
+	int len = snprintf(line, sizeof line, "%s: page server closed the connection%s%s%s; exiting\n",
+			   watchdog_who, why[0] ? " (" : "", why, why[0] ? ")" : "");
+	ssize_t unused_n = write(STDERR_FILENO, line, len < 0 ? 0 : (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
 	(void)unused_n;
 	_exit(3);
 }
@@ -256,8 +273,7 @@ static void *watchdog_main(void *unused)
 int fl_watchdog_start(int sock, const char *who, char *err, size_t errcap)
 {
 	watchdog_sock = sock;
-	snprintf(watchdog_message, sizeof watchdog_message,
-		 "%s: page server closed the connection; exiting\n", who);
+	snprintf(watchdog_who, sizeof watchdog_who, "%s", who);
 	/* Signals stay with the program's own threads: the watchdog must only ever poll. */
 	sigset_t all, old;
 	sigfillset(&all);

@@ -33,7 +33,10 @@ int fl_handshake_attach(const char *socket_path, const char *body, size_t len, i
 
 /* Starts a detached thread that blocks in poll() on sock and, when the server side goes away,
  * prints "<who>: page server closed the connection; exiting" and _exit(3)s: a fault whose
- * server is gone would otherwise wait forever. Returns 0 or -1 with err set. */
+ * server is gone would otherwise wait forever. When the server ended the session itself it
+ * sent a last {"ok":false,"error":"..."} line first, and the message says it in parentheses:
+ * "<who>: page server closed the connection (snapshot error: ...); exiting".
+ * Returns 0 or -1 with err set. */
 int fl_watchdog_start(int sock, const char *who, char *err, size_t errcap);
 
 #endif

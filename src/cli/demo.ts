@@ -1,20 +1,17 @@
 // `faultline demo` (npm start): builds a synthetic memory image and its snapshot, then resumes
 // the native guest three ways in one run (eager read, mmap of the raw image, faultline on
 // demand) and prints the comparison, with every touched page verified against the image.
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { GuestRunError, runGuestProcess } from '../bench/guest.js'
 import { FaultlineError } from '../errors.js'
 import { PageServer } from '../server/page-server.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
 import { Progress, formatBytes } from './progress.js'
 import { formatTable, median, ms } from './table.js'
-
-export const GUEST_BINARY = resolve(dirname(fileURLToPath(import.meta.url)), '../../native/build/guest')
 
 export const DEMO_USAGE = `usage: faultline demo [--mib N] [--workload W] [--repeat N] [--dir DIR]
 
@@ -23,39 +20,6 @@ export const DEMO_USAGE = `usage: faultline demo [--mib N] [--workload W] [--rep
   --repeat N      runs of each mode; the table shows medians (default 3)
   --policy P      faultline's fault policy (default ondemand)
   --dir DIR       keep the image and snapshot in DIR (default: a temporary directory, removed)`
-
-export interface GuestReport {
-  ok: boolean
-  resume_ns: number
-  first_access_ns: number
-  workload_ns: number
-  total_ns: number
-  pages_touched: number
-  verified_pages: number
-  mismatches: number
-  [key: string]: unknown
-}
-
-export class GuestRunError extends FaultlineError {}
-
-/** Runs the native guest and returns its JSON report; any failure is a GuestRunError. */
-export function runGuestProcess(args: string[]): Promise<GuestReport> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(GUEST_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = '', err = ''
-    child.stdout.on('data', d => { out += d })
-    child.stderr.on('data', d => { err += d })
-    child.on('error', e => reject(new GuestRunError(`${GUEST_BINARY}: ${e.message} (run npm install to build native/)`)))
-    child.on('close', code => {
-      const line = out.trim().split('\n').pop() ?? ''
-      let report: GuestReport | undefined
-      try { report = JSON.parse(line) } catch { /* below */ }
-      if (code !== 0 || !report) {
-        reject(new GuestRunError(`guest ${args.join(' ')} exited ${code}: ${err.trim().split('\n').pop() ?? ''}`))
-      } else resolvePromise(report)
-    })
-  })
-}
 
 interface ModeResult { resume: number[]; first: number[]; workload: number[]; total: number[]; served: number[]; bytesRead: number[]; verified: number; mismatches: number }
 
@@ -113,7 +77,7 @@ async function runDemo(dir: string, mib: number, workload: string, repeat: numbe
         const ended = server.ended.length
         const r = await runGuestProcess(args)
         const res = results[m]
-        res.resume.push(r.resume_ns); res.first.push(r.first_access_ns); res.workload.push(r.workload_ns); res.total.push(r.total_ns)
+        res.resume.push(r.resume_ns); res.first.push(r.first_access_ns ?? NaN); res.workload.push(r.workload_ns); res.total.push(r.total_ns)
         res.verified += r.verified_pages; res.mismatches += r.mismatches
         if (m === 0) { res.served.push(bytes / 4096); res.bytesRead.push(bytes) }
         else if (m === 1) { res.served.push(r.pages_touched); res.bytesRead.push(NaN) }

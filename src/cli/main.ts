@@ -8,6 +8,9 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   snapshot: { summary: 'create | info | verify | extract a compressed snapshot', load: async () => (await import('./snapshot.js')).snapshotCommand },
   serve: { summary: 'serve guests\' page faults from a snapshot', load: async () => (await import('./serve.js')).serveCommand },
   demo: { summary: 'the built-in demo: eager vs mmap vs faultline on a synthetic image', load: async () => (await import('./demo.js')).demoCommand },
+  bench: { summary: 'benchmarks: resume modes, per-fault cost, policies, trace overhead (bench --help)', load: async () => (await import('./bench.js')).benchCommand },
+  trace: { summary: 'stats | export | plot | replay a fault trace (serve --trace records one)', load: async () => (await import('./trace.js')).traceCommand },
+  vm: { summary: 'image | snapshot | resume a real QEMU VM (eager, mmap or faultline)', load: async () => (await import('./vm.js')).vmCommand },
 }
 
 export const USAGE = `usage: faultline <command> [options]

@@ -17,6 +17,11 @@ import {
 import { SnapshotReader } from '../snapshot/reader.js'
 import { createSnapshot } from '../snapshot/writer.js'
 import { extractSnapshot, verifySnapshot } from '../snapshot/verify.js'
+import { StoreArgumentError } from '../store/errors.js'
+import { openRemoteSnapshot } from '../store/remote-snapshot.js'
+import { createS3Client, isS3Url, parseS3Url, resolveS3Settings } from '../store/s3-config.js'
+import { S3Object } from '../store/s3-object.js'
+import { pushSnapshot } from '../store/upload.js'
 import { Progress, formatBytes, formatRate, type ProgressStream } from './progress.js'
 
 export interface CliIo {
@@ -27,9 +32,10 @@ export interface CliIo {
 
 const USAGE = {
   create: 'faultline snapshot create RAW SNAP [--page-size N] [--chunk-pages N]',
-  info: 'faultline snapshot info SNAP [--json]',
+  info: 'faultline snapshot info SNAP|s3://BUCKET/KEY [--json] [--endpoint URL]',
   verify: 'faultline snapshot verify SNAP [--json]',
   extract: 'faultline snapshot extract SNAP OUT',
+  push: 'faultline snapshot push SNAP s3://BUCKET/KEY [--endpoint URL] [--create-bucket]',
 } as const
 type Sub = keyof typeof USAGE
 
@@ -37,11 +43,15 @@ const HELP = `usage:
   ${USAGE.create}
       compress a raw memory image into a snapshot (page size default ${DEFAULT_PAGE_SIZE}, chunk pages default ${DEFAULT_CHUNK_PAGES})
   ${USAGE.info}
-      header, page kinds, sizes, ratio, checksums and chunking (validates header and index)
+      header, page kinds, sizes, ratio, checksums and chunking (validates header and index;
+      for s3:// reads only those, with ranged GETs)
   ${USAGE.verify}
       decode every page and check its checksum; exit 1 if any page is corrupt
   ${USAGE.extract}
       write the raw image back, byte-identical to the original
+  ${USAGE.push}
+      upload a snapshot to an S3 store (multipart); endpoint and keys from AWS_ENDPOINT_URL_S3,
+      AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, or --endpoint
 `
 
 /** Thrown for bad command lines: printed as one line, exit status 2. */
@@ -52,12 +62,12 @@ export async function snapshotCommand(argv: string[], io?: Partial<CliIo>): Prom
   const out: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env, ...io }
   const [sub, ...rest] = argv
   try {
-    if (sub === undefined) throw new UsageError(`snapshot: missing subcommand (create, info, verify, extract); see faultline snapshot --help`)
+    if (sub === undefined) throw new UsageError(`snapshot: missing subcommand (create, info, verify, extract, push); see faultline snapshot --help`)
     if (sub === '--help' || sub === '-h' || sub === 'help') {
       out.stdout.write(HELP)
       return 0
     }
-    if (!(sub in USAGE)) throw new UsageError(`snapshot: unknown subcommand "${sub}" (create, info, verify, extract)`)
+    if (!(sub in USAGE)) throw new UsageError(`snapshot: unknown subcommand "${sub}" (create, info, verify, extract, push)`)
     if (rest.includes('--help') || rest.includes('-h')) {
       out.stdout.write(`usage: ${USAGE[sub as Sub]}\n`)
       return 0
@@ -66,15 +76,17 @@ export async function snapshotCommand(argv: string[], io?: Partial<CliIo>): Prom
       case 'create':
         return await create(rest, out)
       case 'info':
-        return info(rest, out)
+        return await info(rest, out)
       case 'verify':
         return verify(rest, out)
       case 'extract':
         return extract(rest, out)
+      case 'push':
+        return await push(rest, out)
     }
   } catch (err) {
     out.stderr.write(`${formatCliError(err, out.env)}\n`)
-    return err instanceof UsageError ? 2 : 1
+    return err instanceof UsageError || err instanceof StoreArgumentError ? 2 : 1
   }
   return 1
 }
@@ -110,36 +122,84 @@ async function create(args: string[], io: CliIo): Promise<number> {
   return 0
 }
 
-function info(args: string[], io: CliIo): number {
-  const { values, positionals } = parse('info', args, { json: { type: 'boolean' } }, ['SNAP'])
+async function info(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse('info', args, { json: { type: 'boolean' }, endpoint: { type: 'string' } }, ['SNAP'])
   const [snap] = positionals
+  if (isS3Url(snap)) return remoteInfo(snap, values.endpoint, values.json === true, io)
+  if (values.endpoint !== undefined) throw new UsageError(`snapshot info: --endpoint only applies to an s3:// snapshot`)
   const reader = SnapshotReader.open(snap)
   try {
-    const s = snapshotInfo(reader)
-    if (values.json) {
-      io.stdout.write(`${JSON.stringify(s, null, 2)}\n`)
-      return 0
-    }
-    const pct = (n: number) => `${((100 * n) / s.pageCount).toFixed(1)}%`
-    const lines = [
-      ['file', `${s.file} (${s.fileSizeBytes} bytes, ${formatBytes(s.fileSizeBytes)})`],
-      ['format', `faultline snapshot version ${s.version}, LZ4 block compression`],
-      ['image', `${s.imageSizeBytes} bytes (${formatBytes(s.imageSizeBytes)}), ${s.pageCount} pages of ${s.pageSize} bytes`],
-      ['pages', KIND_NAMES.map((k) => `${k} ${s.pages[k]} (${pct(s.pages[k])})`).join(', ')],
-      ['data', `${s.dataSizeBytes} bytes at offset ${s.dataOffset}; index ${s.pageCount * 16} bytes at offset ${s.indexOffset}`],
-      ['ratio', `${s.ratio.toFixed(3)} (image bytes / file bytes)`],
-      ['checksums', `${s.checksum} per decoded page; index CRC ${s.indexCrc}; header CRC ok`],
-      [
-        'chunking',
-        `${s.chunkPages} pages (${formatBytes(s.chunkPages * s.pageSize)}) a chunk, ${s.chunkCount} chunks; ` +
-          `stored bytes a chunk: median ${s.chunkStoredBytes.median}, max ${s.chunkStoredBytes.max}`,
-      ],
-    ]
-    io.stdout.write(lines.map(([k, v]) => `${k.padEnd(10)} ${v}\n`).join(''))
-    return 0
+    return printInfo(snapshotInfo(reader), values.json === true, io, [])
   } finally {
     reader.close()
   }
+}
+
+/** `info` of an s3:// snapshot: its header and index only, read with ranged GETs. */
+async function remoteInfo(url: string, endpoint: string | undefined, json: boolean, io: CliIo): Promise<number> {
+  const location = parseS3Url(url, 'snapshot info')
+  const client = createS3Client(resolveS3Settings({ endpoint }, io.env), { maxSockets: 2 })
+  const object = new S3Object(client, location)
+  try {
+    const r = await openRemoteSnapshot(object)
+    const s = snapshotInfo({ path: url, fileSizeBytes: r.objectSizeBytes, header: r.header, index: r.index })
+    const fetched = { gets: r.gets, bytes: r.bytesFetched }
+    return printInfo({ ...s, etag: r.etag, fetched }, json, io, [
+      ['etag', r.etag],
+      ['fetched', `${fetched.bytes} bytes in ${fetched.gets} ranged GET(s): header and index only`],
+    ])
+  } finally {
+    object.close()
+    client.destroy()
+  }
+}
+
+function printInfo(s: SnapshotInfo & { etag?: string; fetched?: { gets: number; bytes: number } }, json: boolean, io: CliIo, extra: string[][]): number {
+  if (json) {
+    io.stdout.write(`${JSON.stringify(s, null, 2)}\n`)
+    return 0
+  }
+  const pct = (n: number) => `${((100 * n) / s.pageCount).toFixed(1)}%`
+  const lines = [
+    ['file', `${s.file} (${s.fileSizeBytes} bytes, ${formatBytes(s.fileSizeBytes)})`],
+    ['format', `faultline snapshot version ${s.version}, LZ4 block compression`],
+    ['image', `${s.imageSizeBytes} bytes (${formatBytes(s.imageSizeBytes)}), ${s.pageCount} pages of ${s.pageSize} bytes`],
+    ['pages', KIND_NAMES.map((k) => `${k} ${s.pages[k]} (${pct(s.pages[k])})`).join(', ')],
+    ['data', `${s.dataSizeBytes} bytes at offset ${s.dataOffset}; index ${s.pageCount * 16} bytes at offset ${s.indexOffset}`],
+    ['ratio', `${s.ratio.toFixed(3)} (image bytes / file bytes)`],
+    ['checksums', `${s.checksum} per decoded page; index CRC ${s.indexCrc}; header CRC ok`],
+    [
+      'chunking',
+      `${s.chunkPages} pages (${formatBytes(s.chunkPages * s.pageSize)}) a chunk, ${s.chunkCount} chunks; ` +
+        `stored bytes a chunk: median ${s.chunkStoredBytes.median}, max ${s.chunkStoredBytes.max}`,
+    ],
+    ...extra,
+  ]
+  io.stdout.write(lines.map(([k, v]) => `${k.padEnd(10)} ${v}\n`).join(''))
+  return 0
+}
+
+/** `push`: upload a local snapshot (checked first) to s3://BUCKET/KEY. */
+async function push(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse('push', args, { endpoint: { type: 'string' }, 'create-bucket': { type: 'boolean' } }, ['SNAP', 's3://BUCKET/KEY'])
+  const [snap, url] = positionals
+  if (isS3Url(snap)) throw new UsageError(`snapshot push: SNAP must be a local file, got ${snap} (usage: ${USAGE.push})`)
+  const location = parseS3Url(url, 'snapshot push')
+  const client = createS3Client(resolveS3Settings({ endpoint: values.endpoint }, io.env))
+  const progress = new Progress(`push ${url}`, 0, { stream: io.stderr })
+  let r
+  try {
+    r = await pushSnapshot(snap, location, client, { createBucket: values['create-bucket'], onProgress: progress.update })
+  } finally {
+    progress.clear()
+    client.destroy()
+  }
+  const secs = r.elapsedMs / 1000
+  io.stdout.write(
+    `${r.url}: ${r.sizeBytes} bytes (${formatBytes(r.sizeBytes)}) uploaded from ${snap} in ${secs.toFixed(2)} s ` +
+      `(${formatRate(r.sizeBytes / secs)}), ${r.parts} part(s), etag ${r.etag}${r.createdBucket ? `; created bucket s3://${location.bucket}` : ''}\n`,
+  )
+  return 0
 }
 
 export interface SnapshotInfo {
@@ -162,8 +222,9 @@ export interface SnapshotInfo {
   chunkStoredBytes: { min: number; median: number; max: number }
 }
 
-/** What `info` reports, from an open reader (index only; no page is decoded). */
-export function snapshotInfo(reader: SnapshotReader): SnapshotInfo {
+/** What `info` reports, from an open reader or a remote snapshot's header and index (no page
+ * is decoded). */
+export function snapshotInfo(reader: Pick<SnapshotReader, 'path' | 'fileSizeBytes' | 'header' | 'index'>): SnapshotInfo {
   const h = reader.header
   const ix = reader.index
   const chunkCount = Math.ceil(h.pageCount / h.chunkPages)

@@ -1,16 +1,24 @@
 // Maps `--policy name[:args]` to a policy: built-ins by name, or a user module by path.
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { createAdaptive } from './adaptive.js'
+import { createBackground } from './background.js'
+import { createEager } from './eager.js'
 import { createOnDemand } from './ondemand.js'
 import type { FaultPolicy, PolicyFactory } from './policy.js'
 import { createReadahead } from './readahead.js'
 import { PolicyArgumentError } from './registry-errors.js'
+import { createWorkingSet } from './workingset.js'
 
 export { PolicyArgumentError }
 
 export const BUILTIN_POLICIES: Record<string, PolicyFactory> = {
   ondemand: createOnDemand,
   readahead: createReadahead,
+  eager: createEager,
+  adaptive: createAdaptive,
+  workingset: createWorkingSet,
+  background: createBackground,
 }
 
 function isModulePath(spec: string): boolean {

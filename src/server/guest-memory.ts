@@ -6,7 +6,8 @@ import type { GuestRegion } from './handshake.js'
 export const ABSENT = 0
 export const PRESENT = 1
 export const DISCARDED = 2
-/** Unmapped by the guest: nothing to install there any more. */
+/** Nothing may be installed there (a page that could not be served, poisoned in a forked
+ * child). Unmapped pages are not marked: their region is cut out of the list instead. */
 export const GONE = 3
 
 export class MappedRegion {
@@ -26,6 +27,12 @@ export class MappedRegion {
   pageSizeBytes = 0
 }
 
+/**
+ * The guest's live registered ranges, sorted by address and never overlapping, each backed by
+ * its own snapshot pages (no snapshot page is backed twice: the handshake refuses overlapping
+ * offsets, and an unmap or a remap cuts pages out of one region before they appear in
+ * another). So an address and a snapshot page each name at most one guest page.
+ */
 export class GuestMemory {
   readonly regions: MappedRegion[] = []
   readonly pageSize: number
@@ -43,6 +50,7 @@ export class GuestMemory {
     region.pageSizeBytes = this.pageSize
     this.regions.push(region)
     this.regions.sort((a, b) => a.start - b.start)
+    this.last = 0
   }
 
   /** The region holding guest address `address`, or undefined. */
@@ -63,7 +71,8 @@ export class GuestMemory {
     return undefined
   }
 
-  /** Marks guest pages in [start, end) with `state` (REMOVE: DISCARDED, UNMAP: GONE). */
+  /** Marks guest pages in [start, end) with `state` (REMOVE: DISCARDED). Returns how many
+   * pages it marked. */
   markRange(start: number, end: number, state: number): number {
     let marked = 0
     for (const r of this.regions) {
@@ -79,21 +88,56 @@ export class GuestMemory {
     return marked
   }
 
-  /** mremap moved [from, from+length) to `to`: those pages now live at the new address. */
+  /** munmap of [start, end): those pages are no longer the guest's; a region may split in
+   * two. Returns how many pages were cut out. */
+  unmap(start: number, end: number): number {
+    return this.cut(start, end).reduce((n, r) => n + r.pages, 0)
+  }
+
+  /** mremap moved [from, from+length) to `to`: those pages (and their states) now live at the
+   * new address, and whatever was mapped at the destination before is gone. */
   remap(from: number, to: number, length: number): void {
-    const moved: MappedRegion[] = []
-    for (const r of [...this.regions]) {
-      const a = Math.max(from, r.start)
-      const b = Math.min(from + length, r.end)
-      if (a >= b) continue
-      const first = (a - r.start) / this.pageSize
-      const count = (b - a) / this.pageSize
-      const copy = r.state.slice(first, first + count)
-      moved.push(new MappedRegion(to + (a - from), count, r.firstPage + first, r.pagesPerGuestPage, copy))
-      r.state.fill(GONE, first, first + count)
+    const moved = this.cut(from, from + length)
+    this.cut(to, to + length)
+    for (const m of moved) {
+      m.start += to - from
+      this.add(m)
     }
-    for (const m of moved) this.add(m)
+  }
+
+  /** Removes [start, end) from the regions and returns the removed pieces (each still
+   * backed by its own snapshot pages, states shared with nothing that remains). */
+  private cut(start: number, end: number): MappedRegion[] {
+    const removed: MappedRegion[] = []
+    const kept: MappedRegion[] = []
+    const ps = this.pageSize
+    for (const r of this.regions) {
+      const a = Math.max(start, r.start)
+      const b = Math.min(end, r.end)
+      if (a >= b) { kept.push(r); continue }
+      const first = Math.floor((a - r.start) / ps)
+      const last = Math.ceil((b - r.start) / ps)
+      if (first > 0) kept.push(this.piece(r, 0, first))
+      removed.push(this.piece(r, first, last))
+      if (last < r.pages) kept.push(this.piece(r, last, r.pages))
+    }
+    this.regions.length = 0
+    this.regions.push(...kept)
     this.last = 0
+    return removed
+  }
+
+  private piece(r: MappedRegion, from: number, to: number): MappedRegion {
+    const p = new MappedRegion(r.start + from * this.pageSize, to - from, r.firstPage + from, r.pagesPerGuestPage, r.state.slice(from, to))
+    p.pageSizeBytes = this.pageSize
+    return p
+  }
+
+  /** A deep copy: what a forked child's memory looks like at the fork. */
+  clone(): GuestMemory {
+    const copy = new GuestMemory([], this.pageSize)
+    for (const r of this.regions) copy.add(this.piece(r, 0, r.pages))
+    return copy
   }
 
   /** Snapshot page ranges the guest's regions cover. */
@@ -104,5 +148,12 @@ export class GuestMemory {
   isResident(page: number): boolean {
     const r = this.regionOfPage(page)
     return r === undefined || r.state[page - r.firstPage] !== ABSENT
+  }
+
+  /** Pages in each state, summed over the regions: [absent, present, discarded, gone]. */
+  countStates(): [number, number, number, number] {
+    const counts: [number, number, number, number] = [0, 0, 0, 0]
+    for (const r of this.regions) for (let i = 0; i < r.pages; i++) counts[r.state[i]]++
+    return counts
   }
 }

@@ -61,8 +61,8 @@ export function parseHandshake(body: string, snapshot: SnapshotGeometry): Handsh
   }
   let handshake: Handshake
   if (Array.isArray(doc)) {
-    handshake = { form: 'firecracker', register: false, regions: doc.slice(0, MAX_REGIONS + 1).map(parseRegion) }
     if (doc.length > MAX_REGIONS) throw new HandshakeError(`handshake has ${doc.length} regions; at most ${MAX_REGIONS}`)
+    handshake = { form: 'firecracker', register: false, regions: doc.map(parseRegion) }
   } else if (doc !== null && typeof doc === 'object') {
     const obj = doc as Record<string, unknown>
     if (obj.version !== 1) throw new HandshakeError(`handshake "version" must be 1, got ${JSON.stringify(obj.version)}`)
@@ -131,5 +131,59 @@ export function checkRegionsMapped(regions: GuestRegion[], mapsText: string): vo
       if (at >= end) return
     }
     throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not mapped in the guest's address space`)
+  })
+}
+
+/** A prefix of a handshake body that no more bytes can turn into JSON: it does not start
+ * (after white space) with `[` or `{`, or it is a complete line that does not parse. Lets the
+ * server refuse garbage at once instead of at the deadline. */
+export function cannotBecomeJson(prefix: string): boolean {
+  const first = /\S/.exec(prefix)
+  if (first === null) return false
+  if (first[0] !== '[' && first[0] !== '{') return true
+  if (!prefix.endsWith('\n')) return false
+  try { JSON.parse(prefix); return false } catch { return true }
+}
+
+/** UFFD_FEATURE_INITIALIZED: the kernel's mark, in fdinfo, of a uffd whose UFFDIO_API is done. */
+const FDINFO_INITIALIZED = 0x80000000
+
+export interface UffdFdinfo {
+  /** UFFDIO_API has been issued on it (by whoever holds it). */
+  initialized: boolean
+  /** The features enabled on it (UFFD_FEATURE_* bits). */
+  features: number
+}
+
+/** Reads the `API:\taa:FEATURES:IOCTLS` line of a userfaultfd's /proc/PID/fdinfo/FD text. */
+export function parseUffdFdinfo(text: string): UffdFdinfo | undefined {
+  const m = /^API:\s*[0-9a-f]+:([0-9a-f]+):/m.exec(text)
+  if (m === null) return undefined
+  const raw = parseInt(m[1], 16)
+  // Kernels before the mark show 0 for a uffd initialised with no features: it reads as not
+  // initialised, which only makes the server's own UFFDIO_API fail later, with its errno.
+  return { initialized: raw !== 0, features: raw % FDINFO_INITIALIZED }
+}
+
+/** Checks that every region lies in mappings registered with a userfaultfd in missing mode
+ * (`um` in /proc/PID/smaps VmFlags): a Firecracker-form guest registers its memory itself,
+ * and memory it forgot to register would silently read as zeros instead of the snapshot. */
+export function checkRegionsRegistered(regions: GuestRegion[], smapsText: string): void {
+  const registered: Array<[number, number]> = []
+  let current: [number, number] | undefined
+  for (const line of smapsText.split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
+    if (head) { current = [parseInt(head[1], 16), parseInt(head[2], 16)]; continue }
+    if (current && line.startsWith('VmFlags:') && line.slice(8).trim().split(/\s+/).includes('um')) registered.push(current)
+  }
+  regions.forEach((r, i) => {
+    let at = r.start
+    const end = r.start + r.lengthBytes
+    for (const [s, e] of registered) {
+      if (s <= at && at < e) at = e
+      if (at >= end) return
+    }
+    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not registered with the userfaultfd (UFFDIO_REGISTER, missing mode); ` +
+      'a Firecracker-form guest registers its memory before the handshake')
   })
 }

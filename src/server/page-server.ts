@@ -7,6 +7,9 @@ import { Worker } from 'node:worker_threads'
 import { FaultlineError } from '../errors.js'
 import { createPolicy } from '../policy/registry.js'
 import { SnapshotReader } from '../snapshot/reader.js'
+import { checkTracePath } from '../trace/recorder.js'
+import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../store/chunk-store.js'
+import { isS3Url } from '../store/s3-config.js'
 import * as uffd from '../uffd/index.js'
 import type { SessionStats } from './session.js'
 import type { SessionWorkerData, WorkerMessage } from './worker-protocol.js'
@@ -23,7 +26,17 @@ export interface PageServerOptions {
   /** Workers kept waiting for the next guest. */
   warmWorkers?: number
   maxSessions?: number
+  /** Serve one guest: no worker starts after the first one accepts, so nothing but that
+   * guest's session runs in the process (benchmarks measure the server's own cost). */
+  singleGuest?: boolean
   handshakeTimeoutMs?: number
+  /** The session worker's entry module; default the one beside this file. Tests that run
+   * from TypeScript point it at the compiled dist/ one, which starts in a fraction of the
+   * seconds a worker spends compiling the sources again. */
+  sessionWorker?: URL
+  /** For an s3:// snapshot: its chunk cache and how to reach the store (--cache-dir,
+   * --cache-size, --endpoint); defaults from remoteStoreDefaults(). */
+  remote?: Partial<ChunkStoreOptions>
 }
 
 export interface SessionRecord {
@@ -44,16 +57,26 @@ export interface PageServerEvents {
 
 export class ServerError extends FaultlineError {}
 
-const workerUrl = new URL(`./session-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
+/** The worker runs compiled JS even when the server itself runs from TypeScript sources
+ * (tests): a TS worker would transpile every module again on each start, which takes
+ * seconds on a loaded machine while a guest waits. `npm test` builds dist/ first. */
+const workerUrl = import.meta.url.endsWith('.ts') && existsSync(new URL('../../dist/server/session-worker.js', import.meta.url))
+  ? new URL('../../dist/server/session-worker.js', import.meta.url)
+  : new URL('./session-worker.js', import.meta.url)
 
 export class PageServer extends EventEmitter<PageServerEvents> {
   readonly socketPath: string
+  /** Set for an s3:// snapshot: fetches and caches chunks for every session. */
+  readonly store: ChunkStore | undefined
   private readonly workerData: SessionWorkerData
   private readonly listenFd: number
   private readonly stopFd: number
   private readonly stopAcceptFd: number
   private readonly warm: number
   private readonly maxSessions: number
+  private readonly singleGuest: boolean
+  private readonly workerUrl: URL
+  private acceptedCount = 0
   private readonly workers = new Set<Worker>()
   private readonly waitingWorkers = new Set<Worker>()
   private waiting = 0
@@ -62,8 +85,9 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   readonly ended: SessionRecord[] = []
   rejected = 0
 
-  private constructor(opts: PageServerOptions, listenFd: number) {
+  private constructor(opts: PageServerOptions, listenFd: number, store: ChunkStore | undefined) {
     super()
+    this.store = store
     const stopFd = uffd.createEventFd()
     const stopAcceptFd = uffd.createEventFd()
     this.stopAcceptFd = stopAcceptFd
@@ -72,6 +96,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.stopFd = stopFd
     this.warm = Math.max(1, opts.warmWorkers ?? 1)
     this.maxSessions = opts.maxSessions ?? 256
+    this.singleGuest = opts.singleGuest ?? false
+    this.workerUrl = opts.sessionWorker ?? workerUrl
     const uid = process.getuid?.() ?? 0
     this.workerData = {
       listenFd, stopFd, stopAcceptFd,
@@ -83,12 +109,25 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       allowAnyUid: opts.allowAnyUid ?? false,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
       sessionCounter: new SharedArrayBuffer(4),
+      remote: store?.workerData(),
     }
   }
 
   /** Checks the snapshot and policy, listens, and starts the warm worker(s). */
   static async start(opts: PageServerOptions): Promise<PageServer> {
-    SnapshotReader.open(opts.snapshotPath).close()
+    if (!isS3Url(opts.snapshotPath)) return PageServer.startWith(opts, undefined)
+    const store = await ChunkStore.open(opts.snapshotPath, { ...remoteStoreDefaults(), ...opts.remote })
+    try {
+      return await PageServer.startWith(opts, store)
+    } catch (err) {
+      await store.close()
+      throw err
+    }
+  }
+
+  private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined): Promise<PageServer> {
+    if (store === undefined) SnapshotReader.open(opts.snapshotPath).close()
+    if (opts.tracePath) checkTracePath(opts.tracePath)
     await createPolicy(opts.policy ?? 'ondemand')
     if (existsSync(opts.socketPath)) {
       if (!lstatSync(opts.socketPath).isSocket()) throw new ServerError(`--socket ${opts.socketPath}: exists and is not a socket`)
@@ -98,14 +137,15 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       unlinkSync(opts.socketPath)
     }
     const listenFd = uffd.listenUnix(opts.socketPath)
-    const server = new PageServer(opts, listenFd)
+    const server = new PageServer(opts, listenFd, store)
     await server.fillPool()
     return server
   }
 
   private fillPool(): Promise<void> {
     const starts: Promise<void>[] = []
-    while (!this.closing && this.waiting < this.warm && this.workers.size < this.maxSessions + this.warm) {
+    while (!this.closing && this.waiting < this.warm && this.workers.size < this.maxSessions + this.warm &&
+      !(this.singleGuest && this.acceptedCount > 0)) {
       starts.push(this.spawn())
     }
     return Promise.all(starts).then(() => undefined)
@@ -113,21 +153,34 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   private spawn(): Promise<void> {
     this.waiting++
-    const worker = new Worker(workerUrl, { workerData: this.workerData })
+    // Remote snapshots: the store signals this eventfd when a chunk the worker asked for is in.
+    let readyFd = this.store !== undefined ? uffd.createEventFd() : -1
+    const worker = new Worker(this.workerUrl, { workerData: readyFd < 0 ? this.workerData : { ...this.workerData, readyFd } })
     this.workers.add(worker)
     this.waitingWorkers.add(worker)
     let accepted = false
     return new Promise<void>((resolve, reject) => {
       worker.on('message', (m: WorkerMessage) => {
         switch (m.type) {
-          case 'idle': resolve(); break
+          case 'idle':
+            if (accepted) {
+              // It refused its client and waits for the next one again (no new worker needed).
+              accepted = false
+              this.waiting++
+              this.waitingWorkers.add(worker)
+            }
+            resolve()
+            break
           case 'accepted':
             accepted = true
+            this.acceptedCount++
             this.waiting--
             this.waitingWorkers.delete(worker)
             void this.fillPool()
             break
           case 'log': this.emit('log', m.line); break
+          case 'fetch': if (readyFd >= 0) this.store!.request(m.chunks, m.priority, readyFd); break
+          case 'invalid': this.store?.invalidate(m.chunk); break
           case 'rejected':
             this.rejected++
             this.emit('rejected', m.pid, m.error)
@@ -158,6 +211,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
         reject(err)
       })
       worker.on('exit', () => {
+        if (readyFd >= 0) {
+          this.store!.detach(readyFd)
+          uffd.closeFd(readyFd)
+          readyFd = -1
+        }
         this.workers.delete(worker)
         this.waitingWorkers.delete(worker)
         if (!accepted) this.waiting--
@@ -166,6 +224,9 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       })
     })
   }
+
+  /** Worker threads alive: the warm ones and one per guest being served. */
+  get workerCount(): number { return this.workers.size }
 
   /** Resolves when no guest is being served. */
   async idle(): Promise<void> {
@@ -190,5 +251,6 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     await Promise.all([...this.workers].map(w => new Promise(r => w.once('exit', r))))
     uffd.closeFd(this.stopFd)
     uffd.closeFd(this.stopAcceptFd)
+    await this.store?.close()
   }
 }

@@ -4,16 +4,37 @@
 import { readFileSync } from 'node:fs'
 import { parentPort, workerData } from 'node:worker_threads'
 import { createPolicy } from '../policy/registry.js'
+import type { PageSource } from '../snapshot/page-source.js'
 import { SnapshotReader } from '../snapshot/reader.js'
+import { RemotePageSource } from '../store/remote-page-source.js'
 import * as uffd from '../uffd/index.js'
-import { checkRegionsMapped, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake, type Handshake } from './handshake.js'
+import {
+  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake, parseUffdFdinfo,
+  type Handshake,
+} from './handshake.js'
 import { Session, type TraceSink } from './session.js'
+import { TraceRecorder } from '../trace/recorder.js'
+import { tracePathForSession } from '../trace/format.js'
 import type { WorkerMessage, SessionWorkerData } from './worker-protocol.js'
 
-/** Features asked for on a uffd faultline initialises (faultline handshake form). */
+/** Features asked for on a uffd faultline initialises (faultline handshake form). The events
+ * keep the server's view of the guest's memory true (a discarded page reads as zeros, a moved
+ * one follows its address, a forked child gets its own copy: without EVENT_REMAP or
+ * EVENT_FORK the kernel unregisters moved or inherited memory, which then reads as zeros);
+ * POISON lets a page that fails verification raise SIGBUS instead of being served. */
 export const SESSION_FEATURES =
   uffd.UFFD_FEATURE_THREAD_ID | uffd.UFFD_FEATURE_EVENT_REMOVE | uffd.UFFD_FEATURE_EVENT_UNMAP |
-  uffd.UFFD_FEATURE_EVENT_REMAP | uffd.UFFD_FEATURE_POISON
+  uffd.UFFD_FEATURE_EVENT_REMAP | uffd.UFFD_FEATURE_EVENT_FORK | uffd.UFFD_FEATURE_POISON
+
+/** Events a guest's uffd needs for its memory to stay right when it changes its mappings. */
+const EVENT_FEATURES: ReadonlyArray<readonly [number, string]> = [
+  [uffd.UFFD_FEATURE_EVENT_REMOVE, 'EVENT_REMOVE (pages it discards before they were served would read as the snapshot, not zeros)'],
+  [uffd.UFFD_FEATURE_EVENT_REMAP, 'EVENT_REMAP (pages it moves with mremap and that were not served yet would read as zeros)'],
+  [uffd.UFFD_FEATURE_EVENT_FORK, 'EVENT_FORK (a child it forks would read zeros for pages not served yet)'],
+]
+
+/** How a session ended when the guest itself ended it; any other end is told to the guest. */
+const GUEST_ENDS = new Set(['guest disconnected', 'guest exited'])
 
 const data = workerData as SessionWorkerData
 const post = (m: WorkerMessage) => parentPort!.postMessage(m)
@@ -25,8 +46,31 @@ function reply(fd: number, obj: object): void {
   try { uffd.sendBytes(fd, Buffer.from(JSON.stringify(obj) + '\n')) } catch { /* peer gone */ }
 }
 
-/** Reads the single handshake message (body + descriptors) within the deadline. */
+/** UFFDIO_API with SESSION_FEATURES. EVENT_FORK needs CAP_SYS_PTRACE in the server: without
+ * it the rest is enabled and the log says what a forking guest then gets. */
+function negotiate(guestUffd: uffd.Userfaultfd): uffd.ApiResult {
+  try {
+    return guestUffd.api(SESSION_FEATURES)
+  } catch (err) {
+    if (!(err instanceof uffd.UffdError) || err.errno !== 1 /* EPERM */) throw err
+    log('UFFDIO_API refused EVENT_FORK (the server lacks CAP_SYS_PTRACE): a child the guest forks will read zeros for pages not served yet')
+    return guestUffd.api(SESSION_FEATURES & ~uffd.UFFD_FEATURE_EVENT_FORK)
+  }
+}
+
+/** Reads the single handshake message (body + descriptors) within the deadline. Any
+ * descriptor received is closed if it throws. */
 function readHandshake(fd: number): { body: string; fds: number[]; truncated: boolean } {
+  const fds: number[] = []
+  try {
+    return receiveHandshake(fd, fds)
+  } catch (err) {
+    for (const f of fds) uffd.closeFd(f)
+    throw err
+  }
+}
+
+function receiveHandshake(fd: number, fds: number[]): { body: string; fds: number[]; truncated: boolean } {
   const buf = Buffer.alloc(MAX_HANDSHAKE_BYTES + 1)
   const receiver = new uffd.MessageReceiver()
   const poll = new uffd.PollSet(2)
@@ -34,67 +78,55 @@ function readHandshake(fd: number): { body: string; fds: number[]; truncated: bo
   poll.set(1, data.stopFd, uffd.POLLIN)
   const deadline = Date.now() + data.handshakeTimeoutMs
   let length = 0
-  const fds: number[] = []
   let truncated = false
   for (;;) {
     const left = deadline - Date.now()
-    if (left <= 0) throw new Refusal(`no complete handshake within ${data.handshakeTimeoutMs} ms`, { cause: fds })
+    if (left <= 0) throw new Refusal(`no complete handshake within ${data.handshakeTimeoutMs} ms`)
     poll.wait(left)
-    if (poll.revents(1)) throw new Refusal('server stopping', { cause: fds })
+    if (poll.revents(1)) throw new Refusal('server stopping')
     if (!poll.revents(0)) continue
     const m = receiver.receive(fd, buf, length)
     if (m.bytes < 0) continue
     fds.push(...m.fds)
     truncated ||= m.truncated
     if (m.bytes === 0) {
-      if (length === 0) throw new Refusal('connection closed before a handshake', { cause: fds })
+      if (length === 0) throw new Refusal('connection closed before a handshake')
       return { body: buf.toString('utf8', 0, length), fds, truncated }
     }
     length += m.bytes
-    if (length > MAX_HANDSHAKE_BYTES) throw new Refusal(`handshake larger than ${MAX_HANDSHAKE_BYTES} bytes`, { cause: fds })
+    if (length > MAX_HANDSHAKE_BYTES) throw new Refusal(`handshake larger than ${MAX_HANDSHAKE_BYTES} bytes`)
     const body = buf.toString('utf8', 0, length)
-    // Firecracker sends no terminator: the message is complete once it parses.
+    // Firecracker sends no terminator: the message is complete once it parses. Garbage is
+    // answered at once rather than at the deadline.
     try { JSON.parse(body); return { body, fds, truncated } } catch { /* wait for more */ }
+    if (cannotBecomeJson(body)) return { body, fds, truncated }
   }
 }
 
-function openTrace(_sessionId: number): TraceSink | undefined {
-  return undefined
+/** The session's recorder when serving with --trace: session 1 writes the path, N>1 path.N. */
+function openTrace(sessionId: number, pid: number, source: PageSource, regions: Handshake['regions']): TraceSink | undefined {
+  if (!data.tracePath) return undefined
+  return new TraceRecorder({
+    path: tracePathForSession(data.tracePath, sessionId), pageSize: source.pageSize, snapshotPages: source.pageCount,
+    sessionId, pid, policy: data.policy,
+    regions: regions.map(r => ({ address: r.start, firstPage: r.snapshotOffset / source.pageSize, pageCount: r.lengthBytes / source.pageSize })),
+  })
 }
 
-async function main(): Promise<void> {
-  const source = SnapshotReader.open(data.snapshotPath)
-  const policy = await createPolicy(data.policy, data.cwd)
-  post({ type: 'idle' })
-  const poll = new uffd.PollSet(3)
-  poll.set(0, data.listenFd, uffd.POLLIN)
-  poll.set(1, data.stopFd, uffd.POLLIN)
-  poll.set(2, data.stopAcceptFd, uffd.POLLIN)
-  let conn = -1
-  while (conn < 0) {
-    poll.wait(-1)
-    if (poll.revents(1) || poll.revents(2)) { source.close(); return }
-    if (poll.revents(0)) conn = uffd.acceptConnection(data.listenFd)
-  }
-  post({ type: 'accepted' })
+interface Admitted { guestUffd: uffd.Userfaultfd; handshake: Handshake; pid: number; canPoison: boolean }
+
+/** Checks a connected peer and its handshake and registers its memory. Throws to refuse it,
+ * having closed whatever descriptor it sent; `peer.pid` is set as soon as it is known. */
+function admit(conn: number, source: PageSource, peer: { pid: number }): Admitted {
   let guestUffd: uffd.Userfaultfd | undefined
-  let handshake: Handshake | undefined
-  let pid = 0
   let canPoison = false
   try {
     const cred = uffd.peerCredentials(conn)
-    pid = cred.pid
+    const pid = peer.pid = cred.pid
     if (!data.allowAnyUid && !data.allowUids.includes(cred.uid)) {
       throw new Refusal(`peer uid ${cred.uid} is not allowed (allowed: ${data.allowUids.join(', ')}; see --allow-uid)`)
     }
-    let received: ReturnType<typeof readHandshake>
-    try {
-      received = readHandshake(conn)
-    } catch (err) {
-      for (const f of ((err as Error).cause as number[] | undefined) ?? []) uffd.closeFd(f)
-      throw err
-    }
-    const { body, fds, truncated } = received
+    const { body, fds, truncated } = readHandshake(conn)
     if (fds.length !== 1 || truncated) {
       for (const f of fds) uffd.closeFd(f)
       throw new Refusal(fds.length === 0 && !truncated
@@ -106,28 +138,87 @@ async function main(): Promise<void> {
       throw new Refusal('the file descriptor sent is not a userfaultfd')
     }
     guestUffd = new uffd.Userfaultfd(fds[0])
-    handshake = parseHandshake(body, source)
+    const handshake = parseHandshake(body, source)
     let maps: string
     try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/maps of the guest`) }
     checkRegionsMapped(handshake.regions, maps)
+    const fdinfo = parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
     if (handshake.register) {
-      const api = guestUffd.api(SESSION_FEATURES)
-      canPoison = (api.features & uffd.UFFD_FEATURE_POISON) !== 0
+      if (fdinfo?.initialized) {
+        throw new Refusal('the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +
+          'the Firecracker form (a JSON array) a registered one')
+      }
+      canPoison = (negotiate(guestUffd).features & uffd.UFFD_FEATURE_POISON) !== 0
       for (const r of handshake.regions) guestUffd.register(r.start, r.lengthBytes)
+    } else {
+      // The guest chose its uffd's features: poison only if it enabled it, and say which
+      // events it lacks (the kernel, not faultline, then decides what its memory reads).
+      let smaps: string
+      try { smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/smaps of the guest`) }
+      checkRegionsRegistered(handshake.regions, smaps)
+      const features = fdinfo?.features ?? 0
+      canPoison = (features & uffd.UFFD_FEATURE_POISON) !== 0
+      const lacking = EVENT_FEATURES.filter(([bit]) => (features & bit) === 0).map(([, what]) => what)
+      if (lacking.length) log(`pid ${pid}: the guest's uffd lacks ${lacking.join('; ')}`)
     }
+    return { guestUffd, handshake, pid, canPoison }
+  } catch (err) {
+    guestUffd?.close()
+    throw err
+  }
+}
+
+async function main(): Promise<void> {
+  // A remote snapshot is read through the server's chunk store (its disk cache, and
+  // requests for what is not there yet); a local one straight from the file.
+  const source: PageSource = data.remote !== undefined
+    ? new RemotePageSource(data.remote, data.readyFd!, m => parentPort!.postMessage(m))
+    : SnapshotReader.open(data.snapshotPath)
+  const policy = await createPolicy(data.policy, data.cwd)
+  const poll = new uffd.PollSet(3)
+  poll.set(0, data.listenFd, uffd.POLLIN)
+  poll.set(1, data.stopFd, uffd.POLLIN)
+  poll.set(2, data.stopAcceptFd, uffd.POLLIN)
+  let conn = -1
+  let admitted: Admitted | undefined
+  const peer = { pid: 0 }
+  while (admitted === undefined) {
+    post({ type: 'idle' })
+    conn = -1
+    while (conn < 0) {
+      poll.wait(-1)
+      if (poll.revents(1) || poll.revents(2)) { source.close(); return }
+      if (poll.revents(0)) conn = uffd.acceptConnection(data.listenFd)
+    }
+    post({ type: 'accepted' })
+    peer.pid = 0
+    try {
+      admitted = admit(conn, source, peer)
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err)
+      reply(conn, { ok: false, error: message })
+      post({ type: 'rejected', pid: peer.pid, error: message })
+      uffd.closeFd(conn)
+      // A refused client costs no worker start: this one waits for the next connection.
+    }
+  }
+  const { guestUffd, handshake, pid, canPoison } = admitted
+  const id = Atomics.add(new Int32Array(data.sessionCounter), 0, 1) + 1
+  let trace: TraceSink | undefined
+  try {
+    trace = openTrace(id, pid, source, handshake.regions)
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err)
     reply(conn, { ok: false, error: message })
     post({ type: 'rejected', pid, error: message })
-    guestUffd?.close()
+    guestUffd.close()
     uffd.closeFd(conn)
     source.close()
     return
   }
-  const id = Atomics.add(new Int32Array(data.sessionCounter), 0, 1) + 1
   const session = new Session({
     uffd: guestUffd, connectionFd: conn, stopFd: data.stopFd, source, policy,
-    regions: handshake.regions, trace: openTrace(id), canPoison,
+    regions: handshake.regions, trace, canPoison,
     log: line => log(`session ${id}: ${line}`),
   })
   try {
@@ -138,10 +229,16 @@ async function main(): Promise<void> {
       regions: handshake.regions.length, bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),
     })
     const stats = session.run()
+    // A session the server ended (snapshot error, server stopping...) says why on the
+    // connection before closing it: the guest's watchdog prints it.
+    if (!GUEST_ENDS.has(stats.endReason)) reply(conn, { ok: false, error: stats.endReason })
     post({ type: 'ended', id, pid, stats })
   } catch (err) {
-    post({ type: 'ended', id, pid, error: err instanceof Error ? err.message : String(err), stats: undefined })
+    const message = err instanceof Error ? err.message : String(err)
+    reply(conn, { ok: false, error: message })
+    post({ type: 'ended', id, pid, error: message, stats: undefined })
   } finally {
+    try { trace?.close() } catch (err) { log(`session ${id}: ${(err as Error).message}`) }
     guestUffd.close()
     uffd.closeFd(conn)
     source.close()

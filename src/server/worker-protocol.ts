@@ -1,4 +1,6 @@
 // Messages between the page server (main thread) and its session workers.
+import type { RemoteWorkerData } from '../store/chunk-store.js'
+import type { StoreRequest } from '../store/remote-page-source.js'
 import type { SessionStats } from './session.js'
 
 export interface SessionWorkerData {
@@ -17,6 +19,11 @@ export interface SessionWorkerData {
   handshakeTimeoutMs: number
   /** Int32 session counter shared by all workers. */
   sessionCounter: SharedArrayBuffer
+  /** Set when the snapshot is in an object store (snapshotPath is its s3:// URL). */
+  remote?: RemoteWorkerData
+  /** Remote snapshots: this worker's eventfd, signalled by the chunk store when a chunk it
+   * asked for arrives (the server owns it and closes it after the worker exits). */
+  readyFd?: number
 }
 
 export type WorkerMessage =
@@ -27,3 +34,4 @@ export type WorkerMessage =
   | { type: 'session'; id: number; pid: number; form: string; regions: number; bytes: number }
   | { type: 'ended'; id: number; pid: number; stats?: SessionStats; error?: string }
   | { type: 'fatal'; error: string }
+  | StoreRequest

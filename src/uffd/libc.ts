@@ -1,7 +1,10 @@
 // koffi bindings to the libc calls faultline makes. Pointers never leave src/uffd/: callers
-// pass Buffers, and addresses are plain Numbers (user space fits in 2^53).
+// pass Buffers, and addresses are plain Numbers (user space fits in 2^53). FAULTLINE_FFI=ffi-napi
+// (set before this module loads; `--ffi ffi-napi` does it) binds the fault loop's calls (read,
+// ioctl, poll) through ffi-napi instead, with the same signatures, to compare the two.
 import { createRequire } from 'node:module'
-import { arch } from 'node:process'
+import { arch, env } from 'node:process'
+import { FaultlineError } from '../errors.js'
 import { SYS_USERFAULTFD_ARM64, SYS_USERFAULTFD_X64 } from './abi.js'
 
 const require = createRequire(import.meta.url)
@@ -39,12 +42,60 @@ export const libc = {
   madvise: lib.func('int madvise(intptr_t addr, size_t len, int advice)'),
   mremap: lib.func('intptr_t mremap(intptr_t old, size_t oldLen, size_t newLen, int flags, intptr_t newAddr)'),
   readlink: lib.func('long readlink(const char *path, void *buf, size_t size)'),
+  clock_gettime: lib.func('int clock_gettime(int clock, void *ts)'),
 }
 
 export const SYS_USERFAULTFD = arch === 'arm64' ? SYS_USERFAULTFD_ARM64 : SYS_USERFAULTFD_X64
 
+export type FfiBackend = 'koffi' | 'ffi-napi'
+export const FFI_BACKENDS: readonly FfiBackend[] = ['koffi', 'ffi-napi']
+
+export class FfiBackendError extends FaultlineError {}
+
+/** Which FFI the fault loop's calls go through in this thread. */
+export const ffiBackend: FfiBackend = selectBackend(env.FAULTLINE_FFI)
+
+function selectBackend(name: string | undefined): FfiBackend {
+  if (name === undefined || name === '' || name === 'koffi') return 'koffi'
+  if (name === 'ffi-napi') return 'ffi-napi'
+  throw new FfiBackendError(`FAULTLINE_FFI=${name}: expected koffi or ffi-napi`)
+}
+
+// errno of the last call: koffi keeps its own; ffi-napi calls save theirs here, and `hot` says
+// whose call came last (in ffi-napi mode every koffi function is wrapped to clear it).
+let hot = false
+let hotErrno = 0
+
+if (ffiBackend === 'ffi-napi') useFfiNapi()
+
+function useFfiNapi(): void {
+  type Ffi = { Library(name: string, fns: Record<string, [string, string[]]>): Record<string, (...a: unknown[]) => number>; errno(): number }
+  let ffi: Ffi
+  try {
+    ffi = require('ffi-napi') as Ffi
+  } catch (err) {
+    throw new FfiBackendError(`FAULTLINE_FFI=ffi-napi: the optional dependency ffi-napi is not installed or did not build ` +
+      `(${(err as Error).message.split('\n')[0]}); \`npm install\` builds it, koffi needs nothing`)
+  }
+  const f = ffi.Library('libc.so.6', {
+    read: ['long', ['int', 'pointer', 'size_t']],
+    ioctl: ['int', ['int', 'ulong', 'pointer']],
+    poll: ['int', ['pointer', 'ulong', 'int']],
+  })
+  const table = libc as unknown as Record<string, (...a: unknown[]) => unknown>
+  for (const name of Object.keys(table)) {
+    if (name === 'clock_gettime') continue // cannot fail here; the fault loop's clock
+    const viaKoffi = table[name]
+    table[name] = (...a: unknown[]) => { hot = false; return viaKoffi(...a) }
+  }
+  const fRead = f.read, fIoctl = f.ioctl, fPoll = f.poll, fErrno = ffi.errno
+  table.read = (fd, buf, count) => { const r = fRead(fd, buf, count); hot = true; hotErrno = r < 0 ? fErrno() : 0; return r }
+  table.ioctl = (fd, req, arg) => { const r = fIoctl(fd, req, arg); hot = true; hotErrno = r < 0 ? fErrno() : 0; return r }
+  table.poll = (fds, n, timeout) => { const r = fPoll(fds, n, timeout); hot = true; hotErrno = r < 0 ? fErrno() : 0; return r }
+}
+
 export function errno(): number {
-  return koffi.errno()
+  return hot ? hotErrno : koffi.errno()
 }
 
 /** The address of a Buffer's first byte, as a Number. */

@@ -58,7 +58,7 @@ export async function checkpointVm(vm: QemuVm, options: CheckpointOptions): Prom
 
 /** Re-emits a checkpoint as QEMU's ordinary stream (device state and every RAM page) by
  * loading it into a paused helper VM (private mapping of the RAM file) and migrating that. */
-async function writeEagerStream(source: QemuLaunchOptions, ramFile: string, stateFile: string, eagerStateFile: string, timeoutMs: number): Promise<MigrationResult> {
+export async function writeEagerStream(source: QemuLaunchOptions, ramFile: string, stateFile: string, eagerStateFile: string, timeoutMs: number): Promise<MigrationResult> {
   const helper = await QemuVm.launch({
     ...source,
     name: 'eager-stream-writer',

@@ -3,7 +3,19 @@
 import { existsSync, rmSync, statSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { VmError } from './errors.js'
-import type { QemuVm } from './qemu.js'
+import type { QmpClient } from './qmp.js'
+
+/** The QEMU at the other end of a migration: one faultline launched (QemuVm) or one it only
+ * reaches over QMP (ExternalQemu), whose `exited` is its QMP connection closing. */
+export interface MigrationPeer {
+  readonly name: string
+  readonly qmp: QmpClient
+  readonly exited: Promise<unknown>
+  /** Rejects as soon as QEMU is gone. */
+  failOnExit(when: string): Promise<never>
+  /** QEMU's last stderr lines, '' when it is not ours to read. */
+  lastStderr(lines?: number): string
+}
 
 export interface MigrationCapabilities {
   /** Leave RAM blocks backed by shared memory out of the stream (the RAM file holds them). */
@@ -12,7 +24,7 @@ export interface MigrationCapabilities {
 
 /** Turns MIGRATION events on and sets x-ignore-shared; both ends must agree on the latter,
  * since it changes the stream's layout. */
-export async function setMigrationCapabilities(vm: QemuVm, caps: MigrationCapabilities): Promise<void> {
+export async function setMigrationCapabilities(vm: MigrationPeer, caps: MigrationCapabilities): Promise<void> {
   await vm.qmp.execute('migrate-set-capabilities', {
     capabilities: [
       { capability: 'events', state: true },
@@ -30,7 +42,7 @@ export interface MigrationResult {
 /** Migrates the (stopped) VM's state into `path`. The stream goes to `path.part` and is
  * renamed once `cat` has written all of it: QEMU reports completion before its exec child
  * has drained the pipe. */
-export async function migrateToFile(vm: QemuVm, path: string, timeoutMs: number): Promise<MigrationResult> {
+export async function migrateToFile(vm: MigrationPeer, path: string, timeoutMs: number): Promise<MigrationResult> {
   const part = `${path}.part`
   rmSync(path, { force: true })
   rmSync(part, { force: true })
@@ -48,7 +60,7 @@ export async function migrateToFile(vm: QemuVm, path: string, timeoutMs: number)
 }
 
 /** Loads a stream saved by migrateToFile into a VM started with `incoming`. */
-export async function migrateFromFile(vm: QemuVm, path: string, timeoutMs: number): Promise<void> {
+export async function migrateFromFile(vm: MigrationPeer, path: string, timeoutMs: number): Promise<void> {
   if (!existsSync(path)) throw new VmError(`${path}: no such migration stream`)
   const done = waitForMigrationEnd(vm, timeoutMs)
   done.catch(() => {}) // if `migrate-incoming` itself fails, that error is the one to report
@@ -57,7 +69,7 @@ export async function migrateFromFile(vm: QemuVm, path: string, timeoutMs: numbe
   await Promise.race([done, vm.failOnExit(`while loading ${path}`)])
 }
 
-async function waitForMigrationEnd(vm: QemuVm, timeoutMs: number): Promise<void> {
+async function waitForMigrationEnd(vm: MigrationPeer, timeoutMs: number): Promise<void> {
   const end = await vm.qmp.waitForEvent('MIGRATION', {
     timeoutMs,
     match: (d) => d.status === 'completed' || d.status === 'failed' || d.status === 'cancelled',

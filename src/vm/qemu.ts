@@ -33,6 +33,8 @@ export interface QemuLaunchOptions {
   env?: Record<string, string>
   accel?: Accel
   qemuBinary?: string
+  /** Run QEMU under `taskset -c CPUS` (every thread, the vCPU included). */
+  cpus?: string
   extraArgs?: string[]
   qmpTimeoutMs?: number
 }
@@ -151,8 +153,10 @@ export class QemuVm {
     const qmpPath = join(workDir, 'qmp.sock')
     const args = buildQemuArgs(options, qmpPath)
     const binary = options.qemuBinary ?? 'qemu-system-x86_64'
+    // taskset execs QEMU: the child's pid stays QEMU's.
+    const [file, argv] = options.cpus === undefined ? [binary, args] : ['taskset', ['-c', options.cpus, binary, ...args]]
     const launchedAtNs = Number(process.hrtime.bigint())
-    const child = spawn(binary, args, {
+    const child = spawn(file, argv, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, ...options.env },
     })
@@ -179,7 +183,11 @@ export class QemuVm {
         vm.exited.then((e) => Promise.reject(vm.exitError(e, 'before its monitor was up'))),
       ])
     } catch (err) {
+      // QEMU dying mid-greeting (the shim refused, a bad option) shows up as a closed
+      // socket first: its exit status and stderr say more than that.
+      const exit = await Promise.race([vm.exited, new Promise<undefined>((r) => { setTimeout(() => r(undefined), 1000).unref() })])
       vm.kill()
+      if (exit) throw vm.exitError(exit, 'before its monitor was up')
       throw err
     }
     vm.qmpReadyAtNs = Number(process.hrtime.bigint())
@@ -243,4 +251,16 @@ export function faultlineEnv(options: { shimPath: string; socketPath: string; ra
     FAULTLINE_RAM_SIZE: String(options.ramBytes),
     FAULTLINE_OFFSET: String(options.offsetBytes ?? 0),
   }
+}
+
+const RAM_SIZE = /^(\d+(?:\.\d+)?)\s*(?:([MG])(?:i?B)?)?$/i
+
+/** A guest RAM size as QEMU's -m reads it: `256` or `256M` MiB, `4G` GiB; returns MiB.
+ * `flag` names the option in errors. */
+export function parseRamMiB(text: string, flag = '--ram'): number {
+  const m = RAM_SIZE.exec(text.trim())
+  if (!m) throw new VmError(`${flag} ${text}: expected a size such as 256M or 4G (a plain number is MiB)`)
+  const mib = Number(m[1]) * ((m[2] ?? 'M').toUpperCase() === 'G' ? 1024 : 1)
+  if (!Number.isInteger(mib) || mib < 1) throw new VmError(`${flag} ${text}: must be a positive whole number of MiB`)
+  return mib
 }

@@ -1,9 +1,10 @@
 // Resumes a checkpointed VM in one of three ways and times it from QEMU's launch to the
-// guest's first checksum after `cont`: eager (RAM in the stream), mmap (private mapping of
-// the RAM file, Knauth & Fetzer 2013), faultline (anonymous RAM served over userfaultfd).
+// guest's first answer and first checksum after `cont`: eager (RAM in the stream), mmap
+// (private mapping of the RAM file, Knauth & Fetzer 2013), faultline (anonymous RAM served
+// over userfaultfd).
 import { existsSync } from 'node:fs'
 import { VmError } from './errors.js'
-import { requestChecksum, type GuestChecksum } from './guest.js'
+import { ping, requestChecksum, type GuestChecksum } from './guest.js'
 import type { GuestImage } from './image.js'
 import { migrateFromFile, setMigrationCapabilities } from './migration.js'
 import { faultlineEnv, QemuVm, type Accel, type RamBackend } from './qemu.js'
@@ -33,6 +34,8 @@ export interface ResumeOptions {
   faultline?: FaultlineTarget
   name?: string
   accel?: Accel
+  /** Pin QEMU to these CPUs (taskset -c). */
+  cpus?: string
   timeoutMs?: number
 }
 
@@ -43,8 +46,13 @@ export interface ResumeTimings {
   stateLoadedMs: number
   /** `cont` answered: the guest is running. */
   runningMs: number
+  /** The guest answered a ping (its memory not read yet): "resumed" as a user sees it. */
+  firstReplyMs: number
   /** The guest's checksum line arrived: every workload page has been read once. */
   checksumMs: number
+  /** From asking for the checksum to getting it: the workload, run on memory the resume
+   * mode has to bring in. */
+  workloadMs: number
 }
 
 export interface ResumeResult {
@@ -67,6 +75,7 @@ export async function resumeVm(options: ResumeOptions): Promise<ResumeResult> {
     ram: plan.ram,
     env: plan.env,
     accel: options.accel,
+    cpus: options.cpus,
     incoming: true,
   })
   try {
@@ -75,16 +84,19 @@ export async function resumeVm(options: ResumeOptions): Promise<ResumeResult> {
     const stateLoadedNs = now()
     await vm.qmp.execute('cont')
     const runningNs = now()
-    const checksum = await Promise.race([
-      requestChecksum(vm.console, timeoutMs),
-      vm.failOnExit('before the guest printed its checksum'),
-    ])
+    const exited = vm.failOnExit('before the guest answered')
+    const firstReplyNs = await Promise.race([ping(vm.console, timeoutMs), exited])
+    const requestedNs = now()
+    const checksum = await Promise.race([requestChecksum(vm.console, timeoutMs), exited])
     const ms = (t: number): number => (t - vm.launchedAtNs) / 1e6
     return {
       mode: options.mode,
       vm,
       checksum,
-      timings: { qmpReadyMs: ms(vm.qmpReadyAtNs), stateLoadedMs: ms(stateLoadedNs), runningMs: ms(runningNs), checksumMs: ms(checksum.atNs) },
+      timings: {
+        qmpReadyMs: ms(vm.qmpReadyAtNs), stateLoadedMs: ms(stateLoadedNs), runningMs: ms(runningNs),
+        firstReplyMs: ms(firstReplyNs), checksumMs: ms(checksum.atNs), workloadMs: (checksum.atNs - requestedNs) / 1e6,
+      },
     }
   } catch (err) {
     vm.kill()

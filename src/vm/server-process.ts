@@ -1,11 +1,11 @@
-// Runs a page server as a child process for a faultline-mode resume: the C floor handler
-// (native/build/uffd-floor, raw image) or `faultline serve` (compressed snapshot).
+// Runs the C floor handler (native/build/uffd-floor, serving the raw RAM image) as a child
+// process for a resume through the shim: the floor faultline's page server is compared with.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, rmSync } from 'node:fs'
 import { VmError } from './errors.js'
 
 export interface ServerProcessOptions {
-  /** Short name for messages: "uffd-floor", "faultline serve". */
+  /** Short name for messages: "uffd-floor". */
   label: string
   command: string
   args: string[]
@@ -21,13 +21,6 @@ export function floorServer(o: { binary: string; socketPath: string; rawPath: st
   const args = ['--socket', o.socketPath, '--raw', o.rawPath, '--once']
   if (o.batchPages) args.push('--batch-pages', String(o.batchPages))
   return { label: 'uffd-floor', command: o.binary, args, socketPath: o.socketPath, readyPattern: /listening on/, buildHint: 'make -C native' }
-}
-
-/** `faultline serve` (bin/faultline.js, needs dist/) serving one guest from a snapshot. */
-export function faultlineServer(o: { cliPath: string; snapshotPath: string; socketPath: string; policy?: string }): ServerProcessOptions {
-  const args = [o.cliPath, 'serve', '--snapshot', o.snapshotPath, '--socket', o.socketPath, '--once']
-  if (o.policy) args.push('--policy', o.policy)
-  return { label: 'faultline serve', command: process.execPath, args, socketPath: o.socketPath, readyPattern: /faultline: serving /, buildHint: 'npm run build' }
 }
 
 export interface ServerOutput {
@@ -81,13 +74,18 @@ export class PageServerProcess {
     return server
   }
 
-  /** Waits for it to exit (both servers run --once: they end with their guest), sending
+  /** Waits for it to exit (it runs --once: it ends with its guest), sending
    * SIGTERM after `timeoutMs`, and returns what it printed. */
   async stop(timeoutMs = 5000): Promise<ServerOutput> {
     const timer = setTimeout(() => this.child.kill('SIGTERM'), timeoutMs)
     await this.exited
     clearTimeout(timer)
     return { stdout: this.stdout, stderr: this.stderr }
+  }
+
+  /** Stops it now (a failed resume); nothing if it has exited. */
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL')
   }
 
   /** Its last stderr line, for when a resume fails. */

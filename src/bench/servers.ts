@@ -1,0 +1,200 @@
+// The page servers a benchmark resumes guests from, each as its own process so its CPU time,
+// peak RSS and storage reads are its own: faultline (src/bench/server-process.ts) and the
+// minimal C handler (native/build/uffd-floor).
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { arch } from 'node:process'
+import { FaultlineError } from '../errors.js'
+import type { SessionStats } from '../server/session.js'
+import { FLOOR_BINARY } from './guest.js'
+import { resetPeakRss, sampleProcess, type ProcSample } from './proc.js'
+import type { ServerChildMessage } from './server-process.js'
+
+export class BenchServerError extends FaultlineError {}
+
+/** What a server process cost while it served one guest. */
+export interface ServerCost {
+  cpuNs: number
+  peakRssBytes: number
+  readBytes: number
+  rchar: number
+  /** Faults it served. */
+  faults: number
+  /** Pages it installed (faulting and prefetched). */
+  pagesInstalled: number
+  /** Its own per-fault service time, median and p99, ns. */
+  serviceP50Ns: number
+  serviceP99Ns: number
+  session?: SessionStats
+  floor?: FloorStats
+}
+
+export interface FloorStats {
+  faults: number
+  pages_copied: number
+  bytes_read: number
+  service_median_ns: number | null
+  service_p99_ns: number | null
+  service_mean_ns: number | null
+  [key: string]: unknown
+}
+
+export interface RunningServer {
+  readonly pid: number
+  readonly socketPath: string
+  /** Call once the guest has exited: waits for the server to see it go, then returns what
+   * serving it cost and stops the server. */
+  finish(timeoutMs?: number): Promise<ServerCost>
+  /** Stops it now (after a failed run). */
+  kill(): void
+}
+
+const serverEntry = new URL(`./server-process${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
+
+function command(cpus: string | undefined, file: string, args: string[]): [string, string[]] {
+  return cpus === undefined ? [file, args] : ['taskset', ['-c', cpus, file, ...args]]
+}
+
+function lastLine(text: string): string {
+  return text.trim().split('\n').pop() ?? ''
+}
+
+/** Collects a child's output and tells when it exits. */
+class Child {
+  stdout = ''
+  stderr = ''
+  readonly exited: Promise<number | null>
+  constructor(readonly proc: ChildProcess, readonly name: string) {
+    proc.stdout!.setEncoding('utf8').on('data', (s: string) => { this.stdout += s })
+    proc.stderr!.setEncoding('utf8').on('data', (s: string) => { this.stderr += s })
+    this.exited = new Promise(resolve => proc.on('close', code => resolve(code)))
+    proc.on('error', () => { /* reported through exited */ })
+  }
+
+  /** Waits until `ready(stdout, stderr)` holds; fails if the child exits or time runs out. */
+  async waitFor(ready: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (!ready()) {
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+        throw new BenchServerError(`${this.name} exited before ${what}: ${lastLine(this.stderr) || '(no output)'}`)
+      }
+      if (Date.now() > deadline) {
+        this.proc.kill('SIGKILL')
+        throw new BenchServerError(`${this.name}: not ${what} within ${timeoutMs} ms`)
+      }
+      await new Promise(r => setTimeout(r, 2))
+    }
+  }
+}
+
+export interface FaultlineServerOptions {
+  snapshotPath: string
+  socketPath: string
+  policy: string
+  /** Pin the whole server process (main thread and session workers) to these CPUs. */
+  cpus?: string
+  /** Extra environment (FAULTLINE_FFI, FAULTLINE_BREAKDOWN). */
+  env?: NodeJS.ProcessEnv
+  /** Extra node options, e.g. --max-semi-space-size=64. */
+  nodeArgs?: string[]
+}
+
+/** Starts a faultline page server process for one guest; resolves once it listens with its
+ * session worker warm. */
+export async function startFaultlineServer(opts: FaultlineServerOptions): Promise<RunningServer> {
+  const entry = serverEntry.pathname
+  const [file, args] = command(opts.cpus, process.execPath, [...process.execArgv, ...(opts.nodeArgs ?? []), entry, opts.snapshotPath, opts.socketPath, opts.policy])
+  const child = new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } }), 'faultline server')
+  const messages = (): ServerChildMessage[] => child.stdout.split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as ServerChildMessage)
+  await child.waitFor(() => messages().some(m => m.event === 'ready'), 60000, 'listening')
+  return {
+    pid: child.proc.pid!,
+    socketPath: opts.socketPath,
+    async finish(timeoutMs = 30000) {
+      const find = () => messages().find(m => m.event === 'ended' || m.event === 'rejected')
+      try {
+        await child.waitFor(() => find() !== undefined, timeoutMs, 'done with its guest')
+      } finally {
+        const timer = setTimeout(() => child.proc.kill('SIGKILL'), 5000)
+        await child.exited
+        clearTimeout(timer)
+      }
+      const m = find()!
+      if (m.event === 'rejected') throw new BenchServerError(`faultline server refused the guest: ${m.error}`)
+      if (m.event !== 'ended') throw new BenchServerError('faultline server: unexpected message')
+      if (!m.stats) throw new BenchServerError(`faultline session failed: ${m.error ?? lastLine(child.stderr)}`)
+      const st = m.stats
+      return {
+        cpuNs: m.cpuNs, peakRssBytes: m.peakRssBytes, readBytes: m.readBytes, rchar: m.rchar,
+        faults: st.faults, pagesInstalled: st.pagesInstalled[0] + st.pagesInstalled[1] + st.pagesInstalled[2],
+        serviceP50Ns: st.latency.p50Ns, serviceP99Ns: st.latency.p99Ns, session: st,
+      }
+    },
+    kill() { child.proc.kill('SIGKILL') },
+  }
+}
+
+export interface FloorServerOptions {
+  rawPath: string
+  socketPath: string
+  cpus?: string
+  batchPages?: number
+}
+
+/** Starts native/build/uffd-floor for one guest; resolves once it listens. */
+export async function startFloorServer(opts: FloorServerOptions): Promise<RunningServer> {
+  if (!existsSync(FLOOR_BINARY)) throw new BenchServerError(`${FLOOR_BINARY}: not built (make -C native)`)
+  rmSync(opts.socketPath, { force: true })
+  // Not --once: it must outlive its guest long enough for /proc/PID to be read.
+  const floorArgs = ['--socket', opts.socketPath, '--raw', opts.rawPath]
+  if (opts.batchPages) floorArgs.push('--batch-pages', String(opts.batchPages))
+  const [file, args] = command(opts.cpus, FLOOR_BINARY, floorArgs)
+  const child = new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] }), 'uffd-floor')
+  await child.waitFor(() => child.stderr.includes('listening'), 10000, 'listening')
+  const pid = child.proc.pid!
+  resetPeakRss(pid)
+  const before: ProcSample = sampleProcess(pid)
+  return {
+    pid,
+    socketPath: opts.socketPath,
+    async finish(timeoutMs = 30000) {
+      // It is single-threaded: once it is back in accept(2) its guest is fully served. The
+      // guest has exited already, so that is a matter of microseconds.
+      const deadline = Date.now() + timeoutMs
+      let after = sampleProcess(pid)
+      while (!inAccept(pid) && Date.now() < deadline) {
+        await new Promise(r => setTimeout(r, 1))
+        after = sampleProcess(pid)
+      }
+      child.proc.kill('SIGTERM')
+      const timer = setTimeout(() => child.proc.kill('SIGKILL'), 5000)
+      await child.exited
+      clearTimeout(timer)
+      let stats: FloorStats
+      try {
+        stats = JSON.parse(lastLine(child.stdout)) as FloorStats
+      } catch {
+        throw new BenchServerError(`uffd-floor printed no stats: ${lastLine(child.stderr) || '(nothing)'}`)
+      }
+      return {
+        cpuNs: after.cpuNs - before.cpuNs, peakRssBytes: after.peakRssBytes,
+        readBytes: after.readBytes - before.readBytes, rchar: after.rchar - before.rchar,
+        faults: stats.faults, pagesInstalled: stats.pages_copied,
+        serviceP50Ns: stats.service_median_ns ?? NaN, serviceP99Ns: stats.service_p99_ns ?? NaN, floor: stats,
+      }
+    },
+    kill() { child.proc.kill('SIGKILL') },
+  }
+}
+
+/** accept4(2)'s number on x86_64 and arm64. */
+const SYS_ACCEPT4 = arch === 'arm64' ? 242 : 288
+
+/** True while `pid` is blocked in accept4 (/proc/PID/syscall names the call it sleeps in). */
+function inAccept(pid: number): boolean {
+  try {
+    return Number(readFileSync(`/proc/${pid}/syscall`, 'latin1').split(' ', 1)[0]) === SYS_ACCEPT4
+  } catch {
+    return true // gone: nothing more to wait for
+  }
+}

@@ -1,0 +1,216 @@
+// `faultline trace stats|export|plot|replay`: argument parsing and output only; the work is in
+// src/trace/.
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { extname, join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { FaultlineError, fileError } from '../errors.js'
+import { runGuestProcess } from '../bench/guest.js'
+import { PageServer } from '../server/page-server.js'
+import { exportTrace, type ExportFormat } from '../trace/export.js'
+import { TRACE_CAUSE_NAMES } from '../trace/format.js'
+import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
+import { readTrace, type Trace } from '../trace/reader.js'
+import { replayPlan, writePagesFile } from '../trace/replay.js'
+import { traceStats, type TraceStats } from '../trace/stats.js'
+import { formatTable } from './table.js'
+
+export const TRACE_USAGE = `usage:
+  faultline trace stats FILE [--json]
+      unique pages, working-set growth, fault rate, service latency, pages installed per cause
+  faultline trace export FILE --csv|--jsonl [-o OUT]
+      one row per record (to stdout without -o)
+  faultline trace plot FILE -o OUT.svg|OUT.html
+      address over time, latency CDF and working-set curve
+  faultline trace replay FILE (--socket PATH | --snapshot SNAP [--policy P] [--trace OUT])
+                         [--verify RAW] [--threads N] [--touched-out FILE]
+      the native guest touches the trace's pages in their recorded first-touch order, against
+      a running server (--socket) or one started here (--snapshot)`
+
+class TraceUsageError extends FaultlineError {}
+
+/** Where a trace command writes (tests capture it). */
+export interface TraceIo {
+  stdout: { write(s: string): unknown }
+  stderr: { write(s: string): unknown }
+}
+
+/** Entry point for `faultline trace ...`; returns the exit status (0 ok, 1 failed, 2 usage). */
+export async function traceCommand(argv: string[], io: TraceIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [sub, ...rest] = argv
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    io.stdout.write(`${TRACE_USAGE}\n`)
+    return sub === undefined ? 2 : 0
+  }
+  if (rest.includes('--help') || rest.includes('-h')) { io.stdout.write(`${TRACE_USAGE}\n`); return 0 }
+  try {
+    switch (sub) {
+      case 'stats': return stats(rest, io)
+      case 'export': return exportCommand(rest, io)
+      case 'plot': return plot(rest, io)
+      case 'replay': return await replay(rest, io)
+      default: throw new TraceUsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay)`)
+    }
+  } catch (err) {
+    if (err instanceof TraceUsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.stderr.write(`faultline: ${(err as Error).message}\n`)
+      return 2
+    }
+    throw err
+  }
+}
+
+function oneFile(positionals: string[], sub: string): string {
+  if (positionals.length !== 1) throw new TraceUsageError(`trace ${sub}: expected one trace FILE, got ${positionals.length}`)
+  return positionals[0]
+}
+
+const us = (ns: number) => `${(ns / 1000).toFixed(1)} µs`
+const msText = (ns: number) => `${(ns / 1e6).toFixed(1)} ms`
+
+export function describeTrace(t: Trace): string {
+  const h = t.header
+  const regions = h.regions.map(r => `${((r.pageCount * h.pageSize) / 2 ** 20).toFixed(1)} MiB at snapshot page ${r.firstPage}`).join(', ')
+  return `trace ${t.path}: session ${h.sessionId}, pid ${h.pid}, policy ${h.policy || '?'}, ${h.pageSize}-byte pages, ` +
+    `${h.regions.length} region(s) (${regions}), ${t.length} records${t.incomplete ? ' (incomplete: the server did not close it; records up to the last whole one)' : ''}`
+}
+
+export function formatStats(t: Trace, s: TraceStats): string {
+  const final = s.uniquePagesFaulted
+  const lines = [
+    describeTrace(t),
+    '',
+    formatTable(['measure', 'value'], [
+      ['duration since resume', msText(s.durationNs)],
+      ['faults', `${s.faults} (${s.writeFaults} writes, ${s.faultsOnPresentPages} on pages already present) from ${s.threads} thread(s)`],
+      ['distinct pages faulted', s.uniquePagesFaulted],
+      ['distinct pages installed', s.uniquePagesInstalled],
+      ...TRACE_CAUSE_NAMES.map(c => [`pages installed by ${c}`, s.pagesByCause[c]] as [string, number]),
+      ['pages installed before resume', `${s.pagesBeforeResume} (in ${msText(s.beforeResumeNs)})`],
+      ['fault rate', `${Math.round(s.faultsPerSec)}/s mean, ${Math.round(s.peakFaultsPerSec)}/s peak (10 ms window)`],
+      ['service latency', `p50 ${us(s.latency.p50Ns)}, p90 ${us(s.latency.p90Ns)}, p99 ${us(s.latency.p99Ns)}, max ${us(s.latency.maxNs)}`],
+      ['working set reached', `50% at ${msText(s.workingSetTimeNs.p50)}, 90% at ${msText(s.workingSetTimeNs.p90)}, 100% at ${msText(s.workingSetTimeNs.p100)}`],
+    ]),
+    '',
+    'working-set growth (distinct pages faulted so far)',
+    formatTable(['time ms', 'pages', 'of final'], s.workingSetGrowth.map(g =>
+      [(g.timeNs / 1e6).toFixed(1), g.pages, final ? `${((100 * g.pages) / final).toFixed(0)}%` : '-'])),
+  ]
+  return lines.join('\n')
+}
+
+function stats(argv: string[], io: TraceIo): number {
+  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true })
+  const t = readTrace(oneFile(positionals, 'stats'))
+  const s = traceStats(t)
+  io.stdout.write(values.json ? `${JSON.stringify({ path: t.path, header: t.header, incomplete: t.incomplete, ...s })}\n` : `${formatStats(t, s)}\n`)
+  return 0
+}
+
+function exportCommand(argv: string[], io: TraceIo): number {
+  const { values, positionals } = parseArgs({
+    args: argv, options: { csv: { type: 'boolean' }, jsonl: { type: 'boolean' }, output: { type: 'string', short: 'o' } },
+    allowPositionals: true, strict: true,
+  })
+  const file = oneFile(positionals, 'export')
+  if (values.csv === values.jsonl) throw new TraceUsageError('trace export: give exactly one of --csv or --jsonl')
+  const format: ExportFormat = values.csv ? 'csv' : 'jsonl'
+  const t = readTrace(file)
+  const out = values.output
+  if (!out) {
+    // A reader that stops early (| head) closes the pipe: that is not an error.
+    if (io.stdout === process.stdout) process.stdout.on('error', err => { if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err })
+    exportTrace(t, format, chunk => { io.stdout.write(chunk) })
+    return 0
+  }
+  let fd: number
+  try { fd = openSync(out, 'w') } catch (err) { throw fileError(out, err, 'cannot write') }
+  try {
+    exportTrace(t, format, chunk => {
+      const buf = Buffer.from(chunk)
+      for (let done = 0; done < buf.length;) done += writeSync(fd, buf, done, buf.length - done)
+    })
+  } catch (err) {
+    throw fileError(out, err, 'cannot write')
+  } finally {
+    closeSync(fd)
+  }
+  io.stderr.write(`faultline: wrote ${t.length} records to ${out}\n`)
+  return 0
+}
+
+function plot(argv: string[], io: TraceIo): number {
+  const { values, positionals } = parseArgs({ args: argv, options: { output: { type: 'string', short: 'o' } }, allowPositionals: true, strict: true })
+  const file = oneFile(positionals, 'plot')
+  const out = values.output
+  if (!out) throw new TraceUsageError('trace plot: -o OUT.svg or -o OUT.html is required')
+  const kind = extname(out).toLowerCase()
+  if (kind !== '.svg' && kind !== '.html' && kind !== '.htm') throw new TraceUsageError(`trace plot: -o ${out}: expected a .svg or .html file`)
+  const t = readTrace(file)
+  const doc = kind === '.svg' ? renderTraceSvg(t) : renderTraceHtml(t)
+  try { writeFileSync(out, doc) } catch (err) { throw fileError(out, err, 'cannot write') }
+  io.stderr.write(`faultline: wrote ${out} (${t.length} records, ${(doc.length / 1024).toFixed(0)} KiB)\n`)
+  return 0
+}
+
+function positiveInt(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new TraceUsageError(`--${name}: expected 1..1024, got '${value}'`)
+  return n
+}
+
+async function replay(argv: string[], io: TraceIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      socket: { type: 'string' }, snapshot: { type: 'string' }, policy: { type: 'string' }, trace: { type: 'string' },
+      verify: { type: 'string' }, threads: { type: 'string' }, 'touched-out': { type: 'string' },
+    },
+    allowPositionals: true, strict: true,
+  })
+  const file = oneFile(positionals, 'replay')
+  if ((values.socket === undefined) === (values.snapshot === undefined)) {
+    throw new TraceUsageError('trace replay: give either --socket PATH (a running server) or --snapshot SNAP (serve it here)')
+  }
+  if (values.socket && (values.policy || values.trace)) throw new TraceUsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
+  const threads = positiveInt('threads', values.threads, 1)
+  const t = readTrace(file)
+  const plan = replayPlan(t)
+  const dir = mkdtempSync(join(tmpdir(), 'faultline-replay-'))
+  let server: PageServer | undefined
+  try {
+    const pagesFile = join(dir, 'pages.txt')
+    writePagesFile(pagesFile, plan, file)
+    let socket = values.socket!
+    if (values.snapshot) {
+      socket = join(dir, 'replay.sock')
+      server = await PageServer.start({ snapshotPath: values.snapshot, socketPath: socket, policy: values.policy, tracePath: values.trace })
+    }
+    const args = ['--socket', socket, '--mib', String(plan.mib), '--offset', String(plan.offsetBytes),
+      '--workload', `pages:${pagesFile}`, '--threads', String(threads)]
+    if (values.verify) args.push('--verify', values.verify)
+    if (values['touched-out']) args.push('--touched-out', values['touched-out'])
+    io.stderr.write(`faultline: replaying ${plan.pages.length} pages of ${file} in first-touch order` +
+      `${plan.skipped ? ` (${plan.skipped} faulted pages outside the first region left out)` : ''}\n`)
+    const report = await runGuestProcess(args, { timeoutMs: 600_000 })
+    const rows: Array<[string, string | number]> = [
+      ['pages touched', report.pages_touched],
+      ['resume', msText(report.resume_ns)],
+      ['workload', msText(report.workload_ns)],
+      ['recorded faults', traceStats(t).faults],
+    ]
+    if (values.verify) rows.push(['pages verified', `${report.verified_pages} (${report.mismatches} mismatches)`])
+    if (server) {
+      await server.close({ drain: true })
+      const st = server.ended[server.ended.length - 1]?.stats
+      if (st) rows.push(['faults now', st.faults], ['pages installed now', st.pagesInstalled.reduce((a, b) => a + b, 0)])
+      server = undefined
+    }
+    io.stdout.write(`${formatTable(['replay', 'value'], rows)}\n`)
+    return report.mismatches === 0 ? 0 : 1
+  } finally {
+    if (server) await server.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}

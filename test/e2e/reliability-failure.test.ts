@@ -1,0 +1,129 @@
+// Failure of either side. A page server killed mid-workload: its guests end within a second
+// with a clear message, having read no wrong page (each page is checked as it is touched), and
+// hang nowhere. A guest killed mid-fault: its session ends cleanly, no descriptor or worker is
+// left behind, and the guest beside it is served to the end.
+import t from 'tap'
+import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { GUEST, makeImage, runGuest, scratchDir, type GuestResult } from './harness.js'
+import { fdCount, startFastServer, startServerProcess, threadCount, waitFor } from './reliability-helpers.js'
+
+const MIB = 8
+
+t.test('server killed with SIGKILL mid-workload: guests exit 3 within a second, no wrong page read', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, MIB)
+  const socket = join(dir, 's.sock')
+  const server = await startServerProcess(t, ['--snapshot', img.snap, '--socket', socket, '--warm-workers', '3'])
+  // Paced workloads (2 ms a page, ~4 s in all) so the kill lands in the middle; every page is
+  // compared with the image right after it is touched.
+  const common = ['--socket', socket, '--mib', String(MIB), '--workload', 'random:1', '--pace-us', '2000', '--verify', img.raw, '--verify-each']
+  const variants: Array<[string, string[]]> = [
+    ['faultline form', []],
+    ['Firecracker form', ['--handshake', 'firecracker']],
+    ['4 threads, writes', ['--threads', '4', '--write']],
+  ]
+  const exits: Array<number> = []
+  const guests = variants.map(([, args]) => {
+    const done = runGuest([...common, ...args], { timeoutMs: 60000 })
+    void done.then(() => exits.push(performance.now()))
+    return done
+  })
+  await server.waitForLog(/session 3: pid/)
+  await new Promise(r => setTimeout(r, 500))
+  const killedAt = performance.now()
+  server.child.kill('SIGKILL')
+  t.same(await server.exited, { code: null, signal: 'SIGKILL' })
+  const results = await Promise.all(guests)
+  for (const [i, r] of results.entries()) {
+    const name = variants[i][0]
+    t.equal(r.signal, null, `${name}: not killed by the test's timeout (it did not hang)`)
+    t.equal(r.code, 3, `${name}: exit 3, the page server went away`)
+    t.match(r.stderr, /^guest: page server closed the connection; exiting\n$/, `${name}: says so, and nothing else (no page differed)`)
+    t.equal(r.report, undefined, `${name}: stopped mid-workload, before its result`)
+  }
+  const worstMs = Math.max(...exits) - killedAt
+  t.ok(worstMs < 1000, `every guest exited ${worstMs.toFixed(0)} ms after the kill (at most 1000)`)
+  t.comment(`guests exited at most ${worstMs.toFixed(0)} ms after the server's SIGKILL`)
+})
+
+t.test('server stopping its sessions: guests are told why', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, MIB)
+  const socket = join(dir, 's.sock')
+  const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket })
+  const guest = runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:1', '--pace-us', '2000', '--verify', img.raw, '--verify-each'], { timeoutMs: 60000 })
+  await new Promise<void>(r => server.once('session', () => r()))
+  await new Promise(r => setTimeout(r, 300))
+  server.stopSessions()
+  const r = await guest
+  t.equal(r.code, 3)
+  t.match(r.stderr, /^guest: page server closed the connection \(server stopping\); exiting\n$/)
+})
+
+t.test('guests killed mid-fault: sessions end cleanly, nothing leaks, the others are served', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, 16)
+  const socket = join(dir, 's.sock')
+  const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket, warmWorkers: 2 })
+  const guestArgs = (args: string[]) => ['--socket', socket, '--mib', '16', '--verify', img.raw, ...args]
+  // One guest first, so whatever the process sets up once (thread pools, lazily opened
+  // files) exists before the baseline is taken.
+  const warm = await runGuest(guestArgs(['--workload', 'random:0.05']))
+  t.equal(warm.code, 0, warm.stderr)
+  const settled = () => server.active.size === 0 && server.workerCount === 2
+  t.ok(await waitFor(settled, 20000), 'pool back to its 2 warm workers')
+  // The process opens descriptors for moments of its own (module loads, /proc reads): the
+  // baseline is the usual value over a few samples, and the end is a return to it.
+  const fds0 = await usual(fdCount), threads0 = await usual(threadCount)
+
+  // A survivor that outlives every kill, and five victims, each killed once its session has
+  // served faults for a while (unpaced: almost always inside a fault when the kill lands).
+  const survivor = runGuest(guestArgs(['--workload', 'random:0.5', '--pace-us', '8000', '--threads', '2', '--verify-each']), { timeoutMs: 120000 })
+  const victims: Array<{ pid: number; result: Promise<GuestResult> }> = []
+  for (let i = 0; i < 5; i++) {
+    const child = spawn(GUEST, guestArgs(['--workload', 'random:1', '--seed', String(i + 10), '--threads', String(1 + (i % 3))]), { stdio: 'ignore' })
+    const result = new Promise<GuestResult>(r => child.on('exit', (code, signal) => r({ code, signal, stdout: '', stderr: '' })))
+    const pid = child.pid!
+    await new Promise<void>(r => {
+      const on = (rec: { pid: number }) => { if (rec.pid === pid) { server.off('session', on); r() } }
+      server.on('session', on)
+    })
+    await new Promise(r => setTimeout(r, 150 + 100 * i))
+    child.kill('SIGKILL')
+    victims.push({ pid, result })
+  }
+  for (const v of victims) t.equal((await v.result).signal, 'SIGKILL', `victim ${v.pid} was killed mid-workload`)
+  const s = await survivor
+  t.equal(s.code, 0, `the survivor was served to the end: ${s.stderr}`)
+  t.equal(s.report?.mismatches, 0)
+  t.equal(s.report?.verified_pages, 2048)
+
+  t.ok(await waitFor(settled, 20000), 'every session ended and the pool is back to 2 warm workers')
+  const ended = (pid: number) => server.ended.find(e => e.pid === pid)
+  for (const v of victims) {
+    const rec = ended(v.pid)
+    t.ok(rec, `victim ${v.pid}: its session ended`)
+    t.equal(rec?.error, undefined, `victim ${v.pid}: without an error`)
+    t.match(rec?.stats?.endReason, /^guest (disconnected|exited)$/, `victim ${v.pid}: ended because the guest went away`)
+    t.ok((rec?.stats?.faults ?? 0) > 0, `victim ${v.pid}: had been served ${rec?.stats?.faults} faults`)
+  }
+  // Descriptors close and threads exit asynchronously after a worker ends: wait for the
+  // counts to come back, then compare what was seen.
+  let fds = 0, threads = 0
+  await waitFor(() => { fds = fdCount(); threads = threadCount(); return fds === fds0 && threads === threads0 }, 20000)
+  t.equal(fds, fds0, `no descriptor leaked (${fds0} before, ${fds} after)`)
+  t.equal(threads, threads0, `no worker thread leaked (${threads0} before, ${threads} after)`)
+  t.comment(`after 5 guests killed mid-fault: ${fds} fds (baseline ${fds0}), ${threads} threads (baseline ${threads0}), ${server.workerCount} workers`)
+})
+
+/** The most frequent of ten samples of `count`, 20 ms apart. */
+async function usual(count: () => number): Promise<number> {
+  const seen = new Map<number, number>()
+  for (let i = 0; i < 10; i++) {
+    const n = count()
+    seen.set(n, (seen.get(n) ?? 0) + 1)
+    await new Promise(r => setTimeout(r, 20))
+  }
+  return [...seen].sort((a, b) => b[1] - a[1])[0][0]
+}

@@ -1,0 +1,77 @@
+// Under load: 16 guests at once with random workloads (threads, writes, both handshake
+// forms, offsets), every touched page verified, then 16 more serving twice the faults. The
+// server's resident memory is sampled throughout: it must not grow with the faults served
+// (the second wave's peak stays within 15% of the first's) and each concurrent session may
+// cost at most what the numbers below say; every fault is accounted for.
+import t from 'tap'
+import { join } from 'node:path'
+import type { PageServer } from '../../src/server/page-server.js'
+import { makeImage, runGuest, scratchDir } from './harness.js'
+import { rssBytes, startFastServer, waitFor } from './reliability-helpers.js'
+
+const GUESTS = 16
+const MIB = 32
+const PAGES = MIB * 256
+const MB = 2 ** 20
+
+interface Wave { peakRss: number; baseRss: number; faults: number; touched: number; ms: number }
+
+async function wave(t: { ok: Function; equal: Function }, server: PageServer, socket: string, raw: string, scale: number, seed0: number): Promise<Wave> {
+  const baseRss = rssBytes()
+  let peakRss = baseRss
+  const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssBytes()) }, 50)
+  const started = Date.now()
+  const plans = Array.from({ length: GUESTS }, (_, i) => {
+    const fraction = scale * (0.1 + 0.05 * (i % 5))
+    const threads = 1 + (i % 4)
+    const args = ['--socket', socket, '--mib', String(MIB / 2), '--workload', `random:${fraction.toFixed(3)}`, '--seed', String(seed0 + i),
+      '--threads', String(threads), '--verify', raw]
+    if (i % 3 === 0) args.push('--write')
+    if (i % 4 === 1) args.push('--handshake', 'firecracker')
+    if (i % 2 === 1) args.push('--offset', String((MIB / 2) * MB)) // the image's second half
+    return { args, touched: Math.round(fraction * (PAGES / 2)) }
+  })
+  const results = await Promise.all(plans.map(p => runGuest(p.args, { timeoutMs: 300000 })))
+  const ms = Date.now() - started
+  t.ok(await waitFor(() => server.active.size === 0 && server.ended.length >= GUESTS, 30000), 'every session ended')
+  clearInterval(sampler)
+  peakRss = Math.max(peakRss, rssBytes())
+  let touched = 0
+  for (const [i, r] of results.entries()) {
+    t.equal(r.code, 0, `guest ${i}: ${r.stderr.trim()}`)
+    t.equal(r.report?.verified_pages, plans[i].touched, `guest ${i}: verified every touched page`)
+    t.equal(r.report?.mismatches, 0, `guest ${i}: no page differed`)
+    touched += plans[i].touched
+  }
+  let faults = 0
+  for (const s of server.ended) {
+    t.equal(s.error, undefined, `session ${s.id}: no error`)
+    t.equal(s.stats?.endReason, 'guest disconnected')
+    faults += s.stats?.faults ?? 0
+  }
+  // ondemand installs exactly the pages touched, one fault each.
+  t.equal(faults, touched, `${faults} faults served for ${touched} pages touched`)
+  return { peakRss, baseRss, faults, touched, ms }
+}
+
+t.test(`${GUESTS} guests at once, twice: all verified, memory bounded`, async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, MIB, 12)
+  const waves: Wave[] = []
+  for (const [n, scale] of [[1, 1], [2, 2]] as const) {
+    // A fresh server each wave, with a worker ready for every guest (a worker per guest is the
+    // design; starting 16 at once while guests wait would only measure worker start-up).
+    const socket = join(dir, `w${n}.sock`)
+    const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket, warmWorkers: GUESTS })
+    waves.push(await wave(t, server, socket, img.raw, scale, 100 * n))
+    await server.close()
+  }
+  const [w1, w2] = waves
+  t.ok(w2.faults > 1.8 * w1.faults, `wave 2 served ${w2.faults} faults, wave 1 ${w1.faults}`)
+  t.ok(w2.peakRss <= w1.peakRss * 1.15, `peak RSS ${(w1.peakRss / MB).toFixed(0)} MiB -> ${(w2.peakRss / MB).toFixed(0)} MiB with twice the faults`)
+  const perSession = (w: Wave) => (w.peakRss - w.baseRss) / GUESTS
+  t.ok(perSession(w2) < 64 * MB, `RSS per concurrent session ${(perSession(w2) / MB).toFixed(1)} MiB (under 64 MiB)`)
+  t.comment(`stress: ${GUESTS} guests x 2 waves; faults ${w1.faults} then ${w2.faults} (${w1.ms} ms, ${w2.ms} ms); ` +
+    `RSS with ${GUESTS} warm workers ${(w1.baseRss / MB).toFixed(0)} MiB, peak ${(w1.peakRss / MB).toFixed(0)} / ${(w2.peakRss / MB).toFixed(0)} MiB, ` +
+    `${(perSession(w1) / MB).toFixed(1)} / ${(perSession(w2) / MB).toFixed(1)} MiB per session`)
+})

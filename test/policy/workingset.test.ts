@@ -1,0 +1,63 @@
+// workingset:TRACE: which pages a trace's working set holds, and the runs installed up front.
+import t from 'tap'
+import { createWorkingSet, pagesToRuns, WorkingSetPolicy } from '../../src/policy/workingset.js'
+import { PolicyArgumentError } from '../../src/policy/registry.js'
+import { readTrace, workingSetPages } from '../../src/trace/reader.js'
+import { TRACE_FLAG_BEFORE_RESUME } from '../../src/trace/format.js'
+import { faults, writeTrace } from '../trace/fixtures.js'
+import { SimContext, simulate } from './sim.js'
+
+t.test('pagesToRuns sorts, deduplicates and merges adjacent pages', async t => {
+  t.same(pagesToRuns([9, 3, 4, 5, 9, 20, 1]), { first: [1, 3, 9, 20], count: [1, 3, 1, 1] })
+  t.same(pagesToRuns([]), { first: [], count: [] })
+  t.same(pagesToRuns([9, 3, 4, 5, 9, 20, 1], 1), { first: [1, 9, 20], count: [5, 1, 1] }, 'gap 1 joins 1 and 3-5')
+  t.same(pagesToRuns([9, 3, 4, 5, 9, 20, 1], 3), { first: [1, 20], count: [9, 1] })
+})
+
+t.test('workingset:TRACE@GAP installs the gaps too', async t => {
+  const dir = t.testdir()
+  const path = writeTrace(dir, 'g.fltrace', faults([10, 12, 13, 20]))
+  const policy = await createWorkingSet(`${path}@1`) as WorkingSetPolicy
+  t.equal(policy.name, `workingset:${path}@1`)
+  t.equal(policy.runCount, 2)
+  t.equal(policy.plannedPages, 5)
+  const ctx = new SimContext(4096)
+  simulate(policy, ctx, [])
+  t.same(ctx.log, [10, 11, 12, 13, 20])
+  t.throws(() => createWorkingSet(`${path}@9999`), { message: /GAP must be 0\.\.512/ })
+})
+
+t.test('the working set: faulted pages plus pages installed before resume, not prefetches', async t => {
+  const dir = t.testdir()
+  const path = writeTrace(dir, 'ws.fltrace', [
+    [0, 100, 3, 1, TRACE_FLAG_BEFORE_RESUME, 0, 9000], // 100..102 installed by onStart
+    ...faults([7, 8, 200]),
+    [5000, 9, 16, 1, 0, 0, 3000], // a prefetch after the fault on 8: not part of the set
+    ...faults([8, 101, 300]), // repeats are dropped
+  ])
+  t.same(workingSetPages(readTrace(path)), [100, 101, 102, 7, 8, 200, 300])
+  const policy = await createWorkingSet(path) as WorkingSetPolicy
+  t.equal(policy.name, `workingset:${path}`)
+  t.equal(policy.pages, 7)
+  t.equal(policy.runCount, 4, 'runs 7-8, 100-102, 200 and 300')
+  const ctx = new SimContext(4096)
+  const r = simulate(policy, ctx, [7, 8, 100, 101, 102, 200, 300, 5].map(p => [p, 1] as [number, number]))
+  t.equal(r.faults, 1, 'only the page outside the working set faults')
+  t.equal(ctx.installed[1], 7, 'the working set is installed up front as prefetch')
+})
+
+t.test('pages outside the guest are skipped, not installed', async t => {
+  const dir = t.testdir()
+  const path = writeTrace(dir, 'ws.fltrace', faults([10, 11, 5000]), { snapshotPages: 8192 })
+  const ctx = new SimContext(8192, [{ firstPage: 0, pageCount: 4096 }])
+  simulate(await createWorkingSet(path), ctx, [])
+  t.same(ctx.log, [10, 11])
+})
+
+t.test('errors name the trace and what is wrong', async t => {
+  t.throws(() => createWorkingSet(undefined), { name: 'PolicyArgumentError', message: /workingset: expected a trace file/ })
+  t.throws(() => createWorkingSet('/nonexistent/x.fltrace'), { name: 'PolicyArgumentError', message: /^workingset: \/nonexistent\/x\.fltrace: cannot read trace: no such file/ })
+  const dir = t.testdir({ 'not-a-trace': 'hello world, this is text and not a trace at all '.repeat(4) })
+  t.throws(() => createWorkingSet(`${dir}/not-a-trace`), { message: /not a faultline trace/ })
+  t.ok(PolicyArgumentError)
+})
