@@ -132,7 +132,7 @@ export async function runPolicyBench(opts: PolicyBenchOptions): Promise<PolicyBe
 
   // The recording run (also warms the page cache for every policy alike).
   const recordedTrace = join(opts.dir, 'recorded.fltrace')
-  const recorder = await PageServer.start({ snapshotPath: image.snap, socketPath: join(opts.dir, 'record.sock'), policy: 'ondemand', tracePath: recordedTrace })
+  const recorder = await PageServer.start({ snapshotPath: image.snap, socketPath: join(opts.dir, 'record.sock'), policy: 'ondemand', tracePath: recordedTrace, singleGuest: true })
   let touched: Set<number>
   try {
     const before = recorder.ended.length
@@ -151,8 +151,10 @@ export async function runPolicyBench(opts: PolicyBenchOptions): Promise<PolicyBe
   try {
     for (const [i, policy] of policies.entries()) {
       names[policy] = (await createPolicy(policy)).name
+      // A worker per round, all started now: none starts while a measured guest runs.
       servers.set(policy, await PageServer.start({
         snapshotPath: image.snap, socketPath: join(opts.dir, `p${i}.sock`), policy, tracePath: join(opts.dir, `p${i}.fltrace`),
+        warmWorkers: opts.rounds, singleGuest: true,
       }))
       runs[policy] = []
     }

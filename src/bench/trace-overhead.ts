@@ -71,8 +71,10 @@ async function ended(server: PageServer, before: number): Promise<SessionStats> 
 export async function runTraceOverhead(opts: TraceOverheadOptions): Promise<TraceOverheadResult> {
   const image = await ensureImage(opts.dir, opts.mib, opts.seed)
   const tracePath = join(opts.dir, 'overhead.fltrace')
-  const plain = await PageServer.start({ snapshotPath: image.snap, socketPath: join(opts.dir, 'plain.sock'), policy: opts.policy })
-  const traced = await PageServer.start({ snapshotPath: image.snap, socketPath: join(opts.dir, 'traced.sock'), policy: opts.policy, tracePath })
+  // A worker per run (warm-up included), all started now: none starts while a guest is measured.
+  const workers = { warmWorkers: opts.rounds + 1, singleGuest: true }
+  const plain = await PageServer.start({ snapshotPath: image.snap, socketPath: join(opts.dir, 'plain.sock'), policy: opts.policy, ...workers })
+  const traced = await PageServer.start({ snapshotPath: image.snap, socketPath: join(opts.dir, 'traced.sock'), policy: opts.policy, tracePath, ...workers })
   const result: TraceOverheadResult = { plain: [], traced: [], cpusAllowed: cpusAllowed(), recordNs: measureRecordNs(join(opts.dir, 'recorder.fltrace')) }
   const args = ['--mib', String(opts.mib), '--workload', opts.workload, '--seed', String(opts.seed)]
   try {

@@ -185,7 +185,7 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
     let socket = values.socket!
     if (values.snapshot) {
       socket = join(dir, 'replay.sock')
-      server = await PageServer.start({ snapshotPath: values.snapshot, socketPath: socket, policy: values.policy, tracePath: values.trace })
+      server = await PageServer.start({ snapshotPath: values.snapshot, socketPath: socket, policy: values.policy, tracePath: values.trace, singleGuest: true })
     }
     const args = ['--socket', socket, '--mib', String(plan.mib), '--offset', String(plan.offsetBytes),
       '--workload', `pages:${pagesFile}`, '--threads', String(threads)]

@@ -30,10 +30,6 @@ export interface PageServerOptions {
    * guest's session runs in the process (benchmarks measure the server's own cost). */
   singleGuest?: boolean
   handshakeTimeoutMs?: number
-  /** The session worker's entry module; default the one beside this file. Tests that run
-   * from TypeScript point it at the compiled dist/ one, which starts in a fraction of the
-   * seconds a worker spends compiling the sources again. */
-  sessionWorker?: URL
   /** For an s3:// snapshot: its chunk cache and how to reach the store (--cache-dir,
    * --cache-size, --endpoint); defaults from remoteStoreDefaults(). */
   remote?: Partial<ChunkStoreOptions>
@@ -60,9 +56,12 @@ export class ServerError extends FaultlineError {}
 /** The worker runs compiled JS even when the server itself runs from TypeScript sources
  * (tests): a TS worker would transpile every module again on each start, which takes
  * seconds on a loaded machine while a guest waits. `npm test` builds dist/ first. */
-const workerUrl = import.meta.url.endsWith('.ts') && existsSync(new URL('../../dist/server/session-worker.js', import.meta.url))
-  ? new URL('../../dist/server/session-worker.js', import.meta.url)
-  : new URL('./session-worker.js', import.meta.url)
+const distWorker = new URL('../../dist/server/session-worker.js', import.meta.url)
+const workerIsCompiled = import.meta.url.endsWith('.ts') && existsSync(distWorker)
+const workerUrl = workerIsCompiled ? distWorker : new URL('./session-worker.js', import.meta.url)
+/** A compiled worker also goes without this process's --import hooks: a TypeScript loader
+ * inherited by each worker multiplies its start-up time by ~10 and adds ~90 MB to it. */
+const workerOptions = workerIsCompiled ? { execArgv: [] } : {}
 
 export class PageServer extends EventEmitter<PageServerEvents> {
   readonly socketPath: string
@@ -75,7 +74,6 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private readonly warm: number
   private readonly maxSessions: number
   private readonly singleGuest: boolean
-  private readonly workerUrl: URL
   private acceptedCount = 0
   private readonly workers = new Set<Worker>()
   private readonly waitingWorkers = new Set<Worker>()
@@ -97,7 +95,6 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.warm = Math.max(1, opts.warmWorkers ?? 1)
     this.maxSessions = opts.maxSessions ?? 256
     this.singleGuest = opts.singleGuest ?? false
-    this.workerUrl = opts.sessionWorker ?? workerUrl
     const uid = process.getuid?.() ?? 0
     this.workerData = {
       listenFd, stopFd, stopAcceptFd,
@@ -155,7 +152,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.waiting++
     // Remote snapshots: the store signals this eventfd when a chunk the worker asked for is in.
     let readyFd = this.store !== undefined ? uffd.createEventFd() : -1
-    const worker = new Worker(this.workerUrl, { workerData: readyFd < 0 ? this.workerData : { ...this.workerData, readyFd } })
+    const worker = new Worker(workerUrl, { ...workerOptions, workerData: readyFd < 0 ? this.workerData : { ...this.workerData, readyFd } })
     this.workers.add(worker)
     this.waitingWorkers.add(worker)
     let accepted = false

@@ -214,11 +214,13 @@ export class Session implements PolicyContext {
       if (BREAKDOWN_ENABLED) this.noteRead(readStart, n)
       if (n === 0) return
       const t0 = this.clock.nowMs()
-      for (let i = 0; i < n && this.stopped === ''; i++) {
+      for (let i = 0; i < n; i++) {
         const event = msgs.event(i)
         if (event === uffd.UFFD_EVENT_PAGEFAULT) {
-          this.handleFault(msgs.faultAddress(i), msgs.faultFlags(i), msgs.faultThreadId(i), t0)
-        } else {
+          if (this.stopped === '') this.handleFault(msgs.faultAddress(i), msgs.faultFlags(i), msgs.faultThreadId(i), t0)
+        } else if (this.stopped === '' || event === uffd.UFFD_EVENT_FORK) {
+          // A forked child's uffd was installed in this process by the read: it is served
+          // even when the session is stopping, or the child would read zeros.
           this.handleEvent(event, i)
         }
       }
@@ -395,7 +397,7 @@ export class Session implements PolicyContext {
       const n = j - i
       const dst = region.start + i * this.pageSize
       const bytes = n * this.pageSize
-      const installStart = this.traceRunFlags >= 0 ? performance.now() : 0
+      const installStart = this.traceRunFlags >= 0 ? this.clock.nowMs() : 0
       let done: number
       try {
         const stageStart = BREAKDOWN_ENABLED ? this.clock.nowMs() : 0
@@ -464,7 +466,7 @@ export class Session implements PolicyContext {
   /** Traces one install of a prefetch/background/onStart run: exactly the pages one ioctl
    * installed, and how long decoding and installing them took. */
   private recordInstall(page: number, count: number, cause: InstallCause, installStart: number): void {
-    const now = performance.now()
+    const now = this.clock.nowMs()
     const flags = this.traceRunFlags
     const timeNs = (flags & TRACE_FLAG_BEFORE_RESUME) !== 0 ? 0 : Math.round((now - this.resumeMs) * 1e6)
     this.opts.trace!.record(timeNs, page, count, cause, flags, 0, Math.round((now - installStart) * 1e6))

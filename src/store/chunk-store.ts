@@ -4,6 +4,7 @@
 // (faults first, adjacent chunks merged into one GET), data is verified page by page, written
 // to the disk cache, and the waiting sessions' eventfds are signalled.
 import { homedir } from 'node:os'
+import { performance } from 'node:perf_hooks'
 import { join } from 'node:path'
 import { PageDecoder } from '../snapshot/decoder.js'
 import type { SnapshotHeader } from '../snapshot/format.js'
@@ -69,8 +70,13 @@ export interface ChunkStoreStats {
   invalidations: number
   /** Fetched data that failed page verification (each is fetched once more). */
   corruptFetches: number
+  /** Time chunk GETs took, retries and backoff included, ms (over the last 4096). */
+  getMs: { p50: number; p99: number; max: number }
   cache: ChunkCacheStats
 }
+
+/** Chunk GET durations kept for the percentiles. */
+const GET_SAMPLES = 4096
 
 export class ChunkStore {
   readonly url: string
@@ -98,6 +104,7 @@ export class ChunkStore {
   private readonly settled = new Set<Promise<void>>()
   private idleWaiters: Array<() => void> = []
   private readonly counters = { chunksFetched: 0, chunkGets: 0, chunksFromDisk: 0, failures: 0, invalidations: 0, corruptFetches: 0 }
+  private readonly getMs = new Float64Array(GET_SAMPLES)
 
   private constructor(source: RangeSource, snapshot: RemoteSnapshot, cache: ChunkCache, table: ChunkTable, layout: ChunkLayout,
     opts: ChunkStoreOptions, onClose: () => void) {
@@ -156,7 +163,13 @@ export class ChunkStore {
 
   get stats(): ChunkStoreStats {
     const s = this.source.stats
-    return { ...this.counters, requests: s.requests, retries: s.retries, bytesFetched: s.bytesFetched, cache: { ...this.cache.stats } }
+    const n = Math.min(this.counters.chunkGets, GET_SAMPLES)
+    const sorted = this.getMs.slice(0, n).sort()
+    const at = (q: number) => (n === 0 ? 0 : sorted[Math.min(n - 1, Math.floor(q * n))])
+    return {
+      ...this.counters, requests: s.requests, retries: s.retries, bytesFetched: s.bytesFetched,
+      getMs: { p50: at(0.5), p99: at(0.99), max: n === 0 ? 0 : sorted[n - 1] }, cache: { ...this.cache.stats },
+    }
   }
 
   workerData(): RemoteWorkerData {
@@ -298,6 +311,7 @@ export class ChunkStore {
     const start = this.layout.storedStart(first)
     const length = this.layout.storedEnd(first + count - 1) - start
     let bytes: Buffer
+    const t0 = performance.now()
     try {
       bytes = (await this.source.read(this.snapshot.header.dataOffset + start, length)).bytes
     } catch (err) {
@@ -305,6 +319,7 @@ export class ChunkStore {
       for (let k = 0; k < count; k++) this.complete(first + k, false, message)
       return
     }
+    this.getMs[this.counters.chunkGets % GET_SAMPLES] = performance.now() - t0
     this.counters.chunkGets++
     const again: number[] = []
     for (let k = 0; k < count; k++) {

@@ -125,6 +125,11 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
     ({ bytesFetched: store.stats.bytesFetched - before.bytes, gets: store.stats.chunkGets - before.gets })
 
   try {
+    // One unrecorded run first: page cache, JIT and the store's connections warm for every cell.
+    await serve({ policy: 'ondemand' }, async (server, socket) => {
+      await guest(socket, o.workloads[0], 0, false)
+      await lastSession(server, 1)
+    })
     for (let round = 0; round < o.rounds; round++) {
       for (const pinned of o.pinModes) {
         if (pinned) setAffinity(['-c', o.cpu!])

@@ -98,8 +98,8 @@ t.test('errors are one line, name the file or argument, exit 1 or 2', async (t) 
   const dir = t.testdir({ 'text.snap': 'not a snapshot at all' })
   const raw = writeImage(dir, 'mem.raw', IMG)
   const cases: Array<[string[], number, string | RegExp]> = [
-    [[], 2, 'faultline: snapshot: missing subcommand (create, info, verify, extract); see faultline snapshot --help'],
-    [['frobnicate'], 2, 'faultline: snapshot: unknown subcommand "frobnicate" (create, info, verify, extract)'],
+    [[], 2, 'faultline: snapshot: missing subcommand (create, info, verify, extract, push); see faultline snapshot --help'],
+    [['frobnicate'], 2, 'faultline: snapshot: unknown subcommand "frobnicate" (create, info, verify, extract, push)'],
     [['create', raw], 2, /^faultline: snapshot create: missing SNAP \(usage: faultline snapshot create RAW SNAP/],
     [['info'], 2, /^faultline: snapshot info: missing SNAP \(usage: /],
     [['info', 'a', 'b'], 2, /^faultline: snapshot info: unexpected argument "b" \(usage: /],
@@ -131,7 +131,7 @@ t.test('help and FAULTLINE_DEBUG', async (t) => {
   const h = await run(['--help'])
   t.equal(h.code, 0)
   t.match(h.stdout, /^usage:\n  faultline snapshot create RAW SNAP \[--page-size N\] \[--chunk-pages N\]\n/)
-  t.same(await run(['info', '--help']), { code: 0, stdout: 'usage: faultline snapshot info SNAP [--json]\n', stderr: '' })
+  t.same(await run(['info', '--help']), { code: 0, stdout: 'usage: faultline snapshot info SNAP|s3://BUCKET/KEY [--json] [--endpoint URL]\n', stderr: '' })
   const d = await run(['info', '/nonexistent/x.snap'], { FAULTLINE_DEBUG: '1' })
   t.equal(d.code, 1)
   t.match(d.stderr, /^faultline: \/nonexistent\/x\.snap: no such file or directory\nFaultlineError: .*\n\s+at /)

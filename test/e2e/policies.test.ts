@@ -86,8 +86,9 @@ function differingPages(pid: number, start: number, raw: string, pages: Iterable
   return bad
 }
 
-// One image for the whole file: each test starts its own servers (their workers are the slow
-// part under tap, so each server gets as many warm workers as it will see guests).
+// One image for the whole file. Each test starts its own servers, each with one worker per
+// guest it will see, started up front and none after (singleGuest): a worker starting while a
+// guest runs would only compete with it for the CPU.
 const ROOT_DIR = scratchDir(t)
 const IMAGE = makeImage(ROOT_DIR, 16)
 
@@ -102,7 +103,7 @@ t.test('readahead:7 installs each fault and the 7 pages after it; zero pages by 
   const dir = scratchDir(t)
   const img = await IMAGE
   const socket = join(dir, 's.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: 'readahead:7' })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: 'readahead:7', singleGuest: true })
   const r = await runGuest(['--socket', socket, '--mib', '16', '--workload', 'sequential', '--verify', img.raw])
   t.equal(r.code, 0, r.stderr)
   t.equal(r.report?.verified_pages, 4096)
@@ -122,7 +123,7 @@ t.test('adaptive: a sequential scan takes the faults the model predicts; random 
   const dir = scratchDir(t)
   const img = await IMAGE
   const socket = join(dir, 's.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: 'adaptive', warmWorkers: 3 })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: 'adaptive', warmWorkers: 3, singleGuest: true })
   const model = simulate(new AdaptivePolicy(256), new SimContext(4096), sequential(4096))
 
   const seq = await runGuest(['--socket', socket, '--mib', '16', '--workload', 'sequential', '--verify', img.raw])
@@ -152,7 +153,7 @@ t.test('workingset: a recorded working set is resident before the guest runs, an
   const img = await IMAGE
   const trace = join(dir, 'rec.fltrace')
   const workload = ['--mib', '12', '--workload', 'random:0.1', '--seed', '9']
-  const recorder = await startServer(t, { snapshotPath: img.snap, socketPath: join(dir, 'rec.sock'), tracePath: trace })
+  const recorder = await startServer(t, { snapshotPath: img.snap, socketPath: join(dir, 'rec.sock'), tracePath: trace, singleGuest: true })
   const touchedFile = join(dir, 'touched.bin')
   const rec = await runGuest(['--socket', recorder.socketPath, ...workload, '--touched-out', touchedFile])
   t.equal(rec.code, 0, rec.stderr)
@@ -164,7 +165,7 @@ t.test('workingset: a recorded working set is resident before the guest runs, an
   t.same(new Set(workingSetPages(readTrace(trace))), touched, 'the trace\'s working set is what the guest touched')
 
   const socket = join(dir, 'ws.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `workingset:${trace}`, warmWorkers: 3 })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `workingset:${trace}`, warmWorkers: 3, singleGuest: true })
 
   t.test('before the guest touches anything', async t => {
     const g = await startLiveGuest(['--socket', socket, '--mib', '12', '--workload', 'none'])
@@ -198,7 +199,7 @@ t.test('background: the whole of guest memory ends up resident, with the right b
   const dir = scratchDir(t)
   const img = await IMAGE
   const socket = join(dir, 's.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: 'background' })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: 'background', singleGuest: true })
   const g = await startLiveGuest(['--socket', socket, '--mib', '12', '--workload', 'random:0.02', '--verify', img.raw])
   t.equal(g.report.mismatches, 0)
   const start = guestRegion(g.pid, 12)
@@ -217,7 +218,7 @@ t.test('background:TRACE fills the trace\'s pages first, in its order, then the 
   const dir = scratchDir(t)
   const img = await IMAGE
   const rec = join(dir, 'rec.fltrace')
-  const recorder = await startServer(t, { snapshotPath: img.snap, socketPath: join(dir, 'rec.sock'), tracePath: rec })
+  const recorder = await startServer(t, { snapshotPath: img.snap, socketPath: join(dir, 'rec.sock'), tracePath: rec, singleGuest: true })
   const r = await runGuest(['--socket', recorder.socketPath, '--mib', '12', '--workload', 'random:0.05', '--seed', '4'])
   t.equal(r.code, 0, r.stderr)
   await nextEnded(recorder, 0)
@@ -226,7 +227,7 @@ t.test('background:TRACE fills the trace\'s pages first, in its order, then the 
 
   const out = join(dir, 'bg.fltrace')
   const socket = join(dir, 'bg.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `background:${rec}`, tracePath: out })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `background:${rec}`, tracePath: out, singleGuest: true })
   const g = await startLiveGuest(['--socket', socket, '--mib', '12', '--workload', 'none'])
   const start = guestRegion(g.pid, 12)
   await waitFor('every page to be present', () => presentPages(g.pid, start, 3072).every(v => v === 1))
@@ -253,7 +254,7 @@ t.test('a user policy module (the README example) serves a downward scan', async
   const pages = join(dir, 'down.txt')
   writeFileSync(pages, Array.from({ length: 1024 }, (_, i) => 1023 - i).join('\n') + '\n')
   const socket = join(dir, 's.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `${join(FIXTURES, 'stack-down.js')}:8` })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `${join(FIXTURES, 'stack-down.js')}:8`, singleGuest: true })
   const r = await runGuest(['--socket', socket, '--mib', '4', '--workload', `pages:${pages}`, '--verify', img.raw])
   t.equal(r.code, 0, r.stderr)
   t.equal(r.report?.verified_pages, 1024)

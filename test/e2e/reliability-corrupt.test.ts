@@ -4,6 +4,7 @@
 // right, and the server goes on serving other guests. Snapshots damaged in their structure
 // are refused when the server starts, with the file and the fault named.
 import t from 'tap'
+import type { Test } from '@tapjs/test'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { FaultlineError } from '../../src/errors.js'
@@ -50,7 +51,7 @@ function damagePages(snap: Buffer, count: number, next: () => number): number[] 
 }
 
 /** What a guest that touched a damaged page must show: failed closed, at a damaged page. */
-function checkFailedClosed(t: { equal: Function; notMatch: Function; ok: Function }, r: GuestResult, damaged: number[], name: string): void {
+function checkFailedClosed(t: Test, r: GuestResult, damaged: number[], name: string): void {
   t.equal(r.report, undefined, `${name}: did not finish its workload`)
   t.notMatch(r.stderr, /verify:/, `${name}: no page it read differed from the image`)
   const sigbus = /^guest: SIGBUS at page (\d+): the page server poisoned it/.exec(r.stderr)

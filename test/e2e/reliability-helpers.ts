@@ -6,7 +6,6 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
-import { pathToFileURL } from 'node:url'
 import { PageServer, type PageServerOptions } from '../../src/server/page-server.js'
 import * as uffd from '../../src/uffd/index.js'
 import { ROOT } from './harness.js'
@@ -54,10 +53,11 @@ export function ensureDist(): void {
   }
 }
 
-/** A PageServer in this process whose session workers run dist/'s compiled code. */
+/** A PageServer in this process; its session workers run dist/'s compiled code (PageServer
+ * picks it when it runs from TypeScript), made fresh first. */
 export async function startFastServer(t: Teardown, opts: PageServerOptions): Promise<PageServer> {
   ensureDist()
-  const server = await PageServer.start({ ...opts, sessionWorker: pathToFileURL(DIST_WORKER) })
+  const server = await PageServer.start(opts)
   t.teardown(() => server.close())
   return server
 }

@@ -36,7 +36,7 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
   const img = await makeImage(dir, 16)
   const trace = join(dir, 'run.fltrace')
   const socket = join(dir, 's.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, tracePath: trace, warmWorkers: 3 })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, tracePath: trace, warmWorkers: 3, singleGuest: true })
   const touchedFile = join(dir, 'touched.bin')
 
   const g1 = await runGuest(['--socket', socket, '--mib', '16', '--workload', 'random:0.25', '--seed', '2', '--threads', '4', '--write',
@@ -136,7 +136,7 @@ t.test('the committed sample trace is the working set of the workload it was rec
   const img = await makeImage(dir, 16)
   const sample = join(ROOT, 'traces/random-16mib.fltrace')
   const socket = join(dir, 's.sock')
-  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `workingset:${sample}` })
+  const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `workingset:${sample}`, singleGuest: true })
   const r = await runGuest(['--socket', socket, '--mib', '16', '--workload', 'random:0.25', '--seed', '1', '--threads', '4', '--verify', img.raw])
   t.equal(r.code, 0, r.stderr)
   t.equal(r.report?.verified_pages, 1024)

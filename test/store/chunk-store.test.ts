@@ -173,6 +173,25 @@ t.test('priorities: a fault overtakes queued prefetch and background work, which
   for (const c of [...bg, ...pf, fault]) t.equal(store.table.state[c], CHUNK_READY)
 })
 
+t.test('a slow GET holds one slot: other chunks arrive meanwhile', async t => {
+  const dir = tempDir(t)
+  const snap = await testSnapshot(dir, 8)
+  const src = new MemoryRangeSource(snap.snapBytes)
+  const store = await openStore(t, src, join(dir, 'cache'), { concurrency: 2, maxGetBytes: 1 })
+  const w = eventFd(t)
+  const [slow, ...others] = storedChunks(store).slice(0, 6)
+  let release!: () => void
+  src.holds.set(store.snapshot.header.dataOffset + store.layout.storedStart(slow), new Promise(r => { release = r }))
+  store.request([slow], PRIORITY_FAULT, w.fd)
+  store.request(others, PRIORITY_FAULT, w.fd)
+  while (!others.every(c => store.table.state[c] === CHUNK_READY)) await new Promise(r => setTimeout(r, 5))
+  t.equal(store.table.state[slow], 1, 'the slow chunk is still coming')
+  t.ok(w.signalled(), 'its waiters heard of the others')
+  release()
+  await store.idle()
+  t.equal(store.table.state[slow], CHUNK_READY)
+})
+
 t.test('a failed fetch marks the chunk FAILED, tells the waiters why, and a later request tries again', async t => {
   const dir = tempDir(t)
   const snap = await testSnapshot(dir, 4)

@@ -37,6 +37,8 @@ export class MemoryRangeSource implements RangeSource {
   readonly reads: Array<[number, number]> = []
   /** Reads wait for this while set (to hold fetches in flight). */
   gate: Promise<void> | undefined
+  /** Reads starting at a key wait for its promise (one slow GET among others). */
+  readonly holds = new Map<number, Promise<void>>()
   /** Faults applied to the next reads, in order (a read past the header only). */
   faults: ReadFault[] = []
   inflight = 0
@@ -55,6 +57,8 @@ export class MemoryRangeSource implements RangeSource {
     this.maxInflight = Math.max(this.maxInflight, this.inflight)
     try {
       if (this.gate) await this.gate
+      const hold = this.holds.get(start)
+      if (hold) await hold
       await new Promise(r => setImmediate(r))
       const fault = start >= 4096 && length > 0 ? this.faults.shift() : undefined
       if (fault?.kind === 'fail') { this.stats.failures++; throw fault.error }
