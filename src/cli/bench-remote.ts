@@ -126,6 +126,7 @@ export interface RemoteSummaryRow {
   faultP99Ns: number
   remoteWaits: number
   gets: number
+  getP50Ms: number
   bytesFetched: number
   /** Fetched bytes over the stored bytes of the touched pages (compressed read amplification). */
   fetchedPerNeeded: number
@@ -152,7 +153,8 @@ export function summarizeRemoteBench(runs: RemoteRun[]): RemoteSummaryRow[] {
       pinned: r0.pinned, workload: r0.workload, policy: r0.policy, source: r0.source, rttMs: r0.rttMs, workloadNs,
       vsLocal: workloadNs / median(local.map(r => r.workloadNs)),
       faultP50Ns: median(g.map(r => r.faultP50Ns)), faultP99Ns: median(g.map(r => r.faultP99Ns)),
-      remoteWaits: median(g.map(r => r.remoteWaits)), gets: median(g.map(r => r.gets)), bytesFetched: median(g.map(r => r.bytesFetched)),
+      remoteWaits: median(g.map(r => r.remoteWaits)), gets: median(g.map(r => r.gets)), getP50Ms: median(g.map(r => r.getP50Ms)),
+      bytesFetched: median(g.map(r => r.bytesFetched)),
       fetchedPerNeeded: median(g.map(r => r.bytesFetched / Math.max(1, r.neededStoredBytes))),
       fetchedPerTouched: median(g.map(r => r.bytesFetched / Math.max(1, r.pagesTouched * 4096))),
     })
@@ -171,9 +173,10 @@ export function renderRemoteBench(runs: RemoteRun[], o: { command: string; mib: 
     'to radosgw on loopback). Warm = a second guest from the same server (its chunk cache holds what the first fetched); ' +
     'small cache = half the bytes the first guest needed.', '',
     formatTable(['pinned', 'workload', 'policy', 'source', 'RTT ms', 'workload ms', 'vs local', 'fault p50 µs', 'fault p99 µs',
-      'faults waited', 'GETs', 'fetched KiB', 'fetched / needed', 'fetched / touched'],
+      'faults waited', 'GETs', 'GET p50 ms', 'fetched KiB', 'fetched / needed', 'fetched / touched'],
     rows.map(r => [r.pinned ? 'yes' : 'no', r.workload, r.policy, sourceName[r.source], r.source === 'local' ? '-' : String(r.rttMs),
       ms(r.workloadNs), `${r.vsLocal.toFixed(2)}x`, us(r.faultP50Ns), us(r.faultP99Ns), String(r.remoteWaits), String(r.gets),
+      r.gets > 0 ? r.getP50Ms.toFixed(1) : '-',
       (r.bytesFetched / 1024).toFixed(0), r.source === 'local' ? '-' : r.fetchedPerNeeded.toFixed(2), r.source === 'local' ? '-' : r.fetchedPerTouched.toFixed(2)]),
     { markdown: true }), '',
     'fetched / needed: chunk bytes fetched over the stored (compressed) bytes of the pages the guest touched, the read ' +

@@ -56,6 +56,8 @@ export interface RemoteRun {
   /** Chunk data fetched from the store for this guest (header and index excluded). */
   bytesFetched: number
   gets: number
+  /** Median time of this guest's chunk GETs, ms (0 when it made none). */
+  getP50Ms: number
   mismatches: number
 }
 
@@ -121,8 +123,12 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
     })
     o.onRun?.(++cellNo, total)
   }
-  const fetchedSince = (store: ChunkStore, before: { bytes: number; gets: number }) =>
-    ({ bytesFetched: store.stats.bytesFetched - before.bytes, gets: store.stats.chunkGets - before.gets })
+  const fetchedSince = (store: ChunkStore, before: { bytes: number; gets: number }) => {
+    const s = store.stats
+    const gets = s.chunkGets - before.gets
+    // A warm guest makes no GETs: the server's percentile would be the cold guest's.
+    return { bytesFetched: s.bytesFetched - before.bytes, gets, getP50Ms: gets > 0 ? s.getMs.p50 : 0 }
+  }
 
   try {
     // One unrecorded run first: page cache, JIT and the store's connections warm for every cell.
@@ -139,7 +145,7 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
             await serve({ policy }, async (server, socket) => {
               const g = await guest(socket, workload, round, pinned)
               const st = await lastSession(server, 1)
-              record({ round, pinned, workload, policy, source: 'local', rttMs: 0, bytesFetched: 0, gets: 0 }, g, st)
+              record({ round, pinned, workload, policy, source: 'local', rttMs: 0, bytesFetched: 0, gets: 0, getP50Ms: 0 }, g, st)
             })
             for (const rtt of o.rttsMs) {
               const endpoint = rtt > 0 ? proxies.get(rtt)!.url : o.endpoint

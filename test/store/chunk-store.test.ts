@@ -2,7 +2,7 @@
 // priorities, failure and corruption handling, the bounded LRU disk cache and its reuse by
 // the next run. Every figure asserted is computed from the snapshot's own layout.
 import t from 'tap'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
 import { checkEntry } from '../../src/store/chunk-cache.js'
@@ -260,6 +260,30 @@ t.test('the cache stays within its size, evicting the least recently used chunk'
   t.equal(store.table.state[chunks[1]], CHUNK_ABSENT, 'an old cold chunk went')
   t.notOk(existsSync(join(store.cache.dir, `${chunks[1]}.chunk`)), 'and its file')
   t.equal(store.table.state[chunks[chunks.length - 1]], CHUNK_READY, 'the newest stayed')
+})
+
+t.test('entries of other snapshot versions count against the size and go first', async t => {
+  const dir = tempDir(t)
+  const snap = await testSnapshot(dir, 8, 6)
+  const src = new MemoryRangeSource(snap.snapBytes)
+  const cacheDir = join(dir, 'cache')
+  const old = join(cacheDir, '0123456789abcdef01234567')
+  mkdirSync(old, { recursive: true })
+  for (let i = 0; i < 4; i++) writeFileSync(join(old, `${i}.chunk`), Buffer.alloc(1024 * 1024))
+  const probe = await openStore(t, new MemoryRangeSource(snap.snapBytes, 's3://test-bucket/probe.snap'), join(dir, 'probe'))
+  const capacity = 2 * 2 * (probe.layout.maxStoredBytes + 4096) + 4 * 1024 * 1024
+  await probe.close()
+  const store = await openStore(t, src, cacheDir, { concurrency: 1, cacheSizeBytes: capacity })
+  t.equal(store.cache.bytes, 4 * 1024 * 1024, 'the old version\'s entries are counted')
+  const w = eventFd(t)
+  for (const c of storedChunks(store).slice(0, 6)) {
+    store.request([c], PRIORITY_FAULT, w.fd)
+    await store.idle()
+    t.ok(store.cache.bytes <= capacity, `within ${capacity} bytes after chunk ${c}`)
+  }
+  t.ok(store.stats.cache.evictions > 0)
+  t.notOk(existsSync(join(old, '0.chunk')), 'the old version\'s oldest entry went first')
+  for (const c of storedChunks(store).slice(0, 6)) t.equal(store.table.state[c], CHUNK_READY, `chunk ${c} of the current version stayed`)
 })
 
 t.test('a cache smaller than the chunks in flight is refused', async t => {
