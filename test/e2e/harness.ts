@@ -38,6 +38,14 @@ export async function startServer(t: Teardown, opts: PageServerOptions): Promise
   return server
 }
 
+/** Waits until `count` sessions have ended: a guest's exit reaches the server's main thread
+ * a little after the guest process is gone. */
+export async function waitForEndedSessions(server: { ended: unknown[] }, count: number, timeoutMs = 30000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (server.ended.length < count && Date.now() < deadline) await new Promise(r => setTimeout(r, 20))
+  return server.ended.length >= count
+}
+
 export interface GuestResult {
   code: number | null
   signal: NodeJS.Signals | null

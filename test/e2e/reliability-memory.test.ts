@@ -6,7 +6,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeImage, runGuest, scratchDir } from './harness.js'
+import { makeImage, runGuest, scratchDir, waitForEndedSessions } from './harness.js'
 import { startFastServer } from './reliability-helpers.js'
 
 const MIB = 8
@@ -131,18 +131,10 @@ t.test('many threads faulting the same and different pages, reading and writing'
     t.equal(r.report?.verified_pages, touched, cases[i][0])
     t.equal(r.report?.mismatches, 0, cases[i][0])
   }
-  t.ok(await waitForEnded(server, cases.length), 'every session ended')
+  t.ok(await waitForEndedSessions(server, cases.length, 10000), 'every session ended')
   for (const s of server.ended) {
     t.equal(s.error, undefined)
     // ondemand installs each distinct page once, however many threads asked for it.
     t.equal(s.stats?.pagesInstalled[0], touched, `session ${s.id}: each page installed once`)
   }
 })
-
-async function waitForEnded(server: { ended: unknown[] }, n: number): Promise<boolean> {
-  for (let i = 0; i < 200; i++) {
-    if (server.ended.length >= n) return true
-    await new Promise(r => setTimeout(r, 50))
-  }
-  return false
-}

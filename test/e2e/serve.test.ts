@@ -3,7 +3,7 @@
 // every page it touched against the raw image.
 import t from 'tap'
 import { join } from 'node:path'
-import { makeImage, runGuest, scratchDir, startServer } from './harness.js'
+import { makeImage, runGuest, scratchDir, startServer, waitForEndedSessions } from './harness.js'
 
 t.test('guests resume from a snapshot with their memory verified', async t => {
   const dir = scratchDir(t)
@@ -36,8 +36,7 @@ t.test('guests resume from a snapshot with their memory verified', async t => {
     }
   })
 
-  await new Promise(r => setTimeout(r, 200))
-  await server.idle()
+  await waitForEndedSessions(server, 6)
   t.test('server accounted for every session and every fault', async t => {
     t.equal(server.ended.length, 6)
     const first = server.ended.find(s => s.stats?.faults === Math.round(0.3 * 16384))

@@ -271,7 +271,9 @@ t.test('entries of other snapshot versions count against the size and go first',
   mkdirSync(old, { recursive: true })
   for (let i = 0; i < 4; i++) writeFileSync(join(old, `${i}.chunk`), Buffer.alloc(1024 * 1024))
   const probe = await openStore(t, new MemoryRangeSource(snap.snapBytes, 's3://test-bucket/probe.snap'), join(dir, 'probe'))
-  const capacity = 2 * 2 * (probe.layout.maxStoredBytes + 4096) + 4 * 1024 * 1024
+  // Room for the old entries and three of the six chunks fetched below.
+  const capacity = 4 * 1024 * 1024 + storedChunks(probe).slice(0, 3).reduce((n, c) => n + ENTRY_HEADER_SIZE + probe.layout.storedLength(c), 0)
+  t.ok(capacity >= 2 * 2 * (probe.layout.maxStoredBytes + 4096), 'a size the store accepts')
   await probe.close()
   const store = await openStore(t, src, cacheDir, { concurrency: 1, cacheSizeBytes: capacity })
   t.equal(store.cache.bytes, 4 * 1024 * 1024, 'the old version\'s entries are counted')
