@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { FaultlineError } from '../errors.js'
 import { runPolicyBench, type PolicyRun } from '../bench/policies.js'
 import { Progress } from './progress.js'
 import { formatTable, median, ms } from './table.js'
+import { intOption } from './options.js'
 
 export const BENCH_POLICIES_USAGE = `usage: faultline bench policies [--mib N] [--workload W] [--rounds N] [--policies A,B,...] [--dir DIR] [--markdown]
 
@@ -19,12 +19,6 @@ export const BENCH_POLICIES_USAGE = `usage: faultline bench policies [--mib N] [
                    background:TRACE use a trace recorded under ondemand in the same run)
   --dir DIR        keep the image, snapshot and recorded trace in DIR (default: temporary)
   --markdown       print the table as markdown`
-
-function intOption(name: string, value: string, min: number, max: number): number {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min || n > max) throw new FaultlineError(`--${name}: expected ${min}..${max}, got '${value}'`)
-  return n
-}
 
 export async function benchPoliciesCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { FaultlineError } from '../errors.js'
 import { runTraceOverhead, type OverheadRun } from '../bench/trace-overhead.js'
 import { Progress } from './progress.js'
 import { formatTable, median } from './table.js'
+import { intOption } from './options.js'
 
 export const BENCH_TRACE_USAGE = `usage: faultline bench trace [--mib N] [--workload W] [--rounds N] [--policy P] [--guest-cpus LIST] [--dir DIR]
 
@@ -20,12 +20,6 @@ the server's threads and the guest then share that CPU.
   --policy P         fault policy of both servers (default ondemand)
   --guest-cpus LIST  pin only the guest (taskset -c LIST)
   --dir DIR          keep the image and snapshot in DIR (default: temporary)`
-
-function intOption(name: string, value: string, min: number, max: number): number {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min || n > max) throw new FaultlineError(`--${name}: expected ${min}..${max}, got '${value}'`)
-  return n
-}
 
 export async function benchTraceCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
