@@ -82,6 +82,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   readonly active = new Map<number, SessionRecord>()
   readonly ended: SessionRecord[] = []
   rejected = 0
+  /** Guests accepted whose handshake has not been answered yet. */
+  private handshaking = 0
 
   private constructor(opts: PageServerOptions, listenFd: number, store: ChunkStore | undefined) {
     super()
@@ -156,6 +158,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.workers.add(worker)
     this.waitingWorkers.add(worker)
     let accepted = false
+    let handshaking = false
+    const handshakeDone = () => { if (handshaking) { handshaking = false; this.handshaking-- } }
     return new Promise<void>((resolve, reject) => {
       worker.on('message', (m: WorkerMessage) => {
         switch (m.type) {
@@ -170,6 +174,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
             break
           case 'accepted':
             accepted = true
+            handshaking = true
+            this.handshaking++
             this.acceptedCount++
             this.waiting--
             this.waitingWorkers.delete(worker)
@@ -179,10 +185,12 @@ export class PageServer extends EventEmitter<PageServerEvents> {
           case 'fetch': if (readyFd >= 0) this.store!.request(m.chunks, m.priority, readyFd); break
           case 'invalid': this.store?.invalidate(m.chunk); break
           case 'rejected':
+            handshakeDone()
             this.rejected++
             this.emit('rejected', m.pid, m.error)
             break
           case 'session': {
+            handshakeDone()
             const rec: SessionRecord = { id: m.id, pid: m.pid, form: m.form, bytes: m.bytes }
             this.active.set(m.id, rec)
             this.emit('session', rec)
@@ -208,6 +216,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
         reject(err)
       })
       worker.on('exit', () => {
+        handshakeDone()
         if (readyFd >= 0) {
           this.store!.detach(readyFd)
           uffd.closeFd(readyFd)
@@ -227,7 +236,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Resolves when no guest is being served. */
   async idle(): Promise<void> {
-    while (this.active.size > 0) await new Promise(r => setTimeout(r, 20))
+    while (this.active.size > 0 || this.handshaking > 0) await new Promise(r => setTimeout(r, 20))
   }
 
   /** Ends every session now (their guests see the socket close and stop). */

@@ -40,10 +40,16 @@ export async function startServer(t: Teardown, opts: PageServerOptions): Promise
 
 /** Waits until `count` sessions have ended: a guest's exit reaches the server's main thread
  * a little after the guest process is gone. */
-export async function waitForEndedSessions(server: { ended: unknown[] }, count: number, timeoutMs = 30000): Promise<boolean> {
+export function waitForEndedSessions(server: { ended: unknown[] }, count: number, timeoutMs = 30000): Promise<boolean> {
+  return waitUntil(() => server.ended.length >= count, timeoutMs)
+}
+
+/** Polls `condition` until it holds or `timeoutMs` passes; resolves to whether it held. What a
+ * worker reports reaches the server's main thread a little after the guest has seen it. */
+export async function waitUntil(condition: () => boolean, timeoutMs = 30000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs
-  while (server.ended.length < count && Date.now() < deadline) await new Promise(r => setTimeout(r, 20))
-  return server.ended.length >= count
+  while (!condition() && Date.now() < deadline) await new Promise(r => setTimeout(r, 20))
+  return condition()
 }
 
 export interface GuestResult {

@@ -84,7 +84,8 @@ t.test('malformed handshakes get error replies; the server keeps serving', async
     const r = await readReply(silent)
     uffd.closeFd(silent)
     t.match(r.reply?.error, /^no complete handshake within 1500 ms$/)
-    t.ok(Date.now() - started >= 1500, 'answered at the deadline, not before')
+    // The server's clock starts at accept, which can come a moment before `started` is read.
+    t.ok(Date.now() - started >= 1450, 'answered at the deadline, not before')
   })
 
   t.test('a client that sends half a handshake and hangs up is dropped', async t => {

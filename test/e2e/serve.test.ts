@@ -3,7 +3,7 @@
 // every page it touched against the raw image.
 import t from 'tap'
 import { join } from 'node:path'
-import { makeImage, runGuest, scratchDir, startServer, waitForEndedSessions } from './harness.js'
+import { makeImage, runGuest, scratchDir, startServer, waitForEndedSessions, waitUntil } from './harness.js'
 
 t.test('guests resume from a snapshot with their memory verified', async t => {
   const dir = scratchDir(t)
@@ -69,5 +69,6 @@ t.test('a region past the snapshot is refused with a clear error', async t => {
   const r = await runGuest(['--socket', socket, '--mib', '16', '--workload', 'sequential'])
   t.equal(r.code, 2)
   t.match(r.stderr, /server refused: region 0: offset 0 \+ size 16777216 is past the snapshot's end \(8388608 bytes\)/)
+  await waitUntil(() => server.rejected > 0, 10000)
   t.equal(server.rejected, 1)
 })
