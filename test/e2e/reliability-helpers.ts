@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { PageServer, type PageServerOptions } from '../../src/server/page-server.js'
 import * as uffd from '../../src/uffd/index.js'
-import { ROOT } from './harness.js'
+import { ROOT, waitUntil } from './harness.js'
 
 interface Teardown { teardown(fn: () => unknown): void }
 
@@ -115,13 +115,8 @@ export function rssBytes(pid: number | 'self' = 'self'): number {
 }
 
 /** Polls `cond` every 20 ms until it holds or `timeoutMs` passes; returns whether it held. */
-export async function waitFor(cond: () => boolean, timeoutMs = 10000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) return false
-    await new Promise(r => setTimeout(r, 20))
-  }
-  return true
+export function waitFor(cond: () => boolean, timeoutMs = 10000): Promise<boolean> {
+  return waitUntil(cond, timeoutMs)
 }
 
 export interface Reply {
