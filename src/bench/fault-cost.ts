@@ -79,8 +79,9 @@ async function runOne(image: ImagePair, cfg: FaultServerConfig, pinned: boolean,
     : await startFaultlineServer({
       snapshotPath: image.snap, socketPath, policy: 'ondemand', cpus,
       env: { FAULTLINE_FFI: cfg.ffi ?? 'koffi', FAULTLINE_BREAKDOWN: cfg.timers ? '1' : '0' },
-      // A young generation no session fills, so heap growth = what the fault path allocated.
-      nodeArgs: cfg.timers ? ['--max-semi-space-size=128'] : [],
+      // A young generation no session fills, emptied as the session starts (--expose-gc), so
+      // its growth = what the fault path allocated.
+      nodeArgs: cfg.timers ? ['--min-semi-space-size=128', '--max-semi-space-size=128', '--expose-gc'] : [],
     })
   try {
     const guest = await runGuestProcess(['--socket', socketPath, '--mib', String(opts.mib), '--workload', `random:${opts.fraction}`,

@@ -21,6 +21,8 @@ DIR/results.md and DIR/resume-vs-ram.svg. Needs root (userfaultfd, drop_caches).
                         a size the free memory cannot hold is skipped and reported)
   --working-sets LIST   percent of RAM touched (default 5,25,100)
   --patterns LIST       sequential,random (default both)
+  --workloads LIST      exactly these instead of patterns x working sets, e.g.
+                        random:5,random:25,sequential:100 (pattern:percent)
   --modes LIST          eager, eager-lz4, mmap, faultline:<policy>, uffd-c
                         (default: all, with every built-in policy that takes no argument)
   --cache LIST          cold,warm (default both)
@@ -46,6 +48,14 @@ export function parseSizeMiB(text: string): number {
   return mib
 }
 
+/** `random:25` -> random access to 25% of RAM. */
+export function parseWorkload(text: string): Workload {
+  const m = /^(random|sequential):(\d+(?:\.\d+)?)$/.exec(text.trim())
+  const n = m ? Number(m[2]) : NaN
+  if (!m || !(n > 0 && n <= 100)) throw new BenchConfigError(`--workloads: expected pattern:percent like random:25 or sequential:100, got '${text}'`)
+  return { pattern: m[1] as AccessPattern, fraction: n / 100 }
+}
+
 function list(text: string): string[] {
   return text.split(',').map(s => s.trim()).filter(Boolean)
 }
@@ -55,7 +65,7 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
     args: argv,
     options: {
       quick: { type: 'boolean' }, sizes: { type: 'string' }, 'working-sets': { type: 'string' },
-      patterns: { type: 'string' }, modes: { type: 'string' }, cache: { type: 'string' },
+      patterns: { type: 'string' }, workloads: { type: 'string' }, modes: { type: 'string' }, cache: { type: 'string' },
       repeat: { type: 'string' }, cold: { type: 'string', default: 'drop-caches' }, cpus: { type: 'string' },
       ffi: { type: 'string', default: 'koffi' }, images: { type: 'string' }, out: { type: 'string', default: 'bench-results' },
       'plot-workload': { type: 'string' }, seed: { type: 'string', default: '1' }, 'no-verify': { type: 'boolean' },
@@ -75,7 +85,9 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
     if (p !== 'random' && p !== 'sequential') throw new BenchConfigError(`--patterns: expected sequential or random, got '${p}'`)
     return p as AccessPattern
   })
-  const workloads: Workload[] = patterns.flatMap(pattern => percents.map(fraction => ({ pattern, fraction })))
+  const workloads: Workload[] = values.workloads !== undefined
+    ? list(values.workloads).map(parseWorkload)
+    : patterns.flatMap(pattern => percents.map(fraction => ({ pattern, fraction })))
   const caches = list(values.cache ?? 'cold,warm').map(c => {
     if (c !== 'cold' && c !== 'warm') throw new BenchConfigError(`--cache: expected cold or warm, got '${c}'`)
     return c as CacheState

@@ -27,7 +27,8 @@ export interface FaultBreakdownSummary {
   faults: number
   /** Growth of the young generation of the session's thread while it served, bytes: what
    * the fault path allocated, if no garbage collection ran meanwhile (negative if one did;
-   * run the server with a young generation no session fills: --max-semi-space-size=128). */
+   * run the server with a young generation no session fills: --min-semi-space-size=128
+   * --max-semi-space-size=128 --expose-gc, as `bench faults` does). */
   heapGrowthBytes: number
 }
 
@@ -47,6 +48,8 @@ export class FaultBreakdown {
   private heapAtStart = 0
 
   start(): void {
+    // With --expose-gc, start from an empty young generation: no scavenge during the session.
+    (globalThis as { gc?: () => void }).gc?.()
     this.heapAtStart = newSpaceUsed()
   }
 

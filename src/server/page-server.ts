@@ -2,7 +2,7 @@
 // one kept warm (snapshot open, policy loaded) so a connecting guest never waits for a
 // worker to start.
 import { EventEmitter } from 'node:events'
-import { existsSync, lstatSync, unlinkSync } from 'node:fs'
+import { existsSync, lstatSync, readdirSync, unlinkSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { FaultlineError } from '../errors.js'
 import { createPolicy } from '../policy/registry.js'
@@ -25,6 +25,9 @@ export interface PageServerOptions {
   allowAnyUid?: boolean
   /** Workers kept waiting for the next guest. */
   warmWorkers?: number
+  /** A replacement worker getting ready in SCHED_IDLE is raised after this long even when no
+   * guest waits for it (default 2000 ms). */
+  idleStartLimitMs?: number
   maxSessions?: number
   /** Serve one guest: no worker starts after the first one accepts, so nothing but that
    * guest's session runs in the process (benchmarks measure the server's own cost). */
@@ -62,6 +65,9 @@ const workerUrl = workerIsCompiled ? distWorker : new URL('./session-worker.js',
 /** A compiled worker also goes without this process's --import hooks: a TypeScript loader
  * inherited by each worker multiplies its start-up time by ~10 and adds ~90 MB to it. */
 const workerOptions = workerIsCompiled ? { execArgv: [] } : {}
+/** How often a server with workers getting ready in SCHED_IDLE looks for a waiting guest, and
+ * how long such a worker may take before it is raised regardless. */
+const IDLE_START_CHECK_MS = 50, IDLE_START_LIMIT_MS = 2000
 
 export class PageServer extends EventEmitter<PageServerEvents> {
   readonly socketPath: string
@@ -72,6 +78,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private readonly stopFd: number
   private readonly stopAcceptFd: number
   private readonly warm: number
+  private readonly idleStartLimitMs: number
   private readonly maxSessions: number
   private readonly singleGuest: boolean
   private acceptedCount = 0
@@ -84,6 +91,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   rejected = 0
   /** Guests accepted whose handshake has not been answered yet. */
   private handshaking = 0
+  /** Workers getting ready in SCHED_IDLE: their thread(s), and since when. */
+  private readonly idleStarts = new Map<Worker, { tids: number[]; sinceMs: number }>()
+  private idleStartTimer: NodeJS.Timeout | undefined
+  /** The listening socket alone, to see whether a guest waits for a worker. */
+  private readonly listenPoll = new uffd.PollSet(1)
 
   private constructor(opts: PageServerOptions, listenFd: number, store: ChunkStore | undefined) {
     super()
@@ -93,8 +105,10 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.stopAcceptFd = stopAcceptFd
     this.socketPath = opts.socketPath
     this.listenFd = listenFd
+    this.listenPoll.set(0, listenFd, uffd.POLLIN)
     this.stopFd = stopFd
     this.warm = Math.max(1, opts.warmWorkers ?? 1)
+    this.idleStartLimitMs = opts.idleStartLimitMs ?? IDLE_START_LIMIT_MS
     this.maxSessions = opts.maxSessions ?? 256
     this.singleGuest = opts.singleGuest ?? false
     const uid = process.getuid?.() ?? 0
@@ -137,24 +151,82 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     }
     const listenFd = uffd.listenUnix(opts.socketPath)
     const server = new PageServer(opts, listenFd, store)
-    await server.fillPool()
+    await server.fillPool(false)
     return server
   }
 
-  private fillPool(): Promise<void> {
+  /** Starts workers until `warm` wait for a guest. Replacements (`startIdle`) get ready in
+   * SCHED_IDLE, so their start-up does not compete with the guests being served. */
+  private fillPool(startIdle = true): Promise<void> {
     const starts: Promise<void>[] = []
     while (!this.closing && this.waiting < this.warm && this.workers.size < this.maxSessions + this.warm &&
       !(this.singleGuest && this.acceptedCount > 0)) {
-      starts.push(this.spawn())
+      starts.push(this.spawn(startIdle))
     }
     return Promise.all(starts).then(() => undefined)
   }
 
-  private spawn(): Promise<void> {
+  /** A worker getting ready in SCHED_IDLE is raised to normal priority when a guest is
+   * waiting for it (the listening socket has a connection no ready worker took) or after
+   * idleStartLimitMs: on a machine kept busy, an idle-class thread might never run. */
+  private watchIdleStarts(): void {
+    if (this.idleStartTimer !== undefined || this.idleStarts.size === 0) return
+    this.idleStartTimer = setInterval(() => {
+      if (this.idleStarts.size === 0 || this.closing) {
+        clearInterval(this.idleStartTimer)
+        this.idleStartTimer = undefined
+        return
+      }
+      const guestWaiting = this.waiting === this.idleStarts.size && this.listenPoll.wait(0) > 0
+      const now = Date.now()
+      for (const [worker, start] of this.idleStarts) {
+        if (!guestWaiting && now - start.sinceMs < this.idleStartLimitMs) continue
+        this.idleStarts.delete(worker)
+        for (const tid of start.tids) {
+          try { uffd.setThreadIdle(tid, false) } catch { /* it ended, or raised itself */ }
+        }
+      }
+    }, IDLE_START_CHECK_MS)
+    this.idleStartTimer.unref()
+  }
+
+  /** A thread that Node started for a worker while it was idle-class (a loader-hooks thread,
+   * say) inherited SCHED_IDLE and would keep it: once a worker is ready, every idle-class
+   * thread that is not a worker still getting ready is raised. */
+  private raiseStrayIdleThreads(): void {
+    const starting = new Set<number>()
+    for (const s of this.idleStarts.values()) for (const tid of s.tids) starting.add(tid)
+    for (const tid of uffd.idleClassThreads()) {
+      if (starting.has(tid)) continue
+      try { uffd.setThreadIdle(tid, false) } catch { /* exited meanwhile */ }
+    }
+  }
+
+  private spawn(startIdle: boolean): Promise<void> {
     this.waiting++
     // Remote snapshots: the store signals this eventfd when a chunk the worker asked for is in.
     let readyFd = this.store !== undefined ? uffd.createEventFd() : -1
-    const worker = new Worker(workerUrl, { ...workerOptions, workerData: readyFd < 0 ? this.workerData : { ...this.workerData, readyFd } })
+    // A new thread inherits its creator's scheduling class: created while this thread is in
+    // SCHED_IDLE, the worker is idle-class from its first instruction (Node's own start-up of
+    // a worker is most of its cost). It raises itself once ready; this thread now.
+    const idle = startIdle && uffd.canLowerThreadPriority()
+    const workerData: SessionWorkerData = { ...this.workerData, startIdle: idle }
+    if (readyFd >= 0) workerData.readyFd = readyFd
+    const tidsBefore = idle ? threadIds() : []
+    if (idle) uffd.setThreadIdle(0, true)
+    let worker: Worker
+    try {
+      worker = new Worker(workerUrl, { ...workerOptions, workerData })
+    } finally {
+      if (idle) uffd.setThreadIdle(0, false)
+    }
+    if (idle) {
+      const tids = threadIds().filter(t => !tidsBefore.includes(t))
+      if (tids.length > 0) {
+        this.idleStarts.set(worker, { tids, sinceMs: Date.now() })
+        this.watchIdleStarts()
+      }
+    }
     this.workers.add(worker)
     this.waitingWorkers.add(worker)
     let accepted = false
@@ -164,6 +236,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       worker.on('message', (m: WorkerMessage) => {
         switch (m.type) {
           case 'idle':
+            if (this.idleStarts.delete(worker)) this.raiseStrayIdleThreads()
             if (accepted) {
               // It refused its client and waits for the next one again (no new worker needed).
               accepted = false
@@ -224,6 +297,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
         }
         this.workers.delete(worker)
         this.waitingWorkers.delete(worker)
+        this.idleStarts.delete(worker)
         if (!accepted) this.waiting--
         if (!this.closing) void this.fillPool()
         resolve()
@@ -248,6 +322,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   async close(opts: { drain?: boolean } = {}): Promise<void> {
     if (this.closing) return
     this.closing = true
+    clearInterval(this.idleStartTimer)
+    this.idleStartTimer = undefined
     try { unlinkSync(this.socketPath) } catch { /* gone */ }
     uffd.signalEventFd(this.stopAcceptFd)
     await Promise.all([...this.waitingWorkers].map(w => new Promise(r => w.once('exit', r))))
@@ -259,4 +335,9 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     uffd.closeFd(this.stopAcceptFd)
     await this.store?.close()
   }
+}
+
+/** This process's thread ids (/proc/self/task). */
+function threadIds(): number[] {
+  try { return readdirSync('/proc/self/task').map(Number) } catch { return [] }
 }

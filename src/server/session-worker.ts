@@ -13,6 +13,7 @@ import {
   type Handshake,
 } from './handshake.js'
 import { Session, type TraceSink } from './session.js'
+import { rehearseFaultPath } from './rehearsal.js'
 import { TraceRecorder } from '../trace/recorder.js'
 import { tracePathForSession } from '../trace/format.js'
 import type { WorkerMessage, SessionWorkerData } from './worker-protocol.js'
@@ -169,12 +170,17 @@ function admit(conn: number, source: PageSource, peer: { pid: number }): Admitte
 }
 
 async function main(): Promise<void> {
+  // A replacement worker gets ready in SCHED_IDLE (the server created it so): its start-up
+  // must not slow the guests being served. It is raised before it may accept a guest.
+  const startIdle = data.startIdle === true
   // A remote snapshot is read through the server's chunk store (its disk cache, and
   // requests for what is not there yet); a local one straight from the file.
   const source: PageSource = data.remote !== undefined
     ? new RemotePageSource(data.remote, data.readyFd!, m => parentPort!.postMessage(m))
     : SnapshotReader.open(data.snapshotPath)
   const policy = await createPolicy(data.policy, data.cwd)
+  rehearseFaultPath(source)
+  if (startIdle) uffd.setThreadIdle(0, false)
   const poll = new uffd.PollSet(3)
   poll.set(0, data.listenFd, uffd.POLLIN)
   poll.set(1, data.stopFd, uffd.POLLIN)

@@ -144,6 +144,12 @@ export class Session implements PolicyContext {
   isResident(page: number): boolean { return this.memory.isResident(page) }
   kindOf(page: number): number { return this.source.kindOf(page) }
 
+  /** Serves a fault at `address` as if the uffd had reported it (a read fault of thread 0):
+   * the warm worker's rehearsal on memory of its own (rehearsal.ts). */
+  rehearseFault(address: number): void {
+    this.handleFault(address, 0, 0, this.clock.nowMs())
+  }
+
   /** Runs the policy's up-front work (before the guest is acknowledged). */
   start(): void {
     if (this.policy.onStart) {

@@ -24,6 +24,9 @@ export interface SessionWorkerData {
   /** Remote snapshots: this worker's eventfd, signalled by the chunk store when a chunk it
    * asked for arrives (the server owns it and closes it after the worker exits). */
   readyFd?: number
+  /** Created in SCHED_IDLE (a replacement worker, started while guests are being served):
+   * the worker returns to SCHED_OTHER once ready, before it may accept a guest. */
+  startIdle?: boolean
 }
 
 export type WorkerMessage =

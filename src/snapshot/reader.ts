@@ -1,7 +1,8 @@
 // SnapshotReader: a PageSource over a local snapshot file. The index stays in memory, the
 // data on disk: each readPages is one pread of the run's stored bytes, then decode in place.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { closeSync, fstatSync, openSync } from 'node:fs'
+import { preadInto, UffdError } from '../uffd/index.js'
 import { FaultlineError, fileError } from '../errors.js'
 import { HEADER_SIZE, SnapshotFormatError, decodeHeader, type PageKind, type SnapshotHeader } from './format.js'
 import { PageDecoder } from './decoder.js'
@@ -114,13 +115,14 @@ export class SnapshotReader implements PageSource {
 }
 
 function readFully(fd: number, buf: Buffer, len: number, position: number, path: string): void {
+  // One pread for the whole run almost always; only a short read takes a view to go on.
   let got = 0
   while (got < len) {
     let n: number
     try {
-      n = readSync(fd, buf, got, Math.min(len - got, MAX_READ), position + got)
+      n = preadInto(fd, got === 0 ? buf : buf.subarray(got), Math.min(len - got, MAX_READ), position + got)
     } catch (err) {
-      throw fileError(path, err, `read at byte ${position + got}`)
+      throw new FaultlineError(`${path}: read at byte ${position + got}: ${err instanceof UffdError ? err.code : String(err)}`, { cause: err })
     }
     if (n === 0) {
       throw new SnapshotFormatError(path, `truncated: unexpected end of file at byte ${position + got}`)

@@ -1,7 +1,7 @@
 // RemotePageSource: the session side of a remote snapshot. Reads pages from the chunk store's
 // disk cache (pread of the run's stored bytes, decoded and CRC-checked page by page, as the
 // local reader does); asks the store, by message, for chunks that are not there yet.
-import { closeSync, openSync, readSync } from 'node:fs'
+import { closeSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 import { FaultlineError } from '../errors.js'
 import { PageDecoder } from '../snapshot/decoder.js'
@@ -141,7 +141,7 @@ export class RemotePageSource implements DeferredPageSource {
         const position = ENTRY_HEADER_SIZE + start - index.runStart(c * cp)
         let got = 0
         while (got < len) {
-          const r = readSync(fd, this.buf, got, len - got, position + got)
+          const r = uffd.preadInto(fd, got === 0 ? this.buf : this.buf.subarray(got), len - got, position + got)
           if (r === 0) return this.lost(c)
           got += r
         }

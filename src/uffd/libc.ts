@@ -18,6 +18,7 @@ const lib = koffi.load('libc.so.6')
 export const libc = {
   close: lib.func('int close(int fd)'),
   read: lib.func('long read(int fd, void *buf, size_t count)'),
+  pread: lib.func('long pread(int fd, void *buf, size_t count, long offset)'),
   write: lib.func('long write(int fd, void *buf, size_t count)'),
   ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
   ioctlInt: lib.func('int ioctl(int fd, unsigned long request, long arg)'),
@@ -43,6 +44,9 @@ export const libc = {
   mremap: lib.func('intptr_t mremap(intptr_t old, size_t oldLen, size_t newLen, int flags, intptr_t newAddr)'),
   readlink: lib.func('long readlink(const char *path, void *buf, size_t size)'),
   clock_gettime: lib.func('int clock_gettime(int clock, void *ts)'),
+  gettid: lib.func('int gettid(void)'),
+  sched_setscheduler: lib.func('int sched_setscheduler(int tid, int policy, void *param)'),
+  geteuid: lib.func('unsigned int geteuid(void)'),
 }
 
 export const SYS_USERFAULTFD = arch === 'arm64' ? SYS_USERFAULTFD_ARM64 : SYS_USERFAULTFD_X64
