@@ -2,7 +2,7 @@
 // one kept warm (snapshot open, policy loaded) so a connecting guest never waits for a
 // worker to start.
 import { EventEmitter } from 'node:events'
-import { existsSync, lstatSync, readdirSync, unlinkSync } from 'node:fs'
+import { existsSync, lstatSync, unlinkSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { FaultlineError } from '../errors.js'
 import { createPolicy } from '../policy/registry.js'
@@ -212,7 +212,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     const idle = startIdle && uffd.canLowerThreadPriority()
     const workerData: SessionWorkerData = { ...this.workerData, startIdle: idle }
     if (readyFd >= 0) workerData.readyFd = readyFd
-    const tidsBefore = idle ? threadIds() : []
+    const tidsBefore = idle ? uffd.threadIds() : []
     if (idle) uffd.setThreadIdle(0, true)
     let worker: Worker
     try {
@@ -221,7 +221,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       if (idle) uffd.setThreadIdle(0, false)
     }
     if (idle) {
-      const tids = threadIds().filter(t => !tidsBefore.includes(t))
+      const tids = uffd.threadIds().filter(t => !tidsBefore.includes(t))
       if (tids.length > 0) {
         this.idleStarts.set(worker, { tids, sinceMs: Date.now() })
         this.watchIdleStarts()
@@ -335,9 +335,4 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     uffd.closeFd(this.stopAcceptFd)
     await this.store?.close()
   }
-}
-
-/** This process's thread ids (/proc/self/task). */
-function threadIds(): number[] {
-  try { return readdirSync('/proc/self/task').map(Number) } catch { return [] }
 }

@@ -7,6 +7,7 @@ import type { FaultPolicy } from '../policy/policy.js'
 import type { PageSource } from '../snapshot/page-source.js'
 import { isDeferredSource } from '../store/deferred-source.js'
 import * as uffd from '../uffd/index.js'
+import { ABSENT } from './guest-memory.js'
 import { Session } from './session.js'
 
 /** Simulated faults: enough calls for V8 to optimise the loop's functions. */
@@ -34,22 +35,24 @@ export function rehearseFaultPath(source: PageSource, onRound?: (scratch: Buffer
   try {
     fd.api(0)
     fd.register(scratch.address, scratch.length)
+    const session = new Session({
+      uffd: fd, connectionFd: -1, stopFd: -1, source, policy: createOnDemand(undefined) as FaultPolicy,
+      regions: [{ start: scratch.address, lengthBytes: scratch.length, snapshotOffset: 0, pageSize: ps }],
+      canPoison: false, log: () => {},
+    })
     const rounds = Math.ceil(REHEARSAL_FAULTS / pages)
     for (let round = 0; round < rounds; round++) {
-      // Each round starts from absent pages again: the first serves them, and a fresh session
-      // keeps the loop's state (histogram, counters) apart from the guest's.
-      if (round > 0) uffd.adviseDontNeed(scratch.address, scratch.length)
-      const session = new Session({
-        uffd: fd, connectionFd: -1, stopFd: -1, source, policy: createOnDemand(undefined) as FaultPolicy,
-        regions: [{ start: scratch.address, lengthBytes: scratch.length, snapshotOffset: 0, pageSize: ps }],
-        canPoison: false, log: () => {},
-      })
+      // Each round starts from absent pages again, in the kernel and in the session's map.
+      if (round > 0) {
+        uffd.adviseDontNeed(scratch.address, scratch.length)
+        session.memory.markRange(scratch.address, scratch.address + scratch.length, ABSENT)
+      }
+      const installedBefore = session.stats.pagesInstalled[0]
       for (let k = 0; k < pages && faults < REHEARSAL_FAULTS; k++, faults++) {
         session.rehearseFault(scratch.address + ((k * STRIDE) % pages) * ps)
       }
       // Tests look at what was installed; reading a page not installed would wait forever.
-      const installed = session.stats.pagesInstalled[0]
-      if (onRound !== undefined && installed === pages) onRound(scratch.bytes, pages)
+      if (onRound !== undefined && session.stats.pagesInstalled[0] - installedBefore === pages) onRound(scratch.bytes, pages)
     }
   } finally {
     uffd.unmap(scratch)

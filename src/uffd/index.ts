@@ -10,6 +10,6 @@ export { mapAnonymous, unmap, adviseDontNeed, createEventFd, signalEventFd, drai
 export type { Mapping } from './memory.js'
 export { MonotonicClock } from './clock.js'
 export { preadInto } from './file.js'
-export { threadId, canLowerThreadPriority, setThreadIdle, idleClassThreads } from './sched.js'
+export { threadId, threadIds, canLowerThreadPriority, setThreadIdle, idleClassThreads } from './sched.js'
 export { ffiBackend, FFI_BACKENDS, FfiBackendError } from './libc.js'
 export type { FfiBackend } from './libc.js'
