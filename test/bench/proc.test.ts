@@ -18,6 +18,8 @@ t.test('parses /proc/PID/io, status and schedstat', async t => {
 })
 
 t.test('samples this process: reads, CPU and peak memory move the right way', async t => {
+  // An earlier peak (start-up, another test) may lie above today's RSS: start from a reset one.
+  resetPeakRss('self')
   const before = sampleProcess('self')
   t.ok(before.rssBytes > 0 && before.peakRssBytes >= before.rssBytes)
   const spinUntil = process.hrtime.bigint() + 30_000_000n
@@ -27,7 +29,8 @@ t.test('samples this process: reads, CPU and peak memory move the right way', as
   const after = sampleProcess('self')
   t.ok(after.cpuNs - before.cpuNs >= 25e6, `CPU grew by ${after.cpuNs - before.cpuNs} ns`)
   t.ok(after.rchar > before.rchar, 'rchar counts reads')
-  t.ok(after.peakRssBytes - before.peakRssBytes >= 60 << 20, 'peak RSS saw the 64 MiB buffer')
+  // 8 MiB of slack for memory the heap may have handed back meanwhile.
+  t.ok(after.peakRssBytes - before.rssBytes >= 56 << 20, `peak RSS saw the 64 MiB buffer (${before.rssBytes} -> peak ${after.peakRssBytes})`)
   big.fill(0)
   resetPeakRss('self')
   const reset = sampleProcess('self')
