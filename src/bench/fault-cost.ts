@@ -1,11 +1,12 @@
-// Where one fault's time goes: faultline (koffi and ffi-napi FFI) against the C floor handler
-// on the same guest workload (random pages, one fault each), pinned to one CPU and not, plus
-// the fault loop's own stage timers and component costs measured on the same snapshot.
+// Where one fault's time goes: faultline (koffi and ffi-napi FFI, native and npm page codec)
+// against the C floor handler on the same guest workload (random pages, one fault each), pinned
+// to one CPU and not, plus the fault loop's stage timers and component costs on the same snapshot.
 import { closeSync, openSync, readSync } from 'node:fs'
 import { crc32 } from 'node:zlib'
 import { median } from '../cli/table.js'
 import type { FaultBreakdownSummary } from '../server/fault-breakdown.js'
 import { lz4 } from '../snapshot/lz4.js'
+import { A_COUNT, A_DST, A_FIRST, A_PAGE_SIZE, A_SRC, A_WORDS, nativeCodec, runArgs, type PageCodecName } from '../snapshot/native-codec.js'
 import { SnapshotReader } from '../snapshot/reader.js'
 import { runGuestProcess } from './guest.js'
 import { ensureImage, type ImagePair } from './resume.js'
@@ -13,19 +14,23 @@ import { startFaultlineServer, startFloorServer, type ServerCost } from './serve
 import { warmPageCache } from './proc.js'
 
 export interface FaultServerConfig {
-  /** `uffd-c`, `faultline/koffi`, `faultline/ffi-napi`; `+timers` with the stage timers on. */
+  /** `uffd-c`, `faultline/koffi`, `faultline/ffi-napi` (native codec), `faultline/koffi+npm-codec`;
+   * `+timers` with the stage timers on. */
   name: string
   kind: 'uffd-c' | 'faultline'
   ffi?: 'koffi' | 'ffi-napi'
+  codec?: PageCodecName
   timers?: boolean
 }
 
 export const FAULT_SERVERS: FaultServerConfig[] = [
   { name: 'uffd-c', kind: 'uffd-c' },
-  { name: 'faultline/koffi', kind: 'faultline', ffi: 'koffi' },
-  { name: 'faultline/koffi+timers', kind: 'faultline', ffi: 'koffi', timers: true },
-  { name: 'faultline/ffi-napi', kind: 'faultline', ffi: 'ffi-napi' },
-  { name: 'faultline/ffi-napi+timers', kind: 'faultline', ffi: 'ffi-napi', timers: true },
+  { name: 'faultline/koffi', kind: 'faultline', ffi: 'koffi', codec: 'native' },
+  { name: 'faultline/koffi+timers', kind: 'faultline', ffi: 'koffi', codec: 'native', timers: true },
+  { name: 'faultline/koffi+npm-codec', kind: 'faultline', ffi: 'koffi', codec: 'npm' },
+  { name: 'faultline/koffi+npm-codec+timers', kind: 'faultline', ffi: 'koffi', codec: 'npm', timers: true },
+  { name: 'faultline/ffi-napi', kind: 'faultline', ffi: 'ffi-napi', codec: 'native' },
+  { name: 'faultline/ffi-napi+timers', kind: 'faultline', ffi: 'ffi-napi', codec: 'native', timers: true },
 ]
 
 export interface FaultRun {
@@ -45,10 +50,12 @@ export interface FaultRun {
 
 export interface ComponentCosts {
   /** Per non-zero page, ns (medians of batches): pread of its stored bytes (fs.readSync, as the
-   * reader does), LZ4 decode, CRC-32 of the decoded page, index lookup. */
+   * reader does), the npm codec's LZ4 decode and zlib's CRC-32 of the decoded page, the native
+   * codec's decode and check together (one call), index lookup. */
   preadNs: number
   lz4DecodeNs: number
   crc32Ns: number
+  nativeDecodeNs: number
   indexLookupNs: number
   /** Share of pages that are zero (ZEROPAGE, nothing read) in the sample. */
   zeroFraction: number
@@ -78,7 +85,7 @@ async function runOne(image: ImagePair, cfg: FaultServerConfig, pinned: boolean,
     ? await startFloorServer({ rawPath: image.raw, socketPath, cpus })
     : await startFaultlineServer({
       snapshotPath: image.snap, socketPath, policy: 'ondemand', cpus,
-      env: { FAULTLINE_FFI: cfg.ffi ?? 'koffi', FAULTLINE_BREAKDOWN: cfg.timers ? '1' : '0' },
+      env: { FAULTLINE_FFI: cfg.ffi ?? 'koffi', FAULTLINE_CODEC: cfg.codec ?? 'native', FAULTLINE_BREAKDOWN: cfg.timers ? '1' : '0' },
       // A young generation no session fills, emptied as the session starts (--expose-gc), so
       // its growth = what the fault path allocated.
       nodeArgs: cfg.timers ? ['--min-semi-space-size=128', '--max-semi-space-size=128', '--expose-gc'] : [],
@@ -157,10 +164,22 @@ export function measureComponents(snapPath: string, seed: number, samplePages = 
     }
     const lz4DecodeNs = time(k => { if (index.kindOf(pages[k]) === 1) codec.decodeBlock(stored[k], out, 0, stored[k].length) })
     const crc32Ns = time(k => { crc32(decoded[k]) })
+    const native = nativeCodec()
+    const args = runArgs()
+    args[A_WORDS] = native.addressOf(index.words)
+    args[A_DST] = native.addressOf(out)
+    args[A_COUNT] = 1
+    args[A_PAGE_SIZE] = ps
+    const storedAt = stored.map(b => native.addressOf(b))
+    const nativeDecodeNs = time(k => {
+      args[A_SRC] = storedAt[k]
+      args[A_FIRST] = pages[k]
+      if (native.decodeRun(args) >= 0) throw new Error(`${snapPath}: page ${pages[k]} did not decode`)
+    })
     let sink = 0
     const indexLookupNs = time(k => { const p = pages[k]; sink += index.kindOf(p) + index.runStart(p) + index.runEnd(p) })
     if (sink === -1) throw new Error('unreachable')
-    return { preadNs, lz4DecodeNs, crc32Ns, indexLookupNs, zeroFraction: zeros / samplePages }
+    return { preadNs, lz4DecodeNs, crc32Ns, nativeDecodeNs, indexLookupNs, zeroFraction: zeros / samplePages }
   } finally {
     closeSync(fd)
     reader.close()
@@ -199,8 +218,9 @@ export function summarizeFaultCost(runs: FaultRun[]): FaultSummaryRow[] {
 export interface BreakdownRow { stage: string; nsPerFault: number; share: number }
 
 /** Mean time per fault of each stage, from the timed runs of one server configuration; the
- * source read is split into pread / LZ4 / CRC in the proportions measured in isolation. */
-export function breakdownRows(runs: FaultRun[], components: ComponentCosts): BreakdownRow[] {
+ * source read is split into pread / decode (LZ4 and CRC, or the native codec's one call) in
+ * the proportions measured in isolation. */
+export function breakdownRows(runs: FaultRun[], components: ComponentCosts, codec: PageCodecName): BreakdownRow[] {
   const b = runs.map(r => r.breakdown).filter((x): x is FaultBreakdownSummary => x !== undefined && x.faults > 0)
   if (b.length === 0) return []
   const per = (pick: (x: FaultBreakdownSummary) => number) => median(b.map(x => pick(x) / x.faults))
@@ -209,15 +229,17 @@ export function breakdownRows(runs: FaultRun[], components: ComponentCosts): Bre
   const source = per(x => x.sourceReadNs)
   const copy = per(x => x.copyNs)
   const zero = per(x => x.zeropageNs)
-  const parts = components.preadNs + components.lz4DecodeNs + components.crc32Ns + components.indexLookupNs
+  const decode: Array<[string, number]> = codec === 'native'
+    ? [['LZ4 decode + CRC-32 check (native codec)', components.nativeDecodeNs]]
+    : [['LZ4 decode', components.lz4DecodeNs], ['CRC-32 check', components.crc32Ns]]
+  const parts = components.preadNs + components.indexLookupNs + decode.reduce((sum, [, ns]) => sum + ns, 0)
   const split = (ns: number) => (parts > 0 ? source * (ns / parts) : 0)
   const js = service - read - source - copy - zero
   const rows: Array<[string, number]> = [
     ['uffd read(2)', read],
     ['index lookup', split(components.indexLookupNs)],
     ['pread(2) of stored bytes', split(components.preadNs)],
-    ['LZ4 decode', split(components.lz4DecodeNs)],
-    ['CRC-32 check', split(components.crc32Ns)],
+    ...decode.map(([stage, ns]): [string, number] => [stage, split(ns)]),
     ['UFFDIO_COPY', copy],
     ['UFFDIO_ZEROPAGE', zero],
     ['JS and FFI overhead (the rest)', js],
@@ -225,10 +247,15 @@ export function breakdownRows(runs: FaultRun[], components: ComponentCosts): Bre
   return [...rows.map(([stage, ns]) => ({ stage, nsPerFault: ns, share: ns / service })), { stage: 'service time (sum)', nsPerFault: service, share: 1 }]
 }
 
-/** Heap bytes the fault loop allocated per fault (timed runs; median). */
-export function heapBytesPerFault(runs: FaultRun[]): number {
+/** Heap bytes the fault loop allocated per fault (timed runs; median): over the whole
+ * session, and in the steady state (from the WARM_FAULTS-th fault on; NaN for shorter runs). */
+export function heapBytesPerFault(runs: FaultRun[]): { all: number; warm: number } {
   const b = runs.map(r => r.breakdown).filter((x): x is FaultBreakdownSummary => x !== undefined && x.faults > 0)
-  return median(b.map(x => x.heapGrowthBytes / x.faults))
+  const warm = b.filter(x => x.warmFaults > 0)
+  return {
+    all: median(b.map(x => x.heapGrowthBytes / x.faults)),
+    warm: warm.length ? median(warm.map(x => x.warmHeapGrowthBytes / x.warmFaults)) : NaN,
+  }
 }
 
 /** System calls per fault counted by the fault loop: poll, uffd reads, preads, ioctls. */

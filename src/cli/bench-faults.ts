@@ -1,11 +1,12 @@
-// `faultline bench faults`: per-fault cost of faultline (koffi and ffi-napi) against the C
-// floor handler, pinned to one CPU and not, with the breakdown of where the time goes.
+// `faultline bench faults`: per-fault cost of faultline (koffi and ffi-napi, native and npm
+// page codec) against the C floor handler, pinned to one CPU and not, with the breakdown.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { breakdownRows, FAULT_SERVERS, heapBytesPerFault, measureFaultCost, summarizeFaultCost, syscallsPerFault, type FaultCostResult } from '../bench/fault-cost.js'
 import { BenchConfigError } from '../bench/resume.js'
+import { WARM_FAULTS } from '../server/fault-breakdown.js'
 import { Progress } from './progress.js'
 import { formatTable } from './table.js'
 
@@ -14,14 +15,16 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 export const BENCH_FAULTS_USAGE = `usage: faultline bench faults [options]
 
 Resumes the guest with a random workload (one fault per touched page) from uffd-c and from
-faultline (ondemand) with each FFI backend, pinned to one CPU (taskset: guest and the whole
-server process) and unpinned, rounds interleaved; writes DIR/faults.json and DIR/faults.md.
+faultline (ondemand) with each FFI backend and page codec, pinned to one CPU (taskset: guest
+and the whole server process) and unpinned, rounds interleaved; writes DIR/faults.json and
+DIR/faults.md.
 
   --mib N          guest RAM (default 256)
   --fraction F     share of pages touched, at random (default 0.1)
   --repeat N       rounds (default 5)
   --cpu N          the CPU pinned runs use (default 0)
   --ffi LIST       koffi,ffi-napi (default both)
+  --codec LIST     native,npm: the page codec (default both; ffi-napi runs use native)
   --images DIR     cache of synthetic images (default .cache/bench-images)
   --out DIR        where results go (default bench-results)
   --seed N         image and workload seed (default 1)`
@@ -31,7 +34,8 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
     args: argv,
     options: {
       mib: { type: 'string', default: '256' }, fraction: { type: 'string', default: '0.1' }, repeat: { type: 'string', default: '5' },
-      cpu: { type: 'string', default: '0' }, ffi: { type: 'string', default: 'koffi,ffi-napi' }, images: { type: 'string' },
+      cpu: { type: 'string', default: '0' }, ffi: { type: 'string', default: 'koffi,ffi-napi' },
+      codec: { type: 'string', default: 'native,npm' }, images: { type: 'string' },
       out: { type: 'string', default: 'bench-results' }, seed: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -44,7 +48,9 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
   if (!/^\d+$/.test(values.cpu!)) throw new BenchConfigError(`--cpu: expected one CPU number, got '${values.cpu}'`)
   const ffis = values.ffi!.split(',').map(s => s.trim())
   for (const f of ffis) if (f !== 'koffi' && f !== 'ffi-napi') throw new BenchConfigError(`--ffi: expected koffi or ffi-napi, got '${f}'`)
-  const servers = FAULT_SERVERS.filter(s => s.kind === 'uffd-c' || ffis.includes(s.ffi!))
+  const codecs = values.codec!.split(',').map(s => s.trim())
+  for (const c of codecs) if (c !== 'native' && c !== 'npm') throw new BenchConfigError(`--codec: expected native or npm, got '${c}'`)
+  const servers = FAULT_SERVERS.filter(s => s.kind === 'uffd-c' || (ffis.includes(s.ffi!) && codecs.includes(s.codec!)))
   const outDir = resolve(values.out!)
   mkdirSync(outDir, { recursive: true })
   const progress = new Progress('fault cost runs', 1)
@@ -77,18 +83,19 @@ export function renderFaultCost(result: FaultCostResult, command: string): strin
     'server\'s own clock: uffd-c from read(2) of the message to the end of UFFDIO_COPY; faultline from after the read to the ' +
     'end of the install (read excluded).', '']
   const c = result.components
-  for (const ffi of ['koffi', 'ffi-napi']) {
+  for (const cfg of FAULT_SERVERS.filter(s => s.timers)) {
     for (const pinned of [true, false]) {
-      const timed = result.runs.filter(r => r.server === `faultline/${ffi}+timers` && r.pinned === pinned)
-      const b = breakdownRows(timed, c)
+      const timed = result.runs.filter(r => r.server === cfg.name && r.pinned === pinned)
+      const b = breakdownRows(timed, c, cfg.codec!)
       if (b.length === 0) continue
-      out.push(`Breakdown, faultline with ${ffi}, ${pinned ? 'pinned' : 'unpinned'} (stage timers on; ${syscallsPerFault(timed).toFixed(2)} system calls ` +
-        `and ${heapBytesPerFault(timed).toFixed(1)} heap bytes allocated a fault):`, '',
+      out.push(`Breakdown, faultline with ${cfg.ffi} and the ${cfg.codec} codec, ${pinned ? 'pinned' : 'unpinned'} (stage timers on; ${syscallsPerFault(timed).toFixed(2)} system calls ` +
+        `a fault; heap allocated ${heapBytesPerFault(timed).all.toFixed(1)} bytes a fault over the session, ${heapBytesPerFault(timed).warm.toFixed(1)} from fault ${WARM_FAULTS} on):`, '',
         formatTable(['stage', 'µs per fault', 'share'], b.map(r => [r.stage, us(r.nsPerFault), `${(100 * r.share).toFixed(0)}%`]), { markdown: true }), '')
     }
   }
   out.push(`Measured in isolation on the same snapshot (per non-zero page, ${(100 * c.zeroFraction).toFixed(0)}% of pages are zero): ` +
-    `pread ${us(c.preadNs)} µs, LZ4 decode ${us(c.lz4DecodeNs)} µs, CRC-32 ${us(c.crc32Ns)} µs, index lookup ${us(c.indexLookupNs)} µs; ` +
+    `pread ${us(c.preadNs)} µs; npm codec: LZ4 decode ${us(c.lz4DecodeNs)} µs, CRC-32 ${us(c.crc32Ns)} µs; native codec, both in one call: ` +
+    `${us(c.nativeDecodeNs)} µs; index lookup ${us(c.indexLookupNs)} µs; ` +
     'the fault loop\'s source-read time is split in these proportions.', '')
   return out.join('\n')
 }

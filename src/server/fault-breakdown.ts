@@ -30,7 +30,14 @@ export interface FaultBreakdownSummary {
    * run the server with a young generation no session fills: --min-semi-space-size=128
    * --max-semi-space-size=128 --expose-gc, as `bench faults` does). */
   heapGrowthBytes: number
+  /** The same from the WARM_FAULTS-th fault on, and the faults since: the steady state, once
+   * V8 has optimised the read loop (the rehearsal warms the install path, not the read). */
+  warmHeapGrowthBytes: number
+  warmFaults: number
 }
+
+/** Faults after which the breakdown takes its steady-state heap reading. */
+export const WARM_FAULTS = 4096
 
 export class FaultBreakdown {
   polls = 0
@@ -46,6 +53,7 @@ export class FaultBreakdown {
   serviceNs = 0
   faults = 0
   private heapAtStart = 0
+  private heapAtWarm = -1
 
   start(): void {
     // With --expose-gc, start from an empty young generation: no scavenge during the session.
@@ -53,10 +61,19 @@ export class FaultBreakdown {
     this.heapAtStart = newSpaceUsed()
   }
 
+  /** Counts a served fault; takes the steady-state heap reading at the WARM_FAULTS-th. */
+  countFault(): void {
+    if (++this.faults === WARM_FAULTS) this.heapAtWarm = newSpaceUsed()
+  }
+
   finish(): FaultBreakdownSummary {
-    const heapGrowthBytes = newSpaceUsed() - this.heapAtStart
+    const used = newSpaceUsed()
+    const heapGrowthBytes = used - this.heapAtStart
+    const warm = this.heapAtWarm >= 0
+    const warmHeapGrowthBytes = warm ? used - this.heapAtWarm : 0
+    const warmFaults = warm ? this.faults - WARM_FAULTS : 0
     const { polls, uffdReads, emptyReads, uffdReadNs, sourceReads, sourceReadNs, copies, copyNs, zeropages, zeropageNs, serviceNs, faults } = this
-    return { polls, uffdReads, emptyReads, uffdReadNs, sourceReads, sourceReadNs, copies, copyNs, zeropages, zeropageNs, serviceNs, faults, heapGrowthBytes }
+    return { polls, uffdReads, emptyReads, uffdReadNs, sourceReads, sourceReadNs, copies, copyNs, zeropages, zeropageNs, serviceNs, faults, heapGrowthBytes, warmHeapGrowthBytes, warmFaults }
   }
 }
 

@@ -72,6 +72,8 @@ export interface SessionOptions {
 }
 
 const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_READY = 3
+/** Slots of Session.current. */
+const CUR_ADDRESS = 0, CUR_T0 = 1
 
 export class Session implements PolicyContext {
   readonly pageSize: number
@@ -93,6 +95,10 @@ export class Session implements PolicyContext {
   /** With the breakdown on: the last uffd read's time per message it returned, ns. */
   private readShareNs = 0
   private readonly fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
+  // The fault being served: its address (-1 when the plan being installed holds none) and when
+  // it was read (ms). They travel the install path in these slots, not as arguments: a double
+  // passed to a function V8 did not inline is boxed into a fresh heap number, every fault.
+  private readonly current = new Float64Array(2)
   private readonly scratch = Buffer.alloc(256)
   /** Faults the kernel asked us to retry (EAGAIN while the guest's mappings change). */
   private deferred: number[] = []
@@ -147,7 +153,9 @@ export class Session implements PolicyContext {
   /** Serves a fault at `address` as if the uffd had reported it (a read fault of thread 0):
    * the warm worker's rehearsal on memory of its own (rehearsal.ts). */
   rehearseFault(address: number): void {
-    this.handleFault(address, 0, 0, this.clock.nowMs())
+    this.current[CUR_ADDRESS] = address
+    this.current[CUR_T0] = this.clock.nowMs()
+    this.handleFault(0, 0)
   }
 
   /** Runs the policy's up-front work (before the guest is acknowledged). */
@@ -155,7 +163,7 @@ export class Session implements PolicyContext {
     if (this.policy.onStart) {
       this.plan.clear()
       this.policy.onStart(this, this.plan)
-      this.installPlan(0, TRACE_FLAG_BEFORE_RESUME, 0, 0)
+      this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
     }
     this.resumeMs = performance.now()
   }
@@ -220,10 +228,15 @@ export class Session implements PolicyContext {
       if (BREAKDOWN_ENABLED) this.noteRead(readStart, n)
       if (n === 0) return
       const t0 = this.clock.nowMs()
+      const current = this.current
       for (let i = 0; i < n; i++) {
         const event = msgs.event(i)
         if (event === uffd.UFFD_EVENT_PAGEFAULT) {
-          if (this.stopped === '') this.handleFault(msgs.faultAddress(i), msgs.faultFlags(i), msgs.faultThreadId(i), t0)
+          if (this.stopped === '') {
+            current[CUR_ADDRESS] = msgs.faultAddress(i)
+            current[CUR_T0] = t0
+            this.handleFault(msgs.faultFlags(i), msgs.faultThreadId(i))
+          }
         } else if (this.stopped === '' || event === uffd.UFFD_EVENT_FORK) {
           // A forked child's uffd was installed in this process by the read: it is served
           // even when the session is stopping, or the child would read zeros.
@@ -306,7 +319,10 @@ export class Session implements PolicyContext {
     if (done < this.pageSize) this.deferred.push(address)
   }
 
-  private handleFault(address: number, flags: number, threadId: number, t0: number): void {
+  /** The fault in `current`. */
+  private handleFault(flags: number, threadId: number): void {
+    const address = this.current[CUR_ADDRESS]
+    const t0 = this.current[CUR_T0]
     const region = this.memory.regionAt(address)
     if (region === undefined) { this.answerUnknown(address); return }
     const guestPage = Math.floor((address - region.start) / this.pageSize)
@@ -325,13 +341,22 @@ export class Session implements PolicyContext {
     plan.add(page, 1, InstallCause.Fault)
     this.policy.onFault(fault, this, plan)
     this.faultT0 = t0
-    this.installPlan(t0, flags & 1, threadId, address)
+    this.installPlan(flags & 1, threadId)
   }
 
-  /** Installs every run of the plan; the first run's latency is the fault's. */
-  private installPlan(t0: number, flags: number, threadId: number, faultAddress: number): void {
+  /** installPlan for a plan that holds no waiting fault (up-front, background, parked runs). */
+  private installPlanWithoutFault(flags: number): void {
+    this.current[CUR_ADDRESS] = -1
+    this.current[CUR_T0] = 0
+    this.installPlan(flags, 0)
+  }
+
+  /** Installs every run of the plan; the first run's latency is that of the fault in
+   * `current`, if any. */
+  private installPlan(flags: number, threadId: number): void {
     const plan = this.plan
     const trace = this.opts.trace
+    const t0 = this.current[CUR_T0]
     for (let r = 0; r < plan.length; r++) {
       const first = plan.first[r]
       const count = plan.count[r]
@@ -340,22 +365,23 @@ export class Session implements PolicyContext {
       // Runs other than the fault's are traced per install (see recordInstall).
       this.traceRunFlags = trace && !isFault ? flags & TRACE_FLAG_BEFORE_RESUME : -1
       this.faultParked = false
-      const installed = this.installPages(first, count, cause, isFault ? faultAddress : -1)
+      const installed = this.installPages(first, count, cause, isFault)
       // A fault that waits for its chunk is timed and traced when it is finally served.
       if (isFault && this.faultParked && !this.retryingWaits) this.stats.remoteWaits++
       if (isFault && !this.faultParked) {
-        const latencyNs = (this.clock.nowMs() - t0) * 1e6
+        // Whole ns: a small integer is passed unboxed, a fraction would not be.
+        const latencyNs = Math.round((this.clock.nowMs() - t0) * 1e6)
         this.histogram.record(latencyNs)
-        if (BREAKDOWN_ENABLED) { this.breakdown.serviceNs += latencyNs + this.readShareNs; this.breakdown.faults++ }
-        if (trace) trace.record(this.fault.timeNs, first, installed, cause, flags, threadId, Math.round(latencyNs))
+        if (BREAKDOWN_ENABLED) { this.breakdown.serviceNs += latencyNs + this.readShareNs; this.breakdown.countFault() }
+        if (trace) trace.record(this.fault.timeNs, first, installed, cause, flags, threadId, latencyNs)
       }
       if (this.stopped !== '') return
     }
   }
 
   /** Installs the absent pages among snapshot pages [first, first+count); returns how many
-   * were installed. `faultAddress` >= 0 marks the run that holds a waiting fault. */
-  private installPages(first: number, count: number, cause: InstallCause, faultAddress: number): number {
+   * were installed. `holdsFault`: the run holds the fault in `current`. */
+  private installPages(first: number, count: number, cause: InstallCause, holdsFault: boolean): number {
     let installed = 0
     const end = first + count
     let page = first
@@ -363,13 +389,13 @@ export class Session implements PolicyContext {
       const region = this.memory.regionOfPage(page)
       if (region === undefined) { page++; continue }
       const regionEnd = Math.min(end, region.firstPage + region.pages)
-      installed += this.installInRegion(region, page - region.firstPage, regionEnd - page, cause, faultAddress)
+      installed += this.installInRegion(region, page - region.firstPage, regionEnd - page, cause, holdsFault)
       page = regionEnd
     }
     return installed
   }
 
-  private installInRegion(region: MappedRegion, from: number, count: number, cause: InstallCause, faultAddress: number): number {
+  private installInRegion(region: MappedRegion, from: number, count: number, cause: InstallCause, holdsFault: boolean): number {
     const state = region.state
     const huge = region.pagesPerGuestPage
     let i = from, end = from + count
@@ -394,7 +420,7 @@ export class Session implements PolicyContext {
       if (!zero && this.remote !== undefined) {
         const ready = this.remote.availablePages(region.firstPage + i, j - i)
         if (ready === 0 || (huge > 1 && ready < j - i)) {
-          i = this.park(region, i, j, cause, faultAddress)
+          i = this.park(region, i, j, cause, holdsFault)
           if (this.stopped !== '') return installed
           continue
         }
@@ -403,26 +429,29 @@ export class Session implements PolicyContext {
       const n = j - i
       const dst = region.start + i * this.pageSize
       const bytes = n * this.pageSize
+      const target = this.fd.target
+      target[uffd.TARGET_DST] = dst
       const installStart = this.traceRunFlags >= 0 ? this.clock.nowMs() : 0
       let done: number
       try {
         const stageStart = BREAKDOWN_ENABLED ? this.clock.nowMs() : 0
         if (zero) {
-          done = this.fd.zeropage(dst, bytes, this.pageSize)
+          done = this.fd.zeropageAtTarget(bytes, this.pageSize)
           this.stats.zeroPagesInstalled += done / this.pageSize
           if (BREAKDOWN_ENABLED) { this.breakdown.zeropages++; this.breakdown.zeropageNs += (this.clock.nowMs() - stageStart) * 1e6 }
         } else {
-          const readOk = this.readRun(region, i, n, dst, faultAddress)
+          const readOk = this.readRun(region, i, n)
           const copyStart = BREAKDOWN_ENABLED ? this.clock.nowMs() : 0
           if (BREAKDOWN_ENABLED) { this.breakdown.sourceReads++; this.breakdown.sourceReadNs += (copyStart - stageStart) * 1e6 }
           if (!readOk) {
             // The chunk's cached copy went away (evicted, or failed its checksum): it is
             // being fetched again.
-            i = this.park(region, i, j, cause, faultAddress)
+            i = this.park(region, i, j, cause, holdsFault)
             if (this.stopped !== '') return installed
             continue
           }
-          done = this.fd.copy(dst, this.copyBuffer.address, bytes, this.pageSize * huge)
+          target[uffd.TARGET_SRC] = this.copyBuffer.address
+          done = this.fd.copyAtTarget(bytes, this.pageSize * huge)
           this.stats.bytesDecoded += bytes
           if (BREAKDOWN_ENABLED) { this.breakdown.copies++; this.breakdown.copyNs += (this.clock.nowMs() - copyStart) * 1e6 }
         }
@@ -440,7 +469,8 @@ export class Session implements PolicyContext {
       if (done < bytes) {
         // EAGAIN: the guest's address space is changing. Only a waiting fault must be
         // retried; prefetches are simply dropped.
-        if (faultAddress >= 0 && faultAddress >= dst + done && faultAddress < dst + bytes) this.deferred.push(faultAddress)
+        const faultAddress = this.current[CUR_ADDRESS]
+        if (holdsFault && faultAddress >= dst + done && faultAddress < dst + bytes) this.deferred.push(faultAddress)
         return installed
       }
       i = j
@@ -451,7 +481,7 @@ export class Session implements PolicyContext {
   /** Decodes pages into the copy buffer; a page that fails verification is poisoned (the
    * guest gets SIGBUS on it, never wrong data) and the session ends. False when a remote
    * source no longer has the data locally. */
-  private readRun(region: MappedRegion, i: number, n: number, dst: number, faultAddress: number): boolean {
+  private readRun(region: MappedRegion, i: number, n: number): boolean {
     try {
       if (this.remote !== undefined) return this.remote.tryReadPages(region.firstPage + i, n, this.copyBuffer.buffer, 0)
       this.source.readPages(region.firstPage + i, n, this.copyBuffer.buffer, 0)
@@ -460,11 +490,10 @@ export class Session implements PolicyContext {
       const message = (err as Error).message
       this.opts.log(`cannot serve pages ${region.firstPage + i}..${region.firstPage + i + n - 1}: ${message}`)
       if (this.opts.canPoison) {
-        this.fd.poison(dst, n * this.pageSize, this.pageSize)
+        this.fd.poison(region.start + i * this.pageSize, n * this.pageSize, this.pageSize)
         region.state.fill(PRESENT, i, i + n)
       }
       this.stopped = `snapshot error: ${message}`
-      void faultAddress
       throw new PoisonedRun()
     }
   }
@@ -493,14 +522,17 @@ export class Session implements PolicyContext {
       }
       this.plan.clear()
       this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
-      this.installPlan(t0, 0, 0, address)
+      this.current[CUR_ADDRESS] = address
+      this.current[CUR_T0] = t0
+      this.installPlan(0, 0)
     }
   }
 
   /** Remote sources: pages [i, j) of `region` need a chunk that is not local yet. Asks for it
    * and keeps the waiting fault (or the prefetch run) until it arrives; a fault whose chunk
    * could not be fetched ends the session closed. Returns where the caller goes on. */
-  private park(region: MappedRegion, i: number, j: number, cause: InstallCause, faultAddress: number): number {
+  private park(region: MappedRegion, i: number, j: number, cause: InstallCause, holdsFaultRun: boolean): number {
+    const faultAddress = holdsFaultRun ? this.current[CUR_ADDRESS] : -1
     const remote = this.remote!
     const first = region.firstPage + i
     // A normal page waits for one chunk at a time; a huge page for all of its chunks.
@@ -546,7 +578,9 @@ export class Session implements PolicyContext {
         this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
         this.plan.clear()
         this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
-        this.installPlan(t0, 0, 0, address)
+        this.current[CUR_ADDRESS] = address
+        this.current[CUR_T0] = t0
+        this.installPlan(0, 0)
       }
       this.retryingWaits = false
       waiting.length = 0
@@ -557,7 +591,7 @@ export class Session implements PolicyContext {
       plan.clear()
       for (let r = 0; r < parked.length; r++) plan.add(parked.first[r], parked.count[r], parked.cause[r] as InstallCause)
       parked.clear()
-      this.installPlan(0, 0, 0, 0)
+      this.installPlanWithoutFault(0)
     }
   }
 
@@ -592,7 +626,7 @@ export class Session implements PolicyContext {
     const plan = this.plan
     plan.clear()
     const more = this.policy.onIdle!(this, plan, IDLE_BATCH_PAGES)
-    if (plan.length) this.installPlan(0, 0, 0, 0)
+    if (plan.length) this.installPlanWithoutFault(0)
     if (!more) this.idleWork = false
   }
 }

@@ -1,11 +1,13 @@
 // SnapshotReader: a PageSource over a local snapshot file. The index stays in memory, the
-// data on disk: each readPages is one pread of the run's stored bytes, then decode in place.
+// data on disk: each readPages is one pread of the run's stored bytes, then decode in place
+// (with the native codec, both in one call).
 
 import { closeSync, fstatSync, openSync } from 'node:fs'
-import { preadInto, UffdError } from '../uffd/index.js'
+import { errnoName, preadInto, UffdError } from '../uffd/index.js'
 import { FaultlineError, fileError } from '../errors.js'
 import { HEADER_SIZE, SnapshotFormatError, decodeHeader, type PageKind, type SnapshotHeader } from './format.js'
 import { PageDecoder } from './decoder.js'
+import { END_OF_FILE } from './native-codec.js'
 import type { PageSource } from './page-source.js'
 import { SnapshotIndex } from './snapshot-index.js'
 
@@ -98,12 +100,25 @@ export class SnapshotReader implements PageSource {
     const index = this.index
     const start = index.runStart(first)
     const len = index.runEnd(first + count - 1) - start
+    if (len > this.buf.length) this.buf = Buffer.allocUnsafeSlow(len)
+    if (this.decoder.native !== undefined) {
+      // One native call reads and decodes the run.
+      const r = this.decoder.readDecodeRun(this.fd, this.dataOffset + start, len, this.buf, first, count, into, intoOffset)
+      if (r !== 0) this.readFailed(r, this.dataOffset + start)
+      this.bytesRead += len
+      return
+    }
     if (len > 0) {
-      if (len > this.buf.length) this.buf = Buffer.allocUnsafeSlow(len)
       readFully(this.fd, this.buf, len, this.dataOffset + start, this.path)
       this.bytesRead += len
     }
     this.decoder.decodeRun(first, count, this.buf, 0, into, intoOffset)
+  }
+
+  private readFailed(result: number, position: number): never {
+    const detail = this.decoder.readDetail
+    if (result === END_OF_FILE) throw new SnapshotFormatError(this.path, `truncated: unexpected end of file at byte ${detail}`)
+    throw new FaultlineError(`${this.path}: read at byte ${position}: ${errnoName(detail)}`)
   }
 
   close(): void {

@@ -1,7 +1,7 @@
 // The FFI layer's public surface: everything else imports from here.
 export * from './abi.js'
 export { UffdError, UffdPermissionError, errnoName } from './errors.js'
-export { Userfaultfd, UffdMessages, CopySourceBuffer, GuestGoneError, openUserfaultfd, supportedFeatures, isUserfaultfd, featureNames } from './userfaultfd.js'
+export { Userfaultfd, UffdMessages, CopySourceBuffer, GuestGoneError, openUserfaultfd, supportedFeatures, isUserfaultfd, featureNames, TARGET_DST, TARGET_SRC } from './userfaultfd.js'
 export type { ApiResult } from './userfaultfd.js'
 export { listenUnix, connectUnix, acceptConnection, peerCredentials, MessageReceiver, sendWithFds, sendBytes, receiveBytes, closeFd } from './socket.js'
 export type { PeerCredentials, ReceivedMessage } from './socket.js'

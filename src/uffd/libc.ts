@@ -20,7 +20,10 @@ export const libc = {
   read: lib.func('long read(int fd, void *buf, size_t count)'),
   pread: lib.func('long pread(int fd, void *buf, size_t count, long offset)'),
   write: lib.func('long write(int fd, void *buf, size_t count)'),
-  ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
+  // The kernel reads an ioctl's request as a 32-bit unsigned int, so it is passed as an int32:
+  // UFFDIO_* numbers exceed V8's small integers (2^30) as unsigned, and a number that is not
+  // one is boxed on every call. Callers pass `request | 0`.
+  ioctl: lib.func('int ioctl(int fd, int request, void *arg)'),
   ioctlInt: lib.func('int ioctl(int fd, unsigned long request, long arg)'),
   open: lib.func('int open(const char *path, int flags, int mode)'),
   poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
@@ -83,7 +86,7 @@ function useFfiNapi(): void {
   }
   const f = ffi.Library('libc.so.6', {
     read: ['long', ['int', 'pointer', 'size_t']],
-    ioctl: ['int', ['int', 'ulong', 'pointer']],
+    ioctl: ['int', ['int', 'int', 'pointer']],
     poll: ['int', ['pointer', 'ulong', 'int']],
   })
   const table = libc as unknown as Record<string, (...a: unknown[]) => unknown>

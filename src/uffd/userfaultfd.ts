@@ -10,6 +10,9 @@ const EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EAGAIN = 11, EEXIST = 17, EAC
 
 const TWO32 = 4294967296
 
+/** Slots of Userfaultfd.target. */
+export const TARGET_DST = 0, TARGET_SRC = 1
+
 function putU64(u32: Uint32Array, index: number, value: number): void {
   const lo = value % TWO32
   u32[index] = lo
@@ -76,6 +79,10 @@ export class Userfaultfd {
   private readonly args = Buffer.alloc(48)
   private readonly u32 = new Uint32Array(this.args.buffer, this.args.byteOffset, 12)
   private readonly i32 = new Int32Array(this.args.buffer, this.args.byteOffset, 12)
+  /** Destination and source of copyAtTarget/zeropageAtTarget. The fault path writes addresses
+   * here: passed as arguments they would be boxed into a heap number per call (V8's small
+   * integers stop at 2^30). */
+  readonly target = new Float64Array(2)
 
   constructor(fd: number) {
     this.fd = fd
@@ -97,7 +104,7 @@ export class Userfaultfd {
     this.args.fill(0)
     putU64(this.u32, 0, abi.UFFD_API)
     putU64(this.u32, 2, ask)
-    if (libc.ioctl(this.fd, abi.UFFDIO_API, this.args) < 0) throw new UffdError('UFFDIO_API', errno(), `fd ${this.fd}`)
+    if (libc.ioctl(this.fd, abi.UFFDIO_API | 0, this.args) < 0) throw new UffdError('UFFDIO_API', errno(), `fd ${this.fd}`)
     const features = wanted === 0 ? getS64(this.u32, this.i32, 2) : ask
     return { features, missing: featureNames(missingBits) }
   }
@@ -107,7 +114,7 @@ export class Userfaultfd {
     putU64(this.u32, 0, start)
     putU64(this.u32, 2, length)
     putU64(this.u32, 4, mode)
-    if (libc.ioctl(this.fd, abi.UFFDIO_REGISTER, this.args) < 0) {
+    if (libc.ioctl(this.fd, abi.UFFDIO_REGISTER | 0, this.args) < 0) {
       throw new UffdError('UFFDIO_REGISTER', errno(), `0x${start.toString(16)}+${length}`)
     }
   }
@@ -123,7 +130,7 @@ export class Userfaultfd {
   private rangeIoctl(request: number, op: string, start: number, length: number): void {
     putU64(this.u32, 0, start)
     putU64(this.u32, 2, length)
-    if (libc.ioctl(this.fd, request, this.args) < 0) {
+    if (libc.ioctl(this.fd, request | 0, this.args) < 0) {
       const e = errno()
       // The range went away (guest unmapped it, or exited): nothing left to do there.
       if (e === ENOENT || e === ESRCH) return
@@ -140,40 +147,61 @@ export class Userfaultfd {
    * guest's address space no longer exists.
    */
   copy(dst: number, srcAddress: number, length: number, pageSize: number): number {
-    return this.fill(abi.UFFDIO_COPY, dst, srcAddress, length, pageSize)
+    this.target[TARGET_DST] = dst
+    this.target[TARGET_SRC] = srcAddress
+    return this.fill(abi.UFFDIO_COPY, length, pageSize)
+  }
+
+  /** copy() from target[TARGET_SRC] to target[TARGET_DST]. */
+  copyAtTarget(length: number, pageSize: number): number {
+    return this.fill(abi.UFFDIO_COPY, length, pageSize)
   }
 
   /** UFFDIO_ZEROPAGE over `length` bytes at `dst`; same return contract as copy(). */
   zeropage(dst: number, length: number, pageSize: number): number {
-    return this.fill(abi.UFFDIO_ZEROPAGE, dst, -1, length, pageSize)
+    this.target[TARGET_DST] = dst
+    return this.fill(abi.UFFDIO_ZEROPAGE, length, pageSize)
+  }
+
+  /** zeropage() at target[TARGET_DST]. */
+  zeropageAtTarget(length: number, pageSize: number): number {
+    return this.fill(abi.UFFDIO_ZEROPAGE, length, pageSize)
   }
 
   /** UFFDIO_POISON: later accesses to the range raise SIGBUS in the guest instead of
    * reading memory faultline could not vouch for. */
   poison(dst: number, length: number, pageSize: number): number {
-    return this.fill(abi.UFFDIO_POISON, dst, -2, length, pageSize)
+    this.target[TARGET_DST] = dst
+    return this.fill(abi.UFFDIO_POISON, length, pageSize)
   }
 
-  private fill(request: number, dst: number, src: number, length: number, pageSize: number): number {
+  /** The range starts at target[TARGET_DST]; COPY's source at target[TARGET_SRC]. */
+  private fill(request: number, length: number, pageSize: number): number {
     const u32 = this.u32
+    const dst = this.target[TARGET_DST]
+    const src = request === abi.UFFDIO_COPY ? this.target[TARGET_SRC] : -1
     let done = 0
     while (done < length) {
       // copy: dst, src, len, mode, copy (result at word 8); zeropage/poison: start, len,
       // mode, result (word 6).
       let resultWord: number
+      // Written out rather than through putU64: V8 did not inline it here, and each address
+      // passed to it was boxed (measured: one heap number every few faults).
+      const d = dst + done, dLow = d % TWO32
+      const l = length - done, lLow = l % TWO32
+      u32[0] = dLow; u32[1] = (d - dLow) / TWO32
       if (src >= 0) {
-        putU64(u32, 0, dst + done)
-        putU64(u32, 2, src + done)
-        putU64(u32, 4, length - done)
+        const s = src + done, sLow = s % TWO32
+        u32[2] = sLow; u32[3] = (s - sLow) / TWO32
+        u32[4] = lLow; u32[5] = (l - lLow) / TWO32
         u32[6] = 0; u32[7] = 0
         resultWord = 8
       } else {
-        putU64(u32, 0, dst + done)
-        putU64(u32, 2, length - done)
+        u32[2] = lLow; u32[3] = (l - lLow) / TWO32
         u32[4] = 0; u32[5] = 0
         resultWord = 6
       }
-      if (libc.ioctl(this.fd, request, this.args) === 0) return length
+      if (libc.ioctl(this.fd, request | 0, this.args) === 0) return length
       const e = errno()
       const result = getS64(u32, this.i32, resultWord)
       if (result > 0) {

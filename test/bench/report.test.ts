@@ -68,9 +68,13 @@ t.test('fault-cost summary pairs with uffd-c per round; the breakdown adds up', 
   t.equal(rows.find(r => r.server === 'faultline/koffi')!.vsFloor, 1.2)
   const timed: FaultRun = {
     ...fr('faultline/koffi+timers', 0, 10e3),
-    breakdown: { polls: 1000, uffdReads: 1000, emptyReads: 0, uffdReadNs: 1e6, sourceReads: 600, sourceReadNs: 3e6, copies: 600, copyNs: 2e6, zeropages: 400, zeropageNs: 0.5e6, serviceNs: 8e6, faults: 1000, heapGrowthBytes: 0 },
+    breakdown: { polls: 1000, uffdReads: 1000, emptyReads: 0, uffdReadNs: 1e6, sourceReads: 600, sourceReadNs: 3e6, copies: 600, copyNs: 2e6, zeropages: 400, zeropageNs: 0.5e6, serviceNs: 8e6, faults: 1000, heapGrowthBytes: 0, warmHeapGrowthBytes: 0, warmFaults: 0 },
   }
-  const b = breakdownRows([timed], { preadNs: 1000, lz4DecodeNs: 1000, crc32Ns: 1000, indexLookupNs: 0, zeroFraction: 0.4 })
+  const costs = { preadNs: 1000, lz4DecodeNs: 1000, crc32Ns: 1000, nativeDecodeNs: 500, indexLookupNs: 0, zeroFraction: 0.4 }
+  const native = Object.fromEntries(breakdownRows([timed], costs, 'native').map(r => [r.stage, r.nsPerFault]))
+  t.equal(native['pread(2) of stored bytes'], 2000, 'native: source read (3 µs) split 2:1 between pread and the codec')
+  t.equal(native['LZ4 decode + CRC-32 check (native codec)'], 1000)
+  const b = breakdownRows([timed], costs, 'npm')
   const ns = Object.fromEntries(b.map(r => [r.stage, r.nsPerFault]))
   t.equal(ns['uffd read(2)'], 1000)
   t.equal(ns['pread(2) of stored bytes'], 1000, 'source read (3 µs) split in equal thirds')

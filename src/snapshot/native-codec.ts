@@ -1,0 +1,82 @@
+// The native page codec (native/build/libfaultline-codec.so: liblz4 and ISA-L's CRC-32),
+// bound with koffi: one call reads (optionally), decodes and checks a whole run.
+// FAULTLINE_CODEC=npm selects the npm lz4 binding and zlib's CRC-32, page by page, instead.
+
+import { createRequire } from 'node:module'
+import { dirname, resolve } from 'node:path'
+import { env } from 'node:process'
+import { fileURLToPath } from 'node:url'
+import { FaultlineError } from '../errors.js'
+
+export type PageCodecName = 'native' | 'npm'
+
+export const CODEC_LIBRARY = resolve(dirname(fileURLToPath(import.meta.url)), '../../native/build/libfaultline-codec.so')
+
+/** Why a run stopped at a page: args[A_DETAIL0]. */
+export const FAIL_LZ4_MALFORMED = 1
+export const FAIL_LZ4_SIZE = 2
+export const FAIL_CHECKSUM = 3
+/** readDecodeRun's results other than a page: pread failed (errno in A_DETAIL1), or the file
+ * ended (at the file offset in A_DETAIL1). */
+export const READ_FAILED = -2
+export const END_OF_FILE = -3
+
+/**
+ * Slots of the argument block (a Float64Array) both calls take: addresses are written there
+ * as doubles, so passing them boxes no heap number (V8's small integers stop at 2^30).
+ * words: the index's address (four uint32 a page); src: the stored bytes of the run, from its
+ * first stored byte; dst: where its pages go; first, count, pageSize: the run. On failure the
+ * reason and its number (LZ4 error position, decoded size, computed CRC, errno, offset) come
+ * back in DETAIL0/DETAIL1. readDecodeRun first reads LENGTH bytes at FILE_OFFSET of FD to src.
+ */
+export const A_WORDS = 0, A_SRC = 1, A_DST = 2, A_FIRST = 3, A_COUNT = 4, A_PAGE_SIZE = 5,
+  A_DETAIL0 = 6, A_DETAIL1 = 7, A_FD = 8, A_FILE_OFFSET = 9, A_LENGTH = 10
+export const RUN_ARGS_SLOTS = 11
+
+/** -1 when every page of the run decoded and matched its CRC, else the first page that did
+ * not (or READ_FAILED / END_OF_FILE). Every address in the block must be off the V8 heap
+ * (not a small typed array), as Buffers of a page or more are. */
+export type RunFn = (args: Float64Array) => number
+
+export interface NativeCodec {
+  decodeRun: RunFn
+  readDecodeRun: RunFn
+  /** Address of a buffer's first byte, as a Number. */
+  addressOf(buf: ArrayBufferView): number
+}
+
+/** A fresh argument block (its own ArrayBuffer, so it stays put). */
+export function runArgs(): Float64Array {
+  return new Float64Array(new ArrayBuffer(RUN_ARGS_SLOTS * 8))
+}
+
+/** The codec this thread uses, read once from FAULTLINE_CODEC (default native). */
+export const pageCodecName: PageCodecName = selectCodec(env.FAULTLINE_CODEC)
+
+function selectCodec(name: string | undefined): PageCodecName {
+  if (name === undefined || name === '' || name === 'native') return 'native'
+  if (name === 'npm') return 'npm'
+  throw new FaultlineError(`FAULTLINE_CODEC=${name}: expected native or npm`)
+}
+
+let loaded: NativeCodec | undefined
+
+/** The native codec; throws a FaultlineError naming the fix when it cannot be loaded. */
+export function nativeCodec(): NativeCodec {
+  if (loaded) return loaded
+  const require = createRequire(import.meta.url)
+  const koffi = require('koffi') as typeof import('koffi')
+  let lib: ReturnType<typeof koffi.load>
+  try {
+    lib = koffi.load(CODEC_LIBRARY)
+  } catch (err) {
+    throw new FaultlineError(`${CODEC_LIBRARY}: cannot load the page codec (${(err as Error).message.split('\n')[0]}); ` +
+      'build it with `make -C native` (needs liblz4-dev and libisal-dev), or set FAULTLINE_CODEC=npm', { cause: err })
+  }
+  loaded = {
+    decodeRun: lib.func('long fl_decode_run(void *args)') as RunFn,
+    readDecodeRun: lib.func('long fl_read_decode_run(void *args)') as RunFn,
+    addressOf: buf => Number(koffi.address(buf as Uint8Array)),
+  }
+  return loaded
+}
