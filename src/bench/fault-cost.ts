@@ -5,6 +5,7 @@ import { closeSync, openSync, readSync } from 'node:fs'
 import { crc32 } from 'node:zlib'
 import { median } from '../cli/table.js'
 import type { FaultBreakdownSummary } from '../server/fault-breakdown.js'
+import type { HeapGrowthSummary } from '../server/heap-growth.js'
 import { lz4 } from '../snapshot/lz4.js'
 import { A_COUNT, A_DST, A_FIRST, A_PAGE_SIZE, A_SRC, A_WORDS, nativeCodec, runArgs, type PageCodecName } from '../snapshot/native-codec.js'
 import { SnapshotReader } from '../snapshot/reader.js'
@@ -45,6 +46,8 @@ export interface FaultRun {
   /** Server CPU per fault (all its threads). */
   serverCpuPerFaultNs: number
   breakdown?: FaultBreakdownSummary
+  /** faultline: what its session thread allocated. */
+  heap?: HeapGrowthSummary
   mismatches: number
 }
 
@@ -88,7 +91,7 @@ async function runOne(image: ImagePair, cfg: FaultServerConfig, pinned: boolean,
       env: { FAULTLINE_FFI: cfg.ffi ?? 'koffi', FAULTLINE_CODEC: cfg.codec ?? 'native', FAULTLINE_BREAKDOWN: cfg.timers ? '1' : '0' },
       // A young generation no session fills, emptied as the session starts (--expose-gc), so
       // its growth = what the fault path allocated.
-      nodeArgs: cfg.timers ? ['--min-semi-space-size=128', '--max-semi-space-size=128', '--expose-gc'] : [],
+      nodeArgs: ['--min-semi-space-size=128', '--max-semi-space-size=128', '--expose-gc'],
     })
   try {
     const guest = await runGuestProcess(['--socket', socketPath, '--mib', String(opts.mib), '--workload', `random:${opts.fraction}`,
@@ -115,7 +118,7 @@ export async function measureFaultCost(opts: FaultCostOptions): Promise<FaultCos
         runs.push({
           server: cfg.name, pinned, round, faults: r.cost.faults, perFaultNs: r.perFaultNs,
           serviceP50Ns: r.cost.serviceP50Ns, serverCpuPerFaultNs: r.cost.cpuNs / Math.max(1, r.cost.faults),
-          breakdown: r.cost.session?.breakdown, mismatches: r.mismatches,
+          breakdown: r.cost.session?.breakdown, heap: r.cost.session?.heap, mismatches: r.mismatches,
         })
         opts.onRun?.(runs.length, total)
       }
@@ -194,6 +197,8 @@ export interface FaultSummaryRow {
   serverCpuPerFaultNs: number
   /** perFaultNs over uffd-c's in the same rounds (median of paired ratios). */
   vsFloor: number
+  /** faultline: heap bytes allocated a fault (NaN for uffd-c). */
+  heapBytesPerFault: { all: number; warm: number }
 }
 
 export function summarizeFaultCost(runs: FaultRun[]): FaultSummaryRow[] {
@@ -209,6 +214,7 @@ export function summarizeFaultCost(runs: FaultRun[]): FaultSummaryRow[] {
       rows.push({
         server, pinned, perFaultNs: median(g.map(r => r.perFaultNs)), serviceP50Ns: median(g.map(r => r.serviceP50Ns)),
         serverCpuPerFaultNs: median(g.map(r => r.serverCpuPerFaultNs)), vsFloor: median(ratios),
+        heapBytesPerFault: heapBytesPerFault(g),
       })
     }
   }
@@ -247,14 +253,14 @@ export function breakdownRows(runs: FaultRun[], components: ComponentCosts, code
   return [...rows.map(([stage, ns]) => ({ stage, nsPerFault: ns, share: ns / service })), { stage: 'service time (sum)', nsPerFault: service, share: 1 }]
 }
 
-/** Heap bytes the fault loop allocated per fault (timed runs; median): over the whole
- * session, and in the steady state (from the WARM_FAULTS-th fault on; NaN for shorter runs). */
+/** Heap bytes a session allocated per fault (median over runs): over the whole session, and
+ * in the steady state, from the WARM_FAULTS-th fault on (NaN when no run got that far). */
 export function heapBytesPerFault(runs: FaultRun[]): { all: number; warm: number } {
-  const b = runs.map(r => r.breakdown).filter((x): x is FaultBreakdownSummary => x !== undefined && x.faults > 0)
-  const warm = b.filter(x => x.warmFaults > 0)
+  const h = runs.flatMap(r => (r.heap !== undefined && r.faults > 0 ? [{ ...r.heap, faults: r.faults }] : []))
+  const warm = h.filter(x => x.warmFaults > 0)
   return {
-    all: median(b.map(x => x.heapGrowthBytes / x.faults)),
-    warm: warm.length ? median(warm.map(x => x.warmHeapGrowthBytes / x.warmFaults)) : NaN,
+    all: h.length ? median(h.map(x => x.bytes / x.faults)) : NaN,
+    warm: warm.length ? median(warm.map(x => x.warmBytes / x.warmFaults)) : NaN,
   }
 }
 

@@ -11,6 +11,7 @@ import { ABSENT, DISCARDED, GONE, GuestMemory, MappedRegion, PRESENT } from './g
 import type { GuestRegion } from './handshake.js'
 import { LatencyHistogram } from './latency-histogram.js'
 import { BREAKDOWN_ENABLED, FaultBreakdown, type FaultBreakdownSummary } from './fault-breakdown.js'
+import { HeapGrowth, WARM_FAULTS, type HeapGrowthSummary } from './heap-growth.js'
 import { TRACE_FLAG_BEFORE_RESUME } from '../trace/format.js'
 import { isDeferredSource, type DeferredPageSource } from '../store/deferred-source.js'
 import { serveForkedChild } from './fork-child.js'
@@ -52,6 +53,8 @@ export interface SessionStats {
   latency: ReturnType<LatencyHistogram['summary']>
   /** Per-stage times and system-call counts, with FAULTLINE_BREAKDOWN=1. */
   breakdown?: FaultBreakdownSummary
+  /** What the session's thread allocated (see heap-growth.ts for when it is meaningful). */
+  heap: HeapGrowthSummary
   /** CPU time of the session's thread (start() to the end), ns; NaN where not measurable. */
   cpuNs: number
   durationMs: number
@@ -73,7 +76,7 @@ export interface SessionOptions {
 
 const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_READY = 3
 /** Slots of Session.current. */
-const CUR_ADDRESS = 0, CUR_T0 = 1
+const CUR_ADDRESS = 0, CUR_T0 = 1, CUR_READ_START = 2
 
 export class Session implements PolicyContext {
   readonly pageSize: number
@@ -90,15 +93,16 @@ export class Session implements PolicyContext {
   private readonly poll = new uffd.PollSet(4)
   private readonly histogram = new LatencyHistogram()
   private readonly breakdown = new FaultBreakdown()
+  private readonly heap = new HeapGrowth()
   /** The fault path's clock: performance.now() allocates a heap number per call. */
   private readonly clock = new uffd.MonotonicClock()
   /** With the breakdown on: the last uffd read's time per message it returned, ns. */
   private readShareNs = 0
   private readonly fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
   // The fault being served: its address (-1 when the plan being installed holds none) and when
-  // it was read (ms). They travel the install path in these slots, not as arguments: a double
+  // it was read (ms); with the stage timers, when the read began. They travel the install path in these slots, not as arguments: a double
   // passed to a function V8 did not inline is boxed into a fresh heap number, every fault.
-  private readonly current = new Float64Array(2)
+  private readonly current = new Float64Array(3)
   private readonly scratch = Buffer.alloc(256)
   /** Faults the kernel asked us to retry (EAGAIN while the guest's mappings change). */
   private deferred: number[] = []
@@ -171,7 +175,7 @@ export class Session implements PolicyContext {
   /** Serves until the guest disconnects or exits, or the server stops. */
   run(): SessionStats {
     const poll = this.poll
-    if (BREAKDOWN_ENABLED) this.breakdown.start()
+    this.heap.start()
     while (this.stopped === '') {
       const idle = this.idleWork && this.parkedRuns.length < PARKED_IDLE_LIMIT
       const timeout = this.deferred.length ? 1 : idle ? 0 : this.waitingFaults.length + this.parkedRuns.length > 0 ? REMOTE_RECHECK_MS : -1
@@ -200,6 +204,7 @@ export class Session implements PolicyContext {
       bytesRead: (this.source.bytesRead ?? 0) - this.bytesReadAtStart,
       latency: this.histogram.summary(),
       breakdown: BREAKDOWN_ENABLED ? this.breakdown.finish() : undefined,
+      heap: this.heap.finish(this.stats.faults),
       cpuNs: threadCpuNs() - this.cpuAtStartNs,
       durationMs: Math.round(performance.now() - this.startMs),
       endReason: this.stopped,
@@ -218,14 +223,14 @@ export class Session implements PolicyContext {
     const msgs = this.messages
     for (;;) {
       let n: number
-      const readStart = BREAKDOWN_ENABLED ? this.clock.nowMs() : 0
+      if (BREAKDOWN_ENABLED) this.current[CUR_READ_START] = this.clock.nowMs()
       try {
         n = this.fd.readMessages(msgs)
       } catch (err) {
         this.stopped = `uffd read failed: ${(err as Error).message}`
         return
       }
-      if (BREAKDOWN_ENABLED) this.noteRead(readStart, n)
+      if (BREAKDOWN_ENABLED) this.noteRead(n)
       if (n === 0) return
       const t0 = this.clock.nowMs()
       const current = this.current
@@ -248,7 +253,8 @@ export class Session implements PolicyContext {
     }
   }
 
-  private noteRead(start: number, n: number): void {
+  private noteRead(n: number): void {
+    const start = this.current[CUR_READ_START]
     const ns = (this.clock.nowMs() - start) * 1e6
     const b = this.breakdown
     b.uffdReads++
@@ -328,7 +334,7 @@ export class Session implements PolicyContext {
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const state = region.state[guestPage]
     if (state === PRESENT || state === GONE) { this.answerInstalled(region, address); return }
-    this.stats.faults++
+    if (++this.stats.faults === WARM_FAULTS) this.heap.markWarm()
     const page = region.firstPage + guestPage
     const fault = this.fault
     fault.page = page
@@ -372,7 +378,7 @@ export class Session implements PolicyContext {
         // Whole ns: a small integer is passed unboxed, a fraction would not be.
         const latencyNs = Math.round((this.clock.nowMs() - t0) * 1e6)
         this.histogram.record(latencyNs)
-        if (BREAKDOWN_ENABLED) { this.breakdown.serviceNs += latencyNs + this.readShareNs; this.breakdown.countFault() }
+        if (BREAKDOWN_ENABLED) { this.breakdown.serviceNs += latencyNs + this.readShareNs; this.breakdown.faults++ }
         if (trace) trace.record(this.fault.timeNs, first, installed, cause, flags, threadId, latencyNs)
       }
       if (this.stopped !== '') return
