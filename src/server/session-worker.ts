@@ -17,6 +17,7 @@ import { rehearseFaultPath } from './rehearsal.js'
 import { TraceRecorder } from '../trace/recorder.js'
 import { tracePathForSession } from '../trace/format.js'
 import type { WorkerMessage, SessionWorkerData } from './worker-protocol.js'
+import { HEAP_PROFILE_PREFIX, startHeapSampling } from './heap-profile.js'
 
 /** Features asked for on a uffd faultline initialises (faultline handshake form). The events
  * keep the server's view of the guest's memory true (a discarded page reads as zeros, a moved
@@ -234,7 +235,9 @@ async function main(): Promise<void> {
       type: 'session', id, pid, form: handshake.form,
       regions: handshake.regions.length, bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),
     })
+    const sampling = HEAP_PROFILE_PREFIX !== undefined ? await startHeapSampling() : undefined
     const stats = session.run()
+    await sampling?.stop(`${HEAP_PROFILE_PREFIX}.${id}.heapprofile`)
     // A session the server ended (snapshot error, server stopping...) says why on the
     // connection before closing it: the guest's watchdog prints it.
     if (!GUEST_ENDS.has(stats.endReason)) reply(conn, { ok: false, error: stats.endReason })

@@ -103,6 +103,7 @@ export class PageDecoder {
   readDecodeRun(fd: number, fileOffset: number, length: number, buf: Buffer, first: number, count: number, into: Buffer, intoOffset: number): number {
     const native = this.native!
     const a = this.args
+    if (!(length >= 0 && length <= buf.length)) throw new RangeError(`${this.index.file}: read of ${length} bytes into a buffer of ${buf.length}`)
     this.setRun(native, first, count, buf, 0, into, intoOffset)
     a[A_FD] = fd
     a[A_FILE_OFFSET] = fileOffset
@@ -117,7 +118,14 @@ export class PageDecoder {
     return this.args[A_DETAIL1]
   }
 
+  /** Checks the run fits both buffers (C trusts what it is given), then fills the block. */
   private setRun(native: NativeCodec, first: number, count: number, src: Buffer, srcStart: number, into: Buffer, intoOffset: number): void {
+    const index = this.index
+    const stored = count === 0 ? 0 : count > 0 && first >= 0 && first + count <= index.pageCount ? index.runEnd(first + count - 1) - index.runStart(first) : -1
+    if (stored < 0 || srcStart < 0 || srcStart + stored > src.length || intoOffset < 0 || intoOffset + count * this.pageSize > into.length) {
+      throw new RangeError(`${index.file}: run of pages ${first}+${count} does not fit its buffers (source ${src.length} bytes from ${srcStart}, ` +
+        `destination ${into.length} from ${intoOffset})`)
+    }
     if (src !== this.srcOf) { this.srcAddress = native.addressOf(src); this.srcOf = src }
     if (into !== this.intoOf) { this.intoAddress = native.addressOf(into); this.intoOf = into }
     const a = this.args

@@ -1,7 +1,7 @@
 // The native page codec (liblz4 + ISA-L CRC-32 in one call a run) against the npm one (lz4
 // binding + zlib's CRC-32, page by page): same pages out, same errors for damaged data.
 import t, { type Test } from 'tap'
-import { readFileSync } from 'node:fs'
+import { readFileSync, truncateSync } from 'node:fs'
 import { join } from 'node:path'
 import { PageDecoder } from '../../src/snapshot/decoder.js'
 import { KIND_LZ4, KIND_RAW, SnapshotCorruptError } from '../../src/snapshot/format.js'
@@ -79,4 +79,30 @@ t.test('damaged data: both codecs stop at the same page, and a CRC mismatch read
   for (const codec of ['native', 'npm'] as const) {
     t.match(failure(() => decode(codec, reader, bad, page, 1, Buffer.alloc(PS), 0)).message, new RegExp(`page ${page} is corrupt: `), `${codec}: zeroed LZ4 data`)
   }
+})
+
+t.test('a run that does not fit its buffers is refused before any native code runs', async t => {
+  const { reader, file } = await open(t)
+  const start = reader.header.dataOffset + reader.index.runStart(0)
+  // (The npm path bounds every page view itself.)
+  const d = new PageDecoder(reader.index, 'native')
+  t.throws(() => d.decodeRun(0, PAGES, file, start, Buffer.alloc(PAGES * PS - 1), 0), RangeError, 'destination one byte short')
+  t.throws(() => d.decodeRun(0, 2, file, start, Buffer.alloc(PS), 0), RangeError, 'two pages into one')
+  t.throws(() => d.decodeRun(0, PAGES, file.subarray(0, file.length - 1), start, Buffer.alloc(PAGES * PS), 0), RangeError, 'source one byte short')
+  t.throws(() => d.decodeRun(PAGES - 1, 2, file, start, Buffer.alloc(2 * PS), 0), RangeError, 'past the last page')
+  t.doesNotThrow(() => d.decodeRun(0, 0, file, start, Buffer.alloc(0), 0), 'an empty run')
+})
+
+t.test('a snapshot cut short while open: the read says where the file ended', async t => {
+  const dir = t.testdir()
+  const snap = join(dir, 'mem.snap')
+  await createSnapshot(writeImage(dir, 'mem.raw', IMG), snap, { chunkPages: 8 })
+  const reader = SnapshotReader.open(snap)
+  t.teardown(() => reader.close())
+  const end = reader.header.dataOffset + reader.index.runStart(PAGES - 1) + 10
+  truncateSync(snap, end)
+  const into = Buffer.alloc(PS)
+  t.throws(() => reader.readPages(PAGES - 1, 1, into, 0), new RegExp(`truncated: unexpected end of file at byte ${end}$`))
+  t.doesNotThrow(() => reader.readPages(0, 1, into, 0), 'pages before the cut still read')
+  t.ok(into.equals(IMG.subarray(0, PS)))
 })
