@@ -9,6 +9,7 @@ import { BenchConfigError } from '../bench/resume.js'
 import { WARM_FAULTS } from '../server/heap-growth.js'
 import { Progress } from './progress.js'
 import { formatTable } from './table.js'
+import { choiceItems } from './options.js'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
@@ -46,10 +47,11 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
   if (!(fraction > 0 && fraction <= 1)) throw new BenchConfigError(`--fraction: expected a number in (0, 1], got '${values.fraction}'`)
   if (!Number.isInteger(repeat) || repeat < 1) throw new BenchConfigError(`--repeat: expected a positive integer, got '${values.repeat}'`)
   if (!/^\d+$/.test(values.cpu!)) throw new BenchConfigError(`--cpu: expected one CPU number, got '${values.cpu}'`)
-  const ffis = values.ffi!.split(',').map(s => s.trim())
-  for (const f of ffis) if (f !== 'koffi' && f !== 'ffi-napi') throw new BenchConfigError(`--ffi: expected koffi or ffi-napi, got '${f}'`)
-  const codecs = values.codec!.split(',').map(s => s.trim())
-  for (const c of codecs) if (c !== 'native' && c !== 'npm') throw new BenchConfigError(`--codec: expected native or npm, got '${c}'`)
+  // Blank items are errors here, as they always were for this command.
+  const items = (text: string) => text.split(',').map(s => s.trim())
+  const configError = (message: string) => new BenchConfigError(message)
+  const ffis = choiceItems('ffi', items(values.ffi!), ['koffi', 'ffi-napi'] as const, configError)
+  const codecs = choiceItems('codec', items(values.codec!), ['native', 'npm'] as const, configError)
   const servers = FAULT_SERVERS.filter(s => s.kind === 'uffd-c' || (ffis.includes(s.ffi!) && codecs.includes(s.codec!)))
   const outDir = resolve(values.out!)
   mkdirSync(outDir, { recursive: true })

@@ -14,6 +14,7 @@ import { createS3Client, parseS3Url, resolveS3Settings } from '../store/s3-confi
 import { pushSnapshot } from '../store/upload.js'
 import { Progress } from './progress.js'
 import { formatTable, median } from './table.js'
+import { listOption } from './options.js'
 
 export const BENCH_REMOTE_USAGE = `usage: faultline bench remote [options]
 
@@ -39,7 +40,7 @@ or AWS_ENDPOINT_URL) it starts a throwaway Ceph cluster (scripts/ceph/start.sh) 
 class BenchArgumentError extends FaultlineError {}
 
 function list(name: string, text: string): string[] {
-  const items = text.split(',').map(s => s.trim()).filter(Boolean)
+  const items = listOption(text)
   if (items.length === 0) throw new BenchArgumentError(`--${name}: expected a comma-separated list, got '${text}'`)
   return items
 }

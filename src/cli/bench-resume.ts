@@ -8,6 +8,7 @@ import { renderMarkdown, renderResumePlot, summarize, timeTables } from '../benc
 import { BenchConfigError, checkMode, defaultModes, runSweep, workloadLabel, type AccessPattern, type CacheState, type Workload } from '../bench/resume.js'
 import type { ColdMethod } from '../bench/proc.js'
 import { Progress } from './progress.js'
+import { choiceItems, listOption } from './options.js'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
@@ -56,10 +57,6 @@ export function parseWorkload(text: string): Workload {
   return { pattern: m[1] as AccessPattern, fraction: n / 100 }
 }
 
-function list(text: string): string[] {
-  return text.split(',').map(s => s.trim()).filter(Boolean)
-}
-
 export async function benchResumeCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -75,30 +72,25 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
   })
   if (values.help) { console.log(BENCH_RESUME_USAGE); return 0 }
   const quick = values.quick ?? false
-  const sizesMiB = list(values.sizes ?? (quick ? '256M,512M' : '256M,512M,1G,2G,4G,8G')).map(parseSizeMiB)
-  const percents = list(values['working-sets'] ?? (quick ? '5,25' : '5,25,100')).map(p => {
+  const sizesMiB = listOption(values.sizes ?? (quick ? '256M,512M' : '256M,512M,1G,2G,4G,8G')).map(parseSizeMiB)
+  const percents = listOption(values['working-sets'] ?? (quick ? '5,25' : '5,25,100')).map(p => {
     const n = Number(p)
     if (!(n > 0 && n <= 100)) throw new BenchConfigError(`--working-sets: expected percentages in (0, 100], got '${p}'`)
     return n / 100
   })
-  const patterns = list(values.patterns ?? 'random,sequential').map(p => {
-    if (p !== 'random' && p !== 'sequential') throw new BenchConfigError(`--patterns: expected sequential or random, got '${p}'`)
-    return p as AccessPattern
-  })
+  const configError = (message: string) => new BenchConfigError(message)
+  const patterns = choiceItems<AccessPattern>('patterns', listOption(values.patterns ?? 'random,sequential'), ['sequential', 'random'], configError)
   const workloads: Workload[] = values.workloads !== undefined
-    ? list(values.workloads).map(parseWorkload)
+    ? listOption(values.workloads).map(parseWorkload)
     : patterns.flatMap(pattern => percents.map(fraction => ({ pattern, fraction })))
-  const caches = list(values.cache ?? 'cold,warm').map(c => {
-    if (c !== 'cold' && c !== 'warm') throw new BenchConfigError(`--cache: expected cold or warm, got '${c}'`)
-    return c as CacheState
-  })
+  const caches = choiceItems<CacheState>('cache', listOption(values.cache ?? 'cold,warm'), ['cold', 'warm'], configError)
   const repeat = Number(values.repeat ?? (quick ? 2 : 3))
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new BenchConfigError(`--repeat: expected 1..100, got '${values.repeat}'`)
   if (values.cold !== 'drop-caches' && values.cold !== 'fadvise') throw new BenchConfigError(`--cold: expected drop-caches or fadvise, got '${values.cold}'`)
   if (values.ffi !== 'koffi' && values.ffi !== 'ffi-napi') throw new BenchConfigError(`--ffi: expected koffi or ffi-napi, got '${values.ffi}'`)
   const seed = Number(values.seed)
   if (!Number.isInteger(seed) || seed < 0) throw new BenchConfigError(`--seed: expected a non-negative integer, got '${values.seed}'`)
-  const modes = values.modes ? list(values.modes) : await defaultModes()
+  const modes = values.modes ? listOption(values.modes) : await defaultModes()
   modes.forEach(checkMode)
   const outDir = resolve(values.out!)
   mkdirSync(outDir, { recursive: true })

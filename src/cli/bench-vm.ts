@@ -11,6 +11,7 @@ import { renderVmMarkdown, renderVmPlot, summarizeVm, vmTimeTable } from '../ben
 import { DEFAULT_IMAGE_DIR } from '../vm/image.js'
 import { parseRamMiB } from '../vm/qemu.js'
 import { Progress } from './progress.js'
+import { choiceItems, listOption } from './options.js'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
@@ -37,10 +38,6 @@ of disk for its checkpoint.
   --timeout SECONDS     per resume (default 900)
   --out DIR             where results go (default bench-results)`
 
-function list(text: string): string[] {
-  return text.split(',').map((s) => s.trim()).filter(Boolean)
-}
-
 export async function benchVmCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -53,18 +50,13 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
     strict: true,
   })
   if (values.help) { console.log(BENCH_VM_USAGE); return 0 }
-  const sizesMiB = list(values.sizes!).map((s) => parseRamMiB(s, '--sizes'))
-  const modes = values.modes ? list(values.modes) : VM_DEFAULT_MODES
+  const sizesMiB = listOption(values.sizes!).map((s) => parseRamMiB(s, '--sizes'))
+  const modes = values.modes ? listOption(values.modes) : VM_DEFAULT_MODES
   modes.forEach(planMode)
-  const caches = list(values.cache!).map((c) => {
-    if (c !== 'cold' && c !== 'warm') throw new VmBenchConfigError(`--cache: expected warm or cold, got '${c}'`)
-    return c as CacheState
-  })
+  const configError = (message: string) => new VmBenchConfigError(message)
+  const caches = choiceItems<CacheState>('cache', listOption(values.cache!), ['warm', 'cold'], configError)
   if (values.cold !== 'drop-caches' && values.cold !== 'fadvise') throw new VmBenchConfigError(`--cold: expected fadvise or drop-caches, got '${values.cold}'`)
-  const pinnings = list(values.pin ?? (values.cpus ? 'pinned' : 'unpinned')).map((p) => {
-    if (p !== 'pinned' && p !== 'unpinned') throw new VmBenchConfigError(`--pin: expected unpinned or pinned, got '${p}'`)
-    return p as Pinning
-  })
+  const pinnings = choiceItems<Pinning>('pin', listOption(values.pin ?? (values.cpus ? 'pinned' : 'unpinned')), ['unpinned', 'pinned'], configError)
   const repeat = Number(values.repeat)
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new VmBenchConfigError(`--repeat: expected 1..100, got '${values.repeat}'`)
   const fraction = values['workload-fraction'] === undefined ? undefined : Number(values['workload-fraction'])
