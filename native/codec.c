@@ -56,7 +56,8 @@ static long decode_run(const uint32_t *words, uint64_t first, uint64_t count, co
 }
 
 /* The argument block both entry points take: doubles, so JavaScript fills it through a
- * Float64Array and no argument is boxed on the way in (addresses exceed V8's small ints). */
+ * Float64Array and no argument is boxed on the way in (addresses exceed V8's small ints).
+ * The same slots, and the FAIL_ and FL_ codes, are in src/snapshot/native-codec.ts. */
 enum {
 	A_WORDS, A_SRC, A_DST, A_FIRST, A_COUNT, A_PAGE_SIZE, A_DETAIL0, A_DETAIL1,
 	A_FD, A_FILE_OFFSET, A_LENGTH,
@@ -71,8 +72,8 @@ long fl_decode_run(double *a)
 }
 
 /* Reads A_LENGTH stored bytes at A_FILE_OFFSET of A_FD into A_SRC, then decodes the run. Returns
- * as decode_run, or FL_READ_FAILED (errno in A_DETAIL1) or FL_END_OF_FILE (file offset of the
- * end in A_DETAIL1). */
+ * as decode_run, or FL_READ_FAILED / FL_END_OF_FILE with the file offset where reading stopped
+ * in A_DETAIL0 and the errno (0 at the end of the file) in A_DETAIL1. */
 #define FL_READ_FAILED (-2)
 #define FL_END_OF_FILE (-3)
 long fl_read_decode_run(double *a)
@@ -85,11 +86,13 @@ long fl_read_decode_run(double *a)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			a[A_DETAIL0] = (double)(off + got);
 			a[A_DETAIL1] = errno;
 			return FL_READ_FAILED;
 		}
 		if (n == 0) {
-			a[A_DETAIL1] = (double)(off + got);
+			a[A_DETAIL0] = (double)(off + got);
+			a[A_DETAIL1] = 0;
 			return FL_END_OF_FILE;
 		}
 		got += (uint64_t)n;

@@ -99,9 +99,10 @@ export class Session implements PolicyContext {
   /** With the breakdown on: the last uffd read's time per message it returned, ns. */
   private readShareNs = 0
   private readonly fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
-  // The fault being served: its address (-1 when the plan being installed holds none) and when
-  // it was read (ms); with the stage timers, when the read began. They travel the install path in these slots, not as arguments: a double
-  // passed to a function V8 did not inline is boxed into a fresh heap number, every fault.
+  // The fault being served: its address (-1 when the plan being installed holds none), when it
+  // was read (ms) and, with the stage timers, when the read began. They travel the install path
+  // in these slots, not as arguments: a double passed to a function V8 did not inline is boxed
+  // into a fresh heap number, every fault.
   private readonly current = new Float64Array(3)
   private readonly scratch = Buffer.alloc(256)
   /** Faults the kernel asked us to retry (EAGAIN while the guest's mappings change). */

@@ -98,7 +98,7 @@ export class PageDecoder {
   /**
    * Native codec only: pread `length` bytes at `fileOffset` of `fd` into `buf`, then decode
    * them as decodeRun(first, count, buf, 0, into, intoOffset) does, in one call. Returns 0, or
-   * READ_FAILED / END_OF_FILE with the errno or the file offset in `readDetail`.
+   * READ_FAILED / END_OF_FILE, with where and why in `readFailure`.
    */
   readDecodeRun(fd: number, fileOffset: number, length: number, buf: Buffer, first: number, count: number, into: Buffer, intoOffset: number): number {
     const native = this.native!
@@ -113,9 +113,10 @@ export class PageDecoder {
     return r === -1 ? 0 : r
   }
 
-  /** errno or file offset of readDecodeRun's last failure. */
-  get readDetail(): number {
-    return this.args[A_DETAIL1]
+  /** Where readDecodeRun's last failure stopped reading (file offset) and its errno (0 at the
+   * end of the file). */
+  get readFailure(): { offset: number; errno: number } {
+    return { offset: this.args[A_DETAIL0], errno: this.args[A_DETAIL1] }
   }
 
   /** Checks the run fits both buffers (C trusts what it is given), then fills the block. */

@@ -16,18 +16,18 @@ export const CODEC_LIBRARY = resolve(dirname(fileURLToPath(import.meta.url)), '.
 export const FAIL_LZ4_MALFORMED = 1
 export const FAIL_LZ4_SIZE = 2
 export const FAIL_CHECKSUM = 3
-/** readDecodeRun's results other than a page: pread failed (errno in A_DETAIL1), or the file
- * ended (at the file offset in A_DETAIL1). */
+/** readDecodeRun's results other than a page: pread failed, or the file ended; the file offset
+ * where reading stopped is in A_DETAIL0, the errno (0 at the end) in A_DETAIL1. */
 export const READ_FAILED = -2
 export const END_OF_FILE = -3
 
 /**
- * Slots of the argument block (a Float64Array) both calls take: addresses are written there
+ * Slots of the argument block (a Float64Array) both calls take, as native/codec.c has them: addresses are written there
  * as doubles, so passing them boxes no heap number (V8's small integers stop at 2^30).
  * words: the index's address (four uint32 a page); src: the stored bytes of the run, from its
  * first stored byte; dst: where its pages go; first, count, pageSize: the run. On failure the
- * reason and its number (LZ4 error position, decoded size, computed CRC, errno, offset) come
- * back in DETAIL0/DETAIL1. readDecodeRun first reads LENGTH bytes at FILE_OFFSET of FD to src.
+ * reason and its number (LZ4 error position, decoded size, computed CRC) come back in
+ * DETAIL0/DETAIL1, or for a read the offset and errno. readDecodeRun first reads LENGTH bytes at FILE_OFFSET of FD to src.
  */
 export const A_WORDS = 0, A_SRC = 1, A_DST = 2, A_FIRST = 3, A_COUNT = 4, A_PAGE_SIZE = 5,
   A_DETAIL0 = 6, A_DETAIL1 = 7, A_FD = 8, A_FILE_OFFSET = 9, A_LENGTH = 10

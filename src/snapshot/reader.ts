@@ -104,7 +104,10 @@ export class SnapshotReader implements PageSource {
     if (this.decoder.native !== undefined) {
       // One native call reads and decodes the run.
       const r = this.decoder.readDecodeRun(this.fd, this.dataOffset + start, len, this.buf, first, count, into, intoOffset)
-      if (r !== 0) this.readFailed(r, this.dataOffset + start)
+      if (r !== 0) {
+        const { offset, errno } = this.decoder.readFailure
+        throw r === END_OF_FILE ? truncatedAt(this.path, offset) : readErrorAt(this.path, offset, errnoName(errno))
+      }
       this.bytesRead += len
       return
     }
@@ -113,12 +116,6 @@ export class SnapshotReader implements PageSource {
       this.bytesRead += len
     }
     this.decoder.decodeRun(first, count, this.buf, 0, into, intoOffset)
-  }
-
-  private readFailed(result: number, position: number): never {
-    const detail = this.decoder.readDetail
-    if (result === END_OF_FILE) throw new SnapshotFormatError(this.path, `truncated: unexpected end of file at byte ${detail}`)
-    throw new FaultlineError(`${this.path}: read at byte ${position}: ${errnoName(detail)}`)
   }
 
   close(): void {
@@ -137,11 +134,18 @@ function readFully(fd: number, buf: Buffer, len: number, position: number, path:
     try {
       n = preadInto(fd, got === 0 ? buf : buf.subarray(got), Math.min(len - got, MAX_READ), position + got)
     } catch (err) {
-      throw new FaultlineError(`${path}: read at byte ${position + got}: ${err instanceof UffdError ? err.code : String(err)}`, { cause: err })
+      throw readErrorAt(path, position + got, err instanceof UffdError ? err.code : String(err), err)
     }
-    if (n === 0) {
-      throw new SnapshotFormatError(path, `truncated: unexpected end of file at byte ${position + got}`)
-    }
+    if (n === 0) throw truncatedAt(path, position + got)
     got += n
   }
+}
+
+/** The two ways reading stored bytes fails, whichever codec read them. */
+function truncatedAt(path: string, byte: number): SnapshotFormatError {
+  return new SnapshotFormatError(path, `truncated: unexpected end of file at byte ${byte}`)
+}
+
+function readErrorAt(path: string, byte: number, code: string, cause?: unknown): FaultlineError {
+  return new FaultlineError(`${path}: read at byte ${byte}: ${code}`, { cause })
 }

@@ -1,6 +1,7 @@
 // The native page codec (liblz4 + ISA-L CRC-32 in one call a run) against the npm one (lz4
 // binding + zlib's CRC-32, page by page): same pages out, same errors for damaged data.
 import t, { type Test } from 'tap'
+import { execFileSync } from 'node:child_process'
 import { readFileSync, truncateSync } from 'node:fs'
 import { join } from 'node:path'
 import { PageDecoder } from '../../src/snapshot/decoder.js'
@@ -39,8 +40,21 @@ function failure(fn: () => void): SnapshotCorruptError {
   throw new Error('decoded damaged data without an error')
 }
 
-t.test('the default codec is native', async t => {
+const codecUrl = new URL('../../src/snapshot/native-codec.ts', import.meta.url).href
+const probe = `import(${JSON.stringify(codecUrl)}).then(m => console.log(m.pageCodecName), e => console.log('ERR ' + e.message))`
+
+function codecWith(env: string | undefined): string {
+  return execFileSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', probe],
+    { env: { ...process.env, FAULTLINE_CODEC: env }, encoding: 'utf8' }).trim()
+}
+
+t.test('FAULTLINE_CODEC picks the codec when the module loads: native unless told, unknown ones refused', async t => {
   t.equal(pageCodecName, process.env.FAULTLINE_CODEC === 'npm' ? 'npm' : 'native')
+  t.equal(codecWith(undefined), 'native')
+  t.equal(codecWith(''), 'native')
+  t.equal(codecWith('npm'), 'npm')
+  t.equal(codecWith('native'), 'native')
+  t.match(codecWith('zstd'), /^ERR FAULTLINE_CODEC=zstd: expected native or npm$/)
 })
 
 t.test('both codecs decode every run to the image, at any destination offset', async t => {
