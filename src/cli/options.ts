@@ -21,3 +21,28 @@ export function choiceItems<T extends string>(name: string, items: string[], cho
   }
   return items as T[]
 }
+
+/** `--name -1` as `--name=-1` for the string options among `options` (and their short forms),
+ * so a negative number reaches the option's own check ("--name: expected 1..64, got '-1'")
+ * instead of parseArgs' "argument is ambiguous". Only values that look like numbers are
+ * joined: `--trace --once` still means two options. */
+export function joinNegativeValues(argv: readonly string[], options: Record<string, { type: 'string' | 'boolean'; short?: string }>): string[] {
+  const takesValue = new Map<string, string>()
+  for (const [name, o] of Object.entries(options)) {
+    if (o.type !== 'string') continue
+    takesValue.set(`--${name}`, name)
+    if (o.short) takesValue.set(`-${o.short}`, name)
+  }
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--') { out.push(...argv.slice(i)); break }
+    const name = takesValue.get(argv[i])
+    if (name !== undefined && i + 1 < argv.length && /^-[\d.]/.test(argv[i + 1])) {
+      out.push(`--${name}=${argv[i + 1]}`)
+      i++
+    } else {
+      out.push(argv[i])
+    }
+  }
+  return out
+}

@@ -1,9 +1,11 @@
 // `faultline serve`: runs the page server until interrupted, one log line per guest.
 import { parseArgs } from 'node:util'
 import { FaultlineError } from '../errors.js'
-import { PageServer } from '../server/page-server.js'
+import { MAX_SESSIONS, MAX_WARM_WORKERS, PageServer } from '../server/page-server.js'
 import { remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url, parseSize } from '../store/s3-config.js'
+import { Logger, LOG_FORMATS } from '../util/log.js'
+import { choiceItems, intOption, joinNegativeValues } from './options.js'
 import { formatBytes } from './progress.js'
 
 export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH [options]
@@ -15,9 +17,17 @@ export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH
   --trace FILE          record every fault and install (session N>1 writes FILE.N)
   --allow-uid UID       also accept guests of this uid (repeatable; default: only ours)
   --allow-any-uid       accept guests of any uid
-  --warm-workers N      workers kept ready for the next guest (default 1)
-  --max-sessions N      guests served at once (default 256)
+  --warm-workers N      workers kept ready for the next guest (1..64, default 1)
+  --max-sessions N      guests served at once (1..4096, default 256); more wait for a slot
+                        up to the handshake deadline (5 s), then are refused
+  --stall-timeout S     end a session whose loop has not moved for S seconds while its guest
+                        has faults waiting (a policy that never returns; default 20)
+  --log-format FORMAT   text (default) or json (pino's line format: level, time, pid,
+                        hostname, the event's fields such as session and guestPid, msg)
   --once                exit after the first guest's session ends
+
+A first SIGINT/SIGTERM stops accepting and waits for the guests being served; a second one
+ends every session now.
 
 s3:// snapshots (endpoint and keys from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_REGION,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY):
@@ -26,26 +36,24 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY):
   --cache-size SIZE     bound on the cache, e.g. 4G (default 1G)
   --fetch-concurrency N GETs in flight at once (default 8)`
 
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback
+const SERVE_OPTIONS = {
+  snapshot: { type: 'string' }, socket: { type: 'string' }, policy: { type: 'string' },
+  trace: { type: 'string' }, 'allow-uid': { type: 'string', multiple: true },
+  'allow-any-uid': { type: 'boolean' }, 'warm-workers': { type: 'string' },
+  'max-sessions': { type: 'string' }, 'stall-timeout': { type: 'string' }, 'log-format': { type: 'string' },
+  once: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  endpoint: { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' },
+  'fetch-concurrency': { type: 'string' },
+} as const
+
+function uidOption(value: string): number {
   const n = Number(value)
-  if (!Number.isInteger(n) || n < 0) throw new FaultlineError(`--${name}: expected a non-negative integer, got '${value}'`)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n > 0xfffffffe) throw new FaultlineError(`--allow-uid: expected a uid (0..4294967294), got '${value}'`)
   return n
 }
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      snapshot: { type: 'string' }, socket: { type: 'string' }, policy: { type: 'string' },
-      trace: { type: 'string' }, 'allow-uid': { type: 'string', multiple: true },
-      'allow-any-uid': { type: 'boolean' }, 'warm-workers': { type: 'string' },
-      'max-sessions': { type: 'string' }, once: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      endpoint: { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' },
-      'fetch-concurrency': { type: 'string' },
-    },
-    strict: true,
-  })
+  const { values } = parseArgs({ args: joinNegativeValues(argv, SERVE_OPTIONS), options: SERVE_OPTIONS, strict: true })
   if (values.help) { console.log(SERVE_USAGE); return 0 }
   if (!values.snapshot) throw new FaultlineError('serve: --snapshot is required')
   if (!values.socket) throw new FaultlineError('serve: --socket is required')
@@ -53,60 +61,82 @@ export async function serveCommand(argv: string[]): Promise<number> {
   for (const flag of ['endpoint', 'cache-dir', 'cache-size', 'fetch-concurrency'] as const) {
     if (!remote && values[flag] !== undefined) throw new FaultlineError(`serve: --${flag} only applies to an s3:// --snapshot`)
   }
+  const logFormat = choiceItems('log-format', [values['log-format'] ?? 'text'], LOG_FORMATS, m => new FaultlineError(m))[0]
+  const logger = new Logger(logFormat)
   const defaults = remoteStoreDefaults()
   const server = await PageServer.start({
     snapshotPath: values.snapshot,
     socketPath: values.socket,
     policy: values.policy,
     tracePath: values.trace,
-    allowUids: (values['allow-uid'] ?? []).map(u => positiveInt('allow-uid', u, 0)),
+    allowUids: (values['allow-uid'] ?? []).map(uidOption),
     allowAnyUid: values['allow-any-uid'],
-    warmWorkers: positiveInt('warm-workers', values['warm-workers'], 1),
-    maxSessions: positiveInt('max-sessions', values['max-sessions'], 256),
+    warmWorkers: values['warm-workers'] === undefined ? 1 : intOption('warm-workers', values['warm-workers'], 1, MAX_WARM_WORKERS),
+    maxSessions: values['max-sessions'] === undefined ? 256 : intOption('max-sessions', values['max-sessions'], 1, MAX_SESSIONS),
+    stallTimeoutMs: values['stall-timeout'] === undefined ? undefined : intOption('stall-timeout', values['stall-timeout'], 1, 86400) * 1000,
     remote: remote ? {
       endpoint: values.endpoint,
       cacheDir: values['cache-dir'] ?? defaults.cacheDir,
       cacheSizeBytes: values['cache-size'] === undefined ? defaults.cacheSizeBytes : parseSize(values['cache-size'], '--cache-size'),
-      concurrency: Math.max(1, positiveInt('fetch-concurrency', values['fetch-concurrency'], 8)),
+      concurrency: values['fetch-concurrency'] === undefined ? 8 : intOption('fetch-concurrency', values['fetch-concurrency'], 1, 1024),
     } : undefined,
   })
-  const say = (line: string) => console.error(`faultline: ${line}`)
-  say(`serving ${values.snapshot} on ${values.socket} (policy ${values.policy ?? 'ondemand'})`)
+  const policy = values.policy ?? 'ondemand'
+  logger.info(`serving ${values.snapshot} on ${values.socket} (policy ${policy})`, { snapshot: values.snapshot, socket: values.socket, policy })
   if (server.store) {
     const st = server.store.stats
-    say(`chunk cache ${server.store.cache.dir}: ${st.cache.entries} chunks (${formatBytes(st.cache.bytes)}) of at most ${formatBytes(server.store.cache.capacityBytes)}; ` +
-      `header and index fetched in ${st.requests} GET(s), ${formatBytes(st.bytesFetched)}`)
+    logger.info(`chunk cache ${server.store.cache.dir}: ${st.cache.entries} chunks (${formatBytes(st.cache.bytes)}) of at most ${formatBytes(server.store.cache.capacityBytes)}; ` +
+      `header and index fetched in ${st.requests} GET(s), ${formatBytes(st.bytesFetched)}`,
+      { cacheDir: server.store.cache.dir, cacheChunks: st.cache.entries, cacheBytes: st.cache.bytes, gets: st.requests, bytesFetched: st.bytesFetched })
   }
-  server.on('log', say)
-  server.on('rejected', (pid, error) => say(`refused pid ${pid}: ${error}`))
-  server.on('session', s => say(`session ${s.id}: pid ${s.pid}, ${s.form} handshake, ${(s.bytes / 2 ** 20).toFixed(0)} MiB`))
+  server.on('log', (line, level) => {
+    const m = /^session (\d+): /.exec(line)
+    logger.log(level ?? 'info', line, m ? { session: Number(m[1]) } : undefined)
+  })
+  server.on('rejected', (pid, error) => logger.warn(`refused pid ${pid}: ${error}`, { guestPid: pid, error }))
+  server.on('session', s => logger.info(`session ${s.id}: pid ${s.pid}, ${s.form} handshake, ${(s.bytes / 2 ** 20).toFixed(0)} MiB`,
+    { session: s.id, guestPid: s.pid, form: s.form, bytes: s.bytes }))
   let done!: () => void
   const finished = new Promise<void>(r => { done = r })
   server.on('ended', s => {
-    if (s.error) say(`session ${s.id} failed: ${s.error}`)
+    if (s.error) logger.error(`session ${s.id} failed: ${s.error}`, { session: s.id, guestPid: s.pid, error: s.error })
     else if (s.stats) {
       const st = s.stats
-      say(`session ${s.id} ended (${st.endReason}): ${st.faults} faults, ${st.pagesInstalled.join('/')} pages by fault/prefetch/background, ` +
-        `${st.zeroPagesInstalled} zero, service p50 ${(st.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(st.latency.p99Ns / 1000).toFixed(1)} µs`)
+      logger.info(`session ${s.id} ended (${st.endReason}): ${st.faults} faults, ${st.pagesInstalled.join('/')} pages by fault/prefetch/background, ` +
+        `${st.zeroPagesInstalled} zero, service p50 ${(st.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(st.latency.p99Ns / 1000).toFixed(1)} µs`, {
+        session: s.id, guestPid: s.pid, endReason: st.endReason, faults: st.faults,
+        pagesInstalled: { fault: st.pagesInstalled[0], prefetch: st.pagesInstalled[1], background: st.pagesInstalled[2] },
+        zeroPages: st.zeroPagesInstalled, p50Us: st.latency.p50Ns / 1000, p99Us: st.latency.p99Ns / 1000, durationMs: st.durationMs,
+      })
       if (server.store) {
         const r = server.store.stats
-        say(`session ${s.id}: ${st.remoteWaits} faults waited for the object store; store so far: ${r.chunksFetched} chunks fetched in ` +
+        logger.info(`session ${s.id}: ${st.remoteWaits} faults waited for the object store; store so far: ${r.chunksFetched} chunks fetched in ` +
           `${r.chunkGets} GETs (${formatBytes(r.bytesFetched)}, ${r.retries} retries), ${r.chunksFromDisk} from an earlier run's cache, ` +
-          `cache ${formatBytes(r.cache.bytes)}`)
+          `cache ${formatBytes(r.cache.bytes)}`, {
+          session: s.id, remoteWaits: st.remoteWaits, chunksFetched: r.chunksFetched, chunkGets: r.chunkGets, bytesFetched: r.bytesFetched,
+          retries: r.retries, chunksFromDisk: r.chunksFromDisk, cacheBytes: r.cache.bytes,
+        })
       }
     }
     if (values.once) done()
   })
   let signals = 0
-  const onSignal = () => {
+  let exitCode = 0
+  const onSignal = (signal: NodeJS.Signals) => {
     signals++
-    if (signals === 1 && server.active.size > 0) say(`stopping after ${server.active.size} guest(s) finish; interrupt again to stop now`)
-    if (signals === 1) void server.close({ drain: true }).then(done)
-    else server.stopSessions()
+    if (signals === 1) {
+      if (server.active.size > 0) logger.info(`stopping after ${server.active.size} guest(s) finish; interrupt again to stop now`)
+      void server.close({ drain: true }).then(done)
+      return
+    }
+    // A second signal stops everything, sessions stuck in a policy included.
+    logger.warn(`stopping now: ${server.active.size} session(s) ended`)
+    exitCode = 128 + (signal === 'SIGINT' ? 2 : 15)
+    void server.stopNow().then(done)
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
   await finished
   await server.close()
-  return 0
+  return exitCode
 }

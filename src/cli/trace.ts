@@ -1,18 +1,19 @@
 // `faultline trace stats|export|plot|replay`: argument parsing and output only; the work is in
 // src/trace/.
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { extname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { FaultlineError, fileError } from '../errors.js'
 import { runGuestProcess } from '../bench/guest.js'
 import { PageServer } from '../server/page-server.js'
-import { exportTrace, type ExportFormat } from '../trace/export.js'
+import { exportChunks, exportTrace, type ExportFormat } from '../trace/export.js'
 import { TRACE_CAUSE_NAMES } from '../trace/format.js'
 import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
 import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
+import { identityOf, ReplacementFile } from '../util/output-file.js'
 import { formatTable } from './table.js'
 
 export const TRACE_USAGE = `usage:
@@ -46,7 +47,7 @@ export async function traceCommand(argv: string[], io: TraceIo = { stdout: proce
   try {
     switch (sub) {
       case 'stats': return stats(rest, io)
-      case 'export': return exportCommand(rest, io)
+      case 'export': return await exportCommand(rest, io)
       case 'plot': return plot(rest, io)
       case 'replay': return await replay(rest, io)
       default: throw new TraceUsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay)`)
@@ -107,7 +108,7 @@ function stats(argv: string[], io: TraceIo): number {
   return 0
 }
 
-function exportCommand(argv: string[], io: TraceIo): number {
+async function exportCommand(argv: string[], io: TraceIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv, options: { csv: { type: 'boolean' }, jsonl: { type: 'boolean' }, output: { type: 'string', short: 'o' } },
     allowPositionals: true, strict: true,
@@ -115,25 +116,33 @@ function exportCommand(argv: string[], io: TraceIo): number {
   const file = oneFile(positionals, 'export')
   if (values.csv === values.jsonl) throw new TraceUsageError('trace export: give exactly one of --csv or --jsonl')
   const format: ExportFormat = values.csv ? 'csv' : 'jsonl'
-  const t = readTrace(file)
   const out = values.output
   if (!out) {
+    const t = readTrace(file)
     // A reader that stops early (| head) closes the pipe: that is not an error.
     if (io.stdout === process.stdout) process.stdout.on('error', err => { if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err })
     exportTrace(t, format, chunk => { io.stdout.write(chunk) })
     return 0
   }
-  let fd: number
-  try { fd = openSync(out, 'w') } catch (err) { throw fileError(out, err, 'cannot write') }
+  const input = identityOf(file, `the trace ${file}`)
+  const t = readTrace(file)
+  // Written beside OUT and renamed over it once complete: an interrupted export leaves OUT as
+  // it was (and no temporary behind).
+  const dest = ReplacementFile.create(out, { what: `-o ${out}`, inputs: input ? [input] : [], removeOnSignal: true })
   try {
-    exportTrace(t, format, chunk => {
+    for (const chunk of exportChunks(t, format)) {
       const buf = Buffer.from(chunk)
-      for (let done = 0; done < buf.length;) done += writeSync(fd, buf, done, buf.length - done)
-    })
-  } catch (err) {
-    throw fileError(out, err, 'cannot write')
+      try {
+        for (let done = 0; done < buf.length;) done += writeSync(dest.fd, buf, done, buf.length - done)
+      } catch (err) {
+        throw fileError(`-o ${out}`, err, 'cannot write')
+      }
+      // Let a signal (Ctrl-C) in between chunks.
+      await new Promise(r => setImmediate(r))
+    }
+    dest.commit()
   } finally {
-    closeSync(fd)
+    dest.abort()
   }
   io.stderr.write(`faultline: wrote ${t.length} records to ${out}\n`)
   return 0
@@ -146,9 +155,21 @@ function plot(argv: string[], io: TraceIo): number {
   if (!out) throw new TraceUsageError('trace plot: -o OUT.svg or -o OUT.html is required')
   const kind = extname(out).toLowerCase()
   if (kind !== '.svg' && kind !== '.html' && kind !== '.htm') throw new TraceUsageError(`trace plot: -o ${out}: expected a .svg or .html file`)
+  const input = identityOf(file, `the trace ${file}`)
   const t = readTrace(file)
   const doc = kind === '.svg' ? renderTraceSvg(t) : renderTraceHtml(t)
-  try { writeFileSync(out, doc) } catch (err) { throw fileError(out, err, 'cannot write') }
+  const dest = ReplacementFile.create(out, { what: `-o ${out}`, inputs: input ? [input] : [] })
+  try {
+    const buf = Buffer.from(doc)
+    try {
+      for (let done = 0; done < buf.length;) done += writeSync(dest.fd, buf, done, buf.length - done)
+    } catch (err) {
+      throw fileError(`-o ${out}`, err, 'cannot write')
+    }
+    dest.commit()
+  } finally {
+    dest.abort()
+  }
   io.stderr.write(`faultline: wrote ${out} (${t.length} records, ${(doc.length / 1024).toFixed(0)} KiB)\n`)
   return 0
 }

@@ -8,14 +8,16 @@ import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory,
 
 export class BackgroundPolicy implements FaultPolicy {
   readonly name: string
+  readonly inputFiles: readonly string[]
   private readonly order: Uint32Array
   private orderAt = 0
   /** Next snapshot page of the address-order sweep. */
   private cursor = 0
 
-  constructor(name: string, order: Uint32Array) {
+  constructor(name: string, order: Uint32Array, inputFiles: readonly string[] = []) {
     this.name = name
     this.order = order
+    this.inputFiles = inputFiles
   }
 
   onFault(): void {}
@@ -60,5 +62,5 @@ export const createBackground: PolicyFactory = (args) => {
   } catch (err) {
     throw new PolicyArgumentError(`background: ORDER must be 'address' or a trace file: ${describeError(err)}`, { cause: err })
   }
-  return new BackgroundPolicy(`background:${args}`, Uint32Array.from(order))
+  return new BackgroundPolicy(`background:${args}`, Uint32Array.from(order), [args])
 }

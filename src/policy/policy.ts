@@ -64,6 +64,9 @@ export interface FaultInfo {
 
 export interface FaultPolicy {
   readonly name: string
+  /** Files the policy read (a working-set trace...): outputs such as `serve --trace` must not
+   * overwrite them. */
+  readonly inputFiles?: readonly string[]
   /** Before the guest is acknowledged: pages to install up front (e.g. a working set). */
   onStart?(ctx: PolicyContext, plan: RunList): void
   /** After the faulting page (already in `plan` as the first run): add more runs. */
@@ -73,5 +76,12 @@ export interface FaultPolicy {
   onIdle?(ctx: PolicyContext, plan: RunList, budgetPages: number): boolean
 }
 
-/** Builds a policy from the text after `name:` in `--policy name:args`. */
-export type PolicyFactory = (args: string | undefined) => FaultPolicy | Promise<FaultPolicy>
+/** The snapshot a policy will serve, as far as a factory may check against it. */
+export interface SnapshotShape {
+  readonly pageSize: number
+  readonly pageCount: number
+}
+
+/** Builds a policy from the text after `name:` in `--policy name:args`; `snapshot`, when given,
+ * is the snapshot it will serve (a factory may refuse inputs made for another one). */
+export type PolicyFactory = (args: string | undefined, snapshot?: SnapshotShape) => FaultPolicy | Promise<FaultPolicy>

@@ -5,7 +5,8 @@ import { createAdaptive } from './adaptive.js'
 import { createBackground } from './background.js'
 import { createEager } from './eager.js'
 import { createOnDemand } from './ondemand.js'
-import type { FaultPolicy, PolicyFactory } from './policy.js'
+import { describeError } from '../errors.js'
+import type { FaultPolicy, PolicyFactory, SnapshotShape } from './policy.js'
 import { createReadahead } from './readahead.js'
 import { PolicyArgumentError } from './registry-errors.js'
 import { createWorkingSet } from './workingset.js'
@@ -25,8 +26,16 @@ function isModulePath(spec: string): boolean {
   return spec.startsWith('./') || spec.startsWith('../') || isAbsolute(spec) || /\.(m?js|ts)(:|$)/.test(spec)
 }
 
-/** Creates the policy named by `spec`; `cwd` resolves a user module's relative path. */
-export async function createPolicy(spec: string, cwd = process.cwd()): Promise<FaultPolicy> {
+/** The module file a `--policy` spec names, resolved; undefined for a built-in policy. */
+export function policyModulePath(spec: string, cwd = process.cwd()): string | undefined {
+  if (!isModulePath(spec)) return undefined
+  const m = /^(.*?\.(?:m?js|ts))(?::(.*))?$/.exec(spec)
+  return resolve(cwd, m ? m[1] : spec)
+}
+
+/** Creates the policy named by `spec`; `cwd` resolves a user module's relative path. With
+ * `snapshot`, a factory may check its inputs against the snapshot to be served. */
+export async function createPolicy(spec: string, cwd = process.cwd(), snapshot?: SnapshotShape): Promise<FaultPolicy> {
   if (isModulePath(spec)) {
     const m = /^(.*?\.(?:m?js|ts))(?::(.*))?$/.exec(spec)
     const path = m ? m[1] : spec
@@ -41,7 +50,13 @@ export async function createPolicy(spec: string, cwd = process.cwd()): Promise<F
     if (typeof factory !== 'function') {
       throw new PolicyArgumentError(`--policy ${path}: module must export a default function (args) => FaultPolicy`)
     }
-    return validate(await factory(args), path)
+    let policy: FaultPolicy
+    try {
+      policy = await factory(args, snapshot)
+    } catch (err) {
+      throw new PolicyArgumentError(`--policy ${path}: the module's factory threw: ${describeError(err)}`, { cause: err })
+    }
+    return validate(policy, path)
   }
   const colon = spec.indexOf(':')
   const name = colon < 0 ? spec : spec.slice(0, colon)
@@ -50,7 +65,7 @@ export async function createPolicy(spec: string, cwd = process.cwd()): Promise<F
   if (!factory) {
     throw new PolicyArgumentError(`--policy: unknown policy '${name}' (built in: ${Object.keys(BUILTIN_POLICIES).join(', ')}; or a path to a .js/.ts module)`)
   }
-  return validate(await factory(args), name)
+  return validate(await factory(args, snapshot), name)
 }
 
 function validate(policy: FaultPolicy, where: string): FaultPolicy {

@@ -4,7 +4,7 @@
 import { readTrace, workingSetPages } from '../trace/reader.js'
 import { describeError } from '../errors.js'
 import { PolicyArgumentError } from './registry-errors.js'
-import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
+import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList, type SnapshotShape } from './policy.js'
 
 /** Default GAP: exactly the working set. Joining runs saves ioctls but installs pages the
  * guest may never touch; `faultline bench policies` measured no clear gain on this machine. */
@@ -30,6 +30,7 @@ export class WorkingSetPolicy implements FaultPolicy {
   readonly pages: number
   readonly pageSize: number
   readonly gap: number
+  readonly inputFiles: readonly string[]
   private readonly runs: { first: number[]; count: number[] }
 
   constructor(tracePath: string, pages: number[], pageSize: number, gap = WORKINGSET_DEFAULT_GAP) {
@@ -37,6 +38,7 @@ export class WorkingSetPolicy implements FaultPolicy {
     this.pages = pages.length
     this.pageSize = pageSize
     this.gap = gap
+    this.inputFiles = [tracePath]
     this.runs = pagesToRuns(pages, gap)
   }
 
@@ -55,17 +57,30 @@ export class WorkingSetPolicy implements FaultPolicy {
   onFault(): void {}
 }
 
-export const createWorkingSet: PolicyFactory = (args) => {
+export const createWorkingSet: PolicyFactory = (args, snapshot) => {
   if (!args) throw new PolicyArgumentError('workingset: expected a trace file: --policy workingset:TRACE[@GAP]')
-  const m = /^(.*)@(\d+)$/.exec(args)
+  // TRACE@GAP when what follows the last @ is a number (of any sign, to refuse a bad one);
+  // otherwise the @ belongs to the file name.
+  const m = /^(.*)@([-+]?[\d.]+(?:e[-+]?\d+)?)$/i.exec(args)
   const path = m ? m[1] : args
   const gap = m ? Number(m[2]) : WORKINGSET_DEFAULT_GAP
-  if (gap > 512) throw new PolicyArgumentError(`workingset: GAP must be 0..512 pages, got ${gap}`)
+  if (!Number.isInteger(gap) || gap < 0 || gap > 512) throw new PolicyArgumentError(`workingset: GAP must be 0..512 pages, got ${m?.[2]}`)
   let trace
   try {
     trace = readTrace(path)
   } catch (err) {
     throw new PolicyArgumentError(`workingset: ${describeError(err)}`, { cause: err })
   }
+  if (snapshot !== undefined) checkRecordedOn(path, trace.header, snapshot)
   return new WorkingSetPolicy(path, workingSetPages(trace), trace.header.pageSize, gap)
+}
+
+/** A trace holds the page count and size of the snapshot it was recorded on: one of another
+ * shape describes another snapshot, whose page numbers mean nothing here. (Two snapshots of the
+ * same shape cannot be told apart from the trace.) */
+function checkRecordedOn(path: string, header: { pageSize: number; snapshotPages: number }, snapshot: SnapshotShape): void {
+  if (header.pageSize !== snapshot.pageSize || header.snapshotPages !== snapshot.pageCount) {
+    throw new PolicyArgumentError(`workingset: ${path} was recorded on a snapshot of ${header.snapshotPages} pages of ${header.pageSize} bytes; ` +
+      `this one has ${snapshot.pageCount} pages of ${snapshot.pageSize}`)
+  }
 }

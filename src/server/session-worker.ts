@@ -1,22 +1,24 @@
-// Worker-thread entry: waits (pre-warmed, snapshot open) for a guest to connect, reads and
-// checks its handshake, registers its memory, acknowledges, then runs its Session. One
-// guest per worker: a guest's failure or exit cannot disturb another.
+// Worker-thread entry: gets ready (snapshot open from the server's descriptor, policy loaded,
+// fault path rehearsed), then waits for the server to hand it a guest whose first message the
+// acceptor already read and checked (GuestHandoff). It checks the guest against its own
+// address space, registers its memory, acknowledges, then runs its Session. One guest per
+// worker: a guest's failure or exit cannot disturb another. A guest refused here costs no
+// worker start: the worker waits for the next one.
 import { readFileSync } from 'node:fs'
 import { parentPort, workerData } from 'node:worker_threads'
 import { createPolicy } from '../policy/registry.js'
+import type { FaultPolicy } from '../policy/policy.js'
 import type { PageSource } from '../snapshot/page-source.js'
 import { SnapshotReader } from '../snapshot/reader.js'
 import { RemotePageSource } from '../store/remote-page-source.js'
 import * as uffd from '../uffd/index.js'
-import {
-  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake, parseUffdFdinfo,
-  type Handshake,
-} from './handshake.js'
+import { checkRegionsMapped, checkRegionsRegistered, HandshakeError, parseHandshake, parseUffdFdinfo, type Handshake } from './handshake.js'
 import { Session, type TraceSink } from './session.js'
+import { SessionSlot } from './session-slot.js'
 import { rehearseFaultPath } from './rehearsal.js'
 import { TraceRecorder } from '../trace/recorder.js'
 import { tracePathForSession } from '../trace/format.js'
-import type { WorkerMessage, SessionWorkerData } from './worker-protocol.js'
+import type { GuestHandoff, SessionWorkerData, ToSessionWorker, WorkerMessage } from './worker-protocol.js'
 import { HEAP_PROFILE_PREFIX, startHeapSampling } from './heap-profile.js'
 
 /** Features asked for on a uffd faultline initialises (faultline handshake form). The events
@@ -41,6 +43,7 @@ const GUEST_ENDS = new Set(['guest disconnected', 'guest exited'])
 const data = workerData as SessionWorkerData
 const post = (m: WorkerMessage) => parentPort!.postMessage(m)
 const log = (line: string) => post({ type: 'log', line })
+const slot = new SessionSlot(data.slot)
 
 class Refusal extends HandshakeError {}
 
@@ -60,172 +63,88 @@ function negotiate(guestUffd: uffd.Userfaultfd): uffd.ApiResult {
   }
 }
 
-/** Reads the single handshake message (body + descriptors) within the deadline. Any
- * descriptor received is closed if it throws. */
-function readHandshake(fd: number): { body: string; fds: number[]; truncated: boolean } {
-  const fds: number[] = []
-  try {
-    return receiveHandshake(fd, fds)
-  } catch (err) {
-    for (const f of fds) uffd.closeFd(f)
-    throw err
-  }
-}
-
-function receiveHandshake(fd: number, fds: number[]): { body: string; fds: number[]; truncated: boolean } {
-  const buf = Buffer.alloc(MAX_HANDSHAKE_BYTES + 1)
-  const receiver = new uffd.MessageReceiver()
-  const poll = new uffd.PollSet(2)
-  poll.set(0, fd, uffd.POLLIN)
-  poll.set(1, data.stopFd, uffd.POLLIN)
-  const deadline = Date.now() + data.handshakeTimeoutMs
-  let length = 0
-  let truncated = false
-  for (;;) {
-    const left = deadline - Date.now()
-    if (left <= 0) throw new Refusal(`no complete handshake within ${data.handshakeTimeoutMs} ms`)
-    poll.wait(left)
-    if (poll.revents(1)) throw new Refusal('server stopping')
-    if (!poll.revents(0)) continue
-    const m = receiver.receive(fd, buf, length)
-    if (m.bytes < 0) continue
-    fds.push(...m.fds)
-    truncated ||= m.truncated
-    if (m.bytes === 0) {
-      if (length === 0) throw new Refusal('connection closed before a handshake')
-      return { body: buf.toString('utf8', 0, length), fds, truncated }
-    }
-    length += m.bytes
-    if (length > MAX_HANDSHAKE_BYTES) throw new Refusal(`handshake larger than ${MAX_HANDSHAKE_BYTES} bytes`)
-    const body = buf.toString('utf8', 0, length)
-    // Firecracker sends no terminator: the message is complete once it parses. Garbage is
-    // answered at once rather than at the deadline.
-    try { JSON.parse(body); return { body, fds, truncated } } catch { /* wait for more */ }
-    if (cannotBecomeJson(body)) return { body, fds, truncated }
-  }
-}
-
 /** The session's recorder when serving with --trace: session 1 writes the path, N>1 path.N. */
-function openTrace(sessionId: number, pid: number, source: PageSource, regions: Handshake['regions']): TraceSink | undefined {
+function openTrace(sessionId: number, pid: number, source: PageSource, regions: Handshake['regions']): TraceRecorder | undefined {
   if (!data.tracePath) return undefined
   return new TraceRecorder({
     path: tracePathForSession(data.tracePath, sessionId), pageSize: source.pageSize, snapshotPages: source.pageCount,
-    sessionId, pid, policy: data.policy,
+    sessionId, pid, policy: data.policy, inputs: data.traceInputs,
     regions: regions.map(r => ({ address: r.start, firstPage: r.snapshotOffset / source.pageSize, pageCount: r.lengthBytes / source.pageSize })),
   })
 }
 
-interface Admitted { guestUffd: uffd.Userfaultfd; handshake: Handshake; pid: number; canPoison: boolean }
+interface Admitted { handshake: Handshake; canPoison: boolean }
 
-/** Checks a connected peer and its handshake and registers its memory. Throws to refuse it,
- * having closed whatever descriptor it sent; `peer.pid` is set as soon as it is known. */
-function admit(conn: number, source: PageSource, peer: { pid: number }): Admitted {
-  let guestUffd: uffd.Userfaultfd | undefined
-  let canPoison = false
-  try {
-    const cred = uffd.peerCredentials(conn)
-    const pid = peer.pid = cred.pid
-    if (!data.allowAnyUid && !data.allowUids.includes(cred.uid)) {
-      throw new Refusal(`peer uid ${cred.uid} is not allowed (allowed: ${data.allowUids.join(', ')}; see --allow-uid)`)
+/** Checks a handed-over guest against its own address space and registers its memory. Throws
+ * (a HandshakeError) to refuse it; the caller closes its descriptors. */
+function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSource): Admitted {
+  const pid = guest.peer.pid
+  const handshake = parseHandshake(guest.body, source)
+  let maps: string
+  try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/maps of the guest`) }
+  checkRegionsMapped(handshake.regions, maps)
+  const fdinfo = parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
+  let canPoison: boolean
+  if (handshake.register) {
+    if (fdinfo?.initialized) {
+      throw new Refusal('the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +
+        'the Firecracker form (a JSON array) a registered one')
     }
-    const { body, fds, truncated } = readHandshake(conn)
-    if (fds.length !== 1 || truncated) {
-      for (const f of fds) uffd.closeFd(f)
-      throw new Refusal(fds.length === 0 && !truncated
-        ? 'handshake carried no file descriptor (send the userfaultfd with SCM_RIGHTS)'
-        : `handshake carried ${truncated ? 'too many' : fds.length} file descriptors; exactly one (the userfaultfd) is expected`)
-    }
-    if (!uffd.isUserfaultfd(fds[0])) {
-      uffd.closeFd(fds[0])
-      throw new Refusal('the file descriptor sent is not a userfaultfd')
-    }
-    guestUffd = new uffd.Userfaultfd(fds[0])
-    const handshake = parseHandshake(body, source)
-    let maps: string
-    try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/maps of the guest`) }
-    checkRegionsMapped(handshake.regions, maps)
-    const fdinfo = parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
-    if (handshake.register) {
-      if (fdinfo?.initialized) {
-        throw new Refusal('the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +
-          'the Firecracker form (a JSON array) a registered one')
-      }
-      canPoison = (negotiate(guestUffd).features & uffd.UFFD_FEATURE_POISON) !== 0
-      for (const r of handshake.regions) guestUffd.register(r.start, r.lengthBytes)
-    } else {
-      // The guest chose its uffd's features: poison only if it enabled it, and say which
-      // events it lacks (the kernel, not faultline, then decides what its memory reads).
-      let smaps: string
-      try { smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/smaps of the guest`) }
-      checkRegionsRegistered(handshake.regions, smaps)
-      const features = fdinfo?.features ?? 0
-      canPoison = (features & uffd.UFFD_FEATURE_POISON) !== 0
-      const lacking = EVENT_FEATURES.filter(([bit]) => (features & bit) === 0).map(([, what]) => what)
-      if (lacking.length) log(`pid ${pid}: the guest's uffd lacks ${lacking.join('; ')}`)
-    }
-    return { guestUffd, handshake, pid, canPoison }
-  } catch (err) {
-    guestUffd?.close()
-    throw err
+    canPoison = (negotiate(guestUffd).features & uffd.UFFD_FEATURE_POISON) !== 0
+    for (const r of handshake.regions) guestUffd.register(r.start, r.lengthBytes)
+  } else {
+    // The guest chose its uffd's features: poison only if it enabled it, and say which
+    // events it lacks (the kernel, not faultline, then decides what its memory reads).
+    let smaps: string
+    try { smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/smaps of the guest`) }
+    checkRegionsRegistered(handshake.regions, smaps)
+    const features = fdinfo?.features ?? 0
+    canPoison = (features & uffd.UFFD_FEATURE_POISON) !== 0
+    const lacking = EVENT_FEATURES.filter(([bit]) => (features & bit) === 0).map(([, what]) => what)
+    if (lacking.length) log(`pid ${pid}: the guest's uffd lacks ${lacking.join('; ')}`)
   }
+  return { handshake, canPoison }
 }
 
-async function main(): Promise<void> {
-  // A replacement worker gets ready in SCHED_IDLE (the server created it so): its start-up
-  // must not slow the guests being served. It is raised before it may accept a guest.
-  const startIdle = data.startIdle === true
-  // A remote snapshot is read through the server's chunk store (its disk cache, and
-  // requests for what is not there yet); a local one straight from the file.
-  const source: PageSource = data.remote !== undefined
-    ? new RemotePageSource(data.remote, data.readyFd!, m => parentPort!.postMessage(m))
-    : SnapshotReader.open(data.snapshotPath)
-  const policy = await createPolicy(data.policy, data.cwd)
-  rehearseFaultPath(source)
-  if (startIdle) uffd.setThreadIdle(0, false)
-  const poll = new uffd.PollSet(3)
-  poll.set(0, data.listenFd, uffd.POLLIN)
-  poll.set(1, data.stopFd, uffd.POLLIN)
-  poll.set(2, data.stopAcceptFd, uffd.POLLIN)
-  let conn = -1
-  let admitted: Admitted | undefined
-  const peer = { pid: 0 }
-  while (admitted === undefined) {
-    post({ type: 'idle' })
-    conn = -1
-    while (conn < 0) {
-      poll.wait(-1)
-      if (poll.revents(1) || poll.revents(2)) { source.close(); return }
-      if (poll.revents(0)) conn = uffd.acceptConnection(data.listenFd)
-    }
-    post({ type: 'accepted' })
-    peer.pid = 0
-    try {
-      admitted = admit(conn, source, peer)
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err)
-      reply(conn, { ok: false, error: message })
-      post({ type: 'rejected', pid: peer.pid, error: message })
-      uffd.closeFd(conn)
-      // A refused client costs no worker start: this one waits for the next connection.
-    }
+/** Serves one handed-over guest. Returns false when it was refused (this worker may take the
+ * next one), true once its session has run (this worker then exits). */
+async function serveGuest(guest: GuestHandoff, source: PageSource, policy: FaultPolicy): Promise<boolean> {
+  const { conn, peer: { pid } } = guest
+  slot.hold(conn, guest.uffd)
+  const guestUffd = new uffd.Userfaultfd(guest.uffd)
+  const closeAll = (trace?: TraceSink) => {
+    try { trace?.close() } catch (err) { log(`${(err as Error).message}`) }
+    guestUffd.close()
+    uffd.closeFd(conn)
+    slot.release()
   }
-  const { guestUffd, handshake, pid, canPoison } = admitted
-  const id = Atomics.add(new Int32Array(data.sessionCounter), 0, 1) + 1
-  let trace: TraceSink | undefined
+  let admitted: Admitted
   try {
-    trace = openTrace(id, pid, source, handshake.regions)
+    admitted = admit(guest, guestUffd, source)
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err)
     reply(conn, { ok: false, error: message })
+    closeAll()
+    slot.idle()
     post({ type: 'rejected', pid, error: message })
-    guestUffd.close()
-    uffd.closeFd(conn)
-    source.close()
-    return
+    return false
+  }
+  const { handshake, canPoison } = admitted
+  const id = Atomics.add(new Int32Array(data.sessionCounter), 0, 1) + 1
+  let trace: TraceRecorder | undefined
+  try {
+    trace = openTrace(id, pid, source, handshake.regions)
+    if (trace) slot.holdTrace(trace.fd)
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err)
+    reply(conn, { ok: false, error: message })
+    closeAll()
+    post({ type: 'rejected', pid, error: message })
+    return true
   }
   const session = new Session({
     uffd: guestUffd, connectionFd: conn, stopFd: data.stopFd, source, policy,
-    regions: handshake.regions, trace, canPoison,
+    regions: handshake.regions, trace, canPoison, heartbeat: slot.words,
     log: line => log(`session ${id}: ${line}`),
   })
   try {
@@ -236,20 +155,47 @@ async function main(): Promise<void> {
       regions: handshake.regions.length, bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),
     })
     const sampling = HEAP_PROFILE_PREFIX !== undefined ? await startHeapSampling() : undefined
+    slot.serving()
     const stats = session.run()
     await sampling?.stop(`${HEAP_PROFILE_PREFIX}.${id}.heapprofile`)
     // A session the server ended (snapshot error, server stopping...) says why on the
     // connection before closing it: the guest's watchdog prints it.
     if (!GUEST_ENDS.has(stats.endReason)) reply(conn, { ok: false, error: stats.endReason })
+    closeAll(trace)
     post({ type: 'ended', id, pid, stats })
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err)
     reply(conn, { ok: false, error: message })
+    closeAll(trace)
     post({ type: 'ended', id, pid, error: message, stats: undefined })
+  }
+  return true
+}
+
+function nextMessage(): Promise<ToSessionWorker> {
+  return new Promise(resolve => parentPort!.once('message', resolve))
+}
+
+async function main(): Promise<void> {
+  // A replacement worker gets ready in SCHED_IDLE (the server created it so): its start-up
+  // must not slow the guests being served. It is raised before it may take a guest.
+  const startIdle = data.startIdle === true
+  // A remote snapshot is read through the server's chunk store (its disk cache, and
+  // requests for what is not there yet); a local one through the server's own descriptor.
+  const source: PageSource = data.remote !== undefined
+    ? new RemotePageSource(data.remote, data.readyFd!, m => parentPort!.postMessage(m))
+    : SnapshotReader.fromDescriptor(data.snapshotFd, data.snapshotPath)
+  try {
+    const policy = await createPolicy(data.policy, data.cwd, source)
+    rehearseFaultPath(source)
+    if (startIdle) uffd.setThreadIdle(0, false)
+    for (;;) {
+      post({ type: 'idle' })
+      const m = await nextMessage()
+      if (m.type === 'exit') return
+      if (await serveGuest(m, source, policy)) return
+    }
   } finally {
-    try { trace?.close() } catch (err) { log(`session ${id}: ${(err as Error).message}`) }
-    guestUffd.close()
-    uffd.closeFd(conn)
     source.close()
   }
 }

@@ -72,6 +72,9 @@ export interface SessionOptions {
   /** Poison pages whose snapshot data fails verification (needs UFFD_FEATURE_POISON). */
   canPoison: boolean
   log: (line: string) => void
+  /** Heartbeat: word 0 is bumped each turn of run()'s loop, so the server's main thread can
+   * see a session that stopped making progress (session-slot.ts). */
+  heartbeat?: Int32Array
 }
 
 const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_READY = 3
@@ -176,8 +179,11 @@ export class Session implements PolicyContext {
   /** Serves until the guest disconnects or exits, or the server stops. */
   run(): SessionStats {
     const poll = this.poll
+    const heartbeat = this.opts.heartbeat
     this.heap.start()
     while (this.stopped === '') {
+      // Heartbeat: one bump a turn (see SessionOptions.heartbeat).
+      if (heartbeat !== undefined) Atomics.add(heartbeat, 0, 1)
       const idle = this.idleWork && this.parkedRuns.length < PARKED_IDLE_LIMIT
       const timeout = this.deferred.length ? 1 : idle ? 0 : this.waitingFaults.length + this.parkedRuns.length > 0 ? REMOTE_RECHECK_MS : -1
       if (BREAKDOWN_ENABLED) this.breakdown.polls++

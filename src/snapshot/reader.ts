@@ -2,7 +2,7 @@
 // data on disk: each readPages is one pread of the run's stored bytes, then decode in place
 // (with the native codec, both in one call).
 
-import { closeSync, fstatSync, openSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync } from 'node:fs'
 import { errnoName, preadInto, UffdError } from '../uffd/index.js'
 import { FaultlineError, fileError } from '../errors.js'
 import { HEADER_SIZE, SnapshotFormatError, decodeHeader, type PageKind, type SnapshotHeader } from './format.js'
@@ -23,16 +23,25 @@ export class SnapshotReader implements PageSource {
   readonly imageSizeBytes: number
   readonly chunkPages: number
   readonly fileSizeBytes: number
+  /** The open file's device and inode: what it is, whatever its path names now. */
+  readonly dev: bigint
+  readonly ino: bigint
   private fd: number
+  /** False when the caller lent the descriptor (fromDescriptor): close() leaves it open. */
+  private readonly ownsFd: boolean
   private readonly dataOffset: number
   private readonly decoder: PageDecoder
   private buf: Buffer
   /** Stored bytes read from the file by readPages so far. */
   bytesRead = 0
 
-  private constructor(path: string, fd: number, fileSizeBytes: number, index: SnapshotIndex) {
+  private constructor(path: string, fd: number, ownsFd: boolean, st: { size: number; dev: bigint; ino: bigint }, index: SnapshotIndex) {
     this.path = path
     this.fd = fd
+    this.ownsFd = ownsFd
+    this.dev = st.dev
+    this.ino = st.ino
+    const fileSizeBytes = st.size
     this.fileSizeBytes = fileSizeBytes
     this.index = index
     this.header = index.header
@@ -54,30 +63,43 @@ export class SnapshotReader implements PageSource {
   static open(path: string): SnapshotReader {
     let fd: number
     try {
-      fd = openSync(path, 'r')
+      // O_NONBLOCK: a FIFO opens at once (and is refused as not a regular file) instead of
+      // waiting for a writer; it changes nothing for a regular file.
+      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
     } catch (err) {
       throw fileError(path, err)
     }
     try {
-      const st = fstatSync(fd)
-      if (!st.isFile()) throw new FaultlineError(`${path}: not a regular file`)
-      const head = Buffer.alloc(Math.min(HEADER_SIZE, st.size))
-      readFully(fd, head, head.length, 0, path)
-      const header = decodeHeader(head, path)
-      const end = header.dataOffset + header.dataSizeBytes
-      if (st.size < end) {
-        throw new SnapshotFormatError(path, `truncated: file is ${st.size} bytes, the snapshot it describes is ${end}`)
-      }
-      if (st.size > end) {
-        throw new SnapshotFormatError(path, `${st.size - end} unexpected bytes after the end of data (file is ${st.size} bytes, snapshot ${end})`)
-      }
-      const indexBytes = Buffer.allocUnsafeSlow(header.dataOffset - header.indexOffset)
-      readFully(fd, indexBytes, indexBytes.length, header.indexOffset, path)
-      return new SnapshotReader(path, fd, st.size, SnapshotIndex.parse(path, header, indexBytes))
+      return SnapshotReader.read(path, fd, true)
     } catch (err) {
       closeSync(fd)
       throw err
     }
+  }
+
+  /** The same checks over a descriptor the caller keeps open (a server's one descriptor of its
+   * snapshot, shared by its session workers): close() does not close it. */
+  static fromDescriptor(fd: number, path: string): SnapshotReader {
+    return SnapshotReader.read(path, fd, false)
+  }
+
+  private static read(path: string, fd: number, ownsFd: boolean): SnapshotReader {
+    const st = fstatSync(fd, { bigint: true })
+    if (!st.isFile()) throw new FaultlineError(`${path}: not a regular file`)
+    const size = Number(st.size)
+    const head = Buffer.alloc(Math.min(HEADER_SIZE, size))
+    readFully(fd, head, head.length, 0, path)
+    const header = decodeHeader(head, path)
+    const end = header.dataOffset + header.dataSizeBytes
+    if (size < end) {
+      throw new SnapshotFormatError(path, `truncated: file is ${size} bytes, the snapshot it describes is ${end}`)
+    }
+    if (size > end) {
+      throw new SnapshotFormatError(path, `${size - end} unexpected bytes after the end of data (file is ${size} bytes, snapshot ${end})`)
+    }
+    const indexBytes = Buffer.allocUnsafeSlow(header.dataOffset - header.indexOffset)
+    readFully(fd, indexBytes, indexBytes.length, header.indexOffset, path)
+    return new SnapshotReader(path, fd, ownsFd, { size, dev: st.dev, ino: st.ino }, SnapshotIndex.parse(path, header, indexBytes))
   }
 
   kindOf(page: number): PageKind {
@@ -120,7 +142,7 @@ export class SnapshotReader implements PageSource {
 
   close(): void {
     if (this.fd >= 0) {
-      closeSync(this.fd)
+      if (this.ownsFd) closeSync(this.fd)
       this.fd = -1
     }
   }

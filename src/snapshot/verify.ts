@@ -1,9 +1,9 @@
 // Whole-snapshot checks and export: verify decodes every page and checks every checksum;
 // extract writes the raw image back, byte-identical to the one the snapshot was made from.
 
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs'
-import { resolve } from 'node:path'
-import { FaultlineError, fileError } from '../errors.js'
+import { writeSync } from 'node:fs'
+import { fileError } from '../errors.js'
+import { ReplacementFile } from '../util/output-file.js'
 import { SnapshotCorruptError, type SnapshotHeader } from './format.js'
 import { SnapshotReader } from './reader.js'
 
@@ -87,22 +87,16 @@ export interface ExtractReport {
 }
 
 /**
- * Write the raw image of `snapPath` to `outPath` (trimmed to the image size), through
- * `<outPath>.tmp` and a rename. Throws SnapshotCorruptError at the first bad page.
+ * Write the raw image of `snapPath` to `outPath` (trimmed to the image size), through a
+ * temporary file beside it and a rename (see ReplacementFile): `outPath` must not be the
+ * snapshot (by device and inode) nor an existing non-regular file. Throws SnapshotCorruptError
+ * at the first bad page.
  */
 export function extractSnapshot(snapPath: string, outPath: string, opts: ProgressOptions = {}): ExtractReport {
-  if (resolve(snapPath) === resolve(outPath)) throw new FaultlineError(`${outPath}: output would overwrite the snapshot`)
   const reader = SnapshotReader.open(snapPath)
-  const tmpPath = `${outPath}.tmp`
-  let fd = -1
-  let tmpCreated = false
+  let out: ReplacementFile | undefined
   try {
-    try {
-      fd = openSync(tmpPath, 'w')
-    } catch (err) {
-      throw fileError(tmpPath, err)
-    }
-    tmpCreated = true
+    out = ReplacementFile.create(outPath, { inputs: [{ dev: reader.dev, ino: reader.ino, name: `the snapshot ${snapPath}` }] })
     const { pageSize: ps, pageCount, imageSizeBytes } = reader
     const step = Math.max(1, Math.floor(STEP_BYTES / ps))
     const buf = Buffer.allocUnsafeSlow(step * ps)
@@ -114,32 +108,19 @@ export function extractSnapshot(snapPath: string, outPath: string, opts: Progres
       let done = 0
       while (done < len) {
         try {
-          done += writeSync(fd, buf, done, len - done, written + done)
+          done += writeSync(out.fd, buf, done, len - done, written + done)
         } catch (err) {
-          throw fileError(tmpPath, err, 'write')
+          throw fileError(out.tempPath, err, 'write')
         }
       }
       written += len
       opts.onProgress?.(written, imageSizeBytes)
     }
-    fsyncSync(fd)
-    closeSync(fd)
-    fd = -1
-    try {
-      renameSync(tmpPath, outPath)
-    } catch (err) {
-      throw fileError(outPath, err, 'rename')
-    }
+    out.commit()
+    out = undefined
     return { header: reader.header, bytesWritten: written }
-  } catch (err) {
-    if (fd >= 0) closeSync(fd)
-    if (tmpCreated) {
-      try {
-        unlinkSync(tmpPath)
-      } catch {}
-    }
-    throw err
   } finally {
+    out?.abort()
     reader.close()
   }
 }

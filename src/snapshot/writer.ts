@@ -1,11 +1,14 @@
 // createSnapshot: stream a raw memory image into a version-1 snapshot (zero / LZ4 / raw
 // pages, CRC-32 each), reading and writing in blocks so the image never sits in memory.
 
-import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { constants as bufferConstants } from 'node:buffer'
+import { constants, fsync, write } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
 import { endianness } from 'node:os'
-import { resolve } from 'node:path'
+import { promisify } from 'node:util'
 import { crc32 } from 'node:zlib'
 import { FaultlineError, fileError } from '../errors.js'
+import { identityOfFd, ReplacementFile } from '../util/output-file.js'
 import {
   CHECKSUM_CRC32,
   COMPRESSION_LZ4,
@@ -30,6 +33,10 @@ import { lz4 } from './lz4.js'
 
 const TWO_32 = 4294967296
 const DEFAULT_BLOCK_BYTES = 4 << 20
+/** The index (16 bytes a page) is built in one Buffer, and readers hold it in one too. */
+const MAX_INDEX_BYTES = bufferConstants.MAX_LENGTH
+const writeAt = promisify(write)
+const fsyncFd = promisify(fsync)
 
 export interface CreateOptions {
   /** Bytes per page: a power of two from 4096 to 65536 (default 4096). */
@@ -49,8 +56,10 @@ export interface CreateResult {
 }
 
 /**
- * Write `snapPath` from the raw image at `rawPath`. Writes `<snapPath>.tmp`, fsyncs it and
- * renames it over `snapPath` at the end; the tmp file is removed on failure.
+ * Write `snapPath` from the raw image at `rawPath`. Writes a temporary file beside `snapPath`
+ * (created exclusively, see ReplacementFile), fsyncs it and renames it over `snapPath` at the
+ * end; the temporary is removed on failure or interruption. `snapPath` must not be the raw
+ * image (by device and inode) nor an existing non-regular file.
  */
 export async function createSnapshot(rawPath: string, snapPath: string, opts: CreateOptions = {}): Promise<CreateResult> {
   const t0 = performance.now()
@@ -61,51 +70,50 @@ export async function createSnapshot(rawPath: string, snapPath: string, opts: Cr
   }
   if (!isValidChunkPages(chunkPages)) throw new FaultlineError(`chunk pages ${chunkPages}: must be an integer from 1 to ${MAX_CHUNK_PAGES}`)
   if (endianness() !== 'LE') throw new FaultlineError('faultline snapshots need a little-endian host')
-  if (resolve(rawPath) === resolve(snapPath)) throw new FaultlineError(`${snapPath}: snapshot would overwrite its raw image`)
   const codec = lz4()
 
-  let st
-  try {
-    st = await stat(rawPath)
-  } catch (err) {
-    throw fileError(rawPath, err)
-  }
-  if (!st.isFile()) throw new FaultlineError(`${rawPath}: not a regular file`)
-  const imageSize = st.size
-  if (imageSize === 0) throw new FaultlineError(`${rawPath}: raw image is empty, nothing to snapshot`)
-  const pageCount = Math.ceil(imageSize / pageSize)
-  const { indexOffset, dataOffset } = layoutFor(pageSize, pageCount)
-
-  const blockPages = Math.max(1, Math.floor((opts.blockBytes ?? DEFAULT_BLOCK_BYTES) / pageSize))
-  const blockBytes = blockPages * pageSize
-  // Two input and two output blocks: read block n+1 and write block n-1 while encoding n.
-  const inBufs = [Buffer.allocUnsafeSlow(blockBytes), Buffer.allocUnsafeSlow(blockBytes)]
-  const inViews = inBufs.map((b) => Array.from({ length: blockPages }, (_, k) => b.subarray(k * pageSize, (k + 1) * pageSize)))
-  const inWords = inBufs.map((b) => new Int32Array(b.buffer, b.byteOffset, b.length >>> 2))
-  const outBufs = [Buffer.allocUnsafeSlow(blockBytes), Buffer.allocUnsafeSlow(blockBytes)]
-  const zeroPage = Buffer.alloc(pageSize)
-  const zeroCrc = crc32(zeroPage)
-  const indexBytes = Buffer.alloc(pageCount * INDEX_ENTRY_SIZE)
-  const w = new Uint32Array(indexBytes.buffer, indexBytes.byteOffset, indexBytes.length >>> 2)
-
-  const tmpPath = `${snapPath}.tmp`
   let raw: FileHandle | undefined
-  let out: FileHandle | undefined
-  let tmpCreated = false
+  let out: ReplacementFile | undefined
   try {
     try {
-      raw = await open(rawPath, 'r')
+      // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer.
+      raw = await open(rawPath, constants.O_RDONLY | constants.O_NONBLOCK)
     } catch (err) {
       throw fileError(rawPath, err)
     }
+    let st
     try {
-      out = await open(tmpPath, 'w')
+      st = await raw.stat()
     } catch (err) {
-      throw fileError(tmpPath, err)
+      throw fileError(rawPath, err)
     }
-    tmpCreated = true
+    if (!st.isFile()) throw new FaultlineError(`${rawPath}: not a regular file`)
+    const imageSize = st.size
+    if (imageSize === 0) throw new FaultlineError(`${rawPath}: raw image is empty, nothing to snapshot`)
+    const pageCount = Math.ceil(imageSize / pageSize)
+    if (pageCount * INDEX_ENTRY_SIZE > MAX_INDEX_BYTES) {
+      const most = Math.floor(MAX_INDEX_BYTES / INDEX_ENTRY_SIZE) * pageSize
+      throw new FaultlineError(`${rawPath}: raw image is ${imageSize} bytes; at most ${most} with ${pageSize}-byte pages ` +
+        `(the index, ${INDEX_ENTRY_SIZE} bytes a page, is held in memory; a larger --page-size takes more)`)
+    }
+    const { indexOffset, dataOffset } = layoutFor(pageSize, pageCount)
+
+    const blockPages = Math.max(1, Math.floor((opts.blockBytes ?? DEFAULT_BLOCK_BYTES) / pageSize))
+    const blockBytes = blockPages * pageSize
+    // Two input and two output blocks: read block n+1 and write block n-1 while encoding n.
+    const inBufs = [Buffer.allocUnsafeSlow(blockBytes), Buffer.allocUnsafeSlow(blockBytes)]
+    const inViews = inBufs.map((b) => Array.from({ length: blockPages }, (_, k) => b.subarray(k * pageSize, (k + 1) * pageSize)))
+    const inWords = inBufs.map((b) => new Int32Array(b.buffer, b.byteOffset, b.length >>> 2))
+    const outBufs = [Buffer.allocUnsafeSlow(blockBytes), Buffer.allocUnsafeSlow(blockBytes)]
+    const zeroPage = Buffer.alloc(pageSize)
+    const zeroCrc = crc32(zeroPage)
+    const indexBytes = Buffer.alloc(pageCount * INDEX_ENTRY_SIZE)
+    const w = new Uint32Array(indexBytes.buffer, indexBytes.byteOffset, indexBytes.length >>> 2)
+
+    out = ReplacementFile.create(snapPath, { inputs: [identityOfFd(raw.fd, `the raw image ${rawPath}`)], removeOnSignal: true })
+    const tmpPath = out.tempPath
     const rawFh = raw
-    const outFh = out
+    const outFd = out.fd
 
     let dataPos = 0
     let zero = 0
@@ -168,7 +176,7 @@ export async function createSnapshot(rawPath: string, snapPath: string, opts: Cr
       }
       dataPos += o
       await pendingWrite
-      pendingWrite = writeFully(outFh, outBuf, o, dataOffset + blockStart, tmpPath)
+      pendingWrite = writeFully(outFd, outBuf, o, dataOffset + blockStart, tmpPath)
       pendingWrite.catch(() => {})
       opts.onProgress?.(Math.min(imageSize, (b + 1) * blockBytes), imageSize)
     }
@@ -192,23 +200,21 @@ export async function createSnapshot(rawPath: string, snapPath: string, opts: Cr
       lz4Pages: lz,
       rawPages: rawCount,
     }
-    await writeFully(outFh, indexBytes, indexBytes.length, indexOffset, tmpPath)
+    await writeFully(outFd, indexBytes, indexBytes.length, indexOffset, tmpPath)
     const headerBytes = encodeHeader(header)
-    await writeFully(outFh, headerBytes, headerBytes.length, 0, tmpPath)
-    await outFh.sync()
-    await outFh.close()
+    await writeFully(outFd, headerBytes, headerBytes.length, 0, tmpPath)
+    try {
+      await fsyncFd(outFd)
+    } catch (err) {
+      throw fileError(tmpPath, err, 'fsync')
+    }
+    out.commit()
     out = undefined
     await raw.close()
     raw = undefined
-    try {
-      await rename(tmpPath, snapPath)
-    } catch (err) {
-      throw fileError(snapPath, err, 'rename')
-    }
     return { header, fileSizeBytes: dataOffset + dataPos, elapsedMs: performance.now() - t0 }
   } catch (err) {
-    await out?.close().catch(() => {})
-    if (tmpCreated) await unlink(tmpPath).catch(() => {})
+    out?.abort()
     throw err
   } finally {
     await raw?.close().catch(() => {})
@@ -230,12 +236,12 @@ async function readFully(fh: FileHandle, buf: Buffer, len: number, position: num
   return got
 }
 
-async function writeFully(fh: FileHandle, buf: Buffer, len: number, position: number, path: string): Promise<void> {
+async function writeFully(fd: number, buf: Buffer, len: number, position: number, path: string): Promise<void> {
   let done = 0
   while (done < len) {
     let n: number
     try {
-      ;({ bytesWritten: n } = await fh.write(buf, done, len - done, position + done))
+      ;({ bytesWritten: n } = await writeAt(fd, buf, done, len - done, position + done))
     } catch (err) {
       throw fileError(path, err, 'write')
     }

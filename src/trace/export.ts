@@ -11,6 +11,12 @@ const CHUNK_ROWS = 4096
 
 /** Writes every record of `t` in `format` through `write`, in chunks of whole lines. */
 export function exportTrace(t: Trace, format: ExportFormat, write: (chunk: string) => void): void {
+  for (const chunk of exportChunks(t, format)) write(chunk)
+}
+
+/** The export as chunks of whole lines (CHUNK_ROWS records each): a caller can stop, or let
+ * its event loop run, between two. */
+export function* exportChunks(t: Trace, format: ExportFormat): Generator<string> {
   const lines: string[] = []
   if (format === 'csv') lines.push(CSV_COLUMNS.join(','))
   for (let i = 0; i < t.length; i++) {
@@ -23,7 +29,7 @@ export function exportTrace(t: Trace, format: ExportFormat, write: (chunk: strin
       lines.push(`{"time_ns":${t.timeNs[i]},"page":${t.page[i]},"pages":${t.count[i]},"cause":"${cause}","write":${write1},` +
         `"before_resume":${before},"thread_id":${t.threadId[i]},"latency_ns":${t.latencyNs[i]}}`)
     }
-    if (lines.length >= CHUNK_ROWS) { write(lines.join('\n') + '\n'); lines.length = 0 }
+    if (lines.length >= CHUNK_ROWS) { yield lines.join('\n') + '\n'; lines.length = 0 }
   }
-  if (lines.length) write(lines.join('\n') + '\n')
+  if (lines.length) yield lines.join('\n') + '\n'
 }

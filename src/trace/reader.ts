@@ -1,6 +1,6 @@
 // Reads a trace file into columns (one typed array per field), checking its header and length,
 // and derives the page lists other tools need: first-touch order and the working set.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
 import { fileError } from '../errors.js'
 import {
   decodeTraceHeader, H_HEADER_BYTES, R_CAUSE, R_COUNT, R_FLAGS, R_LATENCY_NS, R_PAGE, R_THREAD_ID, R_TIME_NS,
@@ -37,9 +37,12 @@ function readAll(fd: number, into: Buffer, position: number): number {
 /** Reads and checks a whole trace. */
 export function readTrace(path: string): Trace {
   let fd: number
-  try { fd = openSync(path, 'r') } catch (err) { throw fileError(path, err, 'cannot read trace') }
+  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer.
+  try { fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK) } catch (err) { throw fileError(path, err, 'cannot read trace') }
   try {
-    const fileBytes = fstatSync(fd).size
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw new TraceFormatError(`${path}: cannot read trace: ${st.isDirectory() ? 'is a directory' : 'not a regular file'}`)
+    const fileBytes = st.size
     const fixed = Buffer.alloc(Math.min(fileBytes, TRACE_FIXED_HEADER_BYTES))
     readAll(fd, fixed, 0)
     // The region table makes the header longer than its fixed part: read it all, then check.

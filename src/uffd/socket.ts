@@ -24,15 +24,16 @@ function newSocket(): number {
   return fd
 }
 
-/** Listens on `path` with mode 0600 from the first instant: bound under a temporary name,
- * chmod-ed, then renamed into place, so no other user can ever connect. */
-export function listenUnix(path: string, backlog = 128): number {
+/** Listens on `path` with `mode` (0600 by default) from the first instant: bound under a
+ * temporary name, chmod-ed, then renamed into place, so no other user can ever connect unless
+ * `mode` lets them. */
+export function listenUnix(path: string, backlog = 128, mode = 0o600): number {
   const fd = newSocket()
   const tmp = `${path}.${process.pid}.tmp`
   try {
     try { unlinkSync(tmp) } catch { /* not there */ }
     if (libc.bind(fd, sockaddrUnix(tmp), 2 + SUN_PATH_MAX) < 0) throw new UffdError('bind', errno(), tmp)
-    chmodSync(tmp, 0o600)
+    chmodSync(tmp, mode)
     renameSync(tmp, path)
     if (libc.listen(fd, backlog) < 0) throw new UffdError('listen', errno(), path)
     return fd

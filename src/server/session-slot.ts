@@ -1,0 +1,71 @@
+// What a session worker shares with the server's main thread through shared memory: a
+// heartbeat its session bumps each turn of its loop, what it is doing, and the descriptors it
+// holds. The main thread reads it to see a session that stopped making progress (a policy that
+// never returns) and, once such a worker is terminated, to close what it left open.
+
+/** Int32 slots. */
+const HEARTBEAT = 0, STATE = 1, CONN = 2, UFFD = 3, TRACE = 4
+const SLOTS = 5
+
+/** STATE values. */
+export const SLOT_IDLE = 0
+/** Holds a guest's connection and uffd (handed over, not serving yet). */
+export const SLOT_ADMITTING = 1
+/** In Session.run(): the heartbeat moves while it makes progress. */
+export const SLOT_SERVING = 2
+/** Closed the guest's descriptors itself. */
+export const SLOT_RELEASED = 3
+
+export function createSlot(): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(SLOTS * 4)
+  const a = new Int32Array(sab)
+  a[CONN] = a[UFFD] = a[TRACE] = -1
+  return sab
+}
+
+/** A view of one worker's slot, from either side. */
+export class SessionSlot {
+  /** The session's loop bumps `words[0]` (see Session's heartbeat option). */
+  readonly words: Int32Array
+
+  constructor(sab: SharedArrayBuffer) {
+    this.words = new Int32Array(sab)
+  }
+
+  get heartbeat(): number { return Atomics.load(this.words, HEARTBEAT) }
+  get state(): number { return Atomics.load(this.words, STATE) }
+
+  /** Worker side: it now owns these descriptors. */
+  hold(conn: number, uffd: number): void {
+    Atomics.store(this.words, CONN, conn)
+    Atomics.store(this.words, UFFD, uffd)
+    Atomics.store(this.words, STATE, SLOT_ADMITTING)
+  }
+
+  holdTrace(fd: number): void { Atomics.store(this.words, TRACE, fd) }
+  serving(): void { Atomics.store(this.words, STATE, SLOT_SERVING) }
+
+  /** Worker side: everything closed (or never held). */
+  release(): void {
+    Atomics.store(this.words, STATE, SLOT_RELEASED)
+    Atomics.store(this.words, CONN, -1)
+    Atomics.store(this.words, UFFD, -1)
+    Atomics.store(this.words, TRACE, -1)
+  }
+
+  /** Worker side: idle again (a guest refused, its descriptors closed). */
+  idle(): void {
+    this.release()
+    Atomics.store(this.words, STATE, SLOT_IDLE)
+  }
+
+  /** Main side, once the worker is gone: what it still held. */
+  leftOpen(): { conn: number; uffd: number; trace: number } | undefined {
+    const s = this.state
+    if (s !== SLOT_ADMITTING && s !== SLOT_SERVING) return undefined
+    return { conn: Atomics.load(this.words, CONN), uffd: Atomics.load(this.words, UFFD), trace: Atomics.load(this.words, TRACE) }
+  }
+
+  /** Main side: the guest's uffd while serving, else -1. */
+  get servingUffd(): number { return this.state === SLOT_SERVING ? Atomics.load(this.words, UFFD) : -1 }
+}
