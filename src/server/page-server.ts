@@ -151,6 +151,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private readonly queue: QueuedGuest[] = []
   private queueTimer: NodeJS.Timeout | undefined
   private acceptor: Worker | undefined
+  private acceptorExited: Promise<unknown> = Promise.resolve()
   private closing = false
   /** Set once start() has its warm workers: later worker failures are retried. */
   private started = false
@@ -285,6 +286,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     }
     const acceptor = new Worker(ACCEPTOR.url, { ...ACCEPTOR.options, workerData: acceptorData })
     this.acceptor = acceptor
+    this.acceptorExited = new Promise(r => acceptor.once('exit', r))
     let listening!: () => void
     let failure = 'exited'
     const ready = new Promise<void>((resolve, reject) => {
@@ -643,11 +645,9 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private async stopAccepting(): Promise<void> {
     try { unlinkSync(this.socketPath) } catch { /* gone */ }
     if (this.acceptor !== undefined) {
-      const acceptor = this.acceptor
       this.acceptor = undefined
-      const gone = new Promise(r => acceptor.once('exit', r))
       uffd.signalEventFd(this.acceptorStopFd)
-      await gone
+      await this.acceptorExited
     }
     uffd.closeFd(this.listenFd)
     for (const { guest } of this.queue.splice(0)) this.refuseGuest(guest, 'server stopping')

@@ -5,6 +5,7 @@
 // descriptor actually opened (openOutputInPlace: the session trace, written as it goes).
 import { randomBytes } from 'node:crypto'
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, renameSync, statSync, unlinkSync, type BigIntStats } from 'node:fs'
+import { constants as osConstants } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { FaultlineError, fileError } from '../errors.js'
 
@@ -128,10 +129,12 @@ export class ReplacementFile {
     this.what = what
     this.inputs = inputs
     if (removeOnSignal) {
-      // The temporary goes, then the signal does what it would have done without us.
+      // The temporary goes, then the process ends as the signal would have ended it (exit
+      // status 128 + its number). Re-raising the signal instead races Node's own handler,
+      // which may still be installed, and the writer would go on.
       this.onSignal = signal => {
         this.abort()
-        process.kill(process.pid, signal)
+        process.exit(128 + osConstants.signals[signal])
       }
       for (const s of SIGNALS) process.once(s, this.onSignal)
     }

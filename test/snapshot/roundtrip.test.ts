@@ -189,7 +189,8 @@ t.test('createSnapshot rejects bad inputs with one-line errors', async (t) => {
   await t.rejects(createSnapshot(raw, snap, { pageSize: 1000 }), { message: 'page size 1000: must be a power of two from 4096 to 65536' })
   await t.rejects(createSnapshot(raw, snap, { pageSize: 131072 }), FaultlineError)
   await t.rejects(createSnapshot(raw, snap, { chunkPages: 0 }), { message: /^chunk pages 0: / })
-  await t.rejects(createSnapshot(raw, raw), { message: /would overwrite its raw image/ })
-  await t.rejects(createSnapshot(raw, join(dir, 'nodir', 'x.snap')), { message: `${join(dir, 'nodir', 'x.snap.tmp')}: no such file or directory` })
+  await t.rejects(createSnapshot(raw, raw), { message: `${raw}: is the same file as the raw image ${raw}; refusing to overwrite an input (choose another output path)` })
+  await t.rejects(createSnapshot(raw, join(dir, 'nodir', 'x.snap')),
+    { message: `${join(dir, 'nodir', 'x.snap')}: cannot create a temporary file in ${join(dir, 'nodir')}: no such file or directory` })
   t.same(readdirSync(dir).sort(), ['empty.raw', 'mem.raw', 'sub'], 'no snapshot or tmp file left behind')
 })
