@@ -159,7 +159,6 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private lastStartFailure = ''
   private restartTimer: NodeJS.Timeout | undefined
   private stallTimer: NodeJS.Timeout | undefined
-  private readonly stallPoll = new uffd.PollSet(1)
   readonly active = new Map<number, SessionRecord>()
   readonly ended: SessionRecord[] = []
   rejected = 0
@@ -226,30 +225,38 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     } catch (err) {
       throw new ServerError(describeError(err).startsWith(opts.snapshotPath) ? describeError(err) : `${opts.snapshotPath}: ${describeError(err)}`)
     }
+    let reader: SnapshotReader
     try {
-      const reader = SnapshotReader.fromDescriptor(fd, opts.snapshotPath)
-      return await PageServer.startWith(opts, undefined, reader, fd)
+      reader = SnapshotReader.fromDescriptor(fd, opts.snapshotPath)
     } catch (err) {
       closeSync(fd)
       throw err
     }
+    return PageServer.startWith(opts, undefined, reader, fd)
   }
 
+  /** Owns `snapshotFd` from here: closed on failure, or by close(). */
   private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number): Promise<PageServer> {
-    const shape = snapshot ?? store!.snapshot.header
-    const policy = await createPolicy(opts.policy ?? 'ondemand', process.cwd(), shape)
-    const traceInputs = PageServer.traceInputs(opts, snapshot, policy)
-    if (opts.tracePath) checkTracePath(opts.tracePath, traceInputs)
-    if (existsSync(opts.socketPath)) {
-      if (!lstatSync(opts.socketPath).isSocket()) throw new ServerError(`--socket ${opts.socketPath}: exists and is not a socket`)
-      let live = false
-      try { uffd.closeFd(uffd.connectUnix(opts.socketPath)); live = true } catch { /* stale */ }
-      if (live) throw new ServerError(`--socket ${opts.socketPath}: another server is listening there`)
-      unlinkSync(opts.socketPath)
+    let listenFd: number, traceInputs: FileIdentity[]
+    try {
+      const shape = snapshot ?? store!.snapshot.header
+      const policy = await createPolicy(opts.policy ?? 'ondemand', process.cwd(), shape)
+      traceInputs = PageServer.traceInputs(opts, snapshot, policy)
+      if (opts.tracePath) checkTracePath(opts.tracePath, traceInputs)
+      if (existsSync(opts.socketPath)) {
+        if (!lstatSync(opts.socketPath).isSocket()) throw new ServerError(`--socket ${opts.socketPath}: exists and is not a socket`)
+        let live = false
+        try { uffd.closeFd(uffd.connectUnix(opts.socketPath)); live = true } catch { /* stale */ }
+        if (live) throw new ServerError(`--socket ${opts.socketPath}: another server is listening there`)
+        unlinkSync(opts.socketPath)
+      }
+      // Others may connect only when other uids are allowed: SO_PEERCRED refuses the rest.
+      const mode = opts.allowAnyUid || (opts.allowUids ?? []).length > 0 ? 0o666 : 0o600
+      listenFd = uffd.listenUnix(opts.socketPath, 128, mode)
+    } catch (err) {
+      if (snapshotFd >= 0) closeSync(snapshotFd)
+      throw err
     }
-    // Others may connect only when other uids are allowed: SO_PEERCRED refuses the rest.
-    const mode = opts.allowAnyUid || (opts.allowUids ?? []).length > 0 ? 0o666 : 0o600
-    const listenFd = uffd.listenUnix(opts.socketPath, 128, mode)
     const server = new PageServer(opts, listenFd, store, snapshot, snapshotFd, traceInputs)
     try {
       await server.fillPool(false)
@@ -596,23 +603,20 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.emit('ended', rec)
   }
 
-  /** Sessions whose loop has stopped turning while their guest has faults (or events) waiting
-   * are ended: a policy that never returns must not hold its guest forever. */
+  /** Sessions stuck in one turn of their loop (heartbeat even, not moving) past the deadline
+   * are ended: while a turn lasts, every fault of the guest waits, and a policy that never
+   * returns must not hold its guest forever. */
   private checkProgress(): void {
     const now = Date.now()
     for (const e of this.entries.values()) {
       if (e.state !== 'busy' || e.stopReason !== undefined || e.slot.state !== SLOT_SERVING) continue
       const beat = e.slot.heartbeat
-      if (beat !== e.beat) { e.beat = beat; e.waitingSinceMs = 0; continue }
-      const fd = e.slot.servingUffd
-      if (fd < 0) continue
-      this.stallPoll.set(0, fd, uffd.POLLIN)
-      const waiting = this.stallPoll.wait(0) > 0 && e.slot.heartbeat === beat && e.slot.state === SLOT_SERVING
-      if (!waiting) { e.waitingSinceMs = 0; continue }
+      if (beat !== e.beat || beat % 2 === 1) { e.beat = beat; e.waitingSinceMs = now; continue }
       if (e.waitingSinceMs === 0) { e.waitingSinceMs = now; continue }
-      if (now - e.waitingSinceMs < this.stallTimeoutMs) continue
+      const stuckMs = now - e.waitingSinceMs
+      if (stuckMs < this.stallTimeoutMs) continue
       const s = e.session
-      e.stopReason = `session stalled: no progress for ${now - e.waitingSinceMs} ms with faults waiting (policy ${this.policySpec}); ` +
+      e.stopReason = `session stalled: no progress for ${stuckMs} ms with faults waiting (policy ${this.policySpec}: a call into it has not returned); ` +
         'the server ended it'
       this.emit('log', `session ${s?.id ?? '?'} (pid ${s?.pid ?? e.guest?.peer.pid ?? '?'}): ${e.stopReason}`, 'warn')
       void e.worker.terminate()

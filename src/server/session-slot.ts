@@ -25,7 +25,8 @@ export function createSlot(): SharedArrayBuffer {
 
 /** A view of one worker's slot, from either side. */
 export class SessionSlot {
-  /** The session's loop bumps `words[0]` (see Session's heartbeat option). */
+  /** The session's loop bumps `words[0]`: odd while it waits, even while it works (see
+   * Session's heartbeat option). */
   readonly words: Int32Array
 
   constructor(sab: SharedArrayBuffer) {
@@ -66,6 +67,4 @@ export class SessionSlot {
     return { conn: Atomics.load(this.words, CONN), uffd: Atomics.load(this.words, UFFD), trace: Atomics.load(this.words, TRACE) }
   }
 
-  /** Main side: the guest's uffd while serving, else -1. */
-  get servingUffd(): number { return this.state === SLOT_SERVING ? Atomics.load(this.words, UFFD) : -1 }
 }

@@ -72,8 +72,9 @@ export interface SessionOptions {
   /** Poison pages whose snapshot data fails verification (needs UFFD_FEATURE_POISON). */
   canPoison: boolean
   log: (line: string) => void
-  /** Heartbeat: word 0 is bumped each turn of run()'s loop, so the server's main thread can
-   * see a session that stopped making progress (session-slot.ts). */
+  /** Heartbeat: word 0 is bumped before and after run()'s poll, so it is odd while the session
+   * waits and even while it works: the server's main thread sees a turn that never ends (a
+   * policy that never returns) as an even value that stops moving (session-slot.ts). */
   heartbeat?: Int32Array
 }
 
@@ -182,12 +183,13 @@ export class Session implements PolicyContext {
     const heartbeat = this.opts.heartbeat
     this.heap.start()
     while (this.stopped === '') {
-      // Heartbeat: one bump a turn (see SessionOptions.heartbeat).
-      if (heartbeat !== undefined) Atomics.add(heartbeat, 0, 1)
       const idle = this.idleWork && this.parkedRuns.length < PARKED_IDLE_LIMIT
       const timeout = this.deferred.length ? 1 : idle ? 0 : this.waitingFaults.length + this.parkedRuns.length > 0 ? REMOTE_RECHECK_MS : -1
       if (BREAKDOWN_ENABLED) this.breakdown.polls++
+      // Heartbeat: odd while waiting in poll, even while working (SessionOptions.heartbeat).
+      if (heartbeat !== undefined) Atomics.add(heartbeat, 0, 1)
       const ready = poll.wait(timeout)
+      if (heartbeat !== undefined) Atomics.add(heartbeat, 0, 1)
       if (ready > 0) {
         if (poll.revents(SLOT_UFFD) !== 0) this.drainEvents()
         if (poll.revents(SLOT_CONN) !== 0) this.checkConnection()

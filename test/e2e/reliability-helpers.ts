@@ -98,6 +98,19 @@ export async function startServerProcess(t: Teardown, args: string[]): Promise<S
   return proc
 }
 
+/** `faultline ARGS` (compiled) run to its end: exit status and what it wrote to stderr. Killed
+ * (and so failing the test) after `timeoutMs`. */
+export async function runCli(args: string[], timeoutMs = 60000): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  ensureDist()
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', d => { stderr += d })
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>(r => child.on('close', (c, s) => r([c, s])))
+  clearTimeout(timer)
+  return { code, signal, stderr }
+}
+
 /** Open descriptors of this process. */
 export function fdCount(): number {
   return readdirSync('/proc/self/fd').length
