@@ -83,6 +83,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   })
   const policy = values.policy ?? 'ondemand'
   logger.info(`serving ${values.snapshot} on ${values.socket} (policy ${policy})`, { snapshot: values.snapshot, socket: values.socket, policy })
+  for (const line of server.startNotices) logger.warn(line)
   if (server.store) {
     const st = server.store.stats
     logger.info(`chunk cache ${server.store.cache.dir}: ${st.cache.entries} chunks (${formatBytes(st.cache.bytes)}) of at most ${formatBytes(server.store.cache.capacityBytes)}; ` +

@@ -2,8 +2,9 @@
 // (body and descriptors) within the handshake deadline and checks it (parseHandshake), so that
 // a pending handshake costs a descriptor and a deadline here, never a session worker. A guest
 // that passes is handed to the server (GuestHandoff); anything else is answered with a one-line
-// refusal and closed. Pending handshakes are bounded: at the bound no more connections are
-// accepted (they wait in the kernel's backlog) until one completes or times out.
+// refusal and closed. Pending handshakes are bounded: at the bound a new connection drops the
+// oldest pending one (told the server is busy), so a flood of silent clients cannot keep a
+// real guest, whose first message follows its connect at once, waiting in the backlog.
 import { parentPort, workerData } from 'node:worker_threads'
 import * as uffd from '../uffd/index.js'
 import { cannotBecomeJson, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake } from './handshake.js'
@@ -18,6 +19,10 @@ const ACCEPT_PAUSE_MS = 100
 /** Such failures are logged at most this often (with how many happened meanwhile). */
 const ACCEPT_LOG_INTERVAL_MS = 5000
 const EMFILE = 24, ENFILE = 23, ENOBUFS = 105, ENOMEM = 12
+/** Pending handshakes dropped when accept(2) runs out of descriptors. */
+const FDS_TO_FREE = 4
+/** Connections accepted per turn of the loop, at most. */
+const ACCEPT_BATCH = 64
 
 interface Pending {
   fd: number
@@ -55,11 +60,11 @@ class Acceptor {
     post({ type: 'listening' })
     for (;;) {
       const now = Date.now()
-      const listening = this.pending.length < data.maxPending && now >= this.pausedUntilMs
+      const listening = now >= this.pausedUntilMs
       poll.size = 0
       poll.set(0, data.stopFd, uffd.POLLIN)
       poll.set(1, listening ? data.listenFd : -1, uffd.POLLIN)
-      let wakeAt = listening ? Infinity : this.pending.length < data.maxPending ? this.pausedUntilMs : Infinity
+      let wakeAt = listening ? Infinity : this.pausedUntilMs
       for (let i = 0; i < this.pending.length; i++) {
         poll.set(2 + i, this.pending[i].fd, uffd.POLLIN)
         wakeAt = Math.min(wakeAt, this.pending[i].deadlineMs)
@@ -78,32 +83,49 @@ class Acceptor {
   }
 
   private acceptAll(): void {
-    while (this.pending.length < data.maxPending) {
+    // A bounded batch: under a flood of connections, the pending ones are read in between.
+    for (let n = 0; n < ACCEPT_BATCH; n++) {
       let fd: number
       try {
         fd = uffd.acceptConnection(data.listenFd)
       } catch (err) {
-        this.acceptFailed(err)
+        if (this.acceptFailed(err)) continue
         return
       }
       if (fd < 0) return
+      if (this.pending.length >= data.maxPending) this.dropOldest()
       this.admitPeer(fd)
     }
   }
 
-  private acceptFailed(err: unknown): void {
+  /** At the bound: the connection that has waited longest without a complete first message
+   * makes room (pending is in accept order). */
+  private dropOldest(): void {
+    const age = Date.now() - this.pending[0].acceptedAtMs
+    this.refuse(0, `server busy: ${data.maxPending} handshakes pending, this one the oldest (${age} ms without a complete handshake); try again`)
+  }
+
+  /** accept(2) failed. Out of descriptors with handshakes pending: the oldest make room (a few,
+   * so the next guest also has descriptors for its uffd and its checks); otherwise the
+   * listening socket is left alone for a moment. Either way, logged now and then. */
+  private acceptFailed(err: unknown): boolean {
     const errno = err instanceof uffd.UffdError ? err.errno : 0
     if (errno !== EMFILE && errno !== ENFILE && errno !== ENOBUFS && errno !== ENOMEM) throw err
-    this.pausedUntilMs = Date.now() + ACCEPT_PAUSE_MS
+    const dropping = (errno === EMFILE || errno === ENFILE) && this.pending.length > 0
+    for (let i = 0; dropping && i < FDS_TO_FREE && this.pending.length > 0; i++) {
+      this.refuse(0, `server busy: out of file descriptors with ${this.pending.length} handshakes pending, this one the oldest; try again`)
+    }
+    if (!dropping) this.pausedUntilMs = Date.now() + ACCEPT_PAUSE_MS
     this.acceptFailures++
     const now = Date.now()
     if (now - this.lastAcceptLogMs >= ACCEPT_LOG_INTERVAL_MS) {
       const what = errno === EMFILE ? 'too many open files (the process limit, ulimit -n)' : errno === ENFILE ? 'too many open files in the system' : 'out of memory'
       post({ type: 'log', line: `cannot accept connections: ${what}; ${this.acceptFailures} failed accept(s), ` +
-        `${this.pending.length} handshake(s) pending; new guests wait in the socket's backlog` })
+        `${this.pending.length} handshake(s) pending; ${dropping ? 'the oldest pending ones are dropped to make room' : "new guests wait in the socket's backlog"}` })
       this.lastAcceptLogMs = now
       this.acceptFailures = 0
     }
+    return dropping
   }
 
   /** A new connection: its uid is checked before anything it sends is read. */

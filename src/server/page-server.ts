@@ -15,6 +15,7 @@ import { checkTracePath } from '../trace/recorder.js'
 import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../store/chunk-store.js'
 import { isS3Url } from '../store/s3-config.js'
 import * as uffd from '../uffd/index.js'
+import { openFileCount, openFileLimit } from '../util/fd-limit.js'
 import { inputIdentities, type FileIdentity } from '../util/output-file.js'
 import type { SessionStats } from './session.js'
 import { createSlot, SessionSlot, SLOT_SERVING } from './session-slot.js'
@@ -162,6 +163,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   readonly active = new Map<number, SessionRecord>()
   readonly ended: SessionRecord[] = []
   rejected = 0
+  /** What start() had to say before anyone could listen to 'log' (warnings). */
+  readonly startNotices: string[] = []
   /** Session workers started so far (a refused client must not cost one). */
   workersStarted = 0
   /** Workers getting ready in SCHED_IDLE: their thread(s), and since when. */
@@ -282,6 +285,20 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     return [...out, ...inputIdentities(files)]
   }
 
+  /** Pending handshakes at most: --max-pending-handshakes, and no more than half the
+   * descriptors still free (the rest are for the sessions), so that a flood of silent clients
+   * cannot take the descriptors a guest's session needs. */
+  private pendingBound(): number {
+    const limit = openFileLimit()
+    if (limit === undefined) return this.maxPending
+    const free = Math.max(0, limit - openFileCount())
+    const bound = Math.max(1, Math.min(this.maxPending, Math.floor(free / 2)))
+    if (bound < this.maxPending) {
+      this.startNotices.push(`descriptor limit ${limit} (${free} free): at most ${bound} handshakes pending at once instead of ${this.maxPending}`)
+    }
+    return bound
+  }
+
   /** Resolves once the acceptor thread accepts. */
   private startAcceptor(opts: PageServerOptions): Promise<void> {
     const uid = process.getuid?.() ?? 0
@@ -289,7 +306,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       listenFd: this.listenFd, stopFd: this.acceptorStopFd,
       pageSize: this.shape.pageSize, pageCount: this.shape.pageCount,
       allowUids: [uid, ...(opts.allowUids ?? [])], allowAnyUid: opts.allowAnyUid ?? false,
-      handshakeTimeoutMs: this.handshakeTimeoutMs, maxPending: this.maxPending, pendingCounter: this.pendingCounter,
+      handshakeTimeoutMs: this.handshakeTimeoutMs, maxPending: this.pendingBound(), pendingCounter: this.pendingCounter,
     }
     const acceptor = new Worker(ACCEPTOR.url, { ...ACCEPTOR.options, workerData: acceptorData })
     this.acceptor = acceptor
@@ -415,7 +432,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (this.restartTimer !== undefined) return Promise.resolve()
     const waitingGuests = Math.min(this.queue.length, Math.max(0, this.maxSessions - this.busyCount))
     const target = Math.max(this.warm, waitingGuests)
-    while (!this.closing && this.countState('ready') + this.countState('starting') < target &&
+    // A worker still checking the guest it was handed counts as ready: if it refuses the guest
+    // it is ready again, so a refused client costs no worker start. Its replacement starts once
+    // its session does.
+    const admitting = [...this.entries.values()].filter(e => e.state === 'busy' && e.session === undefined).length
+    while (!this.closing && this.countState('ready') + this.countState('starting') + admitting < target &&
       this.entries.size < this.maxSessions + this.warm && !(this.singleGuest && this.acceptedCount > 0)) {
       starts.push(this.spawn(startIdle))
     }
@@ -525,6 +546,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
             entry.session = rec
             this.active.set(m.id, rec)
             this.emit('session', rec)
+            this.dispatch()
             break
           }
           case 'ended': {

@@ -71,10 +71,12 @@ export interface ServerProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-/** `faultline serve` (compiled) as a child process, ready when it says it is serving. */
-export async function startServerProcess(t: Teardown, args: string[]): Promise<ServerProcess> {
+/** `faultline serve` (compiled) as a child process, ready when it says it is serving; `wrapper`
+ * runs it under another command (`prlimit --nofile=100 --`). */
+export async function startServerProcess(t: Teardown, args: string[], wrapper: string[] = []): Promise<ServerProcess> {
   ensureDist()
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const argv = [...wrapper, process.execPath, CLI, 'serve', ...args]
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
   let text = ''
   const waiters: Array<() => void> = []
   child.stderr!.on('data', d => { text += d; for (const w of waiters.splice(0)) w() })
