@@ -22,6 +22,7 @@ import { openRemoteSnapshot } from '../store/remote-snapshot.js'
 import { createS3Client, isS3Url, parseS3Url, resolveS3Settings } from '../store/s3-config.js'
 import { S3Object } from '../store/s3-object.js'
 import { pushSnapshot } from '../store/upload.js'
+import { joinNegativeValues } from './options.js'
 import { Progress, formatBytes, formatRate, type ProgressStream } from './progress.js'
 
 export interface CliIo {
@@ -303,7 +304,7 @@ type OptionSpec = Record<string, { type: 'string' | 'boolean' }>
 function parse<O extends OptionSpec>(sub: Sub, args: string[], options: O, names: string[]) {
   let parsed
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true })
+    parsed = parseArgs({ args: joinNegativeValues(args, options), options, allowPositionals: true, strict: true })
   } catch (err) {
     // parseArgs messages run to several sentences; keep the first.
     const msg = describeError(err).split(/\.\s/)[0].replace(/\.$/, '')

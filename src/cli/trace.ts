@@ -13,7 +13,8 @@ import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
 import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
-import { identityOf, ReplacementFile } from '../util/output-file.js'
+import { checkOutputPath, identityOf, inputIdentities, ReplacementFile } from '../util/output-file.js'
+import { joinNegativeValues } from './options.js'
 import { formatTable } from './table.js'
 
 export const TRACE_USAGE = `usage:
@@ -181,13 +182,15 @@ function positiveInt(name: string, value: string | undefined, fallback: number):
   return n
 }
 
+const REPLAY_OPTIONS = {
+  socket: { type: 'string' }, snapshot: { type: 'string' }, policy: { type: 'string' }, trace: { type: 'string' },
+  verify: { type: 'string' }, threads: { type: 'string' }, 'touched-out': { type: 'string' },
+} as const
+
 async function replay(argv: string[], io: TraceIo): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: argv,
-    options: {
-      socket: { type: 'string' }, snapshot: { type: 'string' }, policy: { type: 'string' }, trace: { type: 'string' },
-      verify: { type: 'string' }, threads: { type: 'string' }, 'touched-out': { type: 'string' },
-    },
+    args: joinNegativeValues(argv, REPLAY_OPTIONS),
+    options: REPLAY_OPTIONS,
     allowPositionals: true, strict: true,
   })
   const file = oneFile(positionals, 'replay')
@@ -196,6 +199,13 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
   }
   if (values.socket && (values.policy || values.trace)) throw new TraceUsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
   const threads = positiveInt('threads', values.threads, 1)
+  // What this command reads, that neither --trace nor --touched-out may overwrite.
+  const inputs = inputIdentities([
+    { path: file, name: `the trace ${file}` },
+    ...(values.verify ? [{ path: values.verify, name: `--verify ${values.verify}` }] : []),
+    ...(values.snapshot ? [{ path: values.snapshot, name: `the snapshot ${values.snapshot}` }] : []),
+  ])
+  if (values['touched-out']) checkOutputPath(values['touched-out'], `--touched-out ${values['touched-out']}`, inputs)
   const t = readTrace(file)
   const plan = replayPlan(t)
   const dir = mkdtempSync(join(tmpdir(), 'faultline-replay-'))
@@ -206,7 +216,9 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
     let socket = values.socket!
     if (values.snapshot) {
       socket = join(dir, 'replay.sock')
-      server = await PageServer.start({ snapshotPath: values.snapshot, socketPath: socket, policy: values.policy, tracePath: values.trace, singleGuest: true })
+      server = await PageServer.start({
+        snapshotPath: values.snapshot, socketPath: socket, policy: values.policy, tracePath: values.trace, singleGuest: true, protectedFiles: inputs,
+      })
     }
     const args = ['--socket', socket, '--mib', String(plan.mib), '--offset', String(plan.offsetBytes),
       '--workload', `pages:${pagesFile}`, '--threads', String(threads)]

@@ -105,6 +105,8 @@ export function createS3Client(settings: S3Settings, opts: S3ClientOptions = {})
 }
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i
+/** 1 PiB: beyond any cache or memory size given on a command line (and exact as a Number). */
+const MAX_SIZE_BYTES = 2 ** 50
 
 /** Parses a size like `4G`, `512M`, `1.5GiB` or a plain byte count (powers of 1024). */
 export function parseSize(text: string, what: string): number {
@@ -112,6 +114,7 @@ export function parseSize(text: string, what: string): number {
   if (!m) throw new StoreArgumentError(`${what} ${text}: expected a size such as 4G, 512M or a byte count`)
   const scale = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't']
   const bytes = Math.floor(Number(m[1]) * scale)
+  if (bytes > MAX_SIZE_BYTES) throw new StoreArgumentError(`${what} ${text}: too large (at most ${MAX_SIZE_BYTES / 2 ** 40}T)`)
   if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new StoreArgumentError(`${what} ${text}: must be a positive size`)
   return bytes
 }

@@ -146,8 +146,9 @@ t.test('access: the socket is 0600 and peers of another uid are refused unless a
   chmodSync(open, 0o666)
   const refused = JSON.parse(await asNobody(open))
   t.same(refused, { ok: false, error: `peer uid 65534 is not allowed (allowed: ${process.getuid!()}; see --allow-uid)` })
-  // --allow-uid 65534: past the uid check, refused for what it sent (no uffd) instead.
-  chmodSync(allowing, 0o666)
+  // --allow-uid 65534: the socket lets others connect (SO_PEERCRED does the refusing), and
+  // uid 65534 gets past the uid check, refused for what it sent (no uffd) instead.
+  t.equal(statSync(allowing).mode & 0o777, 0o666, 'with --allow-uid, created connectable by others')
   const allowed = JSON.parse(await asNobody(allowing, '{"version":1,"regions":[]}'))
   t.same(allowed, { ok: false, error: 'handshake carried no file descriptor (send the userfaultfd with SCM_RIGHTS)' })
 })

@@ -58,6 +58,21 @@ t.test('errors name the trace and what is wrong', async t => {
   t.throws(() => createWorkingSet(undefined), { name: 'PolicyArgumentError', message: /workingset: expected a trace file/ })
   t.throws(() => createWorkingSet('/nonexistent/x.fltrace'), { name: 'PolicyArgumentError', message: /^workingset: \/nonexistent\/x\.fltrace: cannot read trace: no such file/ })
   const dir = t.testdir({ 'not-a-trace': 'hello world, this is text and not a trace at all '.repeat(4) })
-  t.throws(() => createWorkingSet(`${dir}/not-a-trace`), { message: /not a faultline trace/ })
-  t.ok(PolicyArgumentError)
+  t.throws(() => createWorkingSet(`${dir}/not-a-trace`), { name: 'PolicyArgumentError', message: /not a faultline trace/ })
+  const path = writeTrace(dir, 'ws.fltrace', faults([1, 2]))
+  for (const gap of ['-1', '1.5', '513', '+1e9']) {
+    t.throws(() => createWorkingSet(`${path}@${gap}`), { name: 'PolicyArgumentError', message: `workingset: GAP must be 0..512 pages, got ${gap}` }, `@${gap} is a bad gap, not part of the file name`)
+  }
+  const err = (() => { try { createWorkingSet(`${path}@-1`) } catch (e) { return e } })()
+  t.ok(err instanceof PolicyArgumentError)
+})
+
+t.test('a trace recorded on a snapshot of another shape is refused', async t => {
+  const dir = t.testdir()
+  const path = writeTrace(dir, 'ws.fltrace', faults([1, 2]), { snapshotPages: 8192 })
+  t.throws(() => createWorkingSet(path, { pageSize: 4096, pageCount: 4096 }),
+    { name: 'PolicyArgumentError', message: `workingset: ${path} was recorded on a snapshot of 8192 pages of 4096 bytes; this one has 4096 pages of 4096` })
+  t.throws(() => createWorkingSet(path, { pageSize: 8192, pageCount: 8192 }), { message: /this one has 8192 pages of 8192$/ })
+  t.ok(createWorkingSet(path, { pageSize: 4096, pageCount: 8192 }), 'the shape it was recorded on is accepted')
+  t.ok(createWorkingSet(path), 'and without a snapshot to check against, nothing is checked')
 })

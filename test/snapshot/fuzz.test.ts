@@ -3,12 +3,16 @@
 // CRCs), lengths that lie consistently, and damaged page data. Whatever the damage, opening
 // either refuses with a one-line FaultlineError, or every page read afterwards is either the
 // original page or a SnapshotCorruptError: never wrong data, never another kind of error.
+// Both page codecs: this file runs with the native one and runs itself again with
+// FAULTLINE_CODEC=npm (the codec is chosen when its module loads).
 import t from 'tap'
+import { fileURLToPath } from 'node:url'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { FaultlineError } from '../../src/errors.js'
 import { E, H, HEADER_SIZE, KIND_LZ4, SnapshotCorruptError } from '../../src/snapshot/format.js'
+import { pageCodecName } from '../../src/snapshot/native-codec.js'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
 import { createSnapshot } from '../../src/snapshot/writer.js'
 import { padded, patternImage, prng, writeImage } from './fixtures/images.js'
@@ -93,7 +97,10 @@ const MUTATIONS: Record<string, Mutation> = {
   },
 }
 
-t.test('corrupt snapshots: refused at open, or every page read is right or an error', async t => {
+const CODEC = process.env.FAULTLINE_CODEC === 'npm' ? 'npm' : 'native'
+
+t.test(`corrupt snapshots (${CODEC} codec): refused at open, or every page read is right or an error`, async t => {
+  t.equal(pageCodecName, CODEC, `the reader decodes with the ${CODEC} codec`)
   const dir = t.testdir()
   const raw = writeImage(dir, 'mem.raw', IMG)
   const snap = join(dir, 'mem.snap')
@@ -177,3 +184,7 @@ function readChecked(t: { fail(m: string): void }, r: SnapshotReader, first: num
   return 0
 }
 
+if (CODEC === 'native') {
+  t.spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], { env: { ...process.env, FAULTLINE_CODEC: 'npm' } },
+    'the same fuzz through the npm codec (FAULTLINE_CODEC=npm)')
+}

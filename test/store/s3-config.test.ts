@@ -44,6 +44,8 @@ t.test('parseSize', async t => {
   t.equal(parseSize('64k', 'x'), 65536)
   t.throws(() => parseSize('lots', '--cache-size'), /--cache-size lots: expected a size/)
   t.throws(() => parseSize('0', '--cache-size'), /must be a positive size/)
+  t.throws(() => parseSize('99999999999999G', '--cache-size'), { message: '--cache-size 99999999999999G: too large (at most 1024T)' })
+  t.throws(() => parseSize('2000T', '--cache-size'), { message: '--cache-size 2000T: too large (at most 1024T)' })
 })
 
 const s3err = (name: string, status?: number, code?: string) =>

@@ -49,7 +49,7 @@ t.test('UffdError names the errno and operation', async t => {
   const fd = uffd.Userfaultfd.create()
   fd.api(0)
   t.throws(() => fd.register(4096 * 3, 4096), { name: 'UffdError', code: 'EINVAL' })
-  try { fd.register(123, 4096) } catch (e) { t.match(String((e as Error).message), /^UFFDIO_REGISTER failed: EINVAL \(0x7b\+4096\)$/) }
+  t.throws(() => fd.register(123, 4096), { name: 'UffdError', message: /^UFFDIO_REGISTER failed: EINVAL \(0x7b\+4096\)$/ })
   fd.close()
 })
 
