@@ -60,7 +60,15 @@ struct options {
 	int verify_each;
 	struct page_range discard, unmap, move; /* count 0: not asked for */
 	int fork;
+	/* Test abilities (see usage): */
+	int no_watchdog;
+	int no_remove_event;
+	int hole_registered;
+	uint32_t grow;
 };
+
+/* The guest's uffd (uffd source), kept for --hole-registered. */
+static int guest_uffd = -1;
 
 static const char usage[] =
 	"usage: guest --socket PATH --mib N [--handshake faultline|firecracker] [--offset BYTES]\n"
@@ -69,6 +77,7 @@ static const char usage[] =
 	"             [--seed N] [--threads N] [--write] [--verify RAW] [--touched-out FILE]\n"
 	"             [--hold-ms N] [--same-pages] [--pace-us N] [--verify-each]\n"
 	"             [--discard FIRST:COUNT] [--unmap FIRST:COUNT] [--mremap FIRST:COUNT] [--fork]\n"
+	"             [--grow PAGES] [--hole-registered] [--no-watchdog] [--no-remove-event]\n"
 	"\n"
 	"  --source      uffd (default): a page server fills the region on faults; mmap:RAW: MAP_PRIVATE\n"
 	"                of RAW over it (kernel demand paging); eager:RAW: read() all of RAW first\n"
@@ -94,8 +103,19 @@ static const char usage[] =
 	"  --mremap      move the pages to a new address (mremap MAYMOVE|FIXED): they must read as\n"
 	"                the snapshot's pages of their original offsets there\n"
 	"  --fork        fork: the child checks every page (below), exits, then the parent does\n"
+	"  --grow PAGES  mremap the region PAGES pages larger (it may move): the new pages are\n"
+	"                outside the snapshot's regions and must read as zeros\n"
 	"With any action and --verify, every page of the region is then read where it now lives and\n"
 	"compared with what it must hold (after_pages, after_mismatches; child_* for --fork).\n"
+	"\n"
+	"Test abilities, to check what the server does rather than what the kernel does anyway:\n"
+	"  --hole-registered  with --unmap: register the fresh mapping in the hole with the guest's\n"
+	"                uffd, so its faults reach the server, which must answer zeros (a snapshot\n"
+	"                page there would mean it ignored UFFD_EVENT_UNMAP)\n"
+	"  --no-watchdog don't watch the socket: a page the server neither serves nor poisons then\n"
+	"                hangs its thread (the test's timeout says so) instead of exit 3\n"
+	"  --no-remove-event  Firecracker form: enable no event on the uffd (not even EVENT_REMOVE),\n"
+	"                so the server is not told of discarded pages\n"
 	"\n"
 	"Prints one JSON line. Times are ns from time zero, taken after argument parsing and workload\n"
 	"preparation (setup_ns) and just before the region is mapped: resume_ns (region ready),\n"
@@ -223,6 +243,17 @@ static void parse_options(struct options *o, int argc, char **argv)
 		} else if (args_is(&a, "--fork")) {
 			args_no_value(&a);
 			o->fork = 1;
+		} else if (args_is(&a, "--grow")) {
+			o->grow = (uint32_t)args_u64("--grow", args_value(&a), 1, MAX_MIB * (1u << 20) / PAGE, 0);
+		} else if (args_is(&a, "--hole-registered")) {
+			args_no_value(&a);
+			o->hole_registered = 1;
+		} else if (args_is(&a, "--no-watchdog")) {
+			args_no_value(&a);
+			o->no_watchdog = 1;
+		} else if (args_is(&a, "--no-remove-event")) {
+			args_no_value(&a);
+			o->no_remove_event = 1;
 		} else {
 			args_fail("unknown option '%s' (see --help)", a.name);
 		}
@@ -233,6 +264,12 @@ static void parse_options(struct options *o, int argc, char **argv)
 		args_fail("--socket: required with --source uffd");
 	if (o->verify_each && !o->verify_raw)
 		args_fail("--verify-each: needs --verify RAW");
+	if (o->hole_registered && (!o->unmap.count || o->source != SOURCE_UFFD))
+		args_fail("--hole-registered: needs --unmap and the uffd source");
+	if (o->no_remove_event && o->handshake != FL_HANDSHAKE_FIRECRACKER)
+		args_fail("--no-remove-event: the Firecracker form only (in the faultline form the server picks the events)");
+	if (o->grow && (o->unmap.count || o->move.count))
+		args_fail("--grow: not with --unmap or --mremap (the region is grown whole)");
 	uint64_t pages = (o->mib << 20) / PAGE;
 	if (o->unmap.count && o->move.count && o->unmap.first < o->move.first + o->move.count &&
 	    o->move.first < o->unmap.first + o->unmap.count)
@@ -429,7 +466,7 @@ static long source_uffd(char *region, uint64_t len, const struct options *o)
 		args_fail("%s", err);
 	/* As Firecracker does: EVENT_REMOVE (for its balloon), nothing else. */
 	if (o->handshake == FL_HANDSHAKE_FIRECRACKER &&
-	    (uffd_api(uffd, UFFD_FEATURE_EVENT_REMOVE, err, sizeof err) < 0 ||
+	    (uffd_api(uffd, o->no_remove_event ? 0 : UFFD_FEATURE_EVENT_REMOVE, err, sizeof err) < 0 ||
 	     uffd_register_missing(uffd, (uint64_t)(uintptr_t)region, len, err, sizeof err) < 0))
 		args_fail("%s", err);
 	struct fl_region r = {
@@ -448,7 +485,8 @@ static long source_uffd(char *region, uint64_t len, const struct options *o)
 	}
 	/* uffd stays open on purpose: were it closed, a dead server's copy would be the last one,
 	 * the kernel would drop the registration and faults would silently read zeros. */
-	if (fl_watchdog_start(sock, "guest", err, sizeof err) < 0)
+	guest_uffd = uffd;
+	if (!o->no_watchdog && fl_watchdog_start(sock, "guest", err, sizeof err) < 0)
 		args_fail("%s", err);
 	return session;
 }
@@ -670,10 +708,16 @@ static void run_actions(const struct options *o, struct layout *l)
 		size_t bytes = (size_t)o->unmap.count * PAGE;
 		if (munmap(at, bytes) < 0)
 			args_fail("--unmap: munmap: %s", strerror(errno));
-		/* Fresh memory in the hole is not the snapshot's: it is never registered, reads zeros. */
+		/* Fresh memory in the hole is not the snapshot's: it reads zeros. Registered with the
+		 * uffd (--hole-registered), its faults go to the server, which must know the range
+		 * left the snapshot's regions (UFFD_EVENT_UNMAP) and answer zeros too. */
 		if (mmap(at, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
 			 -1, 0) != at)
 			args_fail("--unmap: mapping the hole again: %s", strerror(errno));
+		char err[256];
+		if (o->hole_registered &&
+		    uffd_register_missing(guest_uffd, (uint64_t)(uintptr_t)at, bytes, err, sizeof err) < 0)
+			args_fail("--hole-registered: %s", err);
 		memset(l->expect + o->unmap.first, EXPECT_ZERO, o->unmap.count);
 	}
 	if (o->move.count) {
@@ -686,6 +730,17 @@ static void run_actions(const struct options *o, struct layout *l)
 			args_fail("--mremap: %s", strerror(errno));
 		l->moved = to;
 		l->move = o->move;
+	}
+	if (o->grow) {
+		/* The grown tail is past every region the server was given: zeros, as anonymous
+		 * memory reads (it stays registered: it extends the registered mapping). */
+		size_t old_len = (size_t)l->pages * PAGE, new_len = old_len + (size_t)o->grow * PAGE;
+		char *at = mremap(l->region, old_len, new_len, MREMAP_MAYMOVE);
+		if (at == MAP_FAILED)
+			args_fail("--grow: mremap: %s", strerror(errno));
+		l->region = at;
+		memset(l->expect + l->pages, EXPECT_ZERO, o->grow);
+		l->pages += o->grow;
 	}
 }
 
@@ -959,12 +1014,12 @@ int main(int argc, char **argv)
 	if (o.touched_out)
 		write_touched(o.touched_out, touched_fd, w.order ? w.order : list, count);
 
-	int acted = o.discard.count || o.unmap.count || o.move.count || o.fork;
+	int acted = o.discard.count || o.unmap.count || o.move.count || o.fork || o.grow;
 	char after_json[256] = "";
 	uint64_t after_bad = 0;
 	struct child_result child = { 0, 0, 0 };
 	if (acted) {
-		struct layout l = { .region = region, .pages = pages, .expect = calloc(pages, 1) };
+		struct layout l = { .region = region, .pages = pages, .expect = calloc((size_t)pages + o.grow, 1) };
 		if (!l.expect)
 			args_fail("out of memory");
 		run_actions(&o, &l);
@@ -975,7 +1030,7 @@ int main(int argc, char **argv)
 			after_bad = check_layout(&l, verify_fd, o.verify_raw, o.offset, &first_bad);
 			if (after_bad)
 				fprintf(stderr, "guest: after the actions: %llu of %u pages differ from what they must hold "
-					"(first: %u)\n", (unsigned long long)after_bad, pages, first_bad);
+					"(first: %u)\n", (unsigned long long)after_bad, l.pages, first_bad);
 		}
 		char child_json[128] = "";
 		if (o.fork && o.verify_raw)
@@ -983,7 +1038,7 @@ int main(int argc, char **argv)
 				 ",\"child_exit\":%d,\"child_signal\":%d,\"child_mismatches\":%lld",
 				 child.exit_code, child.signal, child.mismatches);
 		snprintf(after_json, sizeof after_json, o.verify_raw ? ",\"after_pages\":%u,\"after_mismatches\":%llu%s" : "",
-			 pages, (unsigned long long)after_bad, child_json);
+			 l.pages, (unsigned long long)after_bad, child_json);
 	}
 	int child_failed = o.fork && o.verify_raw && (child.exit_code != 0 || child.signal != 0);
 	if (verify_fd >= 0)

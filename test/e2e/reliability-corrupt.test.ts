@@ -1,8 +1,11 @@
 // Corrupt snapshots against a live server: page data that fails its checksum is never
-// installed. The guest touching such a page is failed closed (the page is poisoned, so it
-// takes SIGBUS there, or its session ends with the reason), every page it read before was
-// right, and the server goes on serving other guests. Snapshots damaged in their structure
-// are refused when the server starts, with the file and the fault named.
+// installed. The guest touching such a page is failed closed by the mechanism its kind gets: a
+// faultline-form guest (POISON negotiated) takes SIGBUS on the poisoned page, checked with its
+// socket watchdog off, so that nothing else could have stopped it; a Firecracker-form guest
+// that did not enable POISON is told by the server, which ends its session. Every page it read
+// before was right, and the server goes on serving other guests. A bad page fails that page
+// alone: prefetching policies skip it. Snapshots damaged in their structure are refused when the
+// server starts, with the file and the fault named.
 import t from 'tap'
 import type { Test } from '@tapjs/test'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -50,15 +53,18 @@ function damagePages(snap: Buffer, count: number, next: () => number): number[] 
   return [...hit].sort((a, b) => a - b)
 }
 
-/** What a guest that touched a damaged page must show: failed closed, at a damaged page. */
-function checkFailedClosed(t: Test, r: GuestResult, damaged: number[], name: string): void {
+/** What a guest that touched a damaged page must show: failed closed at a damaged page, by the
+ * mechanism of its form. */
+function checkFailedClosed(t: Test, r: GuestResult, damaged: number[], form: 'faultline' | 'firecracker', name: string): void {
+  t.equal(r.signal, null, `${name}: it did not hang (the test's timeout would have killed it)`)
   t.equal(r.report, undefined, `${name}: did not finish its workload`)
   t.notMatch(r.stderr, /verify:/, `${name}: no page it read differed from the image`)
-  const sigbus = /^guest: SIGBUS at page (\d+): the page server poisoned it/.exec(r.stderr)
-  const told = /^guest: page server closed the connection \(snapshot error: .*: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to)/.exec(r.stderr)
-  t.ok((r.code === 4 && sigbus) || (r.code === 3 && told), `${name}: exit ${r.code}, ${r.stderr.trim()}`)
-  const page = Number((sigbus ?? told)?.[1])
-  t.ok(damaged.includes(page), `${name}: stopped at page ${page}, one of the damaged ones`)
+  const m = form === 'faultline'
+    ? /^guest: SIGBUS at page (\d+): the page server poisoned it/.exec(r.stderr)
+    : /^guest: page server closed the connection \(snapshot error: .*: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to)/.exec(r.stderr)
+  t.equal(r.code, form === 'faultline' ? 4 : 3, `${name}: exit ${r.code}: ${form === 'faultline' ? 'SIGBUS on the poisoned page' : 'told by the server'} (${r.stderr.trim()})`)
+  t.ok(m, `${name}: says so`)
+  t.ok(damaged.includes(Number(m?.[1])), `${name}: stopped at page ${m?.[1]}, one of the damaged ones`)
 }
 
 t.test('damaged page data: guests fail closed at the damaged page, the server serves on', async t => {
@@ -78,11 +84,13 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
     const damaged = damagePages(snap, 1 + (next() % 4), next)
     writeFileSync(path, snap)
     tried++
-    // Faultline form: the server poisons the page. Firecracker form (the guest chose no
-    // POISON): the session ends, the guest's fault never returns, its watchdog says why.
+    // Faultline form: the server poisons the page; without its watchdog only that SIGBUS can
+    // stop the guest. Firecracker form (the guest chose no POISON): the session ends, the
+    // guest's fault never returns, its watchdog says why.
     const form = round % 2 === 0 ? 'faultline' : 'firecracker'
-    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', 'sequential', '--verify', img.raw, '--verify-each'])
-    checkFailedClosed(t, r, damaged, `round ${round} (${form} form, pages ${damaged.join(', ')} damaged)`)
+    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', 'sequential', '--verify', img.raw, '--verify-each',
+      ...(form === 'faultline' ? ['--no-watchdog'] : [])], { timeoutMs: 30000 })
+    checkFailedClosed(t, r, damaged, form, `round ${round} (${form} form, pages ${damaged.join(', ')} damaged)`)
     if (r.code === 4) sigbus++
     else told++
     // The pages before the first damaged one are fine, and the server still serves them.
@@ -102,6 +110,42 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   t.equal(whole.code, 0, whole.stderr)
   t.equal(whole.report?.verified_pages, PAGES)
   t.comment(`live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${told} times told by the server`)
+})
+
+// Issue 15, item 2: today a prefetch run that holds the bad page fails whole (readahead: SIGBUS
+// at the first page of the run; eager: the session fails before the guest resumes; background:
+// the session ends when the fill reaches it). The fix belongs to the new page installer: until
+// it lands, the assertions below are marked todo (tap runs them and reports them, but they do
+// not fail the suite; a todo on the whole test would not run it at all). Drop `todo` then.
+const INSTALLER = { todo: 'needs the new page installer: a bad page in a prefetch or fill run is skipped, not fatal' }
+t.test('one corrupt page fails that page alone, under prefetching policies too', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, MIB, 6)
+  const snap = readFileSync(img.snap)
+  // The first stored page with three stored-or-zero pages before it: damage it alone.
+  const bad = storedPages(snap).find(s => s.page >= 13)!
+  snap[bad.offset + (bad.length >> 1)] ^= 0x5a
+  const path = join(dir, 'one-bad.snap')
+  writeFileSync(path, snap)
+  const p = bad.page
+  const good = join(dir, 'good.txt'), onBad = join(dir, 'bad.txt')
+  writeFileSync(good, `0\n${p - 3}\n${p - 2}\n${p - 1}\n`)
+  writeFileSync(onBad, `${p}\n`)
+  for (const policy of ['readahead:15', 'eager', 'background']) {
+    const socket = join(dir, `${policy.replace(':', '-')}.sock`)
+    const server = await startFastServer(t, { snapshotPath: path, socketPath: socket, policy })
+    // Held a while after its workload, so a background fill reaches the bad page meanwhile.
+    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${good}`, '--verify', img.raw, '--hold-ms', '1500'], { timeoutMs: 30000 })
+    t.notMatch(r.stderr, /verify:/, `${policy}: no page it read was wrong`)
+    t.equal(r.code, 0, `${policy}: a guest touching pages 0, ${p - 3}..${p - 1} (page ${p} is bad) runs to the end: ${r.stderr.trim()}`, INSTALLER)
+    t.equal(r.report?.verified_pages, 4, `${policy}: its pages verified`, INSTALLER)
+    await server.idle()
+    t.equal(server.ended[0]?.stats?.endReason, 'guest disconnected', `${policy}: its session ended because the guest left, not on the bad page`, INSTALLER)
+    const hit = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${onBad}`, '--verify', img.raw, '--no-watchdog'], { timeoutMs: 20000 })
+    t.equal(hit.code, 4, `${policy}: a guest touching page ${p} takes SIGBUS there`, INSTALLER)
+    t.match(hit.stderr, new RegExp(`^guest: SIGBUS at page ${p}: `), `${policy}: at that page`, INSTALLER)
+    await server.close()
+  }
 })
 
 t.test('structural damage is refused when the server starts', async t => {

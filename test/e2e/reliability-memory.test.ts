@@ -62,12 +62,40 @@ t.test('discard, unmap, mremap and fork are served as the kernel would serve the
   })
 
   t.test('munmap: the rest of the region is still served right, the hole is plain memory', async t => {
+    // The fresh mapping in the hole is registered with the guest's uffd, so its faults reach
+    // the server: only its UFFD_EVENT_UNMAP handling keeps it from serving the snapshot there.
+    const first = PAGES / 8, count = PAGES / 4
+    t.ok(nonZeroPages(img.raw, first, count) > count / 4, 'many pages of the hole are not zero in the snapshot')
     const servers = [['ondemand', join(dir, 'od.sock')], ['readahead:15', join(dir, 'ra.sock')]] as const
     const runs = await Promise.all(servers.map(([, socket]) =>
-      guest(socket, ['--workload', 'random:0.3', '--seed', '5', '--unmap', `${PAGES / 8}:${PAGES / 4}`])))
+      guest(socket, ['--workload', 'random:0.3', '--seed', '5', '--unmap', `${first}:${count}`, '--hole-registered'])))
     for (const [i, [name]] of servers.entries()) {
       t.equal(runs[i].code, 0, `${name}: ${runs[i].stderr}`)
+      t.equal(runs[i].report?.after_pages, PAGES, `${name}: every page checked after the unmap`)
       t.equal(runs[i].report?.after_mismatches, 0, `${name}: every page outside the hole is the snapshot's, the hole reads zeros`)
+    }
+  })
+
+  t.test('a page dropped without an event (a uffd without EVENT_REMOVE) reads zeros', async t => {
+    // Served pages, discarded by a guest whose uffd has no EVENT_REMOVE: the server still thinks
+    // them installed, and answers their next fault with UFFDIO_ZEROPAGE.
+    const count = PAGES / 4
+    t.ok(nonZeroPages(img.raw, 0, count) > count / 4, 'many discarded pages are not zero in the snapshot')
+    const r = await guest(join(dir, 'od.sock'), ['--handshake', 'firecracker', '--no-remove-event', '--workload', `sequential:0.5`, '--discard', `0:${count}`])
+    t.equal(r.code, 0, r.stderr)
+    t.equal(r.report?.mismatches, 0)
+    t.equal(r.report?.after_mismatches, 0, 'the discarded pages read zeros, the rest the snapshot')
+    const s = await sessionOf(ondemand, r.report?.session)
+    t.equal(s?.stats?.removedPages, 0, 'the server was not told of the discard')
+  })
+
+  t.test('a range grown by mremap reads zeros past the snapshot\'s region', async t => {
+    const runs = await Promise.all([['od.sock', ondemand], ['ra.sock', readahead]].map(([socket]) =>
+      guest(join(dir, socket as string), ['--workload', 'random:0.3', '--seed', '3', '--grow', '256'])))
+    for (const r of runs) {
+      t.equal(r.code, 0, r.stderr)
+      t.equal(r.report?.after_pages, PAGES + 256, 'the region and its grown tail were checked')
+      t.equal(r.report?.after_mismatches, 0, 'the snapshot in the region, zeros in the tail')
     }
   })
 
