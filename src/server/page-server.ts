@@ -68,6 +68,9 @@ export interface SessionRecord {
   bytes: number
   stats?: SessionStats
   error?: string
+  /** Heap and ArrayBuffer bytes the session's worker held after it, less before it, collected
+   * (only where gc is exposed: tests). */
+  retainedBytes?: number
 }
 
 export type LogLevel = 'info' | 'warn' | 'error'
@@ -553,6 +556,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
             const rec = this.active.get(m.id) ?? { id: m.id, pid: m.pid, form: '?', bytes: 0 }
             entry.session = undefined
             entry.guest = undefined
+            rec.retainedBytes = m.retainedBytes
             this.endSession(rec, m.stats, m.error)
             break
           }

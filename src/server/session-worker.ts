@@ -155,14 +155,16 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
       regions: handshake.regions.length, bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),
     })
     const sampling = HEAP_PROFILE_PREFIX !== undefined ? await startHeapSampling() : undefined
+    const retainedBefore = retainedBytes()
     slot.serving()
     const stats = session.run()
+    const retained = retainedBefore === undefined ? undefined : retainedBytes()! - retainedBefore
     await sampling?.stop(`${HEAP_PROFILE_PREFIX}.${id}.heapprofile`)
     // A session the server ended (snapshot error, server stopping...) says why on the
     // connection before closing it: the guest's watchdog prints it.
     if (!GUEST_ENDS.has(stats.endReason)) reply(conn, { ok: false, error: stats.endReason })
     closeAll(trace)
-    post({ type: 'ended', id, pid, stats })
+    post({ type: 'ended', id, pid, stats, retainedBytes: retained })
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err)
     reply(conn, { ok: false, error: message })
@@ -170,6 +172,16 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     post({ type: 'ended', id, pid, error: message, stats: undefined })
   }
   return true
+}
+
+/** What this worker's isolate holds once collected (heap objects and ArrayBuffers, Buffers
+ * included): only where the process exposes gc (tests set --expose-gc), else undefined. */
+function retainedBytes(): number | undefined {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) return undefined
+  gc()
+  const m = process.memoryUsage()
+  return m.heapUsed + m.arrayBuffers
 }
 
 function nextMessage(): Promise<ToSessionWorker> {

@@ -81,6 +81,8 @@ export type WorkerMessage =
   | { type: 'log'; line: string }
   | { type: 'rejected'; pid: number; error: string }
   | { type: 'session'; id: number; pid: number; form: string; regions: number; bytes: number }
-  | { type: 'ended'; id: number; pid: number; stats?: SessionStats; error?: string }
+  | { type: 'ended'; id: number; pid: number; stats?: SessionStats; error?: string
+      /** What the worker held after its session, less before it, once collected (with gc exposed). */
+      retainedBytes?: number }
   | { type: 'fatal'; error: string }
   | StoreRequest
