@@ -96,7 +96,7 @@ export async function startServerProcess(t: Teardown, args: string[], wrapper: s
       })
     },
   }
-  await proc.waitForLog(/faultline: serving /)
+  await proc.waitForLog(/faultline: serving |"msg":"serving /)
   return proc
 }
 
