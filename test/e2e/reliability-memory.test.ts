@@ -7,7 +7,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeImage, runGuest, scratchDir, waitForEndedSessions } from './harness.js'
-import { startFastServer } from './reliability-helpers.js'
+import { startFastServer, startServerProcess } from './reliability-helpers.js'
 
 const MIB = 8
 const PAGES = MIB * 256
@@ -165,4 +165,20 @@ t.test('many threads faulting the same and different pages, reading and writing'
     // ondemand installs each distinct page once, however many threads asked for it.
     t.equal(s.stats?.pagesInstalled[0], touched, `session ${s.id}: each page installed once`)
   }
+})
+
+t.test('without CAP_SYS_PTRACE: the rest of the events are enabled, the log says what a forking guest gets', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, MIB, 2)
+  const socket = join(dir, 's.sock')
+  // The server without CAP_SYS_PTRACE (out of its bounding and inheritable sets, so root's
+  // exec does not give it back): the kernel refuses UFFD_FEATURE_EVENT_FORK to it.
+  const server = await startServerProcess(t, ['--snapshot', img.snap, '--socket', socket], ['setpriv', '--inh-caps=-sys_ptrace', '--bounding-set=-sys_ptrace', '--'])
+  const plain = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.3', '--verify', img.raw, '--discard', '0:256', '--mremap', '512:256'])
+  t.equal(plain.code, 0, `a guest is served: ${plain.stderr}`)
+  t.equal(plain.report?.after_mismatches, 0, 'with its discards and moves served right (EVENT_REMOVE, EVENT_REMAP)')
+  t.match(server.log(), /UFFDIO_API refused EVENT_FORK \(the server lacks CAP_SYS_PTRACE\): a child the guest forks will read zeros for pages not served yet/)
+  const forking = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.3', '--verify', img.raw, '--fork'])
+  t.ok(forking.report?.child_mismatches > 0, `as logged, a forked child reads zeros where pages were not served (${forking.report?.child_mismatches} pages)`)
+  t.equal(forking.report?.after_mismatches, 0, 'the parent itself is served right')
 })

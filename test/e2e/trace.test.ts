@@ -3,7 +3,7 @@
 // the recorded pages in the recorded order; and a recorded trace fed to workingset: makes the
 // next run of the same workload fault-free (the README's loop).
 import t from 'tap'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 import { traceCommand } from '../../src/cli/trace.js'
 import { PageServer } from '../../src/server/page-server.js'
@@ -151,4 +151,26 @@ t.test('an unwritable --trace is refused when the server starts', async t => {
   const img = await makeImage(dir, 1)
   await t.rejects(PageServer.start({ snapshotPath: img.snap, socketPath: join(dir, 's.sock'), tracePath: join(dir, 'no/such/dir/t.fltrace') }),
     { message: /--trace .*no\/such\/dir\/t\.fltrace: cannot write in .*: no such file or directory/ })
+})
+
+t.test('a later session\'s trace path (FILE.N) that is the snapshot is refused, the snapshot untouched', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, 1)
+  // The snapshot lives at what session 2's trace would be called.
+  const trace = join(dir, 't.fltrace')
+  renameSync(img.snap, `${trace}.2`)
+  const snap = `${trace}.2`
+  const before = readFileSync(snap)
+  const socket = join(dir, 's.sock')
+  const server = await startServer(t, { snapshotPath: snap, socketPath: socket, tracePath: trace })
+  const first = await runGuest(['--socket', socket, '--mib', '1', '--workload', 'random:0.5', '--verify', img.raw])
+  t.equal(first.code, 0, first.stderr)
+  const second = await runGuest(['--socket', socket, '--mib', '1', '--workload', 'random:0.5', '--verify', img.raw])
+  t.equal(second.code, 2, 'session 2 is refused')
+  t.equal(second.stderr, `guest: server refused: --trace ${snap}: is the same file as the snapshot ${snap}; refusing to overwrite an input (choose another output path)\n`)
+  t.ok(readFileSync(snap).equals(before), 'the snapshot is untouched')
+  const third = await runGuest(['--socket', socket, '--mib', '1', '--workload', 'random:0.5', '--verify', img.raw])
+  t.equal(third.code, 0, `and session 3 is served, traced to ${trace}.3: ${third.stderr}`)
+  await ended(server, 2)
+  t.ok(existsSync(`${trace}.3`))
 })
