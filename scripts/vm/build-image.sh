@@ -105,7 +105,8 @@ if [ $programs = 1 ]; then
   cp "$progs"/*.sh "$progs"/*.sql "$progs"/service.py "$root/progs/"
   cp "$src" "$progs"/src/*.c "$root/progs/src/"
   for c in "$root"/progs/src/*.c; do
-    for h in $(gcc -M "$c" | tr ' \\' '\n\n' | grep '^/usr/include/' | sort -u); do cp -L --parents "$h" "$root"; done
+    # -O2 includes more of glibc's headers (its extern inlines) than -O0.
+    for h in $( (gcc -M -O0 "$c"; gcc -M -O2 "$c") | tr ' \\' '\n\n' | grep '^/usr/include/' | sort -u); do cp -L --parents "$h" "$root"; done
   done
   cp "$progs/init.sh" "$root/init"
 else

@@ -180,7 +180,11 @@ async function record(r, img, dir) {
     }
     const done = await w.waitFor(/^FAULTLINE-(RAN|ERROR)/, 1_800_000, 'FAULTLINE-RAN')
     const m = /^FAULTLINE-RAN \S+ (\d+) (\d+)/.exec(done)
-    if (!m || m[1] !== '0') throw new Error(`${r.name}: the program failed: ${done} (${w.lines.slice(-3).join(' | ')})`)
+    if (!m || m[1] !== '0') {
+      // The guest prints the end of the program's output next.
+      await new Promise(res => setTimeout(res, 2000))
+      throw new Error(`${r.name}: the program failed: ${w.lines.slice(w.lines.indexOf(done)).join(' | ')}`)
+    }
     r.guestMs = Number(m[2])
     await qmpQuit(qmp)
     const e = await w.exited

@@ -1,18 +1,23 @@
-// `faultline trace stats|export|plot|replay`: argument parsing and output only; the work is in
-// src/trace/.
+// `faultline trace stats|export|plot|replay|simulate`: argument parsing and output only; the
+// work is in src/trace/.
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { extname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { FaultlineError, fileError } from '../errors.js'
 import { runGuestProcess } from '../bench/guest.js'
+import { createPolicy } from '../policy/registry.js'
 import { PageServer } from '../server/page-server.js'
+import { DEFAULT_COST_MODEL, describeCostModel, loadCostModel, STORAGE_TIERS, type StorageTier } from '../trace/cost-model.js'
+import { readPageMap, type PageMap } from '../trace/page-map.js'
+import { accessOrder, simSpace, simulatePolicy, type PolicySimulation } from '../trace/simulate.js'
 import { exportTrace, type ExportFormat } from '../trace/export.js'
 import { TRACE_CAUSE_NAMES } from '../trace/format.js'
 import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
 import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
+import { listOption } from './options.js'
 import { formatTable } from './table.js'
 
 export const TRACE_USAGE = `usage:
@@ -25,7 +30,12 @@ export const TRACE_USAGE = `usage:
   faultline trace replay FILE (--socket PATH | --snapshot SNAP [--policy P] [--trace OUT])
                          [--verify RAW] [--threads N] [--touched-out FILE]
       the native guest touches the trace's pages in their recorded first-touch order, against
-      a running server (--socket) or one started here (--snapshot)`
+      a running server (--socket) or one started here (--snapshot)
+  faultline trace simulate TRACE... --policy P[,Q...] [--snapshot SNAP | --page-map FILE]
+                           [--storage warm|cold|remote] [--costs FILE] [--json]
+      replays each trace's access order (first touches) through the policies, no guest or uffd:
+      faults, pages installed by cause, installed never touched, stored bytes read and the
+      time a cost model (bench costs) estimates; --snapshot/--page-map give the page kinds`
 
 class TraceUsageError extends FaultlineError {}
 
@@ -49,7 +59,8 @@ export async function traceCommand(argv: string[], io: TraceIo = { stdout: proce
       case 'export': return exportCommand(rest, io)
       case 'plot': return plot(rest, io)
       case 'replay': return await replay(rest, io)
-      default: throw new TraceUsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay)`)
+      case 'simulate': return await simulate(rest, io)
+      default: throw new TraceUsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay, simulate)`)
     }
   } catch (err) {
     if (err instanceof TraceUsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
@@ -213,4 +224,79 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
     if (server) await server.close()
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** Simulation results of every trace under every policy, with the page kinds and model used. */
+export interface SimulationReport {
+  costModel: string
+  storage: StorageTier
+  traces: Array<{ trace: string; accesses: number; threads: number; pagesFrom: string; recordedUnder: string }>
+  policies: PolicySimulation[]
+}
+
+/** Simulates `specs` over `traces` (one policy instance per trace: policies keep state). */
+export async function simulateTraces(traces: string[], specs: string[], o: { pageMap?: PageMap; storage: StorageTier; costs: string }): Promise<SimulationReport> {
+  const model = loadCostModel(o.costs)
+  const report: SimulationReport = { costModel: o.costs, storage: o.storage, traces: [], policies: [] }
+  for (const file of traces) {
+    const t = readTrace(file)
+    const access = accessOrder(t)
+    const space = simSpace(t, o.pageMap)
+    report.traces.push({ trace: file, accesses: access.length, threads: access.threads, pagesFrom: space.pagesFrom, recordedUnder: t.header.policy })
+    for (const spec of specs) report.policies.push(simulatePolicy(await createPolicy(spec), access, space, { model, tier: o.storage, spec }))
+  }
+  return report
+}
+
+const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1)
+
+export function formatSimulation(r: SimulationReport): string {
+  const model = loadCostModel(r.costModel)
+  const lines: string[] = []
+  for (const tr of r.traces) {
+    const rows = r.policies.filter(p => p.trace === tr.trace)
+    const base = rows[0]?.estimatedMs ?? NaN
+    lines.push(`trace ${tr.trace}: ${tr.accesses} accesses (pages in order of first touch) from ${tr.threads} thread(s), recorded under ${tr.recordedUnder || '?'}` +
+      (tr.recordedUnder && !tr.recordedUnder.startsWith('ondemand') ? ' (not ondemand: pages it installed before the guest touched them left no fault, so their touches are missing)' : ''))
+    lines.push(`page kinds: ${tr.pagesFrom}`)
+    lines.push(formatTable(['policy', 'faults', 'pages installed', 'fault/prefetch/background', 'never touched', 'MiB read', 'est. ms', `vs ${rows[0]?.policy ?? '-'}`],
+      rows.map(p => [p.policy, p.faults, p.pagesInstalled, `${p.pagesByCause.fault}/${p.pagesByCause.prefetch}/${p.pagesByCause.background}`,
+        p.wastedPages, mib(p.bytesRead), p.estimatedMs.toFixed(1), `${(p.estimatedMs / base).toFixed(2)}x`])))
+    lines.push('')
+  }
+  lines.push(...describeCostModel(model, r.costModel, r.storage))
+  lines.push('est. ms = installs before resume + per fault (fault + its plan\'s installs) + waits for a background batch in progress; background work inside the trace\'s quiet gaps costs the guest nothing')
+  return lines.join('\n')
+}
+
+async function simulate(argv: string[], io: TraceIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      policy: { type: 'string' }, snapshot: { type: 'string' }, 'page-map': { type: 'string' }, storage: { type: 'string', default: 'warm' },
+      costs: { type: 'string' }, json: { type: 'boolean' },
+    },
+    allowPositionals: true, strict: true,
+  })
+  if (positionals.length === 0) throw new TraceUsageError('trace simulate: expected one or more TRACE files')
+  if (!values.policy) throw new TraceUsageError('trace simulate: --policy P[,Q...] is required (e.g. --policy ondemand,readahead,adaptive)')
+  const specs = listOption(values.policy)
+  if (specs.length === 0) throw new TraceUsageError('trace simulate: --policy lists no policy')
+  if (values.snapshot && values['page-map']) throw new TraceUsageError('trace simulate: give --snapshot or --page-map, not both')
+  const storage = values.storage as StorageTier
+  if (!STORAGE_TIERS.includes(storage)) throw new TraceUsageError(`--storage: expected ${STORAGE_TIERS.join(', ')}, got '${values.storage}'`)
+  const mapPath = values.snapshot ?? values['page-map']
+  const pageMap = mapPath ? readPageMap(mapPath) : undefined
+  const report = await simulateTraces(positionals, specs, { pageMap, storage, costs: values.costs ?? DEFAULT_COST_MODEL })
+  if (values.json) {
+    const policies = report.policies.map(p => ({
+      policy: p.policy, faults: p.faults, pagesInstalled: p.pagesInstalled, wastedPages: p.wastedPages, bytesRead: p.bytesRead,
+      estimatedMs: Number(p.estimatedMs.toFixed(3)), trace: p.trace, spec: p.spec, accesses: p.accesses, pagesByCause: p.pagesByCause,
+      pagesBeforeResume: p.pagesBeforeResume, zeroPages: p.zeroPages, estimate: p.estimate,
+    }))
+    io.stdout.write(`${JSON.stringify({ policies, traces: report.traces, costModel: { path: report.costModel, storage, ...loadCostModel(report.costModel) } })}\n`)
+  } else {
+    io.stdout.write(`${formatSimulation(report)}\n`)
+  }
+  return 0
 }

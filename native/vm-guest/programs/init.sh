@@ -10,6 +10,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /tmp && mount -t tmpfs tmp /tmp
+# busybox sh prefers its own applets (its xz only decompresses): the programs' scripts name
+# the Debian binaries by full path.
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME=/root LANG=C.UTF-8
 exec </dev/ttyS0 >/dev/ttyS0 2>&1
 stty -echo 2>/dev/null
@@ -26,7 +28,7 @@ case " $(cat /proc/cmdline) " in
 esac
 # The idle-then-burst service: loads its data now, then waits for a burst of requests.
 mkfifo /tmp/svc.in /tmp/svc.out
-python3 /progs/service.py /tmp/svc.in /tmp/svc.out >/tmp/service.log 2>&1 &
+/usr/bin/python3 /progs/service.py /tmp/svc.in /tmp/svc.out >/tmp/service.log 2>&1 &
 while [ ! -e /tmp/service.ready ]; do
   if ! kill -0 $! 2>/dev/null; then echo "FAULTLINE-ERROR service died: $(tail -n 1 /tmp/service.log)"; break; fi
   sleep 1
