@@ -3,7 +3,7 @@
 // faults per access and estimated time relative to ondemand, with a learned-set column (a
 // working set recorded on a program's run 1, tested on its run 2), and an SVG of the second.
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { basename, join, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { FaultlineError } from '../errors.js'
 import { createPolicy } from '../policy/registry.js'
 import type { CostModel, StorageTier } from '../trace/cost-model.js'
@@ -145,7 +145,7 @@ export function renderTracePoliciesSvg(r: TracePolicyResult, title: string): str
     values: row.cells.map(c => (c && base >= 0 && row.cells[base] ? c.estimatedMs / row.cells[base]!.estimatedMs : NaN)),
   }))
   const all = groups.flatMap(g => g.values).filter(v => Number.isFinite(v) && v > 0)
-  const lo = 10 ** Math.floor(Math.log10(Math.min(0.1, ...all))), hi = 10 ** Math.ceil(Math.log10(Math.max(10, ...all)))
+  const lo = Math.max(1e-3, 10 ** Math.floor(Math.log10(Math.min(0.1, ...all)))), hi = 10 ** Math.ceil(Math.log10(Math.max(10, ...all)))
   const bar = 9, gap = 14, left = 70, top = 40, height = 300
   const groupWidth = r.policies.length * bar + gap
   const width = left + groups.length * groupWidth + 20
@@ -164,8 +164,9 @@ export function renderTracePoliciesSvg(r: TracePolicyResult, title: string): str
   groups.forEach((g, gi) => {
     const x0 = left + gi * groupWidth + gap / 2
     g.values.forEach((v, pi) => {
-      if (!Number.isFinite(v) || v <= 0) return
-      const yv = y(v), y1 = y(1)
+      if (!Number.isFinite(v)) return
+      // No wait at all (a background fill inside the quiet gaps) sits on the axis floor.
+      const yv = y(Math.max(v, lo)), y1 = y(1)
       out.push(`<rect x="${x0 + pi * bar}" y="${Math.min(yv, y1)}" width="${bar - 1}" height="${Math.max(1, Math.abs(y1 - yv))}" fill="${PALETTE[pi % PALETTE.length]}"><title>${escapeXml(`${g.name} ${columnLabel(r.policies[pi])}: ${v.toFixed(3)}x`)}</title></rect>`)
     })
     out.push(`<text transform="translate(${x0 + (r.policies.length * bar) / 2} ${top + height + 10}) rotate(40)" font-size="10">${escapeXml(g.name)}</text>`)
@@ -178,7 +179,3 @@ export function renderTracePoliciesSvg(r: TracePolicyResult, title: string): str
   return `${out.join('\n')}\n`
 }
 
-/** The trace file's short name, for messages. */
-export function traceName(path: string): string {
-  return TRACE_FILE.exec(basename(path))?.[1] ?? basename(path)
-}
