@@ -79,7 +79,7 @@ export function mixedWorkload(pages: number, seed: number): number[] {
 export function defaultPolicySpecs(recordedTrace: string): string[] {
   const specs: string[] = []
   for (const name of Object.keys(BUILTIN_POLICIES)) {
-    if (name === 'workingset') specs.push(`workingset:${recordedTrace}`)
+    if (name === 'workingset' || name === 'primed') specs.push(`${name}:${recordedTrace}`)
     else if (name === 'background') specs.push('background', `background:${recordedTrace}`)
     else specs.push(name)
   }

@@ -28,7 +28,7 @@ export interface TraceEntry {
 
 /** `{self}` is the trace being simulated; `{run1}` the same program's run 1 (only on its other
  * runs: the learned set, tested on a run it was not learned from). */
-export const DEFAULT_TRACE_POLICIES = ['ondemand', 'readahead', 'readahead:63', 'adaptive', 'eager', 'background', 'workingset:{self}', 'workingset:{run1}']
+export const DEFAULT_TRACE_POLICIES = ['ondemand', 'readahead', 'readahead:63', 'adaptive', 'eager', 'background', 'workingset:{self}', 'workingset:{run1}', 'primed:{run1}']
 
 const TRACE_FILE = /^(.*)\.fltrace(\.gz)?$/
 
@@ -124,6 +124,7 @@ export async function runTracePolicies(o: TracePolicyOptions): Promise<TracePoli
 export function columnLabel(spec: string): string {
   if (spec === 'workingset:{self}') return 'workingset (same run)'
   if (spec === 'workingset:{run1}') return 'learned run 1 -> this run'
+  if (spec === 'primed:{run1}') return 'primed (run 1) + readahead'
   return spec.replaceAll('{self}', 'SELF').replaceAll('{run1}', 'RUN1')
 }
 

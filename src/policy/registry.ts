@@ -5,6 +5,7 @@ import { createAdaptive } from './adaptive.js'
 import { createBackground } from './background.js'
 import { createEager } from './eager.js'
 import { createOnDemand } from './ondemand.js'
+import { createPrimed } from './primed.js'
 import type { FaultPolicy, PolicyFactory } from './policy.js'
 import { createReadahead } from './readahead.js'
 import { PolicyArgumentError } from './registry-errors.js'
@@ -19,6 +20,7 @@ export const BUILTIN_POLICIES: Record<string, PolicyFactory> = {
   adaptive: createAdaptive,
   workingset: createWorkingSet,
   background: createBackground,
+  primed: createPrimed,
 }
 
 function isModulePath(spec: string): boolean {

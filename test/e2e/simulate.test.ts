@@ -9,6 +9,8 @@ import { join } from 'node:path'
 import { mixedWorkload } from '../../src/bench/policies.js'
 import { simulateTraces, traceCommand } from '../../src/cli/trace.js'
 import { readPageMap } from '../../src/trace/page-map.js'
+import { readTrace } from '../../src/trace/reader.js'
+import { TraceRecorder } from '../../src/trace/recorder.js'
 import { makeImage, runGuest, scratchDir, startServer, waitForEndedSessions } from './harness.js'
 
 const MIB = 32
@@ -39,8 +41,17 @@ const trace = join(dir, 'recorded.fltrace')
   await waitForEndedSessions(server, 1)
   await server.close()
 }
+// A working set learned from another run: the first half of this one's pages.
+const half = join(dir, 'half.fltrace')
+{
+  const recorded = readTrace(trace)
+  const keep = Math.floor(recorded.length / 2)
+  const rec = new TraceRecorder({ path: half, pageSize: 4096, snapshotPages: recorded.header.snapshotPages, sessionId: 1, pid: 1, policy: 'ondemand', regions: recorded.header.regions })
+  for (let i = 0; i < keep; i++) rec.record(recorded.timeNs[i], recorded.page[i], recorded.count[i], recorded.cause[i] as 0, recorded.flags[i], recorded.threadId[i], recorded.latencyNs[i])
+  rec.close()
+}
 
-const POLICIES = ['ondemand', 'readahead', 'readahead:63', 'adaptive', 'adaptive:32', 'eager', `workingset:${trace}`, `workingset:${trace}@8`]
+const POLICIES = ['ondemand', 'readahead', 'readahead:63', 'adaptive', 'adaptive:32', 'eager', `workingset:${trace}`, `workingset:${trace}@8`, `primed:${half}+4`]
 
 t.test('simulated faults and pages installed agree with real replays within 2%', async t => {
   // The cost model prices the counts compared here, it does not change them: any valid one does.

@@ -61,7 +61,9 @@ t.test('bench policies --traces: tables, the learned column, the plot', async t 
   }
   const svg = readFileSync(join(out, 'policies.svg'), 'utf8')
   t.match(svg, /^<svg /)
-  t.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, 12 * json.policies.length - 6, 'a bar per trace and policy (the learned one on run 2 only)')
+  const cells = json.rows.reduce((n: number, row: { cells: unknown[] }) => n + row.cells.filter(c => c !== null).length, 0)
+  t.equal(cells, 12 * json.policies.length - 6 * json.policies.filter((p: string) => p.includes('{run1}')).length, 'the learned columns hold run 2 only')
+  t.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, cells, 'a bar per trace and policy')
   t.match(svg, /learned run 1 -&gt; this run/)
 })
 
