@@ -127,7 +127,8 @@ export function deriveModel(runs: CostRun[], bulk: CostBenchResult['bulkRead'], 
   const zero1 = med(one, r => b(r).zeropageNs / b(r).zeropages)
   const zeroN = med(runs64, r => b(r).zeropageNs / b(r).zeropages)
   const nZero = med(runs64, r => r.stats.zeroPagesInstalled / b(r).zeropages)
-  const zeroPageNs = Math.max(0, nZero > 1 ? (zeroN - zero1) / (nZero - 1) : zero1 - installNs)
+  const zeroPageNs = Math.max(0, (zeroN - zero1) / (nZero - 1))
+  const zeroInstallNs = Math.max(0, zero1 - zeroPageNs)
   // Bulk reads of the whole snapshot: what a stored byte costs to read, warm and cold.
   const warmByteNs = median(bulk.warmNs) / bulk.bytes
   const coldBulkByteNs = median(bulk.coldNs) / bulk.bytes
@@ -149,14 +150,14 @@ export function deriveModel(runs: CostRun[], bulk: CostBenchResult['bulkRead'], 
   const sources: Record<string, string> = {
     faultNs: `${opts.mib} MiB synthetic snapshot, native guest, ondemand, random 25%: ${f(perFault)} a fault as the guest measures it, less ${f(installPerFault)} of installs the stage timers saw`,
     'installNs, copyPageNs': `UFFDIO_COPY ${f(copy1)} for 1 page, ${f(copyN)} for ${nCopy.toFixed(1)} pages (readahead:63, sequential)`,
-    zeroPageNs: `UFFDIO_ZEROPAGE ${f(zero1)} for 1 page, ${f(zeroN)} for ${nZero.toFixed(1)} pages`,
+    'zeroInstallNs, zeroPageNs': `UFFDIO_ZEROPAGE ${f(zero1)} for 1 page, ${f(zeroN)} for ${nZero.toFixed(1)} pages`,
     'readNs, decodePageNs': `source read (pread + LZ4 + CRC-32) less its bytes: ${f(read1)} for 1 page, ${f(readN)} for ${nRead.toFixed(1)} pages`,
     'byteNs.warm': `reading the ${(bulk.bytes / 2 ** 20).toFixed(1)} MiB snapshot whole in 1 MiB reads from the page cache (${(1e3 / warmByteNs).toFixed(0)} MB/s); bulk cold read ${(1e3 / coldBulkByteNs).toFixed(0)} MB/s`,
     'byteNs.cold': 'the 64-page-run sessions\' source reads with the snapshot dropped from the page cache, less the warm ones, per byte read, plus a warm byte',
     remote: remote ? `${remote.source}: a chunk GET ${remote.getMs} ms, ${remote.mibPerSecond} MiB/s` : 'not measured (give --remote-get-ms and --remote-mib-s from faultline bench remote)',
   }
   return {
-    faultNs, installNs, copyPageNs, zeroPageNs, readNs, decodePageNs,
+    faultNs, installNs, copyPageNs, zeroInstallNs, zeroPageNs, readNs, decodePageNs,
     byteNs: { warm: warmByteNs, cold: coldByteNs, remote: remote ? 1e9 / (remote.mibPerSecond * 2 ** 20) : 0 },
     remoteChunkNs: remote ? remote.getMs * 1e6 : null,
     sources,

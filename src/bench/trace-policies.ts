@@ -35,8 +35,9 @@ const TRACE_FILE = /^(.*)\.fltrace(\.gz)?$/
 /** The traces of `dir`: its manifest.json (as scripts/vm/record-traces.mjs writes it) or
  * every *.fltrace[.gz] in it, `NAME-N` being run N of program NAME. */
 export function loadTraceSet(dir: string): TraceEntry[] {
-  const root = resolve(dir)
-  if (!existsSync(root)) throw new TraceSetError(`--traces ${dir}: no such directory`)
+  // Paths stay as relative as `dir` is: the tables print them.
+  const root = dir
+  if (!existsSync(resolve(root))) throw new TraceSetError(`--traces ${dir}: no such directory`)
   const manifest = join(root, 'manifest.json')
   if (existsSync(manifest)) {
     let m: { traces?: Array<{ trace: string; pageMap?: string; program?: string; run?: number; what?: string; ramMiB?: number }> }

@@ -16,8 +16,10 @@ export interface CostModel {
   /** What a fault costs the guest besides installing its plan: the kernel's fault path, the
    * uffd message, the session's bookkeeping and the wake-up, ns. */
   faultNs: number
-  /** Fixed cost of one install ioctl (UFFDIO_COPY or UFFDIO_ZEROPAGE), ns. */
+  /** Fixed cost of one UFFDIO_COPY (the wake-up of a waiting thread included), ns. */
   installNs: number
+  /** Fixed cost of one UFFDIO_ZEROPAGE, ns. */
+  zeroInstallNs: number
   /** Per page UFFDIO_COPY copies, ns. */
   copyPageNs: number
   /** Per page UFFDIO_ZEROPAGE maps, ns. */
@@ -41,7 +43,7 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 /** The model measured on this machine and committed with the results it came from. */
 export const DEFAULT_COST_MODEL = join(REPO, 'bench-results/costs/costs.json')
 
-const NUMBERS = ['faultNs', 'installNs', 'copyPageNs', 'zeroPageNs', 'readNs', 'decodePageNs'] as const
+const NUMBERS = ['faultNs', 'installNs', 'copyPageNs', 'zeroInstallNs', 'zeroPageNs', 'readNs', 'decodePageNs'] as const
 
 /** Reads and checks a cost model file (the JSON `faultline bench costs --out` writes). */
 export function loadCostModel(path = DEFAULT_COST_MODEL): CostModel {
@@ -81,7 +83,7 @@ const us = (ns: number): string => `${(ns / 1000).toFixed(ns < 1000 ? 3 : 2)} µ
 export function describeCostModel(m: CostModel, path: string, tier: StorageTier): string[] {
   const lines = [
     `cost model ${path} (${m.command}, ${m.measuredAt}); stored bytes ${tier}:`,
-    `  fault ${us(m.faultNs)} + per install ioctl ${us(m.installNs)} + per page copied ${us(m.copyPageNs)}, per zero page ${us(m.zeroPageNs)}`,
+    `  fault ${us(m.faultNs)}; UFFDIO_COPY ${us(m.installNs)} + ${us(m.copyPageNs)} a page; UFFDIO_ZEROPAGE ${us(m.zeroInstallNs)} + ${us(m.zeroPageNs)} a page`,
     `  per read ${us(m.readNs)} + per page decoded ${us(m.decodePageNs)} + per stored byte ${(m.byteNs[tier]).toFixed(3)} ns` +
       (tier === 'remote' ? ` + per chunk fetched ${us(m.remoteChunkNs ?? NaN)}` : ''),
   ]

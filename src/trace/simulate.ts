@@ -232,7 +232,7 @@ class SimSession implements PolicyContext {
     this.installs++
     if (zero) {
       this.zeroPages += n
-      return m.installNs + n * m.zeroPageNs
+      return m.zeroInstallNs + n * m.zeroPageNs
     }
     let bytes = 0
     for (let p = i; p < j; p++) bytes += this.stored[p]
