@@ -2,7 +2,7 @@
 // zeroed, one page decoded and one stored byte read cost on this machine, measured by
 // `faultline bench costs` (src/bench/costs.ts) and kept as JSON with where each figure came from.
 import { existsSync, readFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FaultlineError, fileError } from '../errors.js'
 
@@ -81,8 +81,9 @@ const us = (ns: number): string => `${(ns / 1000).toFixed(ns < 1000 ? 3 : 2)} µ
 
 /** The model in a few lines, as every simulation result prints it. */
 export function describeCostModel(m: CostModel, path: string, tier: StorageTier): string[] {
+  const shown = relative(process.cwd(), path)
   const lines = [
-    `cost model ${path} (${m.command}, ${m.measuredAt}); stored bytes ${tier}:`,
+    `cost model ${shown.length < path.length ? shown : path} (${m.command}, ${m.measuredAt}); stored bytes ${tier}:`,
     `  fault ${us(m.faultNs)}; UFFDIO_COPY ${us(m.installNs)} + ${us(m.copyPageNs)} a page; UFFDIO_ZEROPAGE ${us(m.zeroInstallNs)} + ${us(m.zeroPageNs)} a page`,
     `  per read ${us(m.readNs)} + per page decoded ${us(m.decodePageNs)} + per stored byte ${(m.byteNs[tier]).toFixed(3)} ns` +
       (tier === 'remote' ? ` + per chunk fetched ${us(m.remoteChunkNs ?? NaN)}` : ''),
