@@ -56,7 +56,7 @@ const POLICIES = ['ondemand', 'readahead', 'readahead:63', 'adaptive', 'adaptive
 t.test('simulated faults and pages installed agree with real replays within 2%', async t => {
   // The cost model prices the counts compared here, it does not change them: any valid one does.
   const costs = join(dir, 'costs.json')
-  writeFileSync(costs, JSON.stringify({ model: { faultNs: 1, installNs: 1, copyPageNs: 1, zeroPageNs: 1, readNs: 1, decodePageNs: 1, byteNs: { warm: 0, cold: 0, remote: 0 }, remoteChunkNs: null } }))
+  writeFileSync(costs, JSON.stringify({ model: { faultNs: 1, installNs: 1, copyPageNs: 1, zeroInstallNs: 1, zeroPageNs: 1, readNs: 1, decodePageNs: 1, byteNs: { warm: 0, cold: 0, remote: 0 }, remoteChunkNs: null } }))
   const sim = await simulateTraces([trace], POLICIES, { pageMap: readPageMap(img.snap), storage: 'warm', costs })
   for (const [i, policy] of POLICIES.entries()) {
     const real = await cli(['replay', trace, '--snapshot', img.snap, '--policy', policy, '--verify', img.raw])

@@ -15,7 +15,7 @@ import { accessOrder, SIM_MAX_RUN_BYTES, simSpace, simulatePolicy } from '../../
 import { faults, writeTrace, type Rec } from './fixtures.js'
 
 const MODEL: CostModel = {
-  faultNs: 10_000, installNs: 1000, copyPageNs: 100, zeroPageNs: 10, readNs: 500, decodePageNs: 2000,
+  faultNs: 10_000, installNs: 1000, copyPageNs: 100, zeroInstallNs: 700, zeroPageNs: 10, readNs: 500, decodePageNs: 2000,
   byteNs: { warm: 1, cold: 10, remote: 20 }, remoteChunkNs: 1_000_000, sources: {}, command: 'test', measuredAt: 'test',
 }
 const warm = { model: MODEL, tier: 'warm' as const }
@@ -65,7 +65,7 @@ t.test('ondemand: one fault and one install per access, costed from the counts',
   const r = simulatePolicy(await createPolicy('ondemand'), accessOrder(tr), simSpace(tr, m), warm)
   t.match(r, { accesses: 5, faults: 5, pagesInstalled: 5, wastedPages: 0, zeroPages: 1, installs: 5, reads: 4, bytesRead: 4000, pagesByCause: { fault: 5, prefetch: 0, background: 0 } })
   const data = MODEL.faultNs + MODEL.installNs + MODEL.copyPageNs + MODEL.readNs + MODEL.decodePageNs + 1000 * MODEL.byteNs.warm
-  const zero = MODEL.faultNs + MODEL.installNs + MODEL.zeroPageNs
+  const zero = MODEL.faultNs + MODEL.zeroInstallNs + MODEL.zeroPageNs
   t.equal(r.estimatedMs, (4 * data + zero) / 1e6)
 })
 
@@ -134,7 +134,7 @@ t.test('onStart work is installed before resume; remote reads fetch whole chunks
   const r = simulatePolicy(await createPolicy('ondemand'), accessOrder(tr), simSpace(tr, m), { model: MODEL, tier: 'remote' })
   t.equal(r.chunksFetched, 1, 'pages 1 and 2 share a 64-page chunk')
   const one = MODEL.faultNs + MODEL.installNs + MODEL.copyPageNs + MODEL.readNs + MODEL.decodePageNs + 1000 * MODEL.byteNs.warm
-  t.equal(r.estimatedMs, (one + MODEL.faultNs + MODEL.installNs + MODEL.zeroPageNs + MODEL.remoteChunkNs! + 32 * 1000 * MODEL.byteNs.remote) / 1e6)
+  t.equal(r.estimatedMs, (one + MODEL.faultNs + MODEL.zeroInstallNs + MODEL.zeroPageNs + MODEL.remoteChunkNs! + 32 * 1000 * MODEL.byteNs.remote) / 1e6)
   t.throws(() => simulatePolicy({ name: 'x', onFault() {} }, accessOrder(tr), simSpace(tr, m), { model: { ...MODEL, remoteChunkNs: null }, tier: 'remote' }), { message: /no remote constants/ })
 })
 
