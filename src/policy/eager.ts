@@ -7,6 +7,7 @@ export const createEager: PolicyFactory = (args) => {
   if (args !== undefined && args !== '') throw new PolicyArgumentError(`eager: takes no arguments, got '${args}'`)
   const policy: FaultPolicy = {
     name: 'eager',
+    startBeforeResume: true,
     onStart(ctx, plan) {
       // One run per region: the session splits it into MAX_RUN_BYTES installs.
       for (const r of ctx.ranges) plan.add(r.firstPage, r.pageCount, InstallCause.Background)

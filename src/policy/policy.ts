@@ -64,8 +64,12 @@ export interface FaultInfo {
 
 export interface FaultPolicy {
   readonly name: string
-  /** Before the guest is acknowledged: pages to install up front (e.g. a working set). */
+  /** Pages to install from the start (a working set, everything): installed once the guest
+   * runs, in the plan's order, faults going first; or before it is acknowledged when
+   * `startBeforeResume` is set (eager: decompress everything, then run). */
   onStart?(ctx: PolicyContext, plan: RunList): void
+  /** onStart's pages go in before the guest is acknowledged. */
+  readonly startBeforeResume?: boolean
   /** After the faulting page (already in `plan` as the first run): add more runs. */
   onFault(fault: FaultInfo, ctx: PolicyContext, plan: RunList): void
   /** While the guest is quiet: add up to `budgetPages` pages of background work. Return

@@ -1,6 +1,7 @@
-// workingset:TRACE[@GAP]: REAP-style. Installs every page of a recorded working set before the
-// guest is acknowledged, in runs of adjacent pages (few, large copies; runs at most GAP pages
-// apart are joined, the pages between them installed too), then serves the rest on demand.
+// workingset:TRACE[@GAP]: REAP-style. Installs every page of a recorded working set from the
+// start, once the guest runs (faults go first), in the order the recorded guest first touched
+// them, in runs of pages adjacent in that order (a forward jump of at most GAP pages joins the
+// run, the pages between installed too), then serves the rest on demand.
 import { readTrace, workingSetPages } from '../trace/reader.js'
 import { describeError } from '../errors.js'
 import { PolicyArgumentError } from './registry-errors.js'
@@ -24,6 +25,26 @@ export function pagesToRuns(pages: Iterable<number>, gap = 0): { first: number[]
   return { first, count }
 }
 
+/** Runs of `pages` in their order: consecutive entries that continue a run (the next page, or
+ * at most `gap` pages further on) extend it; a page already in a run is dropped. */
+export function orderedRuns(pages: Iterable<number>, gap = 0): { first: number[]; count: number[] } {
+  const seen = new Set<number>()
+  const first: number[] = [], count: number[] = []
+  for (const p of pages) {
+    if (seen.has(p)) continue
+    const r = first.length - 1
+    const end = r >= 0 ? first[r] + count[r] : -1
+    if (r >= 0 && p >= end && p <= end + gap) {
+      for (let q = end; q <= p; q++) seen.add(q)
+      count[r] = p - first[r] + 1
+    } else {
+      seen.add(p)
+      first.push(p); count.push(1)
+    }
+  }
+  return { first, count }
+}
+
 export class WorkingSetPolicy implements FaultPolicy {
   readonly name: string
   /** Pages in the recorded working set. */
@@ -37,11 +58,11 @@ export class WorkingSetPolicy implements FaultPolicy {
     this.pages = pages.length
     this.pageSize = pageSize
     this.gap = gap
-    this.runs = pagesToRuns(pages, gap)
+    this.runs = orderedRuns(pages, gap)
   }
 
   get runCount(): number { return this.runs.first.length }
-  /** Pages installed up front: the working set plus the gaps joined into its runs. */
+  /** Pages installed from the start: the working set plus the gaps joined into its runs. */
   get plannedPages(): number { return this.runs.count.reduce((a, b) => a + b, 0) }
 
   onStart(ctx: PolicyContext, plan: RunList): void {

@@ -9,6 +9,7 @@ import { isDeferredSource } from '../store/deferred-source.js'
 import * as uffd from '../uffd/index.js'
 import { ABSENT } from './guest-memory.js'
 import { Session } from './session.js'
+import { K_PAGES } from './session-meters.js'
 
 /** Simulated faults: enough calls for V8 to optimise the loop's functions. */
 export const REHEARSAL_FAULTS = 4096
@@ -47,12 +48,12 @@ export function rehearseFaultPath(source: PageSource, onRound?: (scratch: Buffer
         uffd.adviseDontNeed(scratch.address, scratch.length)
         session.memory.markRange(scratch.address, scratch.address + scratch.length, ABSENT)
       }
-      const installedBefore = session.stats.pagesInstalled[0]
+      const installedBefore = session.meters.counters[K_PAGES]
       for (let k = 0; k < pages && faults < REHEARSAL_FAULTS; k++, faults++) {
         session.rehearseFault(scratch.address + ((k * STRIDE) % pages) * ps)
       }
       // Tests look at what was installed; reading a page not installed would wait forever.
-      if (onRound !== undefined && session.stats.pagesInstalled[0] - installedBefore === pages) onRound(scratch.bytes, pages)
+      if (onRound !== undefined && session.meters.counters[K_PAGES] - installedBefore === pages) onRound(scratch.bytes, pages)
     }
   } finally {
     uffd.unmap(scratch)

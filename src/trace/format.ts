@@ -17,6 +17,8 @@ export const TRACE_HEADER_COMPLETE = 1
 export const TRACE_FLAG_WRITE = 1
 /** Record `flags`: installed by the policy's onStart, before the guest was acknowledged. */
 export const TRACE_FLAG_BEFORE_RESUME = 2
+/** Record `flags`: installed from the policy's start set (a working set) once the guest ran. */
+export const TRACE_FLAG_START_SET = 4
 
 /** Record `cause`, as InstallCause in src/policy/policy.ts. */
 export const TRACE_CAUSE_NAMES = ['fault', 'prefetch', 'background'] as const

@@ -223,6 +223,20 @@ export class Userfaultfd {
     return length
   }
 
+  /** False once the address space this uffd serves is gone (its process exited or exec'd).
+   * The probe is UFFDIO_WRITEPROTECT clearing protection on a page of `address`'s range: on
+   * memory registered in missing mode only it changes nothing (ENOENT); ESRCH means the mm is
+   * gone. (A forked child's uffd gives no other sign of the child's exit.) */
+  isAttached(address: number, pageSize: number): boolean {
+    const u32 = this.u32
+    const lo = address % TWO32
+    u32[0] = lo; u32[1] = (address - lo) / TWO32
+    u32[2] = pageSize; u32[3] = 0
+    u32[4] = 0; u32[5] = 0
+    if (libc.ioctl(this.fd, abi.UFFDIO_WRITEPROTECT | 0, this.args) === 0) return true
+    return errno() !== ESRCH
+  }
+
   /** Reads up to `messages.capacity` pending events; 0 when none are pending. */
   readMessages(messages: UffdMessages): number {
     const n = libc.read(this.fd, messages.buffer, messages.buffer.length)
