@@ -8,7 +8,7 @@ import { breakdownRows, FAULT_SERVERS, measureFaultCost, summarizeFaultCost, sys
 import { BenchConfigError } from '../bench/resume.js'
 import { WARM_FAULTS } from '../server/heap-growth.js'
 import { Progress } from './progress.js'
-import { formatTable } from './table.js'
+import { formatTable } from '../util/format.js'
 import { choiceItems } from './options.js'
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')

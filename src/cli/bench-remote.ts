@@ -13,7 +13,7 @@ import { runRemoteBench, type RemoteRun } from '../store/remote-bench.js'
 import { createS3Client, parseS3Url, resolveS3Settings } from '../store/s3-config.js'
 import { pushSnapshot } from '../store/upload.js'
 import { Progress } from './progress.js'
-import { formatTable, median } from './table.js'
+import { formatTable, median } from '../util/format.js'
 import { listOption } from './options.js'
 
 export const BENCH_REMOTE_USAGE = `usage: faultline bench remote [options]

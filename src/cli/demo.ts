@@ -10,8 +10,8 @@ import { FaultlineError } from '../errors.js'
 import { PageServer } from '../server/page-server.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
-import { Progress, formatBytes } from './progress.js'
-import { formatTable, median, ms } from './table.js'
+import { Progress } from './progress.js'
+import { formatBytes, formatTable, median, ms } from '../util/format.js'
 
 export const DEMO_USAGE = `usage: faultline demo [--mib N] [--workload W] [--repeat N] [--dir DIR]
 

@@ -4,7 +4,7 @@ import { FaultlineError } from '../errors.js'
 import { PageServer } from '../server/page-server.js'
 import { remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url, parseSize } from '../store/s3-config.js'
-import { formatBytes } from './progress.js'
+import { formatBytes } from '../util/format.js'
 
 export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH [options]
 

@@ -22,7 +22,8 @@ import { openRemoteSnapshot } from '../store/remote-snapshot.js'
 import { createS3Client, isS3Url, parseS3Url, resolveS3Settings } from '../store/s3-config.js'
 import { S3Object } from '../store/s3-object.js'
 import { pushSnapshot } from '../store/upload.js'
-import { Progress, formatBytes, formatRate, type ProgressStream } from './progress.js'
+import { Progress, type ProgressStream } from './progress.js'
+import { formatBytes, formatRate } from '../util/format.js'
 
 export interface CliIo {
   stdout: ProgressStream

@@ -13,7 +13,7 @@ import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
 import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
-import { formatTable } from './table.js'
+import { formatTable } from '../util/format.js'
 
 export const TRACE_USAGE = `usage:
   faultline trace stats FILE [--json]

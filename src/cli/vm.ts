@@ -11,7 +11,8 @@ import { RESUME_MODES, type ResumeMode } from '../vm/resume.js'
 import { snapshotTestGuest } from '../vm/snapshot-guest.js'
 import { dropFileCache } from '../vm/pagecache.js'
 import { VmDir } from '../vm/vm-dir.js'
-import { formatBytes, Progress } from './progress.js'
+import { Progress } from './progress.js'
+import { formatBytes } from '../util/format.js'
 
 export const VM_USAGE = `usage: faultline vm <image | snapshot | resume> [options]
 
