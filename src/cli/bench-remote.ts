@@ -1,6 +1,6 @@
 // `faultline bench remote`: local file vs object store (cold and warm cache), with and without
 // prefetch, over emulated network round trips; argument parsing and the report only (the
-// measurement is src/store/remote-bench.ts).
+// measurement is src/bench/remote.ts).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -8,8 +8,8 @@ import { parseArgs } from 'node:util'
 import { FaultlineError } from '../errors.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
-import { startCephCluster, type CephCluster } from '../store/ceph-cluster.js'
-import { runRemoteBench, type RemoteRun } from '../store/remote-bench.js'
+import { startCephCluster, type CephCluster } from '../bench/ceph-cluster.js'
+import { runRemoteBench, type RemoteRun } from '../bench/remote.js'
 import { createS3Client, parseS3Url, resolveS3Settings } from '../store/s3-config.js'
 import { pushSnapshot } from '../store/upload.js'
 import { Progress } from './progress.js'

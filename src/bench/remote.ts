@@ -6,12 +6,12 @@
 import { spawnSync } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { runGuestProcess, type GuestReport } from '../bench/guest.js'
+import { runGuestProcess, type GuestReport } from './guest.js'
 import { FaultlineError } from '../errors.js'
 import { PageServer, type PageServerOptions } from '../server/page-server.js'
 import type { SessionStats } from '../server/session.js'
 import { SnapshotReader } from '../snapshot/reader.js'
-import type { ChunkStore } from './chunk-store.js'
+import type { ChunkStore } from '../store/chunk-store.js'
 import { DelayProxy } from './delay-proxy.js'
 
 export interface RemoteBenchOptions {
