@@ -1,13 +1,10 @@
 // Runs the native test guest (native/build/guest) as a real process and returns the one JSON
 // line it prints; shared by the demo, the resume benchmark and the per-fault measurement.
 import { spawn } from 'node:child_process'
-import { dirname, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { FaultlineError } from '../errors.js'
+import { nativeBuildPath } from '../util/repo.js'
 
-export const NATIVE_BUILD = resolve(dirname(fileURLToPath(import.meta.url)), '../../native/build')
-export const GUEST_BINARY = resolve(NATIVE_BUILD, 'guest')
-export const FLOOR_BINARY = resolve(NATIVE_BUILD, 'uffd-floor')
+export const GUEST_BINARY = nativeBuildPath('guest')
 
 /** The guest's report (its CLI contract; see `guest --help`). Times are ns from the start of
  * resume; usage fields cover resume + workload only (not --verify). */

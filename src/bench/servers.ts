@@ -6,9 +6,9 @@ import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { arch } from 'node:process'
 import { FaultlineError } from '../errors.js'
 import type { SessionStats } from '../server/session.js'
-import { FLOOR_BINARY } from './guest.js'
 import { resetPeakRss, sampleProcess, type ProcSample } from './proc.js'
 import type { ServerChildMessage } from './server-process.js'
+import { FLOOR_BINARY } from '../vm/resume-dir.js'
 
 export class BenchServerError extends FaultlineError {}
 

@@ -1,8 +1,7 @@
 // `faultline bench faults`: per-fault cost of faultline (koffi and ffi-napi, native and npm
 // page codec) against the C floor handler, pinned to one CPU and not, with the breakdown.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { breakdownRows, FAULT_SERVERS, measureFaultCost, summarizeFaultCost, syscallsPerFault, type FaultCostResult } from '../bench/fault-cost.js'
 import { BenchConfigError } from '../bench/resume.js'
@@ -10,8 +9,8 @@ import { WARM_FAULTS } from '../server/heap-growth.js'
 import { Progress } from './progress.js'
 import { formatTable } from '../util/format.js'
 import { choiceItems } from './options.js'
+import { repoPath } from '../util/repo.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
 export const BENCH_FAULTS_USAGE = `usage: faultline bench faults [options]
 
@@ -58,7 +57,7 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
   const progress = new Progress('fault cost runs', 1)
   const result = await measureFaultCost({
     mib, fraction, repeat, seed, cpu: values.cpu!, servers,
-    imageDir: resolve(values.images ?? join(REPO, '.cache/bench-images')),
+    imageDir: resolve(values.images ?? repoPath('.cache/bench-images')),
     onRun: progress.update,
   })
   progress.done()

@@ -1,16 +1,15 @@
 // `faultline bench resume` (npm run bench): the resume sweep, written to DIR as results.json,
 // results.md and resume-vs-ram.svg, with the time tables printed.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { renderMarkdown, renderResumePlot, summarize, timeTables } from '../bench/report.js'
 import { BenchConfigError, checkMode, defaultModes, runSweep, workloadLabel, type AccessPattern, type CacheState, type Workload } from '../bench/resume.js'
 import type { ColdMethod } from '../bench/proc.js'
 import { Progress } from './progress.js'
 import { choiceItems, listOption } from './options.js'
+import { repoPath } from '../util/repo.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
 export const BENCH_RESUME_USAGE = `usage: faultline bench resume [--quick] [options]
 
@@ -107,7 +106,7 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
   }
   const result = await runSweep({
     sizesMiB, workloads, modes, caches, repeat, seed,
-    imageDir: resolve(values.images ?? join(REPO, '.cache/bench-images')),
+    imageDir: resolve(values.images ?? repoPath('.cache/bench-images')),
     cold: values.cold as ColdMethod, cpus: values.cpus, verify: !values['no-verify'],
     serverEnv: values.ffi === 'ffi-napi' ? { FAULTLINE_FFI: 'ffi-napi' } : undefined,
     log: line => { progress.clear(); console.error(`bench: ${line}`) },

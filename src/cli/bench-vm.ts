@@ -1,8 +1,7 @@
 // `faultline bench vm`: real QEMU guests resumed eager / mmap / faultline / uffd-c over RAM
 // sizes, written to DIR as vm-results.json, vm-results.md and vm-resume-vs-ram*.svg.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { ColdMethod } from '../bench/proc.js'
 import type { CacheState } from '../bench/resume.js'
@@ -12,8 +11,8 @@ import { DEFAULT_IMAGE_DIR } from '../vm/image.js'
 import { parseRamMiB } from '../vm/qemu.js'
 import { Progress } from './progress.js'
 import { choiceItems, listOption } from './options.js'
+import { repoPath } from '../util/repo.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
 export const BENCH_VM_USAGE = `usage: faultline bench vm [options]
 
@@ -70,7 +69,7 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
   const snapProgress = new Progress('compress RAM', 1)
   const result = await runVmSweep({
     sizesMiB, modes, caches, pinnings, cpus: values.cpus, repeat, workloadFraction: fraction,
-    checkpointDir: resolve(values.checkpoints ?? join(REPO, '.cache/vm-bench')),
+    checkpointDir: resolve(values.checkpoints ?? repoPath('.cache/vm-bench')),
     imageDir: resolve(values.image ?? DEFAULT_IMAGE_DIR),
     cold: values.cold as ColdMethod, timeoutMs: timeoutS * 1000,
     log: (line) => { progress.clear(); snapProgress.clear(); console.error(`bench vm: ${line}`) },

@@ -3,14 +3,13 @@
 // FAULTLINE_CODEC=npm selects the npm lz4 binding and zlib's CRC-32, page by page, instead.
 
 import { createRequire } from 'node:module'
-import { dirname, resolve } from 'node:path'
 import { env } from 'node:process'
-import { fileURLToPath } from 'node:url'
 import { FaultlineError } from '../errors.js'
+import { nativeBuildPath } from '../util/repo.js'
 
 export type PageCodecName = 'native' | 'npm'
 
-export const CODEC_LIBRARY = resolve(dirname(fileURLToPath(import.meta.url)), '../../native/build/libfaultline-codec.so')
+export const CODEC_LIBRARY = nativeBuildPath('libfaultline-codec.so')
 
 /** Why a run stopped at a page: args[A_DETAIL0]. */
 export const FAIL_LZ4_MALFORMED = 1

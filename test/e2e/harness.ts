@@ -3,13 +3,13 @@
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { PageServer, type PageServerOptions } from '../../src/server/page-server.js'
 import { createSnapshot } from '../../src/snapshot/writer.js'
 import { writeSyntheticImage } from '../../src/snapshot/synthetic-image.js'
+import { REPO_ROOT } from '../../src/util/repo.js'
 
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+export const ROOT = REPO_ROOT
 export const GUEST = join(ROOT, 'native/build/guest')
 
 interface Teardown { teardown(fn: () => unknown): void }
