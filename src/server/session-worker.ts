@@ -54,7 +54,7 @@ function negotiate(guestUffd: uffd.Userfaultfd): uffd.ApiResult {
   try {
     return guestUffd.api(SESSION_FEATURES)
   } catch (err) {
-    if (!(err instanceof uffd.UffdError) || err.errno !== 1 /* EPERM */) throw err
+    if (!(err instanceof uffd.UffdError) || err.errno !== uffd.EPERM) throw err
     log('UFFDIO_API refused EVENT_FORK (the server lacks CAP_SYS_PTRACE): a child the guest forks will read zeros for pages not served yet')
     return guestUffd.api(SESSION_FEATURES & ~uffd.UFFD_FEATURE_EVENT_FORK)
   }

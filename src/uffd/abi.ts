@@ -102,6 +102,17 @@ export const MADV_REMOVE = 9
 export const EFD_CLOEXEC = O_CLOEXEC
 export const EFD_NONBLOCK = O_NONBLOCK
 
+// errno values (asm-generic/errno-base.h, asm-generic/errno.h: the same on x86_64 and aarch64)
+export const EPERM = 1
+export const ENOENT = 2
+export const ESRCH = 3
+export const EINTR = 4
+export const EAGAIN = 11
+export const EACCES = 13
+export const EEXIST = 17
+export const EOPNOTSUPP = 95
+export const ECONNABORTED = 103
+
 export const SYS_USERFAULTFD_X64 = 323
 export const SYS_USERFAULTFD_ARM64 = 282
 export const SYS_PIDFD_OPEN = 434

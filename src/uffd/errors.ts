@@ -1,12 +1,13 @@
 // UffdError: a failed system call in the FFI layer, with the operation and the errno name.
 import { constants } from 'node:os'
 import { FaultlineError } from '../errors.js'
+import { EAGAIN } from './abi.js'
 
 const errnoNames: string[] = []
 for (const [name, value] of Object.entries(constants.errno)) {
   if (errnoNames[value] === undefined) errnoNames[value] = name
 }
-errnoNames[11] = 'EAGAIN' // os.constants lists EWOULDBLOCK under the same number
+errnoNames[EAGAIN] = 'EAGAIN' // os.constants lists EWOULDBLOCK under the same number
 
 export function errnoName(errno: number): string {
   return errnoNames[errno] ?? `errno ${errno}`
