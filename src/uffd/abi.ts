@@ -111,6 +111,7 @@ export const EAGAIN = 11
 export const EACCES = 13
 export const EEXIST = 17
 export const EOPNOTSUPP = 95
+export const ENAMETOOLONG = 36
 export const ECONNABORTED = 103
 
 export const SYS_USERFAULTFD_X64 = 323

@@ -11,7 +11,7 @@ const MAX_FDS = 16
 
 function sockaddrUnix(path: string): Buffer {
   const bytes = Buffer.from(path)
-  if (bytes.length >= SUN_PATH_MAX) throw new UffdError('bind', 36, `socket path longer than ${SUN_PATH_MAX - 1} bytes: ${path}`)
+  if (bytes.length >= SUN_PATH_MAX) throw new UffdError('bind', abi.ENAMETOOLONG, `socket path longer than ${SUN_PATH_MAX - 1} bytes: ${path}`)
   const addr = Buffer.alloc(2 + SUN_PATH_MAX)
   addr.writeUInt16LE(abi.AF_UNIX, 0)
   bytes.copy(addr, 2)
