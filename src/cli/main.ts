@@ -1,5 +1,5 @@
 // faultline's command line: picks the subcommand and turns any error into one line.
-import { formatCliError } from '../errors.js'
+import { exitStatusOf, formatCliError } from '../errors.js'
 
 type Command = (argv: string[]) => Promise<number>
 
@@ -38,6 +38,6 @@ main(process.argv.slice(2)).then(
   code => { process.exitCode = code },
   err => {
     console.error(formatCliError(err))
-    process.exitCode = 1
+    process.exitCode = exitStatusOf(err)
   },
 )

@@ -1,7 +1,7 @@
 // adaptive[:MAX]: on-demand readahead in the spirit of Linux's (mm/readahead.c): a small table
 // of streams; a fault that continues a stream grows its window (x2 up to MAX pages), a strided
 // one shrinks it (/2), anything else is served alone and may start a stream.
-import { PolicyArgumentError } from './registry-errors.js'
+import { PolicyArgumentError } from './errors.js'
 import { InstallCause, type FaultInfo, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
 
 /** Streams tracked at once (least recently used is replaced). */

@@ -3,7 +3,7 @@
 // or a trace file: that trace's working set first, in its order of first use, then address order.
 import { describeError } from '../errors.js'
 import { readTrace, workingSetPages } from '../trace/reader.js'
-import { PolicyArgumentError } from './registry-errors.js'
+import { PolicyArgumentError } from './errors.js'
 import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
 
 export class BackgroundPolicy implements FaultPolicy {

@@ -1,7 +1,7 @@
 // eager: install the whole snapshot before the guest is acknowledged (decompress everything,
 // then run): the `eager-lz4` baseline, and a measure of how fast the server can fill memory.
 import { InstallCause, type FaultPolicy, type PolicyFactory } from './policy.js'
-import { PolicyArgumentError } from './registry-errors.js'
+import { PolicyArgumentError } from './errors.js'
 
 export const createEager: PolicyFactory = (args) => {
   if (args !== undefined && args !== '') throw new PolicyArgumentError(`eager: takes no arguments, got '${args}'`)

@@ -1,5 +1,5 @@
 // readahead:N: the faulting page and the next N pages, as one run.
-import { PolicyArgumentError } from './registry-errors.js'
+import { PolicyArgumentError } from './errors.js'
 import { InstallCause, type FaultPolicy, type PolicyFactory } from './policy.js'
 
 export const createReadahead: PolicyFactory = (args) => {

@@ -7,7 +7,7 @@ import { createEager } from './eager.js'
 import { createOnDemand } from './ondemand.js'
 import type { FaultPolicy, PolicyFactory } from './policy.js'
 import { createReadahead } from './readahead.js'
-import { PolicyArgumentError } from './registry-errors.js'
+import { PolicyArgumentError } from './errors.js'
 import { createWorkingSet } from './workingset.js'
 
 export { PolicyArgumentError }

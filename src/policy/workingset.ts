@@ -3,7 +3,7 @@
 // apart are joined, the pages between them installed too), then serves the rest on demand.
 import { readTrace, workingSetPages } from '../trace/reader.js'
 import { describeError } from '../errors.js'
-import { PolicyArgumentError } from './registry-errors.js'
+import { PolicyArgumentError } from './errors.js'
 import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
 
 /** Default GAP: exactly the working set. Joining runs saves ioctls but installs pages the

@@ -36,7 +36,9 @@ export interface ForkServeResult {
   error?: string
 }
 
-class ForkReadError extends FaultlineError {}
+class ForkReadError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_FORK_READ'
+}
 
 /** Fills the child behind `childFd` (this process's copy of its uffd, closed on return) so
  * its memory reads exactly as the parent's would: snapshot pages where the parent's are

@@ -3,7 +3,9 @@
 // easy to test.
 import { FaultlineError } from '../errors.js'
 
-export class HandshakeError extends FaultlineError {}
+export class HandshakeError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_HANDSHAKE'
+}
 
 export const MAX_HANDSHAKE_BYTES = 65536
 export const MAX_REGIONS = 1024

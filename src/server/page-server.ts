@@ -54,7 +54,9 @@ export interface PageServerEvents {
   ended: [record: SessionRecord]
 }
 
-export class ServerError extends FaultlineError {}
+export class ServerError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_SERVER'
+}
 
 /** The worker runs compiled JS even when the server itself runs from TypeScript sources
  * (tests): a TS worker would transpile every module again on each start, which takes

@@ -4,7 +4,7 @@
 
 import { createRequire } from 'node:module'
 import { env } from 'node:process'
-import { FaultlineError } from '../errors.js'
+import { FaultlineError, UsageError } from '../errors.js'
 import { nativeBuildPath } from '../util/repo.js'
 
 export type PageCodecName = 'native' | 'npm'
@@ -55,7 +55,7 @@ export const pageCodecName: PageCodecName = selectCodec(env.FAULTLINE_CODEC)
 function selectCodec(name: string | undefined): PageCodecName {
   if (name === undefined || name === '' || name === 'native') return 'native'
   if (name === 'npm') return 'npm'
-  throw new FaultlineError(`FAULTLINE_CODEC=${name}: expected native or npm`)
+  throw new UsageError(`FAULTLINE_CODEC=${name}: expected native or npm`)
 }
 
 let loaded: NativeCodec | undefined

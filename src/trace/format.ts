@@ -53,7 +53,11 @@ export const R_THREAD_ID = 20
 export const R_CAUSE = 24
 export const R_FLAGS = 25
 
-export class TraceFormatError extends FaultlineError {}
+/** A trace file that is malformed, or that cannot be used for what was asked of it (replayed
+ * by the native guest, read as a working set). */
+export class TraceFormatError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_TRACE_FORMAT'
+}
 
 /** One guest region as the trace header stores it. */
 export interface TraceRegion {

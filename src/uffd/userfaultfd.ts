@@ -244,6 +244,7 @@ export class Userfaultfd {
 
 /** The guest's address space is gone (it exited or exec'd): its session is over. */
 export class GuestGoneError extends UffdError {
+  override readonly code: string = 'FL_ERR_GUEST_GONE'
   constructor(op: string) {
     super(op, ESRCH, 'the guest has exited')
   }
