@@ -9,7 +9,7 @@ import { SnapshotReader } from '../snapshot/reader.js'
 import { RemotePageSource } from '../store/remote-page-source.js'
 import * as uffd from '../uffd/index.js'
 import {
-  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake, parseUffdFdinfo,
+  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake,
   type Handshake,
 } from './handshake.js'
 import { Session, type TraceSink } from './session.js'
@@ -144,7 +144,7 @@ function admit(conn: number, source: PageSource, peer: { pid: number }): Admitte
     let maps: string
     try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/maps of the guest`) }
     checkRegionsMapped(handshake.regions, maps)
-    const fdinfo = parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
+    const fdinfo = uffd.parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
     if (handshake.register) {
       if (fdinfo?.initialized) {
         throw new Refusal('the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +

@@ -40,6 +40,9 @@ export const UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 export const UFFD_FEATURE_POISON = 1 << 14
 export const UFFD_FEATURE_WP_ASYNC = 1 << 15
 export const UFFD_FEATURE_MOVE = 1 << 16
+/** Not in the uapi header: fs/userfaultfd.c's mark of a uffd whose UFFDIO_API is done, shown
+ * with its features in /proc/PID/fdinfo (Linux 6.x). */
+export const UFFD_FEATURE_INITIALIZED = 0x80000000
 
 export const FEATURE_NAMES: ReadonlyArray<readonly [number, string]> = [
   [UFFD_FEATURE_PAGEFAULT_FLAG_WP, 'PAGEFAULT_FLAG_WP'], [UFFD_FEATURE_EVENT_FORK, 'EVENT_FORK'],

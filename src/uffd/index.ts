@@ -10,6 +10,8 @@ export { mapAnonymous, unmap, adviseDontNeed, createEventFd, signalEventFd, drai
 export type { Mapping } from './memory.js'
 export { MonotonicClock } from './clock.js'
 export { preadInto } from './file.js'
+export { mappedRanges, missingModeRanges, parseUffdFdinfo } from './procfs.js'
+export type { AddressRange, UffdFdinfo } from './procfs.js'
 export { threadId, threadIds, canLowerThreadPriority, setThreadIdle, idleClassThreads } from './sched.js'
 export { ffiBackend, FFI_BACKENDS } from './libc.js'
 export type { FfiBackend } from './libc.js'
