@@ -71,5 +71,6 @@ export interface FaultPolicy {
   onIdle?(ctx: PolicyContext, plan: RunList, budgetPages: number): boolean
 }
 
-/** Builds a policy from the text after `name:` in `--policy name:args`. */
+/** What a user policy module exports (default): builds its policy from the text after
+ * `path:` in `--policy path:args` (undefined when there is none). */
 export type PolicyFactory = (args: string | undefined) => FaultPolicy | Promise<FaultPolicy>
