@@ -3,6 +3,7 @@
 // userfaultfd with every touched page checked against the raw image; a second guest is
 // served from the local cache; and store failures (injected by a loopback proxy, or real:
 // missing object, wrong keys, corrupt data) fail the guest closed with the object named.
+// remote.test.ts runs this when Ceph is installed.
 import t from 'tap'
 import { DeleteObjectCommand } from '@aws-sdk/client-s3'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'

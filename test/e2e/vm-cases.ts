@@ -3,6 +3,7 @@
 // to an in-process page server), through mmap and eagerly, and must print the same checksum.
 // A VM faultline did not start is snapshotted over its own QMP socket and resumed from its
 // own command line. A corrupted RAM image and a snapshot of the wrong size must fail.
+// vm.test.ts runs this when QEMU and a guest kernel are installed.
 import t from 'tap'
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
