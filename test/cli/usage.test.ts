@@ -4,7 +4,7 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { ROOT } from '../e2e/harness.js'
-import { ensureDist } from '../e2e/reliability-helpers.js'
+import { ensureDist } from '../e2e/dist.js'
 
 const CLI = join(ROOT, 'dist/cli/main.js')
 ensureDist()

@@ -8,6 +8,7 @@ import { PageServer, type PageServerOptions } from '../../src/server/page-server
 import { createSnapshot } from '../../src/snapshot/writer.js'
 import { writeSyntheticImage } from '../../src/snapshot/synthetic-image.js'
 import { REPO_ROOT } from '../../src/util/repo.js'
+import { ensureDist } from './dist.js'
 
 export const ROOT = REPO_ROOT
 export const GUEST = join(ROOT, 'native/build/guest')
@@ -32,7 +33,10 @@ export async function makeImage(dir: string, mib: number, seed = 1, name = 'mem'
   return { raw, snap, sizeBytes: mib * 2 ** 20 }
 }
 
+/** A PageServer in this process, dist/ rebuilt first if a source is newer (its workers run
+ * the compiled code, and it refuses a stale build). */
 export async function startServer(t: Teardown, opts: PageServerOptions): Promise<PageServer> {
+  ensureDist()
   const server = await PageServer.start(opts)
   t.teardown(() => server.close())
   return server
