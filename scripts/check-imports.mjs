@@ -2,8 +2,8 @@
 // Fails when a module under src/ imports from a room above its own. The rooms, lowest first;
 // each may import only from its own and the ones before it, following the data from the
 // kernel up to the command line (policy after trace: a policy may replay a recorded trace):
-//   util (and src/errors.ts) <- uffd <- snapshot <- trace <- policy <- store <- server <- vm
-//   <- bench <- cli
+//   util (and src/errors.ts) <- uffd <- snapshot <- trace <- policy <- store <- cache
+//   <- server <- vm <- bench <- cli
 // Type-only imports count too: a lower room that names a higher one's types knows about it.
 // A new folder under src/ fails the check until it is given its place in ROOMS.
 // Usage: node scripts/check-imports.mjs [SRC_DIR]   (npm run lint runs it)
@@ -11,7 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export const ROOMS = ['util', 'uffd', 'snapshot', 'trace', 'policy', 'store', 'server', 'vm', 'bench', 'cli']
+export const ROOMS = ['util', 'uffd', 'snapshot', 'trace', 'policy', 'store', 'cache', 'server', 'vm', 'bench', 'cli']
 
 /** The room of a path relative to src/ ('errors.ts' at the top is util's level). */
 function roomOf(rel) {
