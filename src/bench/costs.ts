@@ -4,7 +4,7 @@
 // two, the per-byte ones come from reading the snapshot file whole, warm and cold.
 import { closeSync, openSync, readSync } from 'node:fs'
 import { join } from 'node:path'
-import { median } from '../cli/table.js'
+import { median } from '../util/format.js'
 import type { FaultBreakdownSummary } from '../server/fault-breakdown.js'
 import type { SessionStats } from '../server/session.js'
 import { DEFAULT_PAGE_SIZE } from '../snapshot/format.js'

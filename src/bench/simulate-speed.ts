@@ -1,7 +1,7 @@
 // How fast trace simulation runs: a synthetic access order (the `mixed` workload of bench
 // policies: interleaved sequential scans and random pages) over a large region, simulated
 // under each policy several times; accesses a second, medians.
-import { median } from '../cli/table.js'
+import { median } from '../util/format.js'
 import { createPolicy } from '../policy/registry.js'
 import type { CostModel } from '../trace/cost-model.js'
 import { simulatePolicy, type AccessOrder, type SimSpace } from '../trace/simulate.js'

@@ -4,15 +4,14 @@
 // working set recorded on a program's run 1, tested on its run 2), and an SVG of the second.
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { createPolicy } from '../policy/registry.js'
 import type { CostModel, StorageTier } from '../trace/cost-model.js'
 import { readPageMap, type PageMap } from '../trace/page-map.js'
 import { readTrace } from '../trace/reader.js'
 import { accessOrder, simSpace, simulatePolicy, type PolicySimulation } from '../trace/simulate.js'
+import { BenchError } from './errors.js'
 import { escapeXml, PALETTE } from './plot.js'
-
-export class TraceSetError extends FaultlineError {}
 
 export interface TraceEntry {
   /** Short name: the file name without .fltrace[.gz]. */
@@ -37,23 +36,23 @@ const TRACE_FILE = /^(.*)\.fltrace(\.gz)?$/
 export function loadTraceSet(dir: string): TraceEntry[] {
   // Paths stay as relative as `dir` is: the tables print them.
   const root = dir
-  if (!existsSync(resolve(root))) throw new TraceSetError(`--traces ${dir}: no such directory`)
+  if (!existsSync(resolve(root))) throw new UsageError(`--traces ${dir}: no such directory`)
   const manifest = join(root, 'manifest.json')
   if (existsSync(manifest)) {
     let m: { traces?: Array<{ trace: string; pageMap?: string; program?: string; run?: number; what?: string; ramMiB?: number }> }
-    try { m = JSON.parse(readFileSync(manifest, 'utf8')) } catch (err) { throw new TraceSetError(`${manifest}: not valid JSON (${(err as Error).message})`) }
-    if (!Array.isArray(m.traces) || m.traces.length === 0) throw new TraceSetError(`${manifest}: lists no traces`)
+    try { m = JSON.parse(readFileSync(manifest, 'utf8')) } catch (err) { throw new BenchError(`${manifest}: not valid JSON (${(err as Error).message})`) }
+    if (!Array.isArray(m.traces) || m.traces.length === 0) throw new BenchError(`${manifest}: lists no traces`)
     return m.traces.map(e => {
       const name = TRACE_FILE.exec(e.trace)?.[1] ?? e.trace
       const guess = splitRun(name)
       const entry: TraceEntry = { name, path: join(root, e.trace), program: e.program ?? guess.program, run: e.run ?? guess.run, what: e.what, ramMiB: e.ramMiB }
       if (e.pageMap) entry.pageMap = join(root, e.pageMap)
-      for (const f of [entry.path, entry.pageMap]) if (f && !existsSync(f)) throw new TraceSetError(`${manifest}: lists ${f}, which is missing`)
+      for (const f of [entry.path, entry.pageMap]) if (f && !existsSync(f)) throw new BenchError(`${manifest}: lists ${f}, which is missing`)
       return entry
     })
   }
   const files = readdirSync(root).filter(f => TRACE_FILE.test(f)).sort()
-  if (files.length === 0) throw new TraceSetError(`--traces ${dir}: no *.fltrace or *.fltrace.gz files (and no manifest.json)`)
+  if (files.length === 0) throw new UsageError(`--traces ${dir}: no *.fltrace or *.fltrace.gz files (and no manifest.json)`)
   return files.map(f => {
     const name = TRACE_FILE.exec(f)![1]
     return { name, path: join(root, f), ...splitRun(name) }

@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { measureCosts } from '../bench/costs.js'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { describeCostModel } from '../trace/cost-model.js'
 import { intOption } from './options.js'
 import { Progress } from './progress.js'
@@ -42,12 +42,12 @@ export async function benchCostsCommand(argv: string[]): Promise<number> {
   const rounds = intOption('rounds', values.rounds!, 1, 50)
   const seed = intOption('seed', values.seed!, 0, 2 ** 31)
   const remoteGiven = [values['remote-get-ms'], values['remote-mib-s'], values['remote-source']].filter(v => v !== undefined).length
-  if (remoteGiven !== 0 && remoteGiven !== 3) throw new FaultlineError('--remote-get-ms, --remote-mib-s and --remote-source go together')
+  if (remoteGiven !== 0 && remoteGiven !== 3) throw new UsageError('--remote-get-ms, --remote-mib-s and --remote-source go together')
   let remote: { getMs: number; mibPerSecond: number; source: string } | undefined
   if (remoteGiven === 3) {
     const getMs = Number(values['remote-get-ms']), mibPerSecond = Number(values['remote-mib-s'])
-    if (!(getMs >= 0)) throw new FaultlineError(`--remote-get-ms: expected a number of ms >= 0, got '${values['remote-get-ms']}'`)
-    if (!(mibPerSecond > 0)) throw new FaultlineError(`--remote-mib-s: expected a bandwidth > 0, got '${values['remote-mib-s']}'`)
+    if (!(getMs >= 0)) throw new UsageError(`--remote-get-ms: expected a number of ms >= 0, got '${values['remote-get-ms']}'`)
+    if (!(mibPerSecond > 0)) throw new UsageError(`--remote-mib-s: expected a bandwidth > 0, got '${values['remote-mib-s']}'`)
     remote = { getMs, mibPerSecond, source: values['remote-source']! }
   }
   const out = resolve(values.out!)

@@ -6,10 +6,10 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { runPolicyBench, type PolicyRun } from '../bench/policies.js'
 import { columnLabel, DEFAULT_TRACE_POLICIES, loadTraceSet, renderTracePoliciesSvg, runTracePolicies, winner, type TracePolicyResult } from '../bench/trace-policies.js'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { DEFAULT_COST_MODEL, describeCostModel, loadCostModel, STORAGE_TIERS, type StorageTier } from '../trace/cost-model.js'
 import { Progress } from './progress.js'
-import { formatTable, median, ms } from './table.js'
+import { formatTable, median, ms } from '../util/format.js'
 import { intOption, listOption } from './options.js'
 
 export const BENCH_POLICIES_USAGE = `usage: faultline bench policies [--mib N] [--workload W] [--rounds N] [--policies A,B,...] [--dir DIR] [--markdown]
@@ -50,7 +50,7 @@ export async function benchPoliciesCommand(argv: string[]): Promise<number> {
   })
   if (values.help) { console.log(BENCH_POLICIES_USAGE); return 0 }
   if (values.traces !== undefined) return tracesCommand(argv, values)
-  for (const flag of ['storage', 'costs', 'out'] as const) if (values[flag] !== undefined) throw new FaultlineError(`--${flag} goes with --traces DIR`)
+  for (const flag of ['storage', 'costs', 'out'] as const) if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --traces DIR`)
   const mib = intOption('mib', values.mib!, 1, 65536)
   const rounds = intOption('rounds', values.rounds!, 1, 100)
   const seed = intOption('seed', values.seed!, 0, 2 ** 31)
@@ -94,10 +94,10 @@ export async function benchPoliciesCommand(argv: string[]): Promise<number> {
 
 async function tracesCommand(argv: string[], values: { traces?: string; policies?: string; storage?: string; costs?: string; out?: string; markdown?: boolean }): Promise<number> {
   for (const flag of ['mib', 'workload', 'rounds', 'seed', 'dir']) {
-    if (argv.includes(`--${flag}`)) throw new FaultlineError(`--${flag} is for live runs, not with --traces (which simulates recorded traces)`)
+    if (argv.includes(`--${flag}`)) throw new UsageError(`--${flag} is for live runs, not with --traces (which simulates recorded traces)`)
   }
   const storage = (values.storage ?? 'warm') as StorageTier
-  if (!STORAGE_TIERS.includes(storage)) throw new FaultlineError(`--storage: expected ${STORAGE_TIERS.join(', ')}, got '${values.storage}'`)
+  if (!STORAGE_TIERS.includes(storage)) throw new UsageError(`--storage: expected ${STORAGE_TIERS.join(', ')}, got '${values.storage}'`)
   const costs = values.costs ?? DEFAULT_COST_MODEL
   const model = loadCostModel(costs)
   const traces = loadTraceSet(values.traces!)

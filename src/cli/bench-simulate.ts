@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util'
 import { measureSimulateSpeed } from '../bench/simulate-speed.js'
 import { DEFAULT_COST_MODEL, loadCostModel } from '../trace/cost-model.js'
 import { intOption, listOption } from './options.js'
-import { formatTable } from './table.js'
+import { formatTable } from '../util/format.js'
 
 export const BENCH_SIMULATE_USAGE = `usage: faultline bench simulate [--pages N] [--policies A,B,...] [--rounds N] [--markdown]
 

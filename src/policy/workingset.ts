@@ -4,8 +4,9 @@
 // run, the pages between installed too), then serves the rest on demand.
 import { readTrace, workingSetPages } from '../trace/reader.js'
 import { describeError } from '../errors.js'
-import { PolicyArgumentError } from './registry-errors.js'
-import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
+import { PolicyArgumentError } from './errors.js'
+import type { PolicyArgs } from './args.js'
+import { InstallCause, type FaultPolicy, type PolicyContext, type RunList } from './policy.js'
 
 /** Default GAP: exactly the working set. Joining runs saves ioctls but installs pages the
  * guest may never touch; `faultline bench policies` measured no clear gain on this machine. */
@@ -46,6 +47,21 @@ export function orderedRuns(pages: Iterable<number>, gap = 0): { first: number[]
 }
 
 export class WorkingSetPolicy implements FaultPolicy {
+  /** TRACE[@GAP]: a GAP is the digits after the last `@` (a file name may hold other `@`s). */
+  static fromArgs(args: PolicyArgs): WorkingSetPolicy {
+    const spec = args.required('a trace file: --policy workingset:TRACE[@GAP]')
+    const m = /^(.*)@(\d+)$/.exec(spec)
+    const path = m ? m[1] : spec
+    const gap = args.int('a GAP of', 0, 512, WORKINGSET_DEFAULT_GAP, { unit: 'pages', piece: m?.[2] })
+    let trace
+    try {
+      trace = readTrace(path)
+    } catch (err) {
+      throw args.error(describeError(err), err)
+    }
+    return new WorkingSetPolicy(path, workingSetPages(trace), trace.header.pageSize, gap)
+  }
+
   readonly name: string
   /** Pages in the recorded working set. */
   readonly pages: number
@@ -74,19 +90,4 @@ export class WorkingSetPolicy implements FaultPolicy {
   }
 
   onFault(): void {}
-}
-
-export const createWorkingSet: PolicyFactory = (args) => {
-  if (!args) throw new PolicyArgumentError('workingset: expected a trace file: --policy workingset:TRACE[@GAP]')
-  const m = /^(.*)@(\d+)$/.exec(args)
-  const path = m ? m[1] : args
-  const gap = m ? Number(m[2]) : WORKINGSET_DEFAULT_GAP
-  if (gap > 512) throw new PolicyArgumentError(`workingset: GAP must be 0..512 pages, got ${gap}`)
-  let trace
-  try {
-    trace = readTrace(path)
-  } catch (err) {
-    throw new PolicyArgumentError(`workingset: ${describeError(err)}`, { cause: err })
-  }
-  return new WorkingSetPolicy(path, workingSetPages(trace), trace.header.pageSize, gap)
 }

@@ -2,8 +2,7 @@
 // mapping of its own with a uffd of its own and serves simulated faults on it from the real
 // snapshot (read, decode, verify, UFFDIO_COPY/ZEROPAGE). The JIT then compiles the loop before
 // a guest waits on it, not during its first thousand faults.
-import { createOnDemand } from '../policy/ondemand.js'
-import type { FaultPolicy } from '../policy/policy.js'
+import { OnDemandPolicy } from '../policy/ondemand.js'
 import type { PageSource } from '../snapshot/page-source.js'
 import { isDeferredSource } from '../store/deferred-source.js'
 import * as uffd from '../uffd/index.js'
@@ -37,7 +36,7 @@ export function rehearseFaultPath(source: PageSource, onRound?: (scratch: Buffer
     fd.api(0)
     fd.register(scratch.address, scratch.length)
     const session = new Session({
-      uffd: fd, connectionFd: -1, stopFd: -1, source, policy: createOnDemand(undefined) as FaultPolicy,
+      uffd: fd, connectionFd: -1, stopFd: -1, source, policy: new OnDemandPolicy(),
       regions: [{ start: scratch.address, lengthBytes: scratch.length, snapshotOffset: 0, pageSize: ps }],
       canPoison: false, log: () => {},
     })

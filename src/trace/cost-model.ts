@@ -6,7 +6,10 @@ import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FaultlineError, fileError } from '../errors.js'
 
-export class CostModelError extends FaultlineError {}
+/** A cost model file that is missing or not a model. */
+export class CostModelError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_COST_MODEL'
+}
 
 /** Where the stored bytes come from: the host's page cache, the local disk, an object store. */
 export type StorageTier = 'warm' | 'cold' | 'remote'

@@ -6,7 +6,10 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 import { FaultlineError, fileError } from '../errors.js'
 import { SnapshotReader } from '../snapshot/reader.js'
 
-export class PageMapError extends FaultlineError {}
+/** A page map file that is not one, or not valid. */
+export class PageMapError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_PAGE_MAP'
+}
 
 export interface PageMap {
   /** Where it came from (a snapshot or a page-map file), for reports. */

@@ -5,7 +5,7 @@ import { gunzipSync } from 'node:zlib'
 import { fileError } from '../errors.js'
 import {
   decodeTraceHeader, H_HEADER_BYTES, R_CAUSE, R_COUNT, R_FLAGS, R_LATENCY_NS, R_PAGE, R_THREAD_ID, R_TIME_NS,
-  TRACE_CAUSE_FAULT, TRACE_CAUSE_NAMES, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET, TRACE_MAGIC,
+  InstallCause, TRACE_CAUSE_NAMES, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET, TRACE_MAGIC,
   TRACE_RECORD_BYTES, TraceFormatError, type TraceHeader,
 } from './format.js'
 
@@ -118,7 +118,7 @@ export function firstTouchOrder(t: Trace): number[] {
   const seen = new Set<number>()
   const order: number[] = []
   for (const i of timeOrder(t)) {
-    if (t.cause[i] !== TRACE_CAUSE_FAULT) continue
+    if (t.cause[i] !== InstallCause.Fault) continue
     const p = t.page[i]
     if (!seen.has(p)) { seen.add(p); order.push(p) }
   }

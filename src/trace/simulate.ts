@@ -5,11 +5,15 @@
 import { InstallCause, RunList, type FaultInfo, type FaultPolicy, type PolicyContext } from '../policy/policy.js'
 import { FaultlineError } from '../errors.js'
 import type { CostModel, StorageTier } from './cost-model.js'
-import { TRACE_CAUSE_FAULT, TRACE_FLAG_WRITE } from './format.js'
+import { TRACE_FLAG_WRITE } from './format.js'
 import type { PageMap } from './page-map.js'
 import { timeOrder, type Trace } from './reader.js'
 
-export class SimulationError extends FaultlineError {}
+/** A trace the simulator cannot run (its regions, a page map not of its snapshot, a model
+ * without the storage tier asked for). */
+export class SimulationError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_SIMULATION'
+}
 
 /** Largest run one install covers: MAX_RUN_BYTES in src/server/session.ts (checked by a test). */
 export const SIM_MAX_RUN_BYTES = 2 * 1024 * 1024
@@ -64,7 +68,7 @@ export function accessOrder(t: Trace): AccessOrder {
   // still belongs to the next first touch.
   let quiet = 0
   for (const i of order) {
-    if (t.cause[i] !== TRACE_CAUSE_FAULT) continue
+    if (t.cause[i] !== InstallCause.Fault) continue
     const p = t.page[i]
     const time = t.timeNs[i]
     quiet += Math.max(0, time - busyUntil)

@@ -6,7 +6,7 @@ import * as abi from './abi.js'
 import { UffdError, UffdPermissionError } from './errors.js'
 import { addressOf, errno, libc, SYS_USERFAULTFD } from './libc.js'
 
-const EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EAGAIN = 11, EEXIST = 17, EACCES = 13
+const { EPERM, ENOENT, ESRCH, EINTR, EAGAIN, EEXIST, EACCES } = abi
 
 const TWO32 = 4294967296
 
@@ -98,7 +98,7 @@ export class Userfaultfd {
     const offered = wanted === 0 ? 0 : supportedFeatures()
     const missingBits = wanted & ~offered
     if ((required & missingBits) !== 0) {
-      throw new UffdError('UFFDIO_API', 95, `kernel lacks required features ${featureNames(required & missingBits).join(', ')}`)
+      throw new UffdError('UFFDIO_API', abi.EOPNOTSUPP, `kernel lacks required features ${featureNames(required & missingBits).join(', ')}`)
     }
     const ask = wanted & offered
     this.args.fill(0)
@@ -258,6 +258,7 @@ export class Userfaultfd {
 
 /** The guest's address space is gone (it exited or exec'd): its session is over. */
 export class GuestGoneError extends UffdError {
+  override readonly code: string = 'FL_ERR_GUEST_GONE'
   constructor(op: string) {
     super(op, ESRCH, 'the guest has exited')
   }

@@ -11,7 +11,7 @@ import { AdaptivePolicy } from '../../src/policy/adaptive.js'
 import type { PageServer } from '../../src/server/page-server.js'
 import type { SessionStats } from '../../src/server/session.js'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
-import { TRACE_CAUSE_FAULT } from '../../src/trace/format.js'
+import { InstallCause } from '../../src/trace/format.js'
 import { readTrace, workingSetPages } from '../../src/trace/reader.js'
 import { SimContext, sequential, simulate } from '../policy/sim.js'
 import { GUEST, makeImage, runGuest, scratchDir, startServer, waitUntil } from './harness.js'
@@ -250,7 +250,7 @@ t.test('background:TRACE fills the trace\'s pages first, in its order, then the 
   const tr = readTrace(out)
   const installedOrder: number[] = []
   for (let i = 0; i < tr.length; i++) {
-    if (tr.cause[i] === TRACE_CAUSE_FAULT) continue
+    if (tr.cause[i] === InstallCause.Fault) continue
     for (let p = tr.page[i]; p < tr.page[i] + tr.count[i]; p++) installedOrder.push(p)
   }
   t.equal(installedOrder.length, 3072)

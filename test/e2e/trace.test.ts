@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { traceCommand } from '../../src/cli/trace.js'
 import { PageServer } from '../../src/server/page-server.js'
-import { TRACE_CAUSE_FAULT, TRACE_FLAG_WRITE } from '../../src/trace/format.js'
+import { InstallCause, TRACE_FLAG_WRITE } from '../../src/trace/format.js'
 import { firstTouchOrder, readTrace } from '../../src/trace/reader.js'
 import { makeImage, ROOT, runGuest, scratchDir, startServer } from './harness.js'
 
@@ -58,7 +58,7 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
     const pages = new Set<number>()
     let writes = 0, notFaults = 0
     for (let i = 0; i < tr.length; i++) {
-      if (tr.cause[i] !== TRACE_CAUSE_FAULT) notFaults++
+      if (tr.cause[i] !== InstallCause.Fault) notFaults++
       threads.add(tr.threadId[i])
       pages.add(tr.page[i])
       if (tr.flags[i] & TRACE_FLAG_WRITE) writes++
