@@ -3,8 +3,8 @@
 // under each policy several times; accesses a second, medians.
 import { median } from '../util/format.js'
 import { createPolicy } from '../policy/registry.js'
-import type { CostModel } from '../trace/cost-model.js'
-import { simulatePolicy, type AccessOrder, type SimSpace } from '../trace/simulate.js'
+import type { CostModel } from './cost-model.js'
+import { simulatePolicy, type AccessOrder, type SimSpace } from './simulate.js'
 import { mixedWorkload } from './policies.js'
 
 export interface SimulateSpeedOptions {

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { measureCosts } from '../bench/costs.js'
 import { UsageError } from '../errors.js'
-import { describeCostModel } from '../trace/cost-model.js'
+import { describeCostModel } from '../bench/cost-model.js'
 import { intOption } from './options.js'
 import { Progress } from './progress.js'
 

@@ -2,7 +2,7 @@
 // src/bench/simulate-speed.ts.
 import { parseArgs } from 'node:util'
 import { measureSimulateSpeed } from '../bench/simulate-speed.js'
-import { DEFAULT_COST_MODEL, loadCostModel } from '../trace/cost-model.js'
+import { DEFAULT_COST_MODEL, loadCostModel } from '../bench/cost-model.js'
 import { intOption, listOption } from './options.js'
 import { formatTable } from '../util/format.js'
 

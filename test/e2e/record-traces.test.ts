@@ -8,10 +8,10 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createPolicy } from '../../src/policy/registry.js'
-import { DEFAULT_COST_MODEL, loadCostModel } from '../../src/trace/cost-model.js'
+import { DEFAULT_COST_MODEL, loadCostModel } from '../../src/bench/cost-model.js'
 import { readPageMap } from '../../src/trace/page-map.js'
 import { readTrace } from '../../src/trace/reader.js'
-import { accessOrder, simSpace, simulatePolicy } from '../../src/trace/simulate.js'
+import { accessOrder, simSpace, simulatePolicy } from '../../src/bench/simulate.js'
 import { ROOT, scratchDir } from './harness.js'
 
 const dir = scratchDir(t, 'fl-record-')

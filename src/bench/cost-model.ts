@@ -2,9 +2,9 @@
 // zeroed, one page decoded and one stored byte read cost on this machine, measured by
 // `faultline bench costs` (src/bench/costs.ts) and kept as JSON with where each figure came from.
 import { existsSync, readFileSync } from 'node:fs'
-import { dirname, join, relative, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { dirname, relative } from 'node:path'
 import { FaultlineError, fileError } from '../errors.js'
+import { repoPath } from '../util/repo.js'
 
 /** A cost model file that is missing or not a model. */
 export class CostModelError extends FaultlineError {
@@ -42,9 +42,8 @@ export interface CostModel {
   measuredAt: string
 }
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 /** The model measured on this machine and committed with the results it came from. */
-export const DEFAULT_COST_MODEL = join(REPO, 'bench-results/costs/costs.json')
+export const DEFAULT_COST_MODEL = repoPath('bench-results/costs/costs.json')
 
 const NUMBERS = ['faultNs', 'installNs', 'copyPageNs', 'zeroInstallNs', 'zeroPageNs', 'readNs', 'decodePageNs'] as const
 

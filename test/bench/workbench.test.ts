@@ -7,14 +7,15 @@ import { join } from 'node:path'
 import { columnLabel, loadTraceSet, runTracePolicies } from '../../src/bench/trace-policies.js'
 import { benchPoliciesCommand, formatTraceTables } from '../../src/cli/bench-policies.js'
 import { createPolicy } from '../../src/policy/registry.js'
-import { DEFAULT_COST_MODEL, loadCostModel } from '../../src/trace/cost-model.js'
+import { DEFAULT_COST_MODEL, loadCostModel } from '../../src/bench/cost-model.js'
 import { readPageMap } from '../../src/trace/page-map.js'
 import { readTrace } from '../../src/trace/reader.js'
-import { accessOrder, simSpace, simulatePolicy } from '../../src/trace/simulate.js'
+import { accessOrder, simSpace, simulatePolicy } from '../../src/bench/simulate.js'
 import { traceStats } from '../../src/trace/stats.js'
-import { faults, writeTrace } from './fixtures.js'
+import { REPO_ROOT } from '../../src/util/repo.js'
+import { faults, writeTrace } from '../trace/fixtures.js'
 
-const ROOT = new URL('../..', import.meta.url).pathname
+const ROOT = REPO_ROOT
 const VM = join(ROOT, 'traces/vm')
 const model = loadCostModel(DEFAULT_COST_MODEL)
 

@@ -5,9 +5,9 @@
 import { InstallCause, RunList, type FaultInfo, type FaultPolicy, type PolicyContext } from '../policy/policy.js'
 import { FaultlineError } from '../errors.js'
 import type { CostModel, StorageTier } from './cost-model.js'
-import { TRACE_FLAG_WRITE } from './format.js'
-import type { PageMap } from './page-map.js'
-import { timeOrder, type Trace } from './reader.js'
+import { TRACE_FLAG_WRITE } from '../trace/format.js'
+import type { PageMap } from '../trace/page-map.js'
+import { timeOrder, type Trace } from '../trace/reader.js'
 
 /** A trace the simulator cannot run (its regions, a page map not of its snapshot, a model
  * without the storage tier asked for). */

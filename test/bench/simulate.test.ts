@@ -8,11 +8,11 @@ import { gzipSync } from 'node:zlib'
 import { traceCommand } from '../../src/cli/trace.js'
 import { createPolicy } from '../../src/policy/registry.js'
 import { MAX_RUN_BYTES } from '../../src/server/session.js'
-import { loadCostModel, type CostModel } from '../../src/trace/cost-model.js'
+import { loadCostModel, type CostModel } from '../../src/bench/cost-model.js'
 import { readPageMap, writePageMap, type PageMap } from '../../src/trace/page-map.js'
 import { readTrace } from '../../src/trace/reader.js'
-import { accessOrder, SIM_MAX_RUN_BYTES, simSpace, simulatePolicy } from '../../src/trace/simulate.js'
-import { faults, writeTrace, type Rec } from './fixtures.js'
+import { accessOrder, SIM_MAX_RUN_BYTES, simSpace, simulatePolicy } from '../../src/bench/simulate.js'
+import { faults, writeTrace, type Rec } from '../trace/fixtures.js'
 
 const MODEL: CostModel = {
   faultNs: 10_000, installNs: 1000, copyPageNs: 100, zeroInstallNs: 700, zeroPageNs: 10, readNs: 500, decodePageNs: 2000,
@@ -176,7 +176,9 @@ t.test('faultline trace simulate', async t => {
   t.equal((await io(['simulate', plain, '--costs', costs])).code, 2, '--policy is required')
   t.match((await io(['simulate', plain, '--policy', 'ondemand', '--storage', 'tape', '--costs', costs])).stderr, /--storage: expected warm, cold, remote, got 'tape'/)
   await t.rejects(io(['simulate', join(dir, 'missing.fltrace'), '--policy', 'ondemand', '--costs', costs]), { message: /missing.fltrace/ })
-  await t.rejects(io(['simulate', plain, '--policy', 'nosuch', '--costs', costs]), { message: /unknown policy 'nosuch'/ })
+  const unknown = await io(['simulate', plain, '--policy', 'nosuch', '--costs', costs])
+  t.equal(unknown.code, 2, 'an unknown policy is a usage error')
+  t.match(unknown.stderr, /^faultline: --policy: unknown policy 'nosuch'/)
   await t.rejects(io(['simulate', plain, '--policy', 'ondemand', '--costs', join(dir, 'none.json')]), { message: /no cost model there: measure one with faultline bench costs/ })
 })
 
