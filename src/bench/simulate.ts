@@ -1,9 +1,11 @@
 // Trace-driven simulation of fault policies: replays a trace's access order (every page once,
 // in order of first touch, with its thread and time) through the very policy modules `serve`
 // loads, against a model of the session (resident set, zero-page runs, region bounds, install
-// runs, the onIdle budget from the trace's quiet gaps), and costs the work with a CostModel.
+// runs, the start set installed batch by batch while the guest runs, the onIdle budget from
+// the trace's quiet gaps), and costs the work with a CostModel.
 import { InstallCause, RunList, type FaultInfo, type FaultPolicy, type PolicyContext } from '../policy/policy.js'
 import { FaultlineError } from '../errors.js'
+import { StartSet } from '../server/start-set.js'
 import type { CostModel, StorageTier } from './cost-model.js'
 import { TRACE_FLAG_WRITE } from '../trace/format.js'
 import type { PageMap } from '../trace/page-map.js'
@@ -19,6 +21,9 @@ export class SimulationError extends FaultlineError {
 export const SIM_MAX_RUN_BYTES = 2 * 1024 * 1024
 /** Pages of background work the session asks onIdle for at a time (its IDLE_BATCH_PAGES). */
 export const SIM_IDLE_BATCH_PAGES = 256
+/** Pages of the start set the session installs between two looks at the uffd (its
+ * START_BATCH_PAGES). */
+export const SIM_START_BATCH_PAGES = 64
 
 const ABSENT = 0, PRESENT = 1, OUTSIDE = 2
 
@@ -134,8 +139,13 @@ export interface PolicySimulation {
   faults: number
   pagesInstalled: number
   pagesByCause: { fault: number; prefetch: number; background: number }
-  /** Installed by onStart, before the guest resumed. */
+  /** Installed by onStart, before the guest resumed (a policy with startBeforeResume). */
   pagesBeforeResume: number
+  /** Installed from onStart's start set once the guest ran, batch by batch between faults. */
+  pagesStartSet: number
+  /** Accesses that found their page in a start batch still being installed: the guest
+   * waited for its install (no fault counted, as in the session). */
+  startSetWaits: number
   /** Installed, never touched by the trace's accesses. */
   wastedPages: number
   zeroPages: number
@@ -145,9 +155,10 @@ export interface PolicySimulation {
   /** Remote tier: chunks fetched. */
   chunksFetched: number
   /** The guest's estimated wait for the server: before resume + fault stalls + faults that
-   * waited for a background batch in progress. Background work inside quiet gaps is free. */
+   * waited for a background batch in progress + waits on the start set (faults behind a start
+   * batch, pages still being installed). Work inside quiet gaps is free. */
   estimatedMs: number
-  estimate: { beforeResumeMs: number; faultStallMs: number; idleWaitMs: number; backgroundMs: number }
+  estimate: { beforeResumeMs: number; faultStallMs: number; idleWaitMs: number; startSetWaitMs: number; backgroundMs: number; startSetMs: number }
   idleCalls: number
 }
 
@@ -169,6 +180,8 @@ class SimSession implements PolicyContext {
   private readonly remote: boolean
   readonly installedByCause = [0, 0, 0]
   readonly installedMask: Uint8Array
+  /** With a start set: when each page's install finishes, ns since resume (0: at once). */
+  readyAt: Float64Array | undefined
   zeroPages = 0
   installs = 0
   reads = 0
@@ -207,8 +220,10 @@ class SimSession implements PolicyContext {
   }
 
   /** Installs the absent in-region pages of `plan` as the session does (runs of one kind, at
-   * most maxRunPages, never across a region's edge); returns the cost in ns. */
-  apply(plan: RunList): number {
+   * most maxRunPages, never across a region's edge); returns the cost in ns. With `startNs`
+   * (a start batch begun then), each page's readyAt is when its install finishes. */
+  apply(plan: RunList, startNs = -1): number {
+    const readyAt = startNs >= 0 ? this.readyAt : undefined
     let ns = 0
     const state = this.state
     for (let r = 0; r < plan.length; r++) {
@@ -223,6 +238,7 @@ class SimSession implements PolicyContext {
         while (j < limit && state[j] === ABSENT && this.regionStart[j] === 0 && (this.kinds[j] === 0) === zero) j++
         ns += this.install(i, j, zero)
         for (let p = i; p < j; p++) { state[p] = PRESENT; this.installedMask[p] = 1 }
+        if (readyAt !== undefined) readyAt.fill(startNs + ns, i, j)
         this.installedByCause[cause] += j - i
         i = j
       }
@@ -268,46 +284,94 @@ export interface SimulateOptions {
   spec?: string
 }
 
-/** Runs `access` through `policy` (a fresh instance: policies keep state) and reports. */
+/** Runs `access` through `policy` (a fresh instance: policies keep state) and reports.
+ *
+ * Two clocks, ns since resume: the guest's (`now`: each access comes its recorded gap after
+ * the guest last stopped waiting) and the server's (`serverAt`: when it is done with what it
+ * began). A fault is served once the server is free. The server works, whenever it is not
+ * behind the guest, on onStart's start set (batch by batch, in its order, moving to where a
+ * fault shows the guest to be: the session's StartSet itself), then on onIdle's batches; after
+ * each fault it installs one start batch before it looks at the next, as the session's loop
+ * does. An access to a page of a start batch still going in waits for that page's install. */
 export function simulatePolicy(policy: FaultPolicy, access: AccessOrder, space: SimSpace, opts: SimulateOptions): PolicySimulation {
   const s = new SimSession(space, opts.model, opts.tier)
   const model = opts.model
   const plan = new RunList(64)
   const regions = space.regions
+  const installed = (): number => s.installedByCause[0] + s.installedByCause[1] + s.installedByCause[2]
   let beforeResumeNs = 0
+  const startSet = new StartSet(space.pageCount)
   if (policy.onStart) {
     plan.clear()
     policy.onStart(s, plan)
-    beforeResumeNs = s.apply(plan)
+    if (policy.startBeforeResume) beforeResumeNs = s.apply(plan)
+    else for (let r = 0; r < plan.length; r++) startSet.add(plan.first[r], plan.count[r], plan.cause[r] as InstallCause)
   }
-  const pagesBeforeResume = s.installedByCause[0] + s.installedByCause[1] + s.installedByCause[2]
+  const pagesBeforeResume = installed()
+  let starting = startSet.pending
+  if (starting) s.readyAt = new Float64Array(space.pageCount)
+  const readyAt = s.readyAt
   const fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
   const state = s.state
   const pages = access.page, gaps = access.gapNs
   let idle = typeof policy.onIdle === 'function'
-  let faults = 0, stallNs = 0, idleWaitNs = 0, backgroundNs = 0, idleCalls = 0
-  /** Background work still running when the guest's next access comes: a fault waits for it. */
-  let debtNs = 0
+  let faults = 0, stallNs = 0, idleWaitNs = 0, startWaitNs = 0, backgroundNs = 0, startSetNs = 0, idleCalls = 0
+  let pagesStartSet = 0, startSetWaits = 0
+  let now = 0, serverAt = 0
+  /** The server has just answered the uffd: a start batch goes in before it looks again, even
+   * if the guest's next fault comes at once. */
+  let turn = false
+  /** Whether the server's latest work was a start batch (a fault waiting behind it is a wait
+   * on the start set) or background work. */
+  let lastWasStart = false
+  const startBatch = (): void => {
+    plan.clear()
+    starting = startSet.nextBatch(plan, SIM_START_BATCH_PAGES)
+    const before = installed()
+    const ns = s.apply(plan, serverAt)
+    pagesStartSet += installed() - before
+    startSetNs += ns
+    serverAt += ns
+    lastWasStart = true
+  }
+  // A recorded gap after a fault holds that fault's round trip outside the server's recorded
+  // latency (the kernel's fault path, the wake-up): the model's faultNs, charged here as a
+  // stall. The rest is the guest's own running time.
+  const overheadNs = model.faultNs
   for (let k = 0; k < access.length; k++) {
-    if (idle || debtNs > 0) {
-      let free = gaps[k] - debtNs
-      debtNs = free < 0 ? -free : 0
-      while (idle && free > 0) {
-        plan.clear()
-        const more = policy.onIdle!(s, plan, SIM_IDLE_BATCH_PAGES)
-        idleCalls++
-        const ns = plan.length ? s.apply(plan) : 0
-        backgroundNs += ns
-        free -= ns
-        if (!more) idle = false
-        else if (ns === 0) break // asked for nothing this time: it gets the next gap
-      }
-      if (free < 0) debtNs = -free
+    now += k === 0 ? gaps[0] : Math.max(0, gaps[k] - overheadNs)
+    while (starting && (serverAt < now || (turn && serverAt <= now))) { turn = false; startBatch() }
+    turn = false
+    while (!starting && idle && serverAt < now) {
+      plan.clear()
+      const more = policy.onIdle!(s, plan, SIM_IDLE_BATCH_PAGES)
+      idleCalls++
+      const ns = plan.length ? s.apply(plan) : 0
+      backgroundNs += ns
+      serverAt += ns
+      lastWasStart = false
+      if (!more) idle = false
+      else if (ns === 0) { serverAt = now; break } // asked for nothing this time: it gets the next gap
     }
     const p = pages[k]
-    if (state[p] !== ABSENT) continue
+    if (state[p] !== ABSENT) {
+      if (readyAt !== undefined && readyAt[p] > now) {
+        // Its start batch is still going in: the install wakes the guest, and the session,
+        // after the batch, finds the page present and answers the fault as installed.
+        startSetWaits++
+        startWaitNs += readyAt[p] - now
+        now = readyAt[p]
+        serverAt += model.zeroInstallNs
+        turn = true
+      }
+      continue
+    }
     faults++
-    if (debtNs > 0) { idleWaitNs += debtNs; debtNs = 0 }
+    const begin = Math.max(now, serverAt)
+    if (begin > now) {
+      if (lastWasStart) startWaitNs += begin - now
+      else idleWaitNs += begin - now
+    }
     fault.page = p
     fault.address = addressOf(regions, p, space.pageSize)
     fault.write = access.write[k] !== 0
@@ -316,21 +380,31 @@ export function simulatePolicy(policy: FaultPolicy, access: AccessOrder, space: 
     plan.clear()
     plan.add(p, 1, InstallCause.Fault)
     policy.onFault(fault, s, plan)
-    stallNs += model.faultNs + s.apply(plan)
+    if (starting) startSet.onFault(p)
+    const ns = model.faultNs + s.apply(plan)
+    stallNs += ns
+    now = begin + ns
+    serverAt = now
+    turn = true
   }
+  // The guest lives on past its last recorded access: the rest of the start set goes in.
+  while (starting) startBatch()
   const [byFault, byPrefetch, byBackground] = s.installedByCause
-  const installed = byFault + byPrefetch + byBackground
+  const total = byFault + byPrefetch + byBackground
   let touchedInstalled = 0
   const mask = s.installedMask
   for (let k = 0; k < access.length; k++) touchedInstalled += mask[pages[k]]
   const ms = (ns: number): number => ns / 1e6
   return {
     trace: access.source, spec: opts.spec ?? policy.name, policy: policy.name, accesses: access.length, faults,
-    pagesInstalled: installed, pagesByCause: { fault: byFault, prefetch: byPrefetch, background: byBackground },
-    pagesBeforeResume, wastedPages: installed - touchedInstalled, zeroPages: s.zeroPages, installs: s.installs, reads: s.reads,
-    bytesRead: s.bytesRead, chunksFetched: s.chunksFetched,
-    estimatedMs: ms(beforeResumeNs + stallNs + idleWaitNs),
-    estimate: { beforeResumeMs: ms(beforeResumeNs), faultStallMs: ms(stallNs), idleWaitMs: ms(idleWaitNs), backgroundMs: ms(backgroundNs) },
+    pagesInstalled: total, pagesByCause: { fault: byFault, prefetch: byPrefetch, background: byBackground },
+    pagesBeforeResume, pagesStartSet, startSetWaits, wastedPages: total - touchedInstalled, zeroPages: s.zeroPages, installs: s.installs,
+    reads: s.reads, bytesRead: s.bytesRead, chunksFetched: s.chunksFetched,
+    estimatedMs: ms(beforeResumeNs + stallNs + idleWaitNs + startWaitNs),
+    estimate: {
+      beforeResumeMs: ms(beforeResumeNs), faultStallMs: ms(stallNs), idleWaitMs: ms(idleWaitNs), startSetWaitMs: ms(startWaitNs),
+      backgroundMs: ms(backgroundNs), startSetMs: ms(startSetNs),
+    },
     idleCalls,
   }
 }

@@ -251,13 +251,15 @@ export function formatSimulation(r: SimulationReport): string {
     lines.push(`trace ${tr.trace}: ${tr.accesses} accesses (pages in order of first touch) from ${tr.threads} thread(s), recorded under ${tr.recordedUnder || '?'}` +
       (tr.recordedUnder && !tr.recordedUnder.startsWith('ondemand') ? ' (not ondemand: pages it installed before the guest touched them left no fault, so their touches are missing)' : ''))
     lines.push(`page kinds: ${tr.pagesFrom}`)
-    lines.push(formatTable(['policy', 'faults', 'pages installed', 'fault/prefetch/background', 'never touched', 'MiB read', 'est. ms', `vs ${rows[0]?.policy ?? '-'}`],
+    lines.push(formatTable(['policy', 'faults', 'pages installed', 'fault/prefetch/background', 'start set/waits', 'never touched', 'MiB read', 'est. ms', `vs ${rows[0]?.policy ?? '-'}`],
       rows.map(p => [p.policy, p.faults, p.pagesInstalled, `${p.pagesByCause.fault}/${p.pagesByCause.prefetch}/${p.pagesByCause.background}`,
+        p.pagesStartSet || p.startSetWaits ? `${p.pagesStartSet}/${p.startSetWaits}` : '-',
         p.wastedPages, mib(p.bytesRead), p.estimatedMs.toFixed(1), `${(p.estimatedMs / base).toFixed(2)}x`])))
     lines.push('')
   }
   lines.push(...describeCostModel(model, r.costModel, r.storage))
-  lines.push('est. ms = installs before resume + per fault (fault + its plan\'s installs) + waits for a background batch in progress; background work inside the trace\'s quiet gaps costs the guest nothing')
+  lines.push('start set/waits = pages the start set installed while the guest ran / accesses that waited for a page of it still going in')
+  lines.push('est. ms = installs before resume + per fault (fault + its plan\'s installs) + waits for a batch in progress (background or start set); work inside the trace\'s quiet gaps costs the guest nothing')
   return lines.join('\n')
 }
 
@@ -284,7 +286,7 @@ async function simulate(argv: string[], io: TraceIo): Promise<number> {
     const policies = report.policies.map(p => ({
       policy: p.policy, faults: p.faults, pagesInstalled: p.pagesInstalled, wastedPages: p.wastedPages, bytesRead: p.bytesRead,
       estimatedMs: Number(p.estimatedMs.toFixed(3)), trace: p.trace, spec: p.spec, accesses: p.accesses, pagesByCause: p.pagesByCause,
-      pagesBeforeResume: p.pagesBeforeResume, zeroPages: p.zeroPages, estimate: p.estimate,
+      pagesBeforeResume: p.pagesBeforeResume, pagesStartSet: p.pagesStartSet, startSetWaits: p.startSetWaits, zeroPages: p.zeroPages, estimate: p.estimate,
     }))
     io.stdout.write(`${JSON.stringify({ policies, traces: report.traces, costModel: { path: report.costModel, storage, ...loadCostModel(report.costModel) } })}\n`)
   } else {

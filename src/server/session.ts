@@ -27,10 +27,10 @@ export { MAX_RUN_BYTES, type TraceSink, type SessionStats }
 
 /** Pages of background or start-up work between two polls of the uffd: faults wait at most
  * this long. */
-const IDLE_BATCH_PAGES = 256
+export const IDLE_BATCH_PAGES = 256
 /** Pages of the start set installed between two looks at the uffd: a fault arriving meanwhile
  * waits for at most this many installs. */
-const START_BATCH_PAGES = 64
+export const START_BATCH_PAGES = 64
 /** With runs waiting for fills: how often they are re-checked without a wake-up. */
 const FILL_RECHECK_MS = 1000
 /** Forked children of a cache-mapped guest served at once (each a uffd in the poll set). */
@@ -464,7 +464,7 @@ export class Session implements PolicyContext {
       const first = plan.first[r]
       const isFault = r === 0 && holdsFault
       // Runs other than the fault's are traced per install.
-      installer.traceRunFlags = trace && !isFault ? flags & TRACE_FLAG_BEFORE_RESUME : -1
+      installer.traceRunFlags = trace && !isFault ? flags & (TRACE_FLAG_BEFORE_RESUME | TRACE_FLAG_START_SET) : -1
       installer.faultParked = false
       const installed = installer.installRun(first, plan.count[r], plan.cause[r] as InstallCause, isFault)
       // A fault that waits for its chunk is timed and traced when it is finally served.

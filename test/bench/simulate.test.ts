@@ -1,17 +1,18 @@
 // Trace simulation without a guest: the access order a trace gives, the session model the
-// policies run against (resident set, zero-page runs, region edges, run length, idle budget),
-// the cost of what they install, page maps, and `faultline trace simulate` itself.
+// policies run against (resident set, zero-page runs, region edges, run length, idle budget,
+// the start set racing the guest), the cost of what they install, page maps, and `faultline
+// trace simulate` itself.
 import t from 'tap'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { traceCommand } from '../../src/cli/trace.js'
 import { createPolicy } from '../../src/policy/registry.js'
-import { MAX_RUN_BYTES } from '../../src/server/session.js'
+import { IDLE_BATCH_PAGES, MAX_RUN_BYTES, START_BATCH_PAGES } from '../../src/server/session.js'
 import { loadCostModel, type CostModel } from '../../src/bench/cost-model.js'
 import { readPageMap, writePageMap, type PageMap } from '../../src/trace/page-map.js'
 import { readTrace } from '../../src/trace/reader.js'
-import { accessOrder, SIM_MAX_RUN_BYTES, simSpace, simulatePolicy } from '../../src/bench/simulate.js'
+import { accessOrder, SIM_IDLE_BATCH_PAGES, SIM_MAX_RUN_BYTES, SIM_START_BATCH_PAGES, simSpace, simulatePolicy } from '../../src/bench/simulate.js'
 import { faults, writeTrace, type Rec } from '../trace/fixtures.js'
 
 const MODEL: CostModel = {
@@ -33,6 +34,8 @@ async function io(argv: string[]): Promise<{ code: number; stdout: string; stder
 
 t.test('the session model installs runs as the session does', async t => {
   t.equal(SIM_MAX_RUN_BYTES, MAX_RUN_BYTES, 'one install covers what the session\'s does')
+  t.equal(SIM_IDLE_BATCH_PAGES, IDLE_BATCH_PAGES, 'onIdle gets the session\'s budget')
+  t.equal(SIM_START_BATCH_PAGES, START_BATCH_PAGES, 'start batches are the session\'s size')
 })
 
 t.test('access order: first touches in time order, quiet gaps between faults', async t => {
@@ -122,6 +125,41 @@ t.test('background gets the quiet gaps as its budget', async t => {
   t.equal(s.pagesByCause.background, 512)
   t.equal(s.faults, 2)
   t.ok(s.estimate.idleWaitMs > 0, `the fault waited ${s.estimate.idleWaitMs} ms for the batch in progress`)
+})
+
+t.test('a start set goes in while the guest runs: ahead of a slow guest, one batch at a time before a fast one, following its faults', async t => {
+  const dir = t.testdir()
+  const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i)
+  // The set: three runs of one batch each, A = 0..63, B = 1000..1063, C = 2000..2063, in that order.
+  const set = writeTrace(dir, 'set.fltrace', faults([...range(0, 64), ...range(1000, 64), ...range(2000, 64)]))
+  const policy = async () => await createPolicy(`workingset:${set}`)
+  const m = map(4096, () => 1)
+  const batchNs = MODEL.installNs + MODEL.readNs + 64 * (MODEL.copyPageNs + MODEL.decodePageNs + 1000 * MODEL.byteNs.warm)
+  // Slow: the guest's first touch comes a second after resume, the whole set is in by then.
+  const late: Rec[] = faults([5, 1010, 2020]).map(([time, ...rest]) => [time + 1e9, ...rest] as Rec)
+  const slowTrace = readTrace(writeTrace(dir, 'slow.fltrace', late))
+  const slow = simulatePolicy(await policy(), accessOrder(slowTrace), simSpace(slowTrace, m), warm)
+  t.match(slow, { faults: 0, startSetWaits: 0, pagesStartSet: 192, pagesBeforeResume: 0, pagesInstalled: 192, estimatedMs: 0 })
+  t.equal(slow.estimate.startSetMs, 3 * batchNs / 1e6, 'three batches, costed, none of it waited for')
+  // Fast: the guest touches the set in its order without a pause (each access 1 µs after the
+  // last was served). It waits for A going in, faults where A ends (the session, busy with A,
+  // had not begun B), waits for the rest of B, and so on: one fault per batch after the first.
+  const inOrder = readTrace(writeTrace(dir, 'fast.fltrace', faults([...range(0, 64), ...range(1000, 64), ...range(2000, 64)])))
+  const fast = simulatePolicy(await policy(), accessOrder(inOrder), simSpace(inOrder, m), warm)
+  t.match(fast, { faults: 2, startSetWaits: 3, pagesStartSet: 190, pagesInstalled: 192, wastedPages: 0 })
+  t.ok(fast.estimate.startSetWaitMs > batchNs / 1e6, `the guest waited ${fast.estimate.startSetWaitMs} ms for the start set`)
+  // A fault ahead in the set moves the batches there: the guest touches C first, then B.
+  // After the fault on 2000 the next batch is the rest of C (one wait, no more faults there);
+  // B, passed over, goes in at the end, after the fault on 1000 (a wait on 1001). Without the
+  // jump B would go in first and C's pages would fault.
+  const jumpTrace = readTrace(writeTrace(dir, 'jump.fltrace', faults([2000, 2001, 2063, 5, 1000, 1001])))
+  const jump = simulatePolicy(await policy(), accessOrder(jumpTrace), simSpace(jumpTrace, m), warm)
+  t.match(jump, { faults: 2, startSetWaits: 2, pagesStartSet: 190, pagesInstalled: 192 })
+  // A policy that says so installs its set before the guest runs instead (as eager does).
+  const ws = await policy()
+  const b = simulatePolicy({ name: 'before', startBeforeResume: true, onStart: (ctx, plan) => ws.onStart!(ctx, plan), onFault() {} }, accessOrder(inOrder), simSpace(inOrder, m), warm)
+  t.match(b, { faults: 0, startSetWaits: 0, pagesStartSet: 0, pagesBeforeResume: 192 })
+  t.equal(b.estimate.beforeResumeMs, 3 * batchNs / 1e6)
 })
 
 t.test('onStart work is installed before resume; remote reads fetch whole chunks', async t => {
