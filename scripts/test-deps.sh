@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The Debian packages faultline's tests need beyond Node, gcc and make, in one list: the
-# native page codec's libraries, QEMU and a guest kernel for the VM tests, Ceph for the
-# object-store tests. `npm test` and .ci/run run it first.
+# native page codec's libraries, QEMU and a guest kernel for the VM tests, the programs the
+# real-program recording test copies into its guest, Ceph for the object-store tests. `npm
+# test` and .ci/run run it first.
 #
 # Usage: scripts/test-deps.sh                 install what is missing (root, apt), or say what
 #                                             is missing and how to get it (one line a group)
-#        scripts/test-deps.sh --install GROUP  the same for some groups only (codec qemu ceph)
+#        scripts/test-deps.sh --install GROUP  the same for some groups only (codec qemu programs ceph)
 #        scripts/test-deps.sh --check GROUP    exit 1 with that line when GROUP is not installed
 # Installing is silent on success; a failed apt run prints apt's output and exits non-zero.
 # (npm install does not install anything: see native/Makefile.)
@@ -14,14 +15,16 @@ set -euo pipefail
 declare -A PACKAGES=(
   [codec]="liblz4-dev libisal-dev"
   [qemu]="qemu-system-x86 busybox-static cpio linux-image-amd64"
+  [programs]="python3.11 libpython3.11-stdlib sqlite3 xz-utils"
   [ceph]="ceph-mon ceph-osd radosgw ceph-common"
 )
 declare -A NEEDED_BY=(
   [codec]="the native page codec (the slower npm one stands in)"
   [qemu]="the QEMU tests"
+  [programs]="the real-program recording test (build-image.sh --programs; gcc-12 comes with build-essential)"
   [ceph]="the object-store tests"
 )
-GROUPS_ALL=(codec qemu ceph)
+GROUPS_ALL=(codec qemu programs ceph)
 
 installed() { [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" = "ii " ]; }
 

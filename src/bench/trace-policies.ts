@@ -69,6 +69,8 @@ export interface TracePolicyOptions {
   policies: string[]
   model: CostModel
   tier: StorageTier
+  /** Multiplies the guest's recorded running time between faults (SimulateOptions.gapScale). */
+  gapScale?: number
   onProgress?: (done: number, total: number) => void
 }
 
@@ -108,7 +110,7 @@ export async function runTracePolicies(o: TracePolicyOptions): Promise<TracePoli
     for (const spec of o.policies) {
       let resolved: string | undefined = spec.replaceAll('{self}', entry.path)
       if (resolved.includes('{run1}')) resolved = run1 ? resolved.replaceAll('{run1}', run1.path) : undefined
-      cells.push(resolved === undefined ? undefined : simulatePolicy(await createPolicy(resolved), access, space, { model: o.model, tier: o.tier, spec }))
+      cells.push(resolved === undefined ? undefined : simulatePolicy(await createPolicy(resolved), access, space, { model: o.model, tier: o.tier, spec, gapScale: o.gapScale }))
       o.onProgress?.(++done, total)
     }
     const regionPages = t.header.regions.reduce((n, r) => n + r.pageCount, 0)

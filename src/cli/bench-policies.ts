@@ -10,7 +10,7 @@ import { UsageError } from '../errors.js'
 import { DEFAULT_COST_MODEL, describeCostModel, loadCostModel, STORAGE_TIERS, type StorageTier } from '../bench/cost-model.js'
 import { Progress } from './progress.js'
 import { formatTable, median, ms } from '../util/format.js'
-import { intOption, listOption } from './options.js'
+import { decimalOption, intOption, listOption } from './options.js'
 
 export const BENCH_POLICIES_USAGE = `usage: faultline bench policies [--mib N] [--workload W] [--rounds N] [--policies A,B,...] [--dir DIR] [--markdown]
 
@@ -25,7 +25,7 @@ export const BENCH_POLICIES_USAGE = `usage: faultline bench policies [--mib N] [
   --markdown       print the table as markdown
 
 usage: faultline bench policies --traces DIR [--policies A,B,...] [--storage warm|cold|remote]
-                                [--costs FILE] [--out DIR] [--markdown]
+                                [--costs FILE] [--gap-scale F] [--out DIR] [--markdown]
 
   Every policy over every trace in DIR (its manifest.json, or every *.fltrace[.gz]; NAME-N is
   run N of program NAME) by simulation (trace simulate), no guest: one row per trace, faults
@@ -35,6 +35,8 @@ usage: faultline bench policies --traces DIR [--policies A,B,...] [--storage war
                    ({self} = the trace itself, {run1} = run 1 of the same program)
   --storage TIER   where the stored bytes are: warm (page cache, default), cold, remote
   --costs FILE     cost model (default ${DEFAULT_COST_MODEL})
+  --gap-scale F    multiplies the guest's recorded running time between faults (default 1;
+                   0.05: a guest 20x faster, e.g. under KVM where the traces ran under TCG)
   --out DIR        also write DIR/results.md, DIR/results.json and DIR/policies.svg`
 
 export async function benchPoliciesCommand(argv: string[]): Promise<number> {
@@ -44,13 +46,13 @@ export async function benchPoliciesCommand(argv: string[]): Promise<number> {
       mib: { type: 'string', default: '64' }, workload: { type: 'string', default: 'mixed' },
       rounds: { type: 'string', default: '3' }, seed: { type: 'string', default: '1' }, policies: { type: 'string' },
       dir: { type: 'string' }, markdown: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      traces: { type: 'string' }, storage: { type: 'string' }, costs: { type: 'string' }, out: { type: 'string' },
+      traces: { type: 'string' }, storage: { type: 'string' }, costs: { type: 'string' }, 'gap-scale': { type: 'string' }, out: { type: 'string' },
     },
     strict: true,
   })
   if (values.help) { console.log(BENCH_POLICIES_USAGE); return 0 }
   if (values.traces !== undefined) return tracesCommand(argv, values)
-  for (const flag of ['storage', 'costs', 'out'] as const) if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --traces DIR`)
+  for (const flag of ['storage', 'costs', 'gap-scale', 'out'] as const) if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --traces DIR`)
   const mib = intOption('mib', values.mib!, 1, 65536)
   const rounds = intOption('rounds', values.rounds!, 1, 100)
   const seed = intOption('seed', values.seed!, 0, 2 ** 31)
@@ -92,18 +94,19 @@ export async function benchPoliciesCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function tracesCommand(argv: string[], values: { traces?: string; policies?: string; storage?: string; costs?: string; out?: string; markdown?: boolean }): Promise<number> {
+async function tracesCommand(argv: string[], values: { traces?: string; policies?: string; storage?: string; costs?: string; 'gap-scale'?: string; out?: string; markdown?: boolean }): Promise<number> {
   for (const flag of ['mib', 'workload', 'rounds', 'seed', 'dir']) {
     if (argv.includes(`--${flag}`)) throw new UsageError(`--${flag} is for live runs, not with --traces (which simulates recorded traces)`)
   }
   const storage = (values.storage ?? 'warm') as StorageTier
   if (!STORAGE_TIERS.includes(storage)) throw new UsageError(`--storage: expected ${STORAGE_TIERS.join(', ')}, got '${values.storage}'`)
   const costs = values.costs ?? DEFAULT_COST_MODEL
+  const gapScale = decimalOption('gap-scale', values['gap-scale'], 0, 1000, 1)
   const model = loadCostModel(costs)
   const traces = loadTraceSet(values.traces!)
   const policies = values.policies ? listOption(values.policies) : DEFAULT_TRACE_POLICIES
   const progress = new Progress('simulations', 1)
-  const result = await runTracePolicies({ traces, policies, model, tier: storage, onProgress: (d, t) => progress.update(d, t) })
+  const result = await runTracePolicies({ traces, policies, model, tier: storage, gapScale, onProgress: (d, t) => progress.update(d, t) })
   progress.done()
   const command = `faultline bench policies ${argv.join(' ')}`
   const date = new Date().toISOString().slice(0, 10)
@@ -113,7 +116,7 @@ async function tracesCommand(argv: string[], values: { traces?: string; policies
     const out = resolve(values.out)
     mkdirSync(out, { recursive: true })
     writeFileSync(join(out, 'results.md'), `${md}\n`)
-    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ command, date, storage, costModel: { path: costs, ...model }, policies, rows: result.rows }, null, 2)}\n`)
+    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ command, date, storage, gapScale, costModel: { path: costs, ...model }, policies, rows: result.rows }, null, 2)}\n`)
     writeFileSync(join(out, 'policies.svg'), renderTracePoliciesSvg(result, `estimated time relative to ondemand per trace (${storage} storage; ${date})`))
     console.error(`faultline: wrote ${join(out, 'results.md')}, results.json and policies.svg`)
   }

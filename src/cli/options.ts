@@ -12,6 +12,14 @@ export function intOption(name: string, value: string | undefined, min: number, 
   return n
 }
 
+/** A decimal option (digits, an optional fraction) in (min, max]; `fallback` when absent. */
+export function decimalOption(name: string, value: string | undefined, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN
+  if (!(n > min && n <= max)) throw new UsageError(`--${name}: expected a number > ${min} and at most ${max}, got '${value}'`)
+  return n
+}
+
 /** A comma-separated list option: items trimmed, blank ones dropped. */
 export function listOption(text: string): string[] {
   return text.split(',').map(s => s.trim()).filter(Boolean)

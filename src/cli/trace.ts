@@ -18,7 +18,7 @@ import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
 import { formatTable } from '../util/format.js'
-import { intOption, listOption } from './options.js'
+import { decimalOption, intOption, listOption } from './options.js'
 
 export const TRACE_USAGE = `usage:
   faultline trace stats FILE [--json]
@@ -32,10 +32,11 @@ export const TRACE_USAGE = `usage:
       the native guest touches the trace's pages in their recorded first-touch order, against
       a running server (--socket) or one started here (--snapshot)
   faultline trace simulate TRACE... --policy P[,Q...] [--snapshot SNAP | --page-map FILE]
-                           [--storage warm|cold|remote] [--costs FILE] [--json]
+                           [--storage warm|cold|remote] [--costs FILE] [--gap-scale F] [--json]
       replays each trace's access order (first touches) through the policies, no guest or uffd:
       faults, pages installed by cause, installed never touched, stored bytes read and the
-      time a cost model (bench costs) estimates; --snapshot/--page-map give the page kinds`
+      time a cost model (bench costs) estimates; --snapshot/--page-map give the page kinds;
+      --gap-scale multiplies the guest's recorded running time between faults (0.05: 20x faster)`
 
 
 /** Where a trace command writes (tests capture it). */
@@ -224,18 +225,20 @@ export interface SimulationReport {
   storage: StorageTier
   traces: Array<{ trace: string; accesses: number; threads: number; pagesFrom: string; recordedUnder: string }>
   policies: PolicySimulation[]
+  gapScale: number
 }
 
 /** Simulates `specs` over `traces` (one policy instance per trace: policies keep state). */
-export async function simulateTraces(traces: string[], specs: string[], o: { pageMap?: PageMap; storage: StorageTier; costs: string }): Promise<SimulationReport> {
+export async function simulateTraces(traces: string[], specs: string[], o: { pageMap?: PageMap; storage: StorageTier; costs: string; gapScale?: number }): Promise<SimulationReport> {
   const model = loadCostModel(o.costs)
-  const report: SimulationReport = { costModel: o.costs, storage: o.storage, traces: [], policies: [] }
+  const gapScale = o.gapScale ?? 1
+  const report: SimulationReport = { costModel: o.costs, storage: o.storage, traces: [], policies: [], gapScale }
   for (const file of traces) {
     const t = readTrace(file)
     const access = accessOrder(t)
     const space = simSpace(t, o.pageMap)
     report.traces.push({ trace: file, accesses: access.length, threads: access.threads, pagesFrom: space.pagesFrom, recordedUnder: t.header.policy })
-    for (const spec of specs) report.policies.push(simulatePolicy(await createPolicy(spec), access, space, { model, tier: o.storage, spec }))
+    for (const spec of specs) report.policies.push(simulatePolicy(await createPolicy(spec), access, space, { model, tier: o.storage, spec, gapScale }))
   }
   return report
 }
@@ -251,6 +254,7 @@ export function formatSimulation(r: SimulationReport): string {
     lines.push(`trace ${tr.trace}: ${tr.accesses} accesses (pages in order of first touch) from ${tr.threads} thread(s), recorded under ${tr.recordedUnder || '?'}` +
       (tr.recordedUnder && !tr.recordedUnder.startsWith('ondemand') ? ' (not ondemand: pages it installed before the guest touched them left no fault, so their touches are missing)' : ''))
     lines.push(`page kinds: ${tr.pagesFrom}`)
+    if (r.gapScale !== 1) lines.push(`guest running time between faults: the recorded one x ${r.gapScale}`)
     lines.push(formatTable(['policy', 'faults', 'pages installed', 'fault/prefetch/background', 'start set/waits', 'never touched', 'MiB read', 'est. ms', `vs ${rows[0]?.policy ?? '-'}`],
       rows.map(p => [p.policy, p.faults, p.pagesInstalled, `${p.pagesByCause.fault}/${p.pagesByCause.prefetch}/${p.pagesByCause.background}`,
         p.pagesStartSet || p.startSetWaits ? `${p.pagesStartSet}/${p.startSetWaits}` : '-',
@@ -268,7 +272,7 @@ async function simulate(argv: string[], io: TraceIo): Promise<number> {
     args: argv,
     options: {
       policy: { type: 'string' }, snapshot: { type: 'string' }, 'page-map': { type: 'string' }, storage: { type: 'string', default: 'warm' },
-      costs: { type: 'string' }, json: { type: 'boolean' },
+      costs: { type: 'string' }, 'gap-scale': { type: 'string' }, json: { type: 'boolean' },
     },
     allowPositionals: true, strict: true,
   })
@@ -279,16 +283,17 @@ async function simulate(argv: string[], io: TraceIo): Promise<number> {
   if (values.snapshot && values['page-map']) throw new UsageError('trace simulate: give --snapshot or --page-map, not both')
   const storage = values.storage as StorageTier
   if (!STORAGE_TIERS.includes(storage)) throw new UsageError(`--storage: expected ${STORAGE_TIERS.join(', ')}, got '${values.storage}'`)
+  const gapScale = decimalOption('gap-scale', values['gap-scale'], 0, 1000, 1)
   const mapPath = values.snapshot ?? values['page-map']
   const pageMap = mapPath ? readPageMap(mapPath) : undefined
-  const report = await simulateTraces(positionals, specs, { pageMap, storage, costs: values.costs ?? DEFAULT_COST_MODEL })
+  const report = await simulateTraces(positionals, specs, { pageMap, storage, costs: values.costs ?? DEFAULT_COST_MODEL, gapScale })
   if (values.json) {
     const policies = report.policies.map(p => ({
       policy: p.policy, faults: p.faults, pagesInstalled: p.pagesInstalled, wastedPages: p.wastedPages, bytesRead: p.bytesRead,
       estimatedMs: Number(p.estimatedMs.toFixed(3)), trace: p.trace, spec: p.spec, accesses: p.accesses, pagesByCause: p.pagesByCause,
       pagesBeforeResume: p.pagesBeforeResume, pagesStartSet: p.pagesStartSet, startSetWaits: p.startSetWaits, zeroPages: p.zeroPages, estimate: p.estimate,
     }))
-    io.stdout.write(`${JSON.stringify({ policies, traces: report.traces, costModel: { path: report.costModel, storage, ...loadCostModel(report.costModel) } })}\n`)
+    io.stdout.write(`${JSON.stringify({ policies, traces: report.traces, gapScale, costModel: { path: report.costModel, storage, ...loadCostModel(report.costModel) } })}\n`)
   } else {
     io.stdout.write(`${formatSimulation(report)}\n`)
   }

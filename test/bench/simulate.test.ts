@@ -141,6 +141,10 @@ t.test('a start set goes in while the guest runs: ahead of a slow guest, one bat
   const slow = simulatePolicy(await policy(), accessOrder(slowTrace), simSpace(slowTrace, m), warm)
   t.match(slow, { faults: 0, startSetWaits: 0, pagesStartSet: 192, pagesBeforeResume: 0, pagesInstalled: 192, estimatedMs: 0 })
   t.equal(slow.estimate.startSetMs, 3 * batchNs / 1e6, 'three batches, costed, none of it waited for')
+  // The same guest a million times faster (--gap-scale): its first touch comes while A goes in.
+  const sped = simulatePolicy(await policy(), accessOrder(slowTrace), simSpace(slowTrace, m), { ...warm, gapScale: 1e-6 })
+  t.match(sped, { faults: 2, startSetWaits: 1, pagesStartSet: 190 }, 'waits for page 5 in A, faults on 1010 where A ended and on 2020 while B goes in')
+  t.ok(sped.estimatedMs > 0)
   // Fast: the guest touches the set in its order without a pause (each access 1 µs after the
   // last was served). It waits for A going in, faults where A ends (the session, busy with A,
   // had not begun B), waits for the rest of B, and so on: one fault per batch after the first.
@@ -212,6 +216,9 @@ t.test('faultline trace simulate', async t => {
   t.match(text.stdout, /cost model .*costs.json \(test, test\); stored bytes warm/)
   t.match(text.stdout, /every page taken as LZ4/)
   t.equal((await io(['simulate', plain, '--costs', costs])).code, 2, '--policy is required')
+  t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '0']), { code: 2, stderr: /--gap-scale: expected a number > 0 and at most 1000, got '0'/ })
+  t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '1e3']), { code: 2, stderr: /--gap-scale: expected a number/ })
+  t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '0.05']), { code: 0, stdout: /running time between faults: the recorded one x 0.05/ })
   t.match((await io(['simulate', plain, '--policy', 'ondemand', '--storage', 'tape', '--costs', costs])).stderr, /--storage: expected warm, cold, remote, got 'tape'/)
   await t.rejects(io(['simulate', join(dir, 'missing.fltrace'), '--policy', 'ondemand', '--costs', costs]), { message: /missing.fltrace/ })
   const unknown = await io(['simulate', plain, '--policy', 'nosuch', '--costs', costs])

@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process'
 import { repoPath } from '../../src/util/repo.js'
 
-export type TestDepGroup = 'codec' | 'qemu' | 'ceph'
+export type TestDepGroup = 'codec' | 'qemu' | 'programs' | 'ceph'
 
 /** undefined when `group` is installed, else test-deps.sh's line for it. */
 export function missingTestDeps(group: TestDepGroup): string | undefined {

@@ -2,7 +2,8 @@
 // their libraries; scripts/vm/record-traces.mjs boots that guest under QEMU (TCG), snapshots it
 // idle over QMP, resumes it under faultline with --trace, runs python3 in it and stores the
 // trace, its page map and its manifest entry; the trace then simulates under ondemand to the
-// session the recorder printed. Skipped, naming the package, where a program is not installed.
+// session the recorder printed. Where QEMU or a program is not installed (scripts/test-deps.sh:
+// qemu, programs), it fails with one line naming the packages and the command that installs them.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
@@ -12,16 +13,16 @@ import { DEFAULT_COST_MODEL, loadCostModel } from '../../src/bench/cost-model.js
 import { readPageMap } from '../../src/trace/page-map.js'
 import { readTrace } from '../../src/trace/reader.js'
 import { accessOrder, simSpace, simulatePolicy } from '../../src/bench/simulate.js'
+import { missingTestDeps } from './deps.js'
 import { ROOT, scratchDir } from './harness.js'
 
-const dir = scratchDir(t, 'fl-record-')
-const image = join(dir, 'image')
-const build = spawnSync('sh', [join(ROOT, 'scripts/vm/build-image.sh'), '--programs', image], { encoding: 'utf8' })
-const missing = /apt-get install (\S+)/.exec(build.stderr)
-
-if (build.status !== 0 && missing) {
-  t.skip(`the programs image needs a package this machine lacks: ${build.stderr.trim().split('\n').pop()}`)
+const missing = missingTestDeps('qemu') ?? missingTestDeps('programs')
+if (missing) {
+  t.fail(missing)
 } else {
+  const dir = scratchDir(t, 'fl-record-')
+  const image = join(dir, 'image')
+  const build = spawnSync('sh', [join(ROOT, 'scripts/vm/build-image.sh'), '--programs', image], { encoding: 'utf8' })
   t.test('the programs image holds the programs, their libraries and the guest scripts', async t => {
     t.equal(build.status, 0, build.stderr)
     const list = spawnSync('sh', ['-c', `cpio -it --quiet < ${join(image, 'initrd.cpio')}`], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout.split('\n')

@@ -78,17 +78,24 @@ async function startSetOf(spec: string): Promise<Set<number>> {
   return set
 }
 
-/** How many times the replay's session installed each page, and its faults' pages. */
-function installsOf(t: Trace): { times: Map<number, number>; faultPages: number[]; startSetPages: number } {
+/** How many times the replay's session installed each page, its faults' pages, and its
+ * start set: pages, installs, when the first and last went in, their install time. */
+function installsOf(t: Trace): { times: Map<number, number>; faultPages: number[]; startSet: { pages: number; installs: number; fromMs: number; toMs: number; installMs: number } } {
   const times = new Map<number, number>()
   const faultPages: number[] = []
-  let startSetPages = 0
+  const startSet = { pages: 0, installs: 0, fromMs: Infinity, toMs: 0, installMs: 0 }
   for (let i = 0; i < t.length; i++) {
     for (let p = t.page[i]; p < t.page[i] + t.count[i]; p++) times.set(p, (times.get(p) ?? 0) + 1)
     if (t.cause[i] === InstallCause.Fault) faultPages.push(t.page[i])
-    if (t.flags[i] & TRACE_FLAG_START_SET) startSetPages += t.count[i]
+    if (t.flags[i] & TRACE_FLAG_START_SET) {
+      startSet.pages += t.count[i]
+      startSet.installs++
+      startSet.fromMs = Math.min(startSet.fromMs, t.timeNs[i] / 1e6)
+      startSet.toMs = Math.max(startSet.toMs, t.timeNs[i] / 1e6)
+      startSet.installMs += t.latencyNs[i] / 1e6
+    }
   }
-  return { times, faultPages, startSetPages }
+  return { times, faultPages, startSet }
 }
 
 t.test('simulated faults and pages installed agree with real replays within 2%; start sets keep what the session guarantees', async t => {
@@ -130,9 +137,11 @@ t.test('simulated faults and pages installed agree with real replays within 2%; 
     const onSet = got.faultPages.filter(p => set.has(p)).length
     const batches = Math.ceil(set.size / SIM_START_BATCH_PAGES) + 1
     t.ok(onSet <= batches, `${policy}: ${onSet} faults on pages of the set, at most one per batch (${batches})`)
-    t.ok(got.startSetPages > 0, `${policy}: ${got.startSetPages} pages went in from the start set after the ack`)
+    const ss = got.startSet
+    t.ok(ss.pages > 0, `${policy}: ${ss.pages} pages went in from the start set after the ack`)
     t.comment(`${s.policy}: faults ${s.faults} simulated / ${faults} real (${onSet} on the set); pages installed ${s.pagesInstalled} / ${installed}; ` +
-      `from the start set ${s.pagesStartSet} / ${got.startSetPages}; simulated waits on pages going in ${s.startSetWaits}`)
+      `from the start set ${s.pagesStartSet} / ${ss.pages}; simulated waits on pages going in ${s.startSetWaits}; ` +
+      `start set simulated ${s.estimate.startSetMs.toFixed(1)} ms of installs, real ${ss.installs} installs from ${ss.fromMs.toFixed(1)} to ${ss.toMs.toFixed(1)} ms, ${ss.installMs.toFixed(1)} ms in them`)
   }
   // Not trivially equal: the policies differ from each other.
   t.ok(new Set(sim.policies.map(p => p.faults)).size >= 5, `faults per policy: ${sim.policies.map(p => p.faults).join(', ')}`)
