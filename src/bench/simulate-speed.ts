@@ -24,14 +24,15 @@ export interface SimulateSpeedRow {
   msPerRound: number[]
 }
 
-/** The synthetic access order and the space it runs in (1 µs between accesses, one thread,
- * zero pages every 4th page, the rest LZ4 of 2 KiB). */
-export function syntheticAccesses(pages: number, seed: number): { access: AccessOrder; space: SimSpace } {
+/** The synthetic access order and the space it runs in (the guest runs 1 µs between
+ * accesses: recorded gaps of that plus `faultNs`, the fault's round trip the simulator takes
+ * out; one thread, zero pages every 4th page, the rest LZ4 of 2 KiB). */
+export function syntheticAccesses(pages: number, seed: number, faultNs: number): { access: AccessOrder; space: SimSpace } {
   const order = mixedWorkload(pages, seed)
   const n = order.length
   const access: AccessOrder = {
     source: `mixed workload over ${pages} pages (seed ${seed})`, length: n, page: Uint32Array.from(order), threadId: new Uint32Array(n).fill(1),
-    timeNs: Float64Array.from({ length: n }, (_, i) => (i + 1) * 1000), write: new Uint8Array(n), gapNs: new Float64Array(n).fill(1000), threads: 1, skipped: 0,
+    timeNs: Float64Array.from({ length: n }, (_, i) => (i + 1) * 1000), write: new Uint8Array(n), gapNs: new Float64Array(n).fill(1000 + faultNs), threads: 1, skipped: 0,
   }
   const kinds = new Uint8Array(pages).fill(1)
   for (let p = 0; p < pages; p += 4) kinds[p] = 0
@@ -42,7 +43,7 @@ export function syntheticAccesses(pages: number, seed: number): { access: Access
 }
 
 export async function measureSimulateSpeed(o: SimulateSpeedOptions): Promise<SimulateSpeedRow[]> {
-  const { access, space } = syntheticAccesses(o.pages, o.seed)
+  const { access, space } = syntheticAccesses(o.pages, o.seed, o.model.faultNs)
   const rows: SimulateSpeedRow[] = []
   for (const spec of o.policies) {
     const msPerRound: number[] = []
