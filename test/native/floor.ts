@@ -30,11 +30,12 @@ export class Floor {
     }))
   }
 
-  /** Starts uffd-floor with `args` and waits until it says it listens (or exits: then the
-   * returned Floor's `exited` has why). */
-  static async start(t: { teardown(fn: () => unknown): void }, args: string[]): Promise<Floor> {
+  /** Starts uffd-floor with `args` (behind `prefix`, e.g. setpriv dropping a capability) and
+   * waits until it says it listens (or exits: then the returned Floor's `exited` has why). */
+  static async start(t: { teardown(fn: () => unknown): void }, args: string[], prefix: string[] = []): Promise<Floor> {
     if (!existsSync(FLOOR)) throw new Error(`${FLOOR} is missing: run npm run build`)
-    const f = new Floor(spawn(FLOOR, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
+    const [file, argv] = prefix.length ? [prefix[0], [...prefix.slice(1), FLOOR, ...args]] : [FLOOR, args]
+    const f = new Floor(spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] }))
     t.teardown(() => { if (f.proc.exitCode === null && f.proc.signalCode === null) f.proc.kill('SIGKILL') })
     const deadline = Date.now() + 10000
     while (!f.stderr.includes('listening on') && f.proc.exitCode === null && Date.now() < deadline) {
