@@ -162,57 +162,17 @@ fail:
 	return -1;
 }
 
-/* Finds "key" followed by optional spaces and ':' and returns the value's first char. */
-static const char *find_value(const char *json, const char *key)
-{
-	size_t klen = strlen(key);
-	for (const char *p = strchr(json, '"'); p; p = strchr(p + 1, '"')) {
-		if (strncmp(p + 1, key, klen) != 0 || p[1 + klen] != '"')
-			continue;
-		const char *v = p + 2 + klen;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		if (*v != ':')
-			continue;
-		v++;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		return v;
-	}
-	return NULL;
-}
-
-/* Copies a JSON string value into out, as one printable line. */
-static void copy_json_string(const char *v, char *out, size_t cap)
-{
-	size_t at = 0;
-	if (*v++ != '"') {
-		snprintf(out, cap, "%s", v - 1);
-		return;
-	}
-	while (*v && *v != '"' && at + 1 < cap) {
-		char c = *v++;
-		if (c == '\\' && *v && *v != 'u') {
-			/* A one-line message: control escapes become spaces; \uXXXX stays verbatim. */
-			char e = *v++;
-			c = e == 'n' || e == 't' || e == 'r' ? ' ' : e;
-		}
-		out[at++] = c;
-	}
-	out[at] = '\0';
-}
-
 /* Whether the string value of key is exactly text. */
 static int value_is(const char *json, const char *key, const char *text)
 {
-	const char *v = find_value(json, key);
+	const char *v = json_find_value(json, key);
 	size_t n = strlen(text);
 	return v && *v == '"' && strncmp(v + 1, text, n) == 0 && v[1 + n] == '"';
 }
 
 static uint64_t number_value(const char *json, const char *key)
 {
-	const char *v = find_value(json, key);
+	const char *v = json_find_value(json, key);
 	uint64_t n = 0;
 	while (v && *v >= '0' && *v <= '9')
 		n = n * 10 + (uint64_t)(*v++ - '0');
@@ -221,16 +181,16 @@ static uint64_t number_value(const char *json, const char *key)
 
 static int is_ok(const char *line)
 {
-	const char *ok = find_value(line, "ok");
+	const char *ok = json_find_value(line, "ok");
 	return ok && strncmp(ok, "true", 4) == 0;
 }
 
 /* ok:false: the server's own error text in err. */
 static void refusal(const char *line, struct fl_attach *a, char *err, size_t errcap)
 {
-	const char *e = find_value(line, "error");
+	const char *e = json_find_value(line, "error");
 	if (e)
-		copy_json_string(e, err, errcap);
+		json_copy_string(e, err, errcap);
 	else
 		snprintf(err, errcap, "%s", line);
 	a->refused = 1;
@@ -363,7 +323,7 @@ int fl_handshake_attach(const char *socket_path, const char *body, size_t len, i
 			goto fail;
 		}
 	}
-	const char *s = find_value(line, "session");
+	const char *s = json_find_value(line, "session");
 	if (s && *s >= '0' && *s <= '9')
 		a->session = (long)number_value(line, "session");
 	return sock;
@@ -404,9 +364,9 @@ static void *watchdog_main(void *unused)
 	}
 	said[said_len] = '\0';
 	char why[512] = "";
-	const char *e = find_value(said, "error");
+	const char *e = json_find_value(said, "error");
 	if (e)
-		copy_json_string(e, why, sizeof why);
+		json_copy_string(e, why, sizeof why);
 	char line[700];
 	int len = snprintf(line, sizeof line, "%s: page server closed the connection%s%s%s; exiting\n",
 			   watchdog_who, why[0] ? " (" : "", why, why[0] ? ")" : "");

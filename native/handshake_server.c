@@ -529,25 +529,6 @@ int fl_server_offer_cache(int conn, long session, unsigned page_size, uint64_t f
 	return send_line(conn, line + sent, (size_t)(n - sent));
 }
 
-/* Finds "key": and returns the value's first char (the key as a whole JSON string). */
-static const char *json_value(const char *json, const char *key)
-{
-	size_t klen = strlen(key);
-	for (const char *p = strchr(json, '"'); p; p = strchr(p + 1, '"')) {
-		if (strncmp(p + 1, key, klen) != 0 || p[1 + klen] != '"')
-			continue;
-		const char *v = p + 2 + klen;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		if (*v != ':')
-			continue;
-		for (v++; *v == ' ' || *v == '\t'; v++)
-			;
-		return v;
-	}
-	return NULL;
-}
-
 int fl_server_receive_mapped(int conn, uint64_t deadline_ns, char *err, size_t errcap)
 {
 	char line[1024];
@@ -611,16 +592,13 @@ int fl_server_receive_mapped(int conn, uint64_t deadline_ns, char *err, size_t e
 		if (!nl)
 			continue;
 		*nl = '\0';
-		const char *mapped = json_value(line, "mapped");
+		const char *mapped = json_find_value(line, "mapped");
 		if (mapped && strncmp(mapped, "true", 4) == 0)
 			return 0;
-		const char *e = json_value(line, "error");
+		const char *e = json_find_value(line, "error");
 		if (mapped && strncmp(mapped, "false", 5) == 0 && e && *e == '"') {
-			size_t k = 0;
 			char why[512];
-			for (e++; *e && *e != '"' && k + 1 < sizeof why; e++)
-				why[k++] = *e == '\\' && e[1] ? *++e : *e;
-			why[k] = '\0';
+			json_copy_string(e, why, sizeof why);
 			snprintf(err, errcap, "the guest could not map the cache: %s", why);
 			return -1;
 		}

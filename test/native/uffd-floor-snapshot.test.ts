@@ -103,7 +103,10 @@ t.test('a page failing its check is poisoned, never served', async t => {
       t.equal(r.stats?.pages_poisoned, 1, `${name}: one page poisoned`)
       // Batch 4: the good neighbour's fault installed the block, the damaged page poisoned in it.
       t.equal(r.stats?.faults, batch === 1 ? 2 : 1, `${name}: ${r.stats?.faults} faults`)
-      t.equal(r.stats?.pages_copied + r.stats?.pages_zeroed, batch === 1 ? 1 : 3, `${name}: the good pages served`)
+      // The pages after it in the block race the guest's exit on SIGBUS: at least those before.
+      const served = r.stats?.pages_copied + r.stats?.pages_zeroed
+      if (batch === 1) t.equal(served, 1, `${name}: the good page served`)
+      else t.ok(served >= bad % 4 && served <= 3, `${name}: the good pages before it served (${served} of 3)`)
     }
   }
 })
