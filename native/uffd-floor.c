@@ -97,8 +97,9 @@ static const char usage[] =
 	"pages_copied, pages_zeroed, pages_poisoned, bytes_read, eexist, eagain,\n"
 	"service_{median,p99,max,mean}_ns (read() of the fault message to the last install's return,\n"
 	"nearest rank; null without faults); with --map cache also cache_folio_bytes, cache_guests,\n"
-	"folio_fills, cache_wakes and foreign_folios (allocated by a process not registered with the\n"
-	"server, found when a guest's session ends and punched out).\n";
+	"folio_fills, cache_wakes, children (forks of cache-mapped guests, filled and let go) and\n"
+	"foreign_folios (allocated in the cache by a mapping of it the server does not serve, found\n"
+	"before and after each guest and punched out).\n";
 
 static void parse_options(struct options *o, int argc, char **argv)
 {
@@ -454,6 +455,24 @@ static int map_cache(struct floor *f, int conn, int uffd, const struct fl_reques
 #endif
 }
 
+/* Before and after each guest: folios of the cache the server did not write are someone
+ * else's zeros (see fl_cache_scrub); none may be read as the snapshot's. */
+static void scrub_cache(struct floor *f)
+{
+#ifdef FL_HAVE_PAGE_CODEC
+	if (!f->o.map_cache)
+		return;
+	uint64_t foreign = fl_cache_scrub(&f->cache);
+	if (foreign)
+		fprintf(stderr, "uffd-floor: %llu folios of the decoded cache were allocated by a process the server "
+			"does not serve (a mapping of the cache not registered with it): punched out\n",
+			(unsigned long long)foreign);
+	f->st.foreign_folios += foreign;
+#else
+	(void)f;
+#endif
+}
+
 /* One guest, from handshake to disconnect. */
 static void serve_guest(struct floor *f, int conn)
 {
@@ -472,6 +491,8 @@ static void serve_guest(struct floor *f, int conn)
 			"EVENT_FORK (which needs CAP_SYS_PTRACE)\n", err);
 		cache_mapped = 0;
 	}
+	if (cache_mapped)
+		scrub_cache(f);
 	if (!ok || (cache_mapped ? map_cache(f, conn, uffd, &req, session, &reply, err, sizeof err)
 				 : register_regions(f, uffd, &req, err, sizeof err)) < 0) {
 		fprintf(stderr, "uffd-floor: refused a guest: %s\n", err);
@@ -544,16 +565,7 @@ static void serve_guest(struct floor *f, int conn)
 			break;
 	}
 	close(uffd);
-#ifdef FL_HAVE_PAGE_CODEC
-	if (f->o.map_cache) {
-		uint64_t foreign = fl_cache_scrub(&f->cache);
-		if (foreign)
-			fprintf(stderr, "uffd-floor: %llu folios of the decoded cache were allocated by a process the "
-				"server does not serve (a fork without EVENT_FORK?): punched out\n",
-				(unsigned long long)foreign);
-		f->st.foreign_folios += foreign;
-	}
-#endif
+	scrub_cache(f);
 }
 
 static int compare_u64(const void *a, const void *b)

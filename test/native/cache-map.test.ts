@@ -5,7 +5,7 @@
 // must have done; semantics (private writes, MADV_DONTNEED, fork, threads) checked by reading.
 import t from 'tap'
 import type { Test } from '@tapjs/test'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { HEADER_SIZE, KIND_LZ4, KIND_ZERO } from '../../src/snapshot/format.js'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
@@ -117,6 +117,24 @@ t.test('fork: the child shares the cache and reads the snapshot; the cache stays
   const { stats } = await floor.stop()
   t.equal(stats?.children, 1, 'the server was told of the child')
   t.equal(stats?.foreign_folios, 0, 'the child allocated nothing in the cache itself')
+})
+
+t.test('a process mapping the cache itself allocates zero folios in it: the server punches them out before the next guest', async t => {
+  const { img, socket, floor } = await setup(t, 19)
+  // A read fault on a hole of a private mapping of shmem allocates a zero folio in the file:
+  // here the guest's mmap source, pointed at the server's own descriptor of the cache.
+  const fdDir = `/proc/${floor.proc.pid}/fd`
+  const cacheFd = readdirSync(fdDir).find(n => { try { return /\/cache \(deleted\)$|memfd:faultline-cache/.test(readlinkSync(`${fdDir}/${n}`)) } catch { return false } })
+  t.ok(cacheFd, 'found the cache among the server\'s descriptors')
+  const foreign = await runGuest(['--mib', String(MIB), '--source', `mmap:${fdDir}/${cacheFd}`, '--workload', 'sequential'])
+  t.equal(foreign.code, 0, foreign.stderr)
+  const g = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential', '--verify', img.raw])
+  t.equal(g.code, 0, g.stderr)
+  t.equal(g.report?.mismatches, 0, 'the next guest reads the snapshot, not those zeros')
+  const { stats, stderr } = await floor.stop()
+  t.equal(stats?.foreign_folios, PAGES * 4096 / stats?.cache_folio_bytes, 'every folio the foreign reader allocated was punched out')
+  t.equal(stats?.folio_fills, PAGES * 4096 / stats?.cache_folio_bytes, 'and filled by the server for the guest')
+  t.match(stderr, /folios of the decoded cache were allocated by a process the server does not serve/)
 })
 
 t.test('a page failing its check: its folio stays out of the cache, its pages are served one by one', async t => {
