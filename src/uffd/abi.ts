@@ -94,11 +94,24 @@ export const POLLRDHUP = 0x2000
 export const PROT_NONE = 0
 export const PROT_READ = 1
 export const PROT_WRITE = 2
+export const MAP_SHARED = 0x01
 export const MAP_PRIVATE = 0x02
 export const MAP_FIXED = 0x10
 export const MAP_ANONYMOUS = 0x20
 export const MADV_DONTNEED = 4
 export const MADV_REMOVE = 9
+export const MADV_HUGEPAGE = 14
+// memfd, mount, fallocate, fadvise: the decoded cache's backing file (linux/memfd.h,
+// linux/mount.h, linux/falloc.h, fcntl.h).
+export const MFD_CLOEXEC = 1
+export const MS_NOSUID = 2
+export const MS_NODEV = 4
+export const MS_NOEXEC = 8
+export const MNT_DETACH = 2
+export const FALLOC_FL_KEEP_SIZE = 1
+export const FALLOC_FL_PUNCH_HOLE = 2
+export const POSIX_FADV_WILLNEED = 3
+export const POSIX_FADV_DONTNEED = 4
 export const EFD_CLOEXEC = O_CLOEXEC
 export const EFD_NONBLOCK = O_NONBLOCK
 

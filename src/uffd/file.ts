@@ -15,3 +15,14 @@ export function preadInto(fd: number, into: Buffer, length: number, position: nu
     if (e !== EINTR) throw new UffdError('pread', e, `fd ${fd}, ${length} bytes at ${position}`)
   }
 }
+
+/** preadInto for memory given by address (a page-aligned buffer of our own, an offset into
+ * it): no view of the destination is made per call. */
+export function preadToAddress(fd: number, address: number, length: number, position: number): number {
+  for (;;) {
+    const n = Number(libc.preadAt(fd, address, length, position))
+    if (n >= 0) return n
+    const e = errno()
+    if (e !== EINTR) throw new UffdError('pread', e, `fd ${fd}, ${length} bytes at ${position}`)
+  }
+}

@@ -19,6 +19,7 @@ export const libc = {
   close: lib.func('int close(int fd)'),
   read: lib.func('long read(int fd, void *buf, size_t count)'),
   pread: lib.func('long pread(int fd, void *buf, size_t count, long offset)'),
+  preadAt: lib.func('long pread(int fd, intptr_t buf, size_t count, long offset)'),
   write: lib.func('long write(int fd, void *buf, size_t count)'),
   // The kernel reads an ioctl's request as a 32-bit unsigned int, so it is passed as an int32:
   // UFFDIO_* numbers exceed V8's small integers (2^30) as unsigned, and a number that is not
@@ -50,6 +51,16 @@ export const libc = {
   gettid: lib.func('int gettid(void)'),
   sched_setscheduler: lib.func('int sched_setscheduler(int tid, int policy, void *param)'),
   geteuid: lib.func('unsigned int geteuid(void)'),
+  // The decoded cache's backing file (shared-file.ts).
+  memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
+  mount: lib.func('int mount(const char *source, const char *target, const char *type, unsigned long flags, const char *data)'),
+  umount2: lib.func('int umount2(const char *target, int flags)'),
+  ftruncate: lib.func('int ftruncate(int fd, long length)'),
+  fallocate: lib.func('int fallocate(int fd, int mode, long offset, long length)'),
+  pwrite: lib.func('long pwrite(int fd, void *buf, size_t count, long offset)'),
+  pwriteAt: lib.func('long pwrite(int fd, intptr_t buf, size_t count, long offset)'),
+  mincore: lib.func('int mincore(intptr_t addr, size_t len, void *vec)'),
+  posix_fadvise: lib.func('int posix_fadvise(int fd, long offset, long len, int advice)'),
 }
 
 export const SYS_USERFAULTFD = arch === 'arm64' ? SYS_USERFAULTFD_ARM64 : SYS_USERFAULTFD_X64
