@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fd_passing.h"
 #include "json.h"
 #include "timing.h"
 
@@ -56,27 +57,7 @@ int fl_handshake_body(enum fl_handshake form, enum fl_map map, const struct fl_r
 
 static int send_body_with_fd(int sock, const char *body, size_t len, int fd)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
-	memset(&control, 0, sizeof control);
-	struct iovec iov = { .iov_base = (void *)body, .iov_len = len };
-	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = control.buf,
-		.msg_controllen = sizeof control.buf,
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof fd);
-	ssize_t n;
-	do
-		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
+	ssize_t n = fl_send_with_fd(sock, body, len, fd);
 	/* A short write would split the fd from the rest of the body; 64 KiB fits one skb. */
 	if (n >= 0 && (size_t)n != len) {
 		errno = EMSGSIZE;
@@ -90,6 +71,7 @@ static int send_body_with_fd(int sock, const char *body, size_t len, int fd)
 static ssize_t read_reply_line(int sock, char *buf, size_t cap, int *fd, char *err, size_t errcap)
 {
 	size_t at = 0;
+	int fds = 0;
 	*fd = -1;
 	uint64_t deadline = now_ns() + (uint64_t)FL_ACK_TIMEOUT_MS * 1000000u;
 	while (at + 1 < cap) {
@@ -109,37 +91,14 @@ static ssize_t read_reply_line(int sock, char *buf, size_t cap, int *fd, char *e
 		}
 		if (r == 0)
 			continue;
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(4 * sizeof(int))];
-		} control;
-		struct iovec iov = { .iov_base = buf + at, .iov_len = cap - 1 - at };
-		struct msghdr msg = {
-			.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf,
-		};
-		ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+		ssize_t n = fl_recv_with_fds(sock, buf + at, cap - 1 - at, 0, fd, &fds);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0) {
 			snprintf(err, errcap, "reading the page server's reply: %s", strerror(errno));
 			goto fail;
 		}
-		int extra = 0;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-				int got;
-				memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
-				if (*fd < 0) {
-					*fd = got;
-				} else {
-					close(got);
-					extra = 1;
-				}
-			}
-		}
-		if (extra || (msg.msg_flags & MSG_CTRUNC)) {
+		if (fds > 1) {
 			snprintf(err, errcap, "the page server's reply carried more than one file descriptor");
 			goto fail;
 		}

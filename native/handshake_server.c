@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fd_passing.h"
 #include "json.h"
 #include "timing.h"
 
@@ -383,6 +384,24 @@ int fl_server_listen(const char *path, char *err, size_t errcap)
 	return fd;
 }
 
+/* Waits until conn is readable: 1, or 0 once deadline_ns has passed, or -1 with err set. */
+static int wait_readable(int conn, uint64_t deadline_ns, char *err, size_t errcap)
+{
+	for (;;) {
+		uint64_t now = now_ns();
+		if (now >= deadline_ns)
+			return 0;
+		struct pollfd p = { .fd = conn, .events = POLLIN };
+		int r = poll(&p, 1, (int)((deadline_ns - now) / 1000000u) + 1);
+		if (r > 0)
+			return 1;
+		if (r < 0 && errno != EINTR) {
+			snprintf(err, errcap, "poll: %s", strerror(errno));
+			return -1;
+		}
+	}
+}
+
 int fl_server_receive(int conn, struct fl_request *req, char *err, size_t errcap)
 {
 	static char body[FL_BODY_MAX + 1];
@@ -390,51 +409,20 @@ int fl_server_receive(int conn, struct fl_request *req, char *err, size_t errcap
 	int fd = -1;
 	uint64_t deadline = now_ns() + (uint64_t)FL_RECEIVE_TIMEOUT_MS * 1000000u;
 	for (;;) {
-		uint64_t now = now_ns();
-		if (now >= deadline) {
+		int r = wait_readable(conn, deadline, err, errcap);
+		if (r == 0)
 			snprintf(err, errcap, "no complete handshake within %d s", FL_RECEIVE_TIMEOUT_MS / 1000);
-			goto fail;
-		}
-		struct pollfd p = { .fd = conn, .events = POLLIN };
-		int r = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
-		if (r < 0 && errno != EINTR) {
-			snprintf(err, errcap, "poll: %s", strerror(errno));
-			goto fail;
-		}
 		if (r <= 0)
-			continue;
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(8 * sizeof(int))];
-		} control;
-		struct iovec iov = { .iov_base = body + len, .iov_len = FL_BODY_MAX - len };
-		struct msghdr msg = {
-			.msg_iov = &iov, .msg_iovlen = 1,
-			.msg_control = control.buf, .msg_controllen = sizeof control.buf,
-		};
-		ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+			goto fail;
+		int fds = 0, had = fd >= 0;
+		ssize_t n = fl_recv_with_fds(conn, body + len, FL_BODY_MAX - len, MSG_DONTWAIT, &fd, &fds);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0) {
 			snprintf(err, errcap, "recvmsg: %s", strerror(errno));
 			goto fail;
 		}
-		int fds = 0;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < k; i++) {
-				int got;
-				memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
-				if (fd < 0 && fds == 0)
-					fd = got;
-				else
-					close(got);
-				fds++;
-			}
-		}
-		if (fds > 1 || (fds == 1 && len > 0) || (msg.msg_flags & MSG_CTRUNC)) {
+		if (fds > 1 || (fds == 1 && (len > 0 || had))) {
 			snprintf(err, errcap, "the handshake must carry exactly one file descriptor");
 			goto fail;
 		}
@@ -505,24 +493,7 @@ int fl_server_offer_cache(int conn, long session, unsigned page_size, uint64_t f
 	int n = snprintf(line, sizeof line,
 			 "{\"ok\":true,\"stage\":\"map\",\"session\":%ld,\"pageSize\":%u,\"map\":\"cache\","
 			 "\"folioBytes\":%llu}\n", session, page_size, (unsigned long long)folio_bytes);
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
-	memset(&control, 0, sizeof control);
-	struct iovec iov = { .iov_base = line, .iov_len = (size_t)n };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf,
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &cache_fd, sizeof cache_fd);
-	ssize_t sent;
-	do
-		sent = sendmsg(conn, &msg, MSG_NOSIGNAL);
-	while (sent < 0 && errno == EINTR);
+	ssize_t sent = fl_send_with_fd(conn, line, (size_t)n, cache_fd);
 	if (sent < 0)
 		return -1;
 	/* The fd went with the first byte; the rest, if the socket took less, goes plainly. */
@@ -534,42 +505,18 @@ int fl_server_receive_mapped(int conn, uint64_t deadline_ns, char *err, size_t e
 	char line[1024];
 	size_t at = 0;
 	for (;;) {
-		uint64_t now = now_ns();
-		if (now >= deadline_ns) {
+		int r = wait_readable(conn, deadline_ns, err, errcap);
+		if (r == 0)
 			snprintf(err, errcap, "the guest did not say it mapped the cache within %d s",
 				 FL_RECEIVE_TIMEOUT_MS / 1000);
-			return -1;
-		}
-		struct pollfd p = { .fd = conn, .events = POLLIN };
-		int r = poll(&p, 1, (int)((deadline_ns - now) / 1000000u) + 1);
-		if (r < 0 && errno != EINTR) {
-			snprintf(err, errcap, "poll: %s", strerror(errno));
-			return -1;
-		}
 		if (r <= 0)
-			continue;
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(8 * sizeof(int))];
-		} control;
-		struct iovec iov = { .iov_base = line + at, .iov_len = sizeof line - 1 - at };
-		struct msghdr msg = {
-			.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf,
-		};
-		ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+			return -1;
+		int fd = -1, fds = 0;
+		ssize_t n = fl_recv_with_fds(conn, line + at, sizeof line - 1 - at, MSG_DONTWAIT, &fd, &fds);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
-		int fds = 0;
-		for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c; c = CMSG_NXTHDR(&msg, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-				int got;
-				memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
-				close(got);
-				fds++;
-			}
-		}
+		if (fd >= 0)
+			close(fd);
 		if (n < 0) {
 			snprintf(err, errcap, "reading the guest's map answer: %s", strerror(errno));
 			return -1;
