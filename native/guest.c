@@ -472,6 +472,7 @@ static struct fl_attach source_uffd(char *region, uint64_t len, const struct opt
 	 * the kernel would drop the registration and faults would silently read zeros. */
 	if (fl_watchdog_start(sock, "guest", err, sizeof err) < 0)
 		args_fail("%s", err);
+	a.regions = NULL; /* r is gone with this frame */
 	return a;
 }
 
