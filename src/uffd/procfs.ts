@@ -49,3 +49,41 @@ export function parseUffdFdinfo(text: string): UffdFdinfo | undefined {
   // initialised, which only makes the server's own UFFDIO_API fail later, with its errno.
   return { initialized: raw !== 0, features: raw % UFFD_FEATURE_INITIALIZED }
 }
+
+/** One line of /proc/PID/maps, with what identifies the file mapped. */
+export interface FileMapping {
+  start: number
+  end: number
+  /** 'p' (private, copy-on-write) rather than 's' (shared). */
+  private: boolean
+  /** Byte offset in the file of the mapping's first byte. */
+  offset: number
+  major: number
+  minor: number
+  inode: number
+}
+
+const MAPS_LINE = /^([0-9a-f]+)-([0-9a-f]+) [r-][w-][x-]([ps]) ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) (\d+)/
+
+/** Every mapping of a /proc/PID/maps text with its file offset, device and inode (0 for
+ * anonymous memory). */
+export function fileMappings(mapsText: string): FileMapping[] {
+  const out: FileMapping[] = []
+  for (const line of mapsText.split('\n')) {
+    const m = MAPS_LINE.exec(line)
+    if (m === null) continue
+    out.push({
+      start: parseInt(m[1], 16), end: parseInt(m[2], 16), private: m[3] === 'p', offset: parseInt(m[4], 16),
+      major: parseInt(m[5], 16), minor: parseInt(m[6], 16), inode: Number(m[7]),
+    })
+  }
+  return out
+}
+
+/** A stat's st_dev (glibc's dev_t encoding) as the major and minor numbers /proc prints. */
+export function deviceNumbers(dev: number): { major: number; minor: number } {
+  const d = BigInt(dev)
+  const major = Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn))
+  const minor = Number((d & 0xffn) | ((d >> 12n) & ~0xffn))
+  return { major, minor }
+}
