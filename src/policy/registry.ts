@@ -7,6 +7,7 @@ import { AdaptivePolicy } from './adaptive.js'
 import { PolicyArgs } from './args.js'
 import { BackgroundPolicy } from './background.js'
 import { EagerPolicy } from './eager.js'
+import { LearnedPolicy } from './learned.js'
 import { PolicyArgumentError } from './errors.js'
 import { OnDemandPolicy } from './ondemand.js'
 import type { FaultPolicy, PolicyFactory } from './policy.js'
@@ -27,6 +28,7 @@ export const BUILTIN_POLICIES: Record<string, BuiltinPolicy> = {
   adaptive: AdaptivePolicy,
   workingset: WorkingSetPolicy,
   background: BackgroundPolicy,
+  learned: LearnedPolicy,
 }
 
 function isModulePath(spec: string): boolean {

@@ -10,7 +10,7 @@ export { mapAnonymous, unmap, adviseDontNeed, createEventFd, signalEventFd, drai
 export type { Mapping } from './memory.js'
 export { MonotonicClock } from './clock.js'
 export { preadInto, preadToAddress } from './file.js'
-export { mappedRanges, missingModeRanges, parseUffdFdinfo, fileMappings, deviceNumbers } from './procfs.js'
+export { mappedRanges, missingModeRanges, parseUffdFdinfo, fileMappings, deviceNumbers, presentPages } from './procfs.js'
 export type { AddressRange, UffdFdinfo, FileMapping } from './procfs.js'
 export { threadId, threadIds, canLowerThreadPriority, setThreadIdle, idleClassThreads } from './sched.js'
 export { ffiBackend, FFI_BACKENDS } from './libc.js'
