@@ -139,7 +139,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		args_fail("--map cache: needs --snapshot (the cache holds the snapshot's decoded pages)");
 #ifndef FL_HAVE_PAGE_CODEC
 	if (o->snapshot_path)
-		args_fail("--snapshot: this uffd-floor was built without liblz4 and ISA-L "
+		args_fail("--snapshot: this uffd-floor was built without the page codec "
 			  "(apt-get install liblz4-dev libisal-dev, then make -C native)");
 #endif
 }

@@ -4,7 +4,7 @@
 // plus the fault loop's stage timers and component costs on the same snapshot.
 import { closeSync, openSync, readSync } from 'node:fs'
 import { crc32 } from 'node:zlib'
-import { median } from '../cli/table.js'
+import { median } from '../util/format.js'
 import type { FaultBreakdownSummary } from '../server/fault-breakdown.js'
 import type { HeapGrowthSummary } from '../server/heap-growth.js'
 import { lz4 } from '../snapshot/lz4.js'

@@ -88,7 +88,7 @@ export function createBackingFile(imageBytes: number, opts: BackingOptions): Bac
     uffd.closeFile(fd)
   } catch (err) {
     mountError = err instanceof uffd.UffdError && err.op === 'mount'
-      ? `mounting a tmpfs with huge folios was refused (${err.code}: needs CAP_SYS_ADMIN)`
+      ? `mounting a tmpfs with huge folios was refused (${err.errnoName}: needs CAP_SYS_ADMIN)`
       : (err as Error).message
   }
   return memfd(imageBytes, opts.pageSize, 'memfd', `4 KiB pages in a memfd: shmem_enabled is ${shmem ?? 'absent'} and ${mountError}; ` +

@@ -2,17 +2,16 @@
 // page codec) against a C server doing the same work and the C raw-copy floor, pinned to one
 // CPU and not, with the breakdown.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { breakdownRows, FAULT_SERVERS, measureFaultCost, RAW_FLOOR_SERVER, SAME_WORK_SERVER, summarizeFaultCost, syscallsPerFault, type FaultCostResult } from '../bench/fault-cost.js'
-import { BenchConfigError } from '../bench/resume.js'
 import { WARM_FAULTS } from '../server/heap-growth.js'
 import { Progress } from './progress.js'
-import { formatTable } from './table.js'
+import { formatTable } from '../util/format.js'
 import { choiceItems } from './options.js'
+import { repoPath } from '../util/repo.js'
+import { UsageError } from '../errors.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
 export const BENCH_FAULTS_USAGE = `usage: faultline bench faults [options]
 
@@ -46,22 +45,21 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
   })
   if (values.help) { console.log(BENCH_FAULTS_USAGE); return 0 }
   const mib = Number(values.mib), fraction = Number(values.fraction), repeat = Number(values.repeat), seed = Number(values.seed)
-  if (!Number.isInteger(mib) || mib < 1) throw new BenchConfigError(`--mib: expected a whole number of MiB, got '${values.mib}'`)
-  if (!(fraction > 0 && fraction <= 1)) throw new BenchConfigError(`--fraction: expected a number in (0, 1], got '${values.fraction}'`)
-  if (!Number.isInteger(repeat) || repeat < 1) throw new BenchConfigError(`--repeat: expected a positive integer, got '${values.repeat}'`)
-  if (!/^\d+$/.test(values.cpu!)) throw new BenchConfigError(`--cpu: expected one CPU number, got '${values.cpu}'`)
+  if (!Number.isInteger(mib) || mib < 1) throw new UsageError(`--mib: expected a whole number of MiB, got '${values.mib}'`)
+  if (!(fraction > 0 && fraction <= 1)) throw new UsageError(`--fraction: expected a number in (0, 1], got '${values.fraction}'`)
+  if (!Number.isInteger(repeat) || repeat < 1) throw new UsageError(`--repeat: expected a positive integer, got '${values.repeat}'`)
+  if (!/^\d+$/.test(values.cpu!)) throw new UsageError(`--cpu: expected one CPU number, got '${values.cpu}'`)
   // Blank items are errors here, as they always were for this command.
   const items = (text: string) => text.split(',').map(s => s.trim())
-  const configError = (message: string) => new BenchConfigError(message)
-  const ffis = choiceItems('ffi', items(values.ffi!), ['koffi', 'ffi-napi'] as const, configError)
-  const codecs = choiceItems('codec', items(values.codec!), ['native', 'npm'] as const, configError)
+  const ffis = choiceItems('ffi', items(values.ffi!), ['koffi', 'ffi-napi'] as const)
+  const codecs = choiceItems('codec', items(values.codec!), ['native', 'npm'] as const)
   const servers = FAULT_SERVERS.filter(s => s.kind === 'uffd-c' || (ffis.includes(s.ffi!) && codecs.includes(s.codec!)))
   const outDir = resolve(values.out!)
   mkdirSync(outDir, { recursive: true })
   const progress = new Progress('fault cost runs', 1)
   const result = await measureFaultCost({
     mib, fraction, repeat, seed, cpu: values.cpu!, servers,
-    imageDir: resolve(values.images ?? join(REPO, '.cache/bench-images')),
+    imageDir: resolve(values.images ?? repoPath('.cache/bench-images')),
     onRun: progress.update,
   })
   progress.done()

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { runPolicyBench, type PolicyRun } from '../bench/policies.js'
 import { Progress } from './progress.js'
-import { formatTable, median, ms } from './table.js'
+import { formatTable, median, ms } from '../util/format.js'
 import { intOption } from './options.js'
 
 export const BENCH_POLICIES_USAGE = `usage: faultline bench policies [--mib N] [--workload W] [--rounds N] [--policies A,B,...] [--dir DIR] [--markdown]

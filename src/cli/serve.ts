@@ -1,10 +1,11 @@
 // `faultline serve`: runs the page server until interrupted, one log line per guest.
 import { parseArgs } from 'node:util'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { PageServer } from '../server/page-server.js'
 import { remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url, parseSize } from '../store/s3-config.js'
-import { formatBytes } from './progress.js'
+import { formatBytes } from '../util/format.js'
+import { intOption } from './options.js'
 
 export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH [options]
 
@@ -26,13 +27,6 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY):
   --cache-size SIZE     bound on the cache, e.g. 4G (default 1G)
   --fetch-concurrency N GETs in flight at once (default 8)`
 
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 0) throw new FaultlineError(`--${name}: expected a non-negative integer, got '${value}'`)
-  return n
-}
-
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -47,11 +41,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
     strict: true,
   })
   if (values.help) { console.log(SERVE_USAGE); return 0 }
-  if (!values.snapshot) throw new FaultlineError('serve: --snapshot is required')
-  if (!values.socket) throw new FaultlineError('serve: --socket is required')
+  if (!values.snapshot) throw new UsageError('serve: --snapshot is required')
+  if (!values.socket) throw new UsageError('serve: --socket is required')
   const remote = isS3Url(values.snapshot)
   for (const flag of ['endpoint', 'cache-dir', 'cache-size', 'fetch-concurrency'] as const) {
-    if (!remote && values[flag] !== undefined) throw new FaultlineError(`serve: --${flag} only applies to an s3:// --snapshot`)
+    if (!remote && values[flag] !== undefined) throw new UsageError(`serve: --${flag} only applies to an s3:// --snapshot`)
   }
   const defaults = remoteStoreDefaults()
   const server = await PageServer.start({
@@ -59,15 +53,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
     socketPath: values.socket,
     policy: values.policy,
     tracePath: values.trace,
-    allowUids: (values['allow-uid'] ?? []).map(u => positiveInt('allow-uid', u, 0)),
+    allowUids: (values['allow-uid'] ?? []).map(u => intOption('allow-uid', u, 0)),
     allowAnyUid: values['allow-any-uid'],
-    warmWorkers: positiveInt('warm-workers', values['warm-workers'], 1),
-    maxSessions: positiveInt('max-sessions', values['max-sessions'], 256),
+    warmWorkers: intOption('warm-workers', values['warm-workers'], 0, Infinity, 1),
+    maxSessions: intOption('max-sessions', values['max-sessions'], 0, Infinity, 256),
     remote: remote ? {
       endpoint: values.endpoint,
       cacheDir: values['cache-dir'] ?? defaults.cacheDir,
       cacheSizeBytes: values['cache-size'] === undefined ? defaults.cacheSizeBytes : parseSize(values['cache-size'], '--cache-size'),
-      concurrency: Math.max(1, positiveInt('fetch-concurrency', values['fetch-concurrency'], 8)),
+      concurrency: Math.max(1, intOption('fetch-concurrency', values['fetch-concurrency'], 0, Infinity, 8)),
     } : undefined,
   })
   const say = (line: string) => console.error(`faultline: ${line}`)

@@ -4,7 +4,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } fr
 import { tmpdir } from 'node:os'
 import { extname, join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { FaultlineError, fileError } from '../errors.js'
+import { exitStatusOf, fileError, UsageError } from '../errors.js'
 import { runGuestProcess } from '../bench/guest.js'
 import { PageServer } from '../server/page-server.js'
 import { exportTrace, type ExportFormat } from '../trace/export.js'
@@ -13,7 +13,8 @@ import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
 import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
-import { formatTable } from './table.js'
+import { formatTable } from '../util/format.js'
+import { intOption } from './options.js'
 
 export const TRACE_USAGE = `usage:
   faultline trace stats FILE [--json]
@@ -27,7 +28,6 @@ export const TRACE_USAGE = `usage:
       the native guest touches the trace's pages in their recorded first-touch order, against
       a running server (--socket) or one started here (--snapshot)`
 
-class TraceUsageError extends FaultlineError {}
 
 /** Where a trace command writes (tests capture it). */
 export interface TraceIo {
@@ -49,10 +49,10 @@ export async function traceCommand(argv: string[], io: TraceIo = { stdout: proce
       case 'export': return exportCommand(rest, io)
       case 'plot': return plot(rest, io)
       case 'replay': return await replay(rest, io)
-      default: throw new TraceUsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay)`)
+      default: throw new UsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay)`)
     }
   } catch (err) {
-    if (err instanceof TraceUsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (exitStatusOf(err) === 2) {
       io.stderr.write(`faultline: ${(err as Error).message}\n`)
       return 2
     }
@@ -61,7 +61,7 @@ export async function traceCommand(argv: string[], io: TraceIo = { stdout: proce
 }
 
 function oneFile(positionals: string[], sub: string): string {
-  if (positionals.length !== 1) throw new TraceUsageError(`trace ${sub}: expected one trace FILE, got ${positionals.length}`)
+  if (positionals.length !== 1) throw new UsageError(`trace ${sub}: expected one trace FILE, got ${positionals.length}`)
   return positionals[0]
 }
 
@@ -113,7 +113,7 @@ function exportCommand(argv: string[], io: TraceIo): number {
     allowPositionals: true, strict: true,
   })
   const file = oneFile(positionals, 'export')
-  if (values.csv === values.jsonl) throw new TraceUsageError('trace export: give exactly one of --csv or --jsonl')
+  if (values.csv === values.jsonl) throw new UsageError('trace export: give exactly one of --csv or --jsonl')
   const format: ExportFormat = values.csv ? 'csv' : 'jsonl'
   const t = readTrace(file)
   const out = values.output
@@ -143,21 +143,14 @@ function plot(argv: string[], io: TraceIo): number {
   const { values, positionals } = parseArgs({ args: argv, options: { output: { type: 'string', short: 'o' } }, allowPositionals: true, strict: true })
   const file = oneFile(positionals, 'plot')
   const out = values.output
-  if (!out) throw new TraceUsageError('trace plot: -o OUT.svg or -o OUT.html is required')
+  if (!out) throw new UsageError('trace plot: -o OUT.svg or -o OUT.html is required')
   const kind = extname(out).toLowerCase()
-  if (kind !== '.svg' && kind !== '.html' && kind !== '.htm') throw new TraceUsageError(`trace plot: -o ${out}: expected a .svg or .html file`)
+  if (kind !== '.svg' && kind !== '.html' && kind !== '.htm') throw new UsageError(`trace plot: -o ${out}: expected a .svg or .html file`)
   const t = readTrace(file)
   const doc = kind === '.svg' ? renderTraceSvg(t) : renderTraceHtml(t)
   try { writeFileSync(out, doc) } catch (err) { throw fileError(out, err, 'cannot write') }
   io.stderr.write(`faultline: wrote ${out} (${t.length} records, ${(doc.length / 1024).toFixed(0)} KiB)\n`)
   return 0
-}
-
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new TraceUsageError(`--${name}: expected 1..1024, got '${value}'`)
-  return n
 }
 
 async function replay(argv: string[], io: TraceIo): Promise<number> {
@@ -171,10 +164,10 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
   })
   const file = oneFile(positionals, 'replay')
   if ((values.socket === undefined) === (values.snapshot === undefined)) {
-    throw new TraceUsageError('trace replay: give either --socket PATH (a running server) or --snapshot SNAP (serve it here)')
+    throw new UsageError('trace replay: give either --socket PATH (a running server) or --snapshot SNAP (serve it here)')
   }
-  if (values.socket && (values.policy || values.trace)) throw new TraceUsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
-  const threads = positiveInt('threads', values.threads, 1)
+  if (values.socket && (values.policy || values.trace)) throw new UsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
+  const threads = intOption('threads', values.threads, 1, 1024, 1)
   const t = readTrace(file)
   const plan = replayPlan(t)
   const dir = mkdtempSync(join(tmpdir(), 'faultline-replay-'))

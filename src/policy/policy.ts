@@ -1,11 +1,9 @@
 // The FaultPolicy interface: what a policy sees (faults, quiet time) and how it answers
 // (runs of snapshot pages to install). Policies never touch FFI or the snapshot file.
+import { InstallCause } from '../trace/format.js'
 
-/** Why a page was installed; recorded in traces and per-cause counters. */
-export const InstallCause = { Fault: 0, Prefetch: 1, Background: 2 } as const
-export type InstallCause = (typeof InstallCause)[keyof typeof InstallCause]
-
-export const CAUSE_NAMES = ['fault', 'prefetch', 'background'] as const
+/** Why a page was installed (defined with the trace format, which records it). */
+export { InstallCause }
 
 /** A reusable list of page runs a policy asks to install; preallocated, never shrinks. */
 export class RunList {
@@ -64,8 +62,12 @@ export interface FaultInfo {
 
 export interface FaultPolicy {
   readonly name: string
-  /** Before the guest is acknowledged: pages to install up front (e.g. a working set). */
+  /** Pages to install from the start (a working set, everything): installed once the guest
+   * runs, in the plan's order, faults going first; or before it is acknowledged when
+   * `startBeforeResume` is set (eager: decompress everything, then run). */
   onStart?(ctx: PolicyContext, plan: RunList): void
+  /** onStart's pages go in before the guest is acknowledged. */
+  readonly startBeforeResume?: boolean
   /** After the faulting page (already in `plan` as the first run): add more runs. */
   onFault(fault: FaultInfo, ctx: PolicyContext, plan: RunList): void
   /** While the guest is quiet: add up to `budgetPages` pages of background work. Return
@@ -73,5 +75,6 @@ export interface FaultPolicy {
   onIdle?(ctx: PolicyContext, plan: RunList, budgetPages: number): boolean
 }
 
-/** Builds a policy from the text after `name:` in `--policy name:args`. */
+/** What a user policy module exports (default): builds its policy from the text after
+ * `path:` in `--policy path:args` (undefined when there is none). */
 export type PolicyFactory = (args: string | undefined) => FaultPolicy | Promise<FaultPolicy>

@@ -1,24 +1,34 @@
 // Maps `--policy name[:args]` to a policy: built-ins by name, or a user module by path.
+// Every built-in is a FaultPolicy class with a static fromArgs(PolicyArgs): adding one is a
+// file of that shape and a line here.
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { createAdaptive } from './adaptive.js'
-import { createBackground } from './background.js'
-import { createEager } from './eager.js'
-import { createOnDemand } from './ondemand.js'
+import { AdaptivePolicy } from './adaptive.js'
+import { PolicyArgs } from './args.js'
+import { BackgroundPolicy } from './background.js'
+import { EagerPolicy } from './eager.js'
+import { LearnedPolicy } from './learned.js'
+import { PolicyArgumentError } from './errors.js'
+import { OnDemandPolicy } from './ondemand.js'
 import type { FaultPolicy, PolicyFactory } from './policy.js'
-import { createReadahead } from './readahead.js'
-import { PolicyArgumentError } from './registry-errors.js'
-import { createWorkingSet } from './workingset.js'
+import { ReadaheadPolicy } from './readahead.js'
+import { WorkingSetPolicy } from './workingset.js'
 
 export { PolicyArgumentError }
 
-export const BUILTIN_POLICIES: Record<string, PolicyFactory> = {
-  ondemand: createOnDemand,
-  readahead: createReadahead,
-  eager: createEager,
-  adaptive: createAdaptive,
-  workingset: createWorkingSet,
-  background: createBackground,
+/** A built-in policy class: builds itself from its parsed arguments. */
+export interface BuiltinPolicy {
+  fromArgs(args: PolicyArgs): FaultPolicy
+}
+
+export const BUILTIN_POLICIES: Record<string, BuiltinPolicy> = {
+  ondemand: OnDemandPolicy,
+  readahead: ReadaheadPolicy,
+  eager: EagerPolicy,
+  adaptive: AdaptivePolicy,
+  workingset: WorkingSetPolicy,
+  background: BackgroundPolicy,
+  learned: LearnedPolicy,
 }
 
 function isModulePath(spec: string): boolean {
@@ -43,14 +53,12 @@ export async function createPolicy(spec: string, cwd = process.cwd()): Promise<F
     }
     return validate(await factory(args), path)
   }
-  const colon = spec.indexOf(':')
-  const name = colon < 0 ? spec : spec.slice(0, colon)
-  const args = colon < 0 ? undefined : spec.slice(colon + 1)
-  const factory = BUILTIN_POLICIES[name]
-  if (!factory) {
-    throw new PolicyArgumentError(`--policy: unknown policy '${name}' (built in: ${Object.keys(BUILTIN_POLICIES).join(', ')}; or a path to a .js/.ts module)`)
+  const args = PolicyArgs.fromSpec(spec)
+  const builtin = Object.hasOwn(BUILTIN_POLICIES, args.policy) ? BUILTIN_POLICIES[args.policy] : undefined
+  if (!builtin) {
+    throw new PolicyArgumentError(`--policy: unknown policy '${args.policy}' (built in: ${Object.keys(BUILTIN_POLICIES).join(', ')}; or a path to a .js/.ts module)`)
   }
-  return validate(await factory(args), name)
+  return builtin.fromArgs(args)
 }
 
 function validate(policy: FaultPolicy, where: string): FaultPolicy {

@@ -1,10 +1,12 @@
-// workingset:TRACE[@GAP]: REAP-style. Installs every page of a recorded working set before the
-// guest is acknowledged, in runs of adjacent pages (few, large copies; runs at most GAP pages
-// apart are joined, the pages between them installed too), then serves the rest on demand.
+// workingset:TRACE[@GAP]: REAP-style. Installs every page of a recorded working set from the
+// start, once the guest runs (faults go first), in the order the recorded guest first touched
+// them, in runs of pages adjacent in that order (a forward jump of at most GAP pages joins the
+// run, the pages between installed too), then serves the rest on demand.
 import { readTrace, workingSetPages } from '../trace/reader.js'
 import { describeError } from '../errors.js'
-import { PolicyArgumentError } from './registry-errors.js'
-import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
+import { PolicyArgumentError } from './errors.js'
+import type { PolicyArgs } from './args.js'
+import { InstallCause, type FaultPolicy, type PolicyContext, type RunList } from './policy.js'
 
 /** Default GAP: exactly the working set. Joining runs saves ioctls but installs pages the
  * guest may never touch; `faultline bench policies` measured no clear gain on this machine. */
@@ -24,7 +26,42 @@ export function pagesToRuns(pages: Iterable<number>, gap = 0): { first: number[]
   return { first, count }
 }
 
+/** Runs of `pages` in their order: consecutive entries that continue a run (the next page, or
+ * at most `gap` pages further on) extend it; a page already in a run is dropped. */
+export function orderedRuns(pages: Iterable<number>, gap = 0): { first: number[]; count: number[] } {
+  const seen = new Set<number>()
+  const first: number[] = [], count: number[] = []
+  for (const p of pages) {
+    if (seen.has(p)) continue
+    const r = first.length - 1
+    const end = r >= 0 ? first[r] + count[r] : -1
+    if (r >= 0 && p >= end && p <= end + gap) {
+      for (let q = end; q <= p; q++) seen.add(q)
+      count[r] = p - first[r] + 1
+    } else {
+      seen.add(p)
+      first.push(p); count.push(1)
+    }
+  }
+  return { first, count }
+}
+
 export class WorkingSetPolicy implements FaultPolicy {
+  /** TRACE[@GAP]: a GAP is the digits after the last `@` (a file name may hold other `@`s). */
+  static fromArgs(args: PolicyArgs): WorkingSetPolicy {
+    const spec = args.required('a trace file: --policy workingset:TRACE[@GAP]')
+    const m = /^(.*)@(\d+)$/.exec(spec)
+    const path = m ? m[1] : spec
+    const gap = args.int('a GAP of', 0, 512, WORKINGSET_DEFAULT_GAP, { unit: 'pages', piece: m?.[2] })
+    let trace
+    try {
+      trace = readTrace(path)
+    } catch (err) {
+      throw args.error(describeError(err), err)
+    }
+    return new WorkingSetPolicy(path, workingSetPages(trace), trace.header.pageSize, gap)
+  }
+
   readonly name: string
   /** Pages in the recorded working set. */
   readonly pages: number
@@ -32,40 +69,26 @@ export class WorkingSetPolicy implements FaultPolicy {
   readonly gap: number
   private readonly runs: { first: number[]; count: number[] }
 
-  constructor(tracePath: string, pages: number[], pageSize: number, gap = WORKINGSET_DEFAULT_GAP) {
-    this.name = gap ? `workingset:${tracePath}@${gap}` : `workingset:${tracePath}`
+  /** `name`: what the policy calls itself (default `workingset:TRACE[@GAP]`). */
+  constructor(tracePath: string, pages: number[], pageSize: number, gap = WORKINGSET_DEFAULT_GAP, name?: string) {
+    this.name = name ?? (gap ? `workingset:${tracePath}@${gap}` : `workingset:${tracePath}`)
     this.pages = pages.length
     this.pageSize = pageSize
     this.gap = gap
-    this.runs = pagesToRuns(pages, gap)
+    this.runs = orderedRuns(pages, gap)
   }
 
   get runCount(): number { return this.runs.first.length }
-  /** Pages installed up front: the working set plus the gaps joined into its runs. */
+  /** Pages installed from the start: the working set plus the gaps joined into its runs. */
   get plannedPages(): number { return this.runs.count.reduce((a, b) => a + b, 0) }
 
   onStart(ctx: PolicyContext, plan: RunList): void {
     if (ctx.pageSize !== this.pageSize) {
-      throw new PolicyArgumentError(`${this.name}: the trace has ${this.pageSize}-byte pages, the snapshot ${ctx.pageSize}`)
+      throw new PolicyArgumentError(`${this.name}: the working set has ${this.pageSize}-byte pages, the snapshot ${ctx.pageSize}`)
     }
     // Pages outside the guest's regions are skipped by the session.
     for (let i = 0; i < this.runs.first.length; i++) plan.add(this.runs.first[i], this.runs.count[i], InstallCause.Prefetch)
   }
 
   onFault(): void {}
-}
-
-export const createWorkingSet: PolicyFactory = (args) => {
-  if (!args) throw new PolicyArgumentError('workingset: expected a trace file: --policy workingset:TRACE[@GAP]')
-  const m = /^(.*)@(\d+)$/.exec(args)
-  const path = m ? m[1] : args
-  const gap = m ? Number(m[2]) : WORKINGSET_DEFAULT_GAP
-  if (gap > 512) throw new PolicyArgumentError(`workingset: GAP must be 0..512 pages, got ${gap}`)
-  let trace
-  try {
-    trace = readTrace(path)
-  } catch (err) {
-    throw new PolicyArgumentError(`workingset: ${describeError(err)}`, { cause: err })
-  }
-  return new WorkingSetPolicy(path, workingSetPages(trace), trace.header.pageSize, gap)
 }

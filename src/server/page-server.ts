@@ -11,6 +11,7 @@ import { checkTracePath } from '../trace/recorder.js'
 import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../store/chunk-store.js'
 import { isS3Url } from '../store/s3-config.js'
 import * as uffd from '../uffd/index.js'
+import { assertBuildFresh } from '../util/build-freshness.js'
 import type { SessionStats } from './session.js'
 import type { SessionWorkerData, WorkerMessage } from './worker-protocol.js'
 
@@ -54,7 +55,9 @@ export interface PageServerEvents {
   ended: [record: SessionRecord]
 }
 
-export class ServerError extends FaultlineError {}
+export class ServerError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_SERVER'
+}
 
 /** The worker runs compiled JS even when the server itself runs from TypeScript sources
  * (tests): a TS worker would transpile every module again on each start, which takes
@@ -128,6 +131,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Checks the snapshot and policy, listens, and starts the warm worker(s). */
   static async start(opts: PageServerOptions): Promise<PageServer> {
+    if (workerUrl.pathname.endsWith('.js')) assertBuildFresh()
     if (!isS3Url(opts.snapshotPath)) return PageServer.startWith(opts, undefined)
     const store = await ChunkStore.open(opts.snapshotPath, { ...remoteStoreDefaults(), ...opts.remote })
     try {

@@ -9,7 +9,7 @@ import { SnapshotReader } from '../snapshot/reader.js'
 import { RemotePageSource } from '../store/remote-page-source.js'
 import * as uffd from '../uffd/index.js'
 import {
-  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake, parseUffdFdinfo,
+  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake,
   type Handshake,
 } from './handshake.js'
 import { Session, type TraceSink } from './session.js'
@@ -54,7 +54,7 @@ function negotiate(guestUffd: uffd.Userfaultfd): uffd.ApiResult {
   try {
     return guestUffd.api(SESSION_FEATURES)
   } catch (err) {
-    if (!(err instanceof uffd.UffdError) || err.errno !== 1 /* EPERM */) throw err
+    if (!(err instanceof uffd.UffdError) || err.errno !== uffd.EPERM) throw err
     log('UFFDIO_API refused EVENT_FORK (the server lacks CAP_SYS_PTRACE): a child the guest forks will read zeros for pages not served yet')
     return guestUffd.api(SESSION_FEATURES & ~uffd.UFFD_FEATURE_EVENT_FORK)
   }
@@ -144,7 +144,7 @@ function admit(conn: number, source: PageSource, peer: { pid: number }): Admitte
     let maps: string
     try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/maps of the guest`) }
     checkRegionsMapped(handshake.regions, maps)
-    const fdinfo = parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
+    const fdinfo = uffd.parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
     if (handshake.register) {
       if (fdinfo?.initialized) {
         throw new Refusal('the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +

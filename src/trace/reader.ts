@@ -4,7 +4,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { fileError } from '../errors.js'
 import {
   decodeTraceHeader, H_HEADER_BYTES, R_CAUSE, R_COUNT, R_FLAGS, R_LATENCY_NS, R_PAGE, R_THREAD_ID, R_TIME_NS,
-  TRACE_CAUSE_FAULT, TRACE_CAUSE_NAMES, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_MAGIC,
+  InstallCause, TRACE_CAUSE_NAMES, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET, TRACE_MAGIC,
   TRACE_RECORD_BYTES, TraceFormatError, type TraceHeader,
 } from './format.js'
 
@@ -93,7 +93,7 @@ export function firstTouchOrder(t: Trace): number[] {
   const seen = new Set<number>()
   const order: number[] = []
   for (const i of timeOrder(t)) {
-    if (t.cause[i] !== TRACE_CAUSE_FAULT) continue
+    if (t.cause[i] !== InstallCause.Fault) continue
     const p = t.page[i]
     if (!seen.has(p)) { seen.add(p); order.push(p) }
   }
@@ -101,16 +101,17 @@ export function firstTouchOrder(t: Trace): number[] {
 }
 
 /**
- * The working set a trace describes, in first-use order: the pages the guest faulted on plus
- * the pages installed before it resumed (a working set loaded by the recorded run itself), so
- * a trace recorded under `workingset:` describes the same set again.
+ * The working set a trace describes, in first-use order: the pages installed from the
+ * recorded run's own start set (a working set it loaded, before or after it resumed), then the
+ * pages the guest faulted on, so a trace recorded under `workingset:` describes the same set
+ * again.
  */
 export function workingSetPages(t: Trace): number[] {
   const seen = new Set<number>()
   const order: number[] = []
   const add = (p: number) => { if (!seen.has(p)) { seen.add(p); order.push(p) } }
   for (let i = 0; i < t.length; i++) {
-    if ((t.flags[i] & TRACE_FLAG_BEFORE_RESUME) === 0) continue
+    if ((t.flags[i] & (TRACE_FLAG_BEFORE_RESUME | TRACE_FLAG_START_SET)) === 0) continue
     for (let p = t.page[i], end = p + t.count[i]; p < end; p++) add(p)
   }
   for (const p of firstTouchOrder(t)) add(p)

@@ -40,6 +40,9 @@ export const UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 export const UFFD_FEATURE_POISON = 1 << 14
 export const UFFD_FEATURE_WP_ASYNC = 1 << 15
 export const UFFD_FEATURE_MOVE = 1 << 16
+/** Not in the uapi header: fs/userfaultfd.c's mark of a uffd whose UFFDIO_API is done, shown
+ * with its features in /proc/PID/fdinfo (Linux 6.x). */
+export const UFFD_FEATURE_INITIALIZED = 0x80000000
 
 export const FEATURE_NAMES: ReadonlyArray<readonly [number, string]> = [
   [UFFD_FEATURE_PAGEFAULT_FLAG_WP, 'PAGEFAULT_FLAG_WP'], [UFFD_FEATURE_EVENT_FORK, 'EVENT_FORK'],
@@ -114,6 +117,18 @@ export const POSIX_FADV_WILLNEED = 3
 export const POSIX_FADV_DONTNEED = 4
 export const EFD_CLOEXEC = O_CLOEXEC
 export const EFD_NONBLOCK = O_NONBLOCK
+
+// errno values (asm-generic/errno-base.h, asm-generic/errno.h: the same on x86_64 and aarch64)
+export const EPERM = 1
+export const ENOENT = 2
+export const ESRCH = 3
+export const EINTR = 4
+export const EAGAIN = 11
+export const EACCES = 13
+export const EEXIST = 17
+export const EOPNOTSUPP = 95
+export const ENAMETOOLONG = 36
+export const ECONNABORTED = 103
 
 export const SYS_USERFAULTFD_X64 = 323
 export const SYS_USERFAULTFD_ARM64 = 282

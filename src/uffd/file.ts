@@ -1,9 +1,8 @@
 // pread(2) straight into a caller's Buffer: the fault path's read of stored snapshot bytes.
 // fs.readSync validates its arguments and allocates on every call; this does neither.
+import { EINTR } from './abi.js'
 import { UffdError } from './errors.js'
 import { errno, libc } from './libc.js'
-
-const EINTR = 4
 
 /** Reads up to `length` bytes at file offset `position` into `into[0..length)`; returns the
  * bytes read (0 at end of file). Throws UffdError('pread', errno). */

@@ -4,7 +4,7 @@
 // ioctl, poll) through ffi-napi instead, with the same signatures, to compare the two.
 import { createRequire } from 'node:module'
 import { arch, env } from 'node:process'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { SYS_USERFAULTFD_ARM64, SYS_USERFAULTFD_X64 } from './abi.js'
 
 const require = createRequire(import.meta.url)
@@ -68,15 +68,13 @@ export const SYS_USERFAULTFD = arch === 'arm64' ? SYS_USERFAULTFD_ARM64 : SYS_US
 export type FfiBackend = 'koffi' | 'ffi-napi'
 export const FFI_BACKENDS: readonly FfiBackend[] = ['koffi', 'ffi-napi']
 
-export class FfiBackendError extends FaultlineError {}
-
 /** Which FFI the fault loop's calls go through in this thread. */
 export const ffiBackend: FfiBackend = selectBackend(env.FAULTLINE_FFI)
 
 function selectBackend(name: string | undefined): FfiBackend {
   if (name === undefined || name === '' || name === 'koffi') return 'koffi'
   if (name === 'ffi-napi') return 'ffi-napi'
-  throw new FfiBackendError(`FAULTLINE_FFI=${name}: expected koffi or ffi-napi`)
+  throw new UsageError(`FAULTLINE_FFI=${name}: expected koffi or ffi-napi`)
 }
 
 // errno of the last call: koffi keeps its own; ffi-napi calls save theirs here, and `hot` says
@@ -92,7 +90,7 @@ function useFfiNapi(): void {
   try {
     ffi = require('ffi-napi') as Ffi
   } catch (err) {
-    throw new FfiBackendError(`FAULTLINE_FFI=ffi-napi: the optional dependency ffi-napi is not installed or did not build ` +
+    throw new UsageError(`FAULTLINE_FFI=ffi-napi: the optional dependency ffi-napi is not installed or did not build ` +
       `(${(err as Error).message.split('\n')[0]}); \`npm install\` builds it, koffi needs nothing`)
   }
   const f = ffi.Library('libc.so.6', {

@@ -7,7 +7,7 @@ import * as abi from './abi.js'
 import { UffdError } from './errors.js'
 import { addressOf, errno, libc } from './libc.js'
 
-const EINTR = 4
+const { EINTR } = abi
 
 /**
  * A file on a tmpfs of its own, mounted with `options` (e.g. `huge=within_size,size=...`) in a
