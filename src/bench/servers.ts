@@ -31,6 +31,8 @@ export interface ServerCost {
 export interface FloorStats {
   faults: number
   pages_copied: number
+  /** ZEROPAGEd (snapshot mode). */
+  pages_zeroed?: number
   bytes_read: number
   service_median_ns: number | null
   service_p99_ns: number | null
@@ -133,8 +135,10 @@ export async function startFaultlineServer(opts: FaultlineServerOptions): Promis
   }
 }
 
+/** Exactly one of rawPath (copy the raw image) and snapshotPath (decode the snapshot). */
 export interface FloorServerOptions {
-  rawPath: string
+  rawPath?: string
+  snapshotPath?: string
   socketPath: string
   cpus?: string
   batchPages?: number
@@ -145,7 +149,7 @@ export async function startFloorServer(opts: FloorServerOptions): Promise<Runnin
   if (!existsSync(FLOOR_BINARY)) throw new BenchError(`${FLOOR_BINARY}: not built (make -C native)`)
   rmSync(opts.socketPath, { force: true })
   // Not --once: it must outlive its guest long enough for /proc/PID to be read.
-  const floorArgs = ['--socket', opts.socketPath, '--raw', opts.rawPath]
+  const floorArgs = ['--socket', opts.socketPath, ...(opts.snapshotPath !== undefined ? ['--snapshot', opts.snapshotPath] : ['--raw', opts.rawPath!])]
   if (opts.batchPages) floorArgs.push('--batch-pages', String(opts.batchPages))
   const [file, args] = command(opts.cpus, FLOOR_BINARY, floorArgs)
   const child = new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] }), 'uffd-floor')
@@ -178,7 +182,7 @@ export async function startFloorServer(opts: FloorServerOptions): Promise<Runnin
       return {
         cpuNs: after.cpuNs - before.cpuNs, peakRssBytes: after.peakRssBytes,
         readBytes: after.readBytes - before.readBytes, rchar: after.rchar - before.rchar,
-        faults: stats.faults, pagesInstalled: stats.pages_copied,
+        faults: stats.faults, pagesInstalled: stats.pages_copied + (stats.pages_zeroed ?? 0),
         serviceP50Ns: stats.service_median_ns ?? NaN, serviceP99Ns: stats.service_p99_ns ?? NaN, floor: stats,
       }
     },

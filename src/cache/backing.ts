@@ -69,8 +69,16 @@ export function createBackingFile(imageBytes: number, opts: BackingOptions): Bac
   const size = roundUp(imageBytes, pmdBytes)
   let mountError: string
   try {
-    // Room for the data and nothing else; the mount is gone once the file exists.
-    const fd = uffd.createDetachedTmpfsFile(opts.mountParent ?? tmpdir(), `huge=within_size,size=${size + pmdBytes},nr_inodes=16,mode=0700`)
+    // Room for the data and nothing else, on a mount no path reaches (the mount API; before
+    // Linux 5.2, mounted on a fresh directory and detached at once).
+    const options = { huge: 'within_size', size: String(size + pmdBytes), nr_inodes: '16', mode: '0700' }
+    let fd: number
+    try {
+      fd = uffd.createUnattachedTmpfsFile(options)
+    } catch (err) {
+      if (!(err instanceof uffd.UffdError && err.op === 'fsopen' && err.errno === uffd.ENOSYS)) throw err
+      fd = uffd.createDetachedTmpfsFile(opts.mountParent ?? tmpdir(), Object.entries(options).map(([k, v]) => `${k}=${v}`).join(','))
+    }
     try {
       uffd.truncateFile(fd, size)
       const folioBytes = probeFolioBytes(fd, opts.pageSize)
@@ -87,7 +95,7 @@ export function createBackingFile(imageBytes: number, opts: BackingOptions): Bac
     }
     uffd.closeFile(fd)
   } catch (err) {
-    mountError = err instanceof uffd.UffdError && err.op === 'mount'
+    mountError = err instanceof uffd.UffdError && (err.op === 'mount' || err.op === 'fsopen')
       ? `mounting a tmpfs with huge folios was refused (${err.errnoName}: needs CAP_SYS_ADMIN)`
       : (err as Error).message
   }

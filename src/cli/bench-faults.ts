@@ -1,9 +1,10 @@
 // `faultline bench faults`: per-fault cost of faultline (koffi and ffi-napi, native and npm
-// page codec) against the C floor handler, pinned to one CPU and not, with the breakdown.
+// page codec) against a C server doing the same work and the C raw-copy floor, pinned to one
+// CPU and not, with the breakdown.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { breakdownRows, FAULT_SERVERS, measureFaultCost, summarizeFaultCost, syscallsPerFault, type FaultCostResult } from '../bench/fault-cost.js'
+import { breakdownRows, FAULT_SERVERS, measureFaultCost, RAW_FLOOR_SERVER, SAME_WORK_SERVER, summarizeFaultCost, syscallsPerFault, type FaultCostResult } from '../bench/fault-cost.js'
 import { WARM_FAULTS } from '../server/heap-growth.js'
 import { Progress } from './progress.js'
 import { formatTable } from '../util/format.js'
@@ -14,10 +15,12 @@ import { UsageError } from '../errors.js'
 
 export const BENCH_FAULTS_USAGE = `usage: faultline bench faults [options]
 
-Resumes the guest with a random workload (one fault per touched page) from uffd-c and from
-faultline (ondemand) with each FFI backend and page codec, pinned to one CPU (taskset: guest
-and the whole server process) and unpinned, rounds interleaved; writes DIR/faults.json and
-DIR/faults.md.
+Resumes the guest with a random workload (one fault per touched page) from faultline
+(ondemand) with each FFI backend and page codec, and from two C servers (native/build/uffd-floor):
+uffd-c/snapshot doing faultline's work from the same snapshot (pread of the stored bytes, LZ4
+decode, CRC-32 check, COPY or ZEROPAGE) and uffd-c copying the raw image (the floor). Pinned to
+one CPU (taskset: guest and the whole server process) and unpinned, rounds interleaved; ratios
+are medians of same-round pairs. Writes DIR/faults.json and DIR/faults.md.
 
   --mib N          guest RAM (default 256)
   --fraction F     share of pages touched, at random (default 0.1)
@@ -72,20 +75,21 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
 export function renderFaultCost(result: FaultCostResult, command: string): string {
   const us = (ns: number) => (Number.isFinite(ns) ? (ns / 1000).toFixed(2) : '-')
   const bytes = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-')
+  const ratio = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)}x` : '-')
   const rows = summarizeFaultCost(result.runs)
   const o = result.options
   const out: string[] = [`Command: \`${command}\``, '',
     `${o.mib} MiB guest, random ${o.fraction * 100}% of its pages (one fault each), warm page cache, ${o.repeat} rounds, medians; ` +
     `pinned = guest and the whole server process on CPU ${o.cpu} (taskset).`, '',
-    formatTable(['server', 'pinned', 'per fault µs (guest)', 'vs uffd-c', 'service p50 µs (server)', 'server CPU µs/fault', 'heap B/fault', `heap B/fault from fault ${WARM_FAULTS}`],
-      rows.map(r => [r.server, r.pinned ? 'yes' : 'no', us(r.perFaultNs), `${r.vsFloor.toFixed(2)}x`, us(r.serviceP50Ns), us(r.serverCpuPerFaultNs),
+    formatTable(['server', 'pinned', 'per fault µs (guest)', `vs ${SAME_WORK_SERVER} (same work)`, `vs ${RAW_FLOOR_SERVER} (raw copy)`, 'service p50 µs (server)', 'server CPU µs/fault', 'heap B/fault', `heap B/fault from fault ${WARM_FAULTS}`],
+      rows.map(r => [r.server, r.pinned ? 'yes' : 'no', us(r.perFaultNs), ratio(r.vsSameWork), ratio(r.vsFloor), us(r.serviceP50Ns), us(r.serverCpuPerFaultNs),
         bytes(r.heapBytesPerFault.all), bytes(r.heapBytesPerFault.warm)]),
       { markdown: true }), '',
     'Heap: growth of the session thread\'s young generation per fault (fixed 128 MiB semi-spaces, emptied as the session ' +
     `starts, so no scavenge runs), over the whole session and from its ${WARM_FAULTS}th fault on, when V8 has optimised the read loop too.`, '',
     'Per fault (guest) = the guest\'s workload time / faults: the whole round trip as the guest sees it. Service p50 is each ' +
-    'server\'s own clock: uffd-c from read(2) of the message to the end of UFFDIO_COPY; faultline from after the read to the ' +
-    'end of the install (read excluded).', '']
+    'server\'s own clock: the C servers from read(2) of the message to the end of the install (UFFDIO_COPY or ZEROPAGE); ' +
+    'faultline from after the read to the end of the install (read excluded).', '']
   const c = result.components
   for (const cfg of FAULT_SERVERS.filter(s => s.timers)) {
     for (const pinned of [true, false]) {

@@ -7,6 +7,7 @@ import { AdaptivePolicy } from './adaptive.js'
 import { PolicyArgs } from './args.js'
 import { BackgroundPolicy } from './background.js'
 import { EagerPolicy } from './eager.js'
+import { LearnedPolicy } from './learned.js'
 import { PolicyArgumentError } from './errors.js'
 import { OnDemandPolicy } from './ondemand.js'
 import { PrimedPolicy } from './primed.js'
@@ -29,6 +30,7 @@ export const BUILTIN_POLICIES: Record<string, BuiltinPolicy> = {
   workingset: WorkingSetPolicy,
   background: BackgroundPolicy,
   primed: PrimedPolicy,
+  learned: LearnedPolicy,
 }
 
 function isModulePath(spec: string): boolean {

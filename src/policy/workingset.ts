@@ -69,8 +69,9 @@ export class WorkingSetPolicy implements FaultPolicy {
   readonly gap: number
   private readonly runs: { first: number[]; count: number[] }
 
-  constructor(tracePath: string, pages: number[], pageSize: number, gap = WORKINGSET_DEFAULT_GAP) {
-    this.name = gap ? `workingset:${tracePath}@${gap}` : `workingset:${tracePath}`
+  /** `name`: what the policy calls itself (default `workingset:TRACE[@GAP]`). */
+  constructor(tracePath: string, pages: number[], pageSize: number, gap = WORKINGSET_DEFAULT_GAP, name?: string) {
+    this.name = name ?? (gap ? `workingset:${tracePath}@${gap}` : `workingset:${tracePath}`)
     this.pages = pages.length
     this.pageSize = pageSize
     this.gap = gap
@@ -83,7 +84,7 @@ export class WorkingSetPolicy implements FaultPolicy {
 
   onStart(ctx: PolicyContext, plan: RunList): void {
     if (ctx.pageSize !== this.pageSize) {
-      throw new PolicyArgumentError(`${this.name}: the trace has ${this.pageSize}-byte pages, the snapshot ${ctx.pageSize}`)
+      throw new PolicyArgumentError(`${this.name}: the working set has ${this.pageSize}-byte pages, the snapshot ${ctx.pageSize}`)
     }
     // Pages outside the guest's regions are skipped by the session.
     for (let i = 0; i < this.runs.first.length; i++) plan.add(this.runs.first[i], this.runs.count[i], InstallCause.Prefetch)

@@ -2,7 +2,7 @@
 // object) against the snapshot it will be served from. Pure: no I/O (callers read /proc), so
 // hostile input is easy to test.
 import { FaultlineError } from '../errors.js'
-import { mappedRanges, missingModeRanges, type AddressRange } from '../uffd/index.js'
+import { deviceNumbers, fileMappings, mappedRanges, missingModeRanges, type AddressRange } from '../uffd/index.js'
 
 export class HandshakeError extends FaultlineError {
   override readonly code: string = 'FL_ERR_HANDSHAKE'
@@ -25,6 +25,9 @@ export interface Handshake {
   form: 'firecracker' | 'faultline'
   /** The server must run UFFDIO_API and UFFDIO_REGISTER (faultline form). */
   register: boolean
+  /** How the guest asks its regions to be backed: its anonymous memory (pages copied in), or
+   * the server's decoded cache mapped privately over them (faultline form, `"map":"cache"`). */
+  map: 'anonymous' | 'cache'
   regions: GuestRegion[]
 }
 
@@ -65,18 +68,28 @@ export function parseHandshake(body: string, snapshot: SnapshotGeometry): Handsh
   let handshake: Handshake
   if (Array.isArray(doc)) {
     if (doc.length > MAX_REGIONS) throw new HandshakeError(`handshake has ${doc.length} regions; at most ${MAX_REGIONS}`)
-    handshake = { form: 'firecracker', register: false, regions: doc.map(parseRegion) }
+    handshake = { form: 'firecracker', register: false, map: 'anonymous', regions: doc.map(parseRegion) }
   } else if (doc !== null && typeof doc === 'object') {
     const obj = doc as Record<string, unknown>
     if (obj.version !== 1) throw new HandshakeError(`handshake "version" must be 1, got ${JSON.stringify(obj.version)}`)
     if (obj.register !== undefined && typeof obj.register !== 'boolean') throw new HandshakeError('handshake "register" must be true or false')
     if (!Array.isArray(obj.regions)) throw new HandshakeError('handshake "regions" must be an array')
     if (obj.regions.length > MAX_REGIONS) throw new HandshakeError(`handshake has ${obj.regions.length} regions; at most ${MAX_REGIONS}`)
-    handshake = { form: 'faultline', register: obj.register !== false, regions: obj.regions.map(parseRegion) }
+    if (obj.map !== undefined && obj.map !== 'anonymous' && obj.map !== 'cache') {
+      throw new HandshakeError(`handshake "map" must be "anonymous" or "cache", got ${JSON.stringify(obj.map)?.slice(0, 40)}`)
+    }
+    const map = obj.map === 'cache' ? 'cache' : 'anonymous'
+    if (map === 'cache' && obj.register === false) throw new HandshakeError('handshake "map": "cache" needs "register": true (the server registers the regions once they map the cache)')
+    handshake = { form: 'faultline', register: obj.register !== false, map, regions: obj.regions.map(parseRegion) }
   } else {
     throw new HandshakeError('handshake must be a JSON array (Firecracker) or object (faultline)')
   }
   validateRegions(handshake.regions, snapshot)
+  if (handshake.map === 'cache') {
+    handshake.regions.forEach((r, i) => {
+      if (r.pageSize !== snapshot.pageSize) throw new HandshakeError(`region ${i}: "map": "cache" maps the cache in ${snapshot.pageSize}-byte pages; page size ${r.pageSize} cannot`)
+    })
+  }
   return handshake
 }
 
@@ -160,5 +173,23 @@ export function checkRegionsRegistered(regions: GuestRegion[], smapsText: string
     if (at === undefined) return
     throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not registered with the userfaultfd (UFFDIO_REGISTER, missing mode); ` +
       'a Firecracker-form guest registers its memory before the handshake')
+  })
+}
+
+/** Checks that each region of a cache-mapped guest is now a private mapping of the cache file
+ * (device `dev`, inode `ino`) at its own snapshot offset, all of it (its /proc/PID/maps text):
+ * what the guest maps there is what the server will fill, and nothing else. */
+export function checkRegionsMapCache(regions: GuestRegion[], mapsText: string, dev: number, ino: number): void {
+  const { major, minor } = deviceNumbers(dev)
+  const maps = fileMappings(mapsText).filter(m => m.major === major && m.minor === minor && m.inode === ino)
+  regions.forEach((r, i) => {
+    let at = r.start
+    const end = r.start + r.lengthBytes
+    for (const m of maps) {
+      if (m.start <= at && at < m.end && m.private && m.offset + (at - m.start) === r.snapshotOffset + (at - r.start)) at = m.end
+      if (at >= end) return
+    }
+    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not a private mapping of the decoded cache at offset ${r.snapshotOffset + (at - r.start)} ` +
+      '(map the descriptor the server sent MAP_PRIVATE|MAP_FIXED over each region before sending {"mapped":true})')
   })
 }

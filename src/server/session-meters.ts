@@ -71,6 +71,8 @@ export interface SessionStats {
   cpuNs: number
   durationMs: number
   endReason: string
+  /** With `serve --learn`: the snapshot pages the guest used, in first-use order. */
+  usedPages?: Uint32Array
 }
 
 export class SessionMeters {

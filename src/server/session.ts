@@ -19,6 +19,7 @@ import type { GuestRegion } from './handshake.js'
 import { CUR_ADDRESS, CUR_READ_START, CUR_T0, CURRENT_SLOTS, GuestInstaller, MAX_RUN_BYTES, type TraceSink } from './installer.js'
 import { RemoteWaits, REMOTE_RECHECK_MS } from './remote-waits.js'
 import { StartSet } from './start-set.js'
+import type { UsageRecorder } from './usage-recorder.js'
 import {
   K_CACHE_PRIVATE, K_CACHE_WAKES, K_EVENTS, K_FORKS, K_LOOP_TURNS, K_REMOVED_PAGES, SessionMeters, type SessionStats,
 } from './session-meters.js'
@@ -55,6 +56,8 @@ export interface SessionOptions {
   cacheMapped?: boolean
   /** Live counters the server reads (COUNTER_SLOTS Float64 slots). */
   counters?: SharedArrayBuffer
+  /** Records which pages the guest used, for `serve --learn`. */
+  usage?: UsageRecorder
 }
 
 const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_FILLS = 4, SLOT_CHILDREN = 5
@@ -99,6 +102,7 @@ export class Session implements PolicyContext {
   /** onStart's runs still to install after the ack (anonymous guests without fill workers). */
   private readonly startSet: StartSet
   private lastChildProbe = 0
+  private readonly usage: UsageRecorder | undefined
   private stopped = ''
 
   constructor(opts: SessionOptions) {
@@ -114,6 +118,7 @@ export class Session implements PolicyContext {
     this.cacheMapped = opts.cacheMapped === true && this.cache !== undefined
     this.memory = new GuestMemory(opts.regions, this.pageSize)
     this.startSet = new StartSet(this.pageCount)
+    this.usage = opts.usage
     this.parent = this.view(opts.uffd, this.memory)
     this.bytesReadAtStart = opts.source.bytesRead ?? 0
     this.idleWork = typeof this.policy.onIdle === 'function'
@@ -195,6 +200,7 @@ export class Session implements PolicyContext {
         this.installFilled()
       }
       if (this.children.length > 0) this.probeChildren()
+      if (this.usage !== undefined) this.usage.maybeSample(this.memory, this.meters.clock.nowMs())
       const installer = this.parent.installer
       if (installer.stopped !== '' && this.stopped === '') this.stopped = installer.stopped
     }
@@ -217,7 +223,9 @@ export class Session implements PolicyContext {
     for (const c of this.children) c.fd.close()
     this.children.length = 0
     const bytesRead = (this.source.bytesRead ?? 0) - this.bytesReadAtStart
-    return this.meters.finish(this.cacheMapped ? 'cache' : 'anonymous', bytesRead, this.stopped)
+    const stats = this.meters.finish(this.cacheMapped ? 'cache' : 'anonymous', bytesRead, this.stopped)
+    if (this.usage !== undefined) stats.usedPages = this.usage.finish(this.memory)
+    return stats
   }
 
   /** The installer stopped the session because a page could not be served (not poisoned). */
@@ -403,6 +411,7 @@ export class Session implements PolicyContext {
     plan.clear()
     plan.add(page, 1, InstallCause.Fault)
     this.policy.onFault(fault, this, plan)
+    if (this.usage !== undefined) this.usage.note(page)
     if (this.startSet.pending) this.startSet.onFault(page)
     if (this.remote !== undefined) this.remote.faultT0 = this.current[CUR_T0]
     if (this.cacheMapped && state !== BAD) this.serveCacheFault(view, region, guestPage, page, flags, threadId)
@@ -541,7 +550,9 @@ export class Session implements PolicyContext {
     for (let r = 0; r < ready.length; r++) {
       plan.clear()
       plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
-      this.installPlanWithoutFault(flags >= 0 ? flags : ready.cause[r] === InstallCause.Prefetch ? TRACE_FLAG_START_SET : 0)
+      const startSet = flags < 0 && ready.cause[r] === InstallCause.Prefetch
+      if (startSet) this.noteStartSet(plan)
+      this.installPlanWithoutFault(flags >= 0 ? flags : startSet ? TRACE_FLAG_START_SET : 0)
       if (this.stopped !== '') return
     }
   }
@@ -560,7 +571,15 @@ export class Session implements PolicyContext {
   private installStartBatch(): void {
     this.plan.clear()
     this.startSet.nextBatch(this.plan, START_BATCH_PAGES)
+    this.noteStartSet(this.plan)
     this.installPlanWithoutFault(TRACE_FLAG_START_SET)
+  }
+
+  /** An anonymous guest's start set counts as used (its page tables cannot tell a page it
+   * touched from one installed for it); a cache-mapped guest's use is sampled instead. */
+  private noteStartSet(plan: RunList): void {
+    if (this.usage === undefined || this.cacheMapped) return
+    for (let r = 0; r < plan.length; r++) this.usage.noteRun(plan.first[r], plan.count[r])
   }
 
   private hasDeferred(): boolean {

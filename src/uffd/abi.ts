@@ -111,6 +111,15 @@ export const MS_NOSUID = 2
 export const MS_NODEV = 4
 export const MS_NOEXEC = 8
 export const MNT_DETACH = 2
+// The mount API (linux/mount.h): a tmpfs made and mounted without ever being attached to a path.
+export const SYS_FSOPEN = 430, SYS_FSCONFIG = 431, SYS_FSMOUNT = 432
+export const FSOPEN_CLOEXEC = 1
+export const FSCONFIG_SET_STRING = 1
+export const FSCONFIG_CMD_CREATE = 6
+export const FSMOUNT_CLOEXEC = 1
+export const MOUNT_ATTR_NOSUID = 0x2, MOUNT_ATTR_NODEV = 0x4, MOUNT_ATTR_NOEXEC = 0x8
+export const O_CREAT = 0o100
+export const O_EXCL = 0o200
 export const FALLOC_FL_KEEP_SIZE = 1
 export const FALLOC_FL_PUNCH_HOLE = 2
 export const POSIX_FADV_WILLNEED = 3
@@ -129,6 +138,7 @@ export const EEXIST = 17
 export const EOPNOTSUPP = 95
 export const ENAMETOOLONG = 36
 export const ECONNABORTED = 103
+export const ENOSYS = 38
 
 export const SYS_USERFAULTFD_X64 = 323
 export const SYS_USERFAULTFD_ARM64 = 282

@@ -53,6 +53,8 @@ export const libc = {
   geteuid: lib.func('unsigned int geteuid(void)'),
   // The decoded cache's backing file (shared-file.ts).
   memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
+  openat: lib.func('int openat(int dirfd, const char *path, int flags, int mode)'),
+  unlinkat: lib.func('int unlinkat(int dirfd, const char *path, int flags)'),
   mount: lib.func('int mount(const char *source, const char *target, const char *type, unsigned long flags, const char *data)'),
   umount2: lib.func('int umount2(const char *target, int flags)'),
   ftruncate: lib.func('int ftruncate(int fd, long length)'),

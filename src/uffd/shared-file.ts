@@ -10,6 +10,39 @@ import { addressOf, errno, libc } from './libc.js'
 const { EINTR } = abi
 
 /**
+ * A file on a tmpfs of its own, configured with `options` (e.g. { huge: 'within_size', size:
+ * '...' }) and mounted with the mount API (fsopen, fsconfig, fsmount) without ever being
+ * attached to a path: nothing but the returned descriptor reaches it, and no mount is left
+ * behind whatever happens to this process. Needs CAP_SYS_ADMIN; throws UffdError('fsopen' ...)
+ * without it.
+ */
+export function createUnattachedTmpfsFile(options: Record<string, string>): number {
+  const fs = Number(libc.syscall(abi.SYS_FSOPEN, 'const char *', 'tmpfs', 'unsigned int', abi.FSOPEN_CLOEXEC))
+  if (fs < 0) throw new UffdError('fsopen', errno(), 'tmpfs')
+  let mnt = -1
+  try {
+    for (const [key, value] of Object.entries(options)) {
+      if (Number(libc.syscall(abi.SYS_FSCONFIG, 'int', fs, 'unsigned int', abi.FSCONFIG_SET_STRING, 'const char *', key, 'const char *', value, 'int', 0)) < 0) {
+        throw new UffdError('fsconfig', errno(), `tmpfs ${key}=${value}`)
+      }
+    }
+    if (Number(libc.syscall(abi.SYS_FSCONFIG, 'int', fs, 'unsigned int', abi.FSCONFIG_CMD_CREATE, 'void *', null, 'void *', null, 'int', 0)) < 0) {
+      throw new UffdError('fsconfig', errno(), 'tmpfs create')
+    }
+    mnt = Number(libc.syscall(abi.SYS_FSMOUNT, 'int', fs, 'unsigned int', abi.FSMOUNT_CLOEXEC,
+      'unsigned int', abi.MOUNT_ATTR_NOSUID | abi.MOUNT_ATTR_NODEV | abi.MOUNT_ATTR_NOEXEC))
+    if (mnt < 0) throw new UffdError('fsmount', errno(), 'tmpfs')
+    const fd = libc.openat(mnt, 'cache', abi.O_RDWR | abi.O_CREAT | abi.O_EXCL | abi.O_CLOEXEC, 0o600)
+    if (fd < 0) throw new UffdError('openat', errno(), 'cache on the new tmpfs')
+    libc.unlinkat(mnt, 'cache', 0)
+    return fd
+  } finally {
+    if (mnt >= 0) libc.close(mnt)
+    libc.close(fs)
+  }
+}
+
+/**
  * A file on a tmpfs of its own, mounted with `options` (e.g. `huge=within_size,size=...`) in a
  * fresh directory under `parent`, opened, unlinked and detached at once: the descriptor keeps
  * the file alive and no mount is left behind, whatever happens to this process. Needs
