@@ -9,19 +9,10 @@
 #include <isa-l/crc.h>
 #include <lz4.h>
 
-/* Index entry kinds, as in src/snapshot/format.ts. */
-enum { KIND_ZERO = 0, KIND_LZ4 = 1, KIND_RAW = 2 };
+#include "codec.h"
 
-/* Why a page failed, written to detail[0]; detail[1] carries the number the message needs. */
-enum { FAIL_LZ4_MALFORMED = 1, FAIL_LZ4_SIZE = 2, FAIL_CHECKSUM = 3 };
-
-/* Decodes pages first..first+count-1 into dst. words is the index (four uint32 a page:
- * offset low, offset high 16 | kind << 16, stored length, CRC); src holds the stored bytes
- * from the run's first stored byte on. Returns -1 when every page decoded and checked, else
- * the failing page, with detail[0] the reason and detail[1] the byte where LZ4 input went
- * wrong, the size it decoded to, or the CRC computed. */
-static long decode_run(const uint32_t *words, uint64_t first, uint64_t count, const uint8_t *src,
-		       uint8_t *dst, uint32_t page_size, double *detail)
+long fl_decode_pages(const uint32_t *words, uint64_t first, uint64_t count, const uint8_t *src,
+		     uint8_t *dst, uint32_t page_size, double *detail)
 {
 	const uint32_t *w = words + 4 * first;
 	uint64_t base = w[0] | (uint64_t)(w[1] & 0xffff) << 32;
@@ -64,15 +55,15 @@ enum {
 };
 #define PTR(a, i) ((void *)(uintptr_t)(a)[i])
 
-/* Decodes the run the block describes from memory at A_SRC; see decode_run. */
+/* Decodes the run the block describes from memory at A_SRC; see fl_decode_pages. */
 long fl_decode_run(double *a)
 {
-	return decode_run(PTR(a, A_WORDS), (uint64_t)a[A_FIRST], (uint64_t)a[A_COUNT], PTR(a, A_SRC),
+	return fl_decode_pages(PTR(a, A_WORDS), (uint64_t)a[A_FIRST], (uint64_t)a[A_COUNT], PTR(a, A_SRC),
 			  PTR(a, A_DST), (uint32_t)a[A_PAGE_SIZE], a + A_DETAIL0);
 }
 
 /* Reads A_LENGTH stored bytes at A_FILE_OFFSET of A_FD into A_SRC, then decodes the run. Returns
- * as decode_run, or FL_READ_FAILED / FL_END_OF_FILE with the file offset where reading stopped
+ * as fl_decode_pages, or FL_READ_FAILED / FL_END_OF_FILE with the file offset where reading stopped
  * in A_DETAIL0 and the errno (0 at the end of the file) in A_DETAIL1. */
 #define FL_READ_FAILED (-2)
 #define FL_END_OF_FILE (-3)

@@ -29,6 +29,7 @@
 #define EAGER_BLOCK (8u << 20)
 #define VERIFY_RUN_PAGES 256u
 #define MISMATCHES_SHOWN 8
+#define CACHE_ALIGN (2u << 20) /* a cache-mapped region starts on a huge-page boundary */
 
 enum source_kind { SOURCE_UFFD, SOURCE_MMAP, SOURCE_EAGER };
 enum workload_kind { WORKLOAD_SEQUENTIAL, WORKLOAD_RANDOM, WORKLOAD_PAGES, WORKLOAD_NONE };
@@ -42,6 +43,7 @@ struct options {
 	const char *socket_path;
 	uint64_t mib;
 	enum fl_handshake handshake;
+	enum fl_map map;
 	uint64_t offset;
 	enum source_kind source;
 	const char *source_raw;
@@ -58,7 +60,7 @@ struct options {
 	int same_pages;
 	uint64_t pace_us;
 	int verify_each;
-	struct page_range discard, unmap, move; /* count 0: not asked for */
+	struct page_range write_pattern, discard, unmap, move; /* count 0: not asked for */
 	int fork;
 	/* Test abilities (see usage): */
 	int no_watchdog;
@@ -72,16 +74,20 @@ static int guest_uffd = -1;
 
 static const char usage[] =
 	"usage: guest --socket PATH --mib N [--handshake faultline|firecracker] [--offset BYTES]\n"
-	"             [--source uffd|mmap:RAW|eager:RAW]\n"
+	"             [--source uffd|mmap:RAW|eager:RAW] [--map anonymous|cache]\n"
 	"             [--workload sequential|sequential:FRACTION|random:FRACTION|pages:FILE|none]\n"
 	"             [--seed N] [--threads N] [--write] [--verify RAW] [--touched-out FILE]\n"
 	"             [--hold-ms N] [--same-pages] [--pace-us N] [--verify-each]\n"
-	"             [--discard FIRST:COUNT] [--unmap FIRST:COUNT] [--mremap FIRST:COUNT] [--fork]\n"
-	"             [--grow PAGES] [--hole-registered] [--no-watchdog] [--no-remove-event]\n"
+	"             [--write-pattern FIRST:COUNT] [--discard FIRST:COUNT] [--unmap FIRST:COUNT]\n"
+	"             [--mremap FIRST:COUNT] [--fork] [--grow PAGES]\n"
+	"             [--hole-registered] [--no-watchdog] [--no-remove-event]\n"
 	"\n"
 	"  --source      uffd (default): a page server fills the region on faults; mmap:RAW: MAP_PRIVATE\n"
 	"                of RAW over it (kernel demand paging); eager:RAW: read() all of RAW first\n"
 	"  --offset      byte offset of the region in RAW / the snapshot (multiple of 4096; K/M/G ok)\n"
+	"  --map         with --source uffd and the faultline handshake: anonymous (default) or cache:\n"
+	"                the region is 2 MiB-aligned and asks for the server's decoded cache, mapped\n"
+	"                MAP_PRIVATE over it (\"map\" in the output says what the server granted)\n"
 	"  --workload    each touch reads the page's first word (--write: atomic add of 0, a write\n"
 	"                that keeps the bytes). sequential[:F]: the first round(F*pages) in order;\n"
 	"                random:F: round(F*pages) distinct pages, partial Fisher-Yates with splitmix64\n"
@@ -98,7 +104,11 @@ static const char usage[] =
 	"                at once ('guest: verify: page N differs ...')\n"
 	"\n"
 	"Actions after the workload and its --verify, in this order (FIRST:COUNT are region pages):\n"
-	"  --discard     MADV_DONTNEED the pages: they must read as zeros from then on\n"
+	"  --write-pattern  write every byte of the pages (byte i of page p: (p * 131 + i) & 255): they\n"
+	"                must read as that from then on, privately (the image and others' pages keep\n"
+	"                theirs)\n"
+	"  --discard     MADV_DONTNEED the pages: they must read as zeros from then on (as the image's\n"
+	"                pages where the region is a private file mapping: --source mmap, map cache)\n"
 	"  --unmap       munmap the pages, then map fresh anonymous memory there (reads as zeros)\n"
 	"  --mremap      move the pages to a new address (mremap MAYMOVE|FIXED): they must read as\n"
 	"                the snapshot's pages of their original offsets there\n"
@@ -117,8 +127,10 @@ static const char usage[] =
 	"  --no-remove-event  Firecracker form: enable no event on the uffd (not even EVENT_REMOVE),\n"
 	"                so the server is not told of discarded pages\n"
 	"\n"
-	"Prints one JSON line. Times are ns from time zero, taken after argument parsing and workload\n"
-	"preparation (setup_ns) and just before the region is mapped: resume_ns (region ready),\n"
+	"Prints one JSON line (map: what backs the region, \"anonymous\" or \"cache\", null without a\n"
+	"server; folio_bytes: the cache's fill unit, or null). Times are ns from time zero, taken\n"
+	"after argument parsing and workload preparation (setup_ns) and just before the region is\n"
+	"mapped: resume_ns (region ready),\n"
 	"first_access_ns (null if nothing touched), total_ns, workload_ns = total - resume; verify_ns\n"
 	"apart; io_*, minflt, majflt, cpu_ns cover resume + workload. Exit: 0 ok, 1 verify mismatch,\n"
 	"2 bad arguments or setup failure (incl. 'guest: server refused: ...'), 3 the page server\n"
@@ -204,6 +216,14 @@ static void parse_options(struct options *o, int argc, char **argv)
 				o->handshake = FL_HANDSHAKE_FIRECRACKER;
 			else
 				args_fail("--handshake: expected faultline or firecracker, got '%s'", v);
+		} else if (args_is(&a, "--map")) {
+			const char *v = args_value(&a);
+			if (strcmp(v, "anonymous") == 0)
+				o->map = FL_MAP_ANONYMOUS;
+			else if (strcmp(v, "cache") == 0)
+				o->map = FL_MAP_CACHE;
+			else
+				args_fail("--map: expected anonymous or cache, got '%s'", v);
 		} else if (args_is(&a, "--offset")) {
 			const char *v = args_value(&a);
 			o->offset = args_u64("--offset", v, 0, UINT64_MAX, 1);
@@ -234,6 +254,8 @@ static void parse_options(struct options *o, int argc, char **argv)
 		} else if (args_is(&a, "--verify-each")) {
 			args_no_value(&a);
 			o->verify_each = 1;
+		} else if (args_is(&a, "--write-pattern")) {
+			o->write_pattern = parse_range("--write-pattern", args_value(&a));
 		} else if (args_is(&a, "--discard")) {
 			o->discard = parse_range("--discard", args_value(&a));
 		} else if (args_is(&a, "--unmap")) {
@@ -270,13 +292,15 @@ static void parse_options(struct options *o, int argc, char **argv)
 		args_fail("--no-remove-event: the Firecracker form only (in the faultline form the server picks the events)");
 	if (o->grow && (o->unmap.count || o->move.count))
 		args_fail("--grow: not with --unmap or --mremap (the region is grown whole)");
+	if (o->map == FL_MAP_CACHE && (o->source != SOURCE_UFFD || o->handshake != FL_HANDSHAKE_FAULTLINE))
+		args_fail("--map cache: needs --source uffd and --handshake faultline");
 	uint64_t pages = (o->mib << 20) / PAGE;
 	if (o->unmap.count && o->move.count && o->unmap.first < o->move.first + o->move.count &&
 	    o->move.first < o->unmap.first + o->unmap.count)
 		args_fail("--unmap and --mremap: the ranges overlap (the hole is another mapping then)");
-	const struct page_range *ranges[] = { &o->discard, &o->unmap, &o->move };
-	const char *names[] = { "--discard", "--unmap", "--mremap" };
-	for (int i = 0; i < 3; i++) {
+	const struct page_range *ranges[] = { &o->write_pattern, &o->discard, &o->unmap, &o->move };
+	const char *names[] = { "--write-pattern", "--discard", "--unmap", "--mremap" };
+	for (int i = 0; i < 4; i++) {
 		if (ranges[i]->count && (uint64_t)ranges[i]->first + ranges[i]->count > pages)
 			args_fail("%s: pages %u..%llu are past the region's %llu pages", names[i], ranges[i]->first,
 				  (unsigned long long)ranges[i]->first + ranges[i]->count - 1, (unsigned long long)pages);
@@ -457,8 +481,8 @@ static void source_eager(char *region, uint64_t len, const struct options *o)
 	close(fd);
 }
 
-/* Returns the server's session number. */
-static long source_uffd(char *region, uint64_t len, const struct options *o)
+/* Connects to the page server; returns what the attach got (session, granted map). */
+static struct fl_attach source_uffd(char *region, uint64_t len, const struct options *o)
 {
 	char err[512];
 	int uffd = uffd_create(1, err, sizeof err);
@@ -473,13 +497,11 @@ static long source_uffd(char *region, uint64_t len, const struct options *o)
 		.addr = (uint64_t)(uintptr_t)region, .size = len, .offset = o->offset, .page_size = PAGE,
 	};
 	char body[1024];
-	int body_len = fl_handshake_body(o->handshake, &r, 1, body, sizeof body);
-	long session;
-	int refused;
-	int sock = fl_handshake_attach(o->socket_path, body, (size_t)body_len, uffd, &session,
-				       &refused, err, sizeof err);
+	int body_len = fl_handshake_body(o->handshake, o->map, &r, 1, body, sizeof body);
+	struct fl_attach a = { .map = o->map, .regions = &r, .count = 1 };
+	int sock = fl_handshake_attach(o->socket_path, body, (size_t)body_len, uffd, &a, err, sizeof err);
 	if (sock < 0) {
-		if (refused)
+		if (a.refused)
 			args_fail("server refused: %s", err);
 		args_fail("%s", err);
 	}
@@ -488,7 +510,24 @@ static long source_uffd(char *region, uint64_t len, const struct options *o)
 	guest_uffd = uffd;
 	if (!o->no_watchdog && fl_watchdog_start(sock, "guest", err, sizeof err) < 0)
 		args_fail("%s", err);
-	return session;
+	a.regions = NULL; /* r is gone with this frame */
+	return a;
+}
+
+/* The region: anywhere for anonymous memory; for a cache-mapped one, on a 2 MiB boundary (a
+ * reservation one huge page larger, trimmed), so huge folios of the cache can map whole. */
+static char *map_region(uint64_t len, const struct options *o)
+{
+	if (o->map != FL_MAP_CACHE)
+		return mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *reserved = mmap(NULL, len + CACHE_ALIGN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (reserved == MAP_FAILED)
+		return MAP_FAILED;
+	char *aligned = (char *)(((uintptr_t)reserved + CACHE_ALIGN - 1) & ~(uintptr_t)(CACHE_ALIGN - 1));
+	if (aligned > reserved)
+		munmap(reserved, (size_t)(aligned - reserved));
+	munmap(aligned + len, (size_t)(reserved + len + CACHE_ALIGN - (aligned + len)));
+	return mmap(aligned, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 }
 
 /* ---- workload ---- */
@@ -677,12 +716,20 @@ static void write_touched(const char *path, int fd, const uint32_t *list, uint32
 
 /* ---- actions after the workload, and the check of every page that follows them ---- */
 
-enum expectation { EXPECT_IMAGE, EXPECT_ZERO };
+enum expectation { EXPECT_IMAGE, EXPECT_ZERO, EXPECT_PATTERN };
+
+/* --write-pattern's bytes for page p. */
+static void fill_pattern(char *into, uint32_t page)
+{
+	for (uint32_t i = 0; i < PAGE; i++)
+		into[i] = (char)((page * 131u + i) & 255u);
+}
 
 /* Where each region page lives now and what it must read as. */
 struct layout {
 	char *region;
 	uint32_t pages;
+	int file_backed; /* a private file mapping: a discarded page reads as the file's again */
 	char *moved; /* new address of the --mremap pages, or NULL */
 	struct page_range move;
 	uint8_t *expect; /* per page: enum expectation */
@@ -697,11 +744,16 @@ static char *page_address(const struct layout *l, uint32_t page)
 
 static void run_actions(const struct options *o, struct layout *l)
 {
+	for (uint32_t i = 0; i < o->write_pattern.count; i++) {
+		uint32_t p = o->write_pattern.first + i;
+		fill_pattern(page_address(l, p), p);
+		l->expect[p] = EXPECT_PATTERN;
+	}
 	if (o->discard.count) {
 		char *at = page_address(l, o->discard.first);
 		if (madvise(at, (size_t)o->discard.count * PAGE, MADV_DONTNEED) < 0)
 			args_fail("--discard: madvise(MADV_DONTNEED): %s", strerror(errno));
-		memset(l->expect + o->discard.first, EXPECT_ZERO, o->discard.count);
+		memset(l->expect + o->discard.first, l->file_backed ? EXPECT_IMAGE : EXPECT_ZERO, o->discard.count);
 	}
 	if (o->unmap.count) {
 		char *at = page_address(l, o->unmap.first);
@@ -754,6 +806,8 @@ static uint64_t check_layout(const struct layout *l, int raw_fd, const char *raw
 	for (uint32_t p = 0; p < l->pages; p++) {
 		if (l->expect[p] == EXPECT_ZERO)
 			memset(expect, 0, PAGE);
+		else if (l->expect[p] == EXPECT_PATTERN)
+			fill_pattern(expect, p);
 		else
 			read_expected(raw_fd, raw_path, offset + (uint64_t)p * PAGE, expect, PAGE);
 		if (memcmp(page_address(l, p), expect, PAGE) != 0) {
@@ -965,16 +1019,16 @@ int main(int argc, char **argv)
 	struct usage u0, u1;
 	sample_usage(&u0);
 	uint64_t t0 = now_ns();
-	char *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *region = map_region(len, &o);
 	if (region == MAP_FAILED)
 		args_fail("cannot map %llu MiB: %s", (unsigned long long)o.mib, strerror(errno));
 	w.region = region;
 	if (o.source == SOURCE_UFFD)
 		catch_sigbus(region, len);
-	long session = -1;
+	struct fl_attach attach = { .session = -1 };
 	switch (o.source) {
 	case SOURCE_UFFD:
-		session = source_uffd(region, len, &o);
+		attach = source_uffd(region, len, &o);
 		break;
 	case SOURCE_MMAP:
 		source_mmap(region, len, &o);
@@ -1014,12 +1068,15 @@ int main(int argc, char **argv)
 	if (o.touched_out)
 		write_touched(o.touched_out, touched_fd, w.order ? w.order : list, count);
 
-	int acted = o.discard.count || o.unmap.count || o.move.count || o.fork || o.grow;
+	int acted = o.write_pattern.count || o.discard.count || o.unmap.count || o.move.count || o.fork || o.grow;
 	char after_json[256] = "";
 	uint64_t after_bad = 0;
 	struct child_result child = { 0, 0, 0 };
 	if (acted) {
-		struct layout l = { .region = region, .pages = pages, .expect = calloc((size_t)pages + o.grow, 1) };
+		struct layout l = {
+			.region = region, .pages = pages, .expect = calloc((size_t)pages + o.grow, 1),
+			.file_backed = o.source == SOURCE_MMAP || (o.source == SOURCE_UFFD && attach.granted == FL_MAP_CACHE),
+		};
 		if (!l.expect)
 			args_fail("out of memory");
 		run_actions(&o, &l);
@@ -1046,21 +1103,27 @@ int main(int argc, char **argv)
 
 	static const char *source_names[] = { "uffd", "mmap", "eager" };
 	char workload_json[512], first_json[32], verify_json[32], session_json[32], handshake_json[32];
+	char map_json[32], folio_json[32];
 	json_escape(workload_json, sizeof workload_json, o.workload_text);
 	snprintf(first_json, sizeof first_json, first_ns ? "%llu" : "null",
 		 (unsigned long long)(first_ns - t0));
 	snprintf(verify_json, sizeof verify_json, o.verify_raw ? "%llu" : "null",
 		 (unsigned long long)verify_ns);
-	snprintf(session_json, sizeof session_json, session >= 0 ? "%ld" : "null", session);
+	snprintf(session_json, sizeof session_json, attach.session >= 0 ? "%ld" : "null", attach.session);
+	snprintf(map_json, sizeof map_json, o.source != SOURCE_UFFD ? "null"
+			 : attach.granted == FL_MAP_CACHE ? "\"cache\"" : "\"anonymous\"");
+	snprintf(folio_json, sizeof folio_json, attach.granted == FL_MAP_CACHE ? "%llu" : "null",
+		 (unsigned long long)attach.folio_bytes);
 	snprintf(handshake_json, sizeof handshake_json, o.source != SOURCE_UFFD ? "null"
 			 : o.handshake == FL_HANDSHAKE_FAULTLINE ? "\"faultline\"" : "\"firecracker\"");
-	printf("{\"ok\":%s,\"source\":\"%s\",\"handshake\":%s,\"session\":%s,\"mib\":%llu,"
+	printf("{\"ok\":%s,\"source\":\"%s\",\"handshake\":%s,\"session\":%s,\"map\":%s,\"folio_bytes\":%s,\"mib\":%llu,"
 	       "\"pages\":%u,\"workload\":\"%s\",\"seed\":%llu,\"write\":%s,\"pages_touched\":%u,"
 	       "\"threads\":%llu,\"setup_ns\":%llu,\"resume_ns\":%llu,\"first_access_ns\":%s,"
 	       "\"workload_ns\":%llu,\"total_ns\":%llu,\"verify_ns\":%s,\"verified_pages\":%llu,"
 	       "\"mismatches\":%llu,\"io_read_bytes\":%llu,\"io_rchar\":%llu,\"minflt\":%llu,"
 	       "\"majflt\":%llu,\"cpu_ns\":%llu,\"maxrss_kb\":%llu%s}\n",
 	       vr.mismatches || after_bad || child_failed ? "false" : "true", source_names[o.source], handshake_json, session_json,
+	       map_json, folio_json,
 	       (unsigned long long)o.mib, pages, workload_json, (unsigned long long)o.seed,
 	       o.write ? "true" : "false", count, (unsigned long long)o.threads,
 	       (unsigned long long)(t0 - main_ns), (unsigned long long)resume_ns, first_json,

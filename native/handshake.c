@@ -8,10 +8,13 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fd_passing.h"
+#include "json.h"
 #include "timing.h"
 
 static int append_regions(const struct fl_region *r, int count, char *buf, size_t cap, size_t *at)
@@ -38,13 +41,13 @@ static int append_text(const char *s, char *buf, size_t cap, size_t *at)
 	return 0;
 }
 
-int fl_handshake_body(enum fl_handshake form, const struct fl_region *regions, int count,
-		      char *buf, size_t cap)
+int fl_handshake_body(enum fl_handshake form, enum fl_map map, const struct fl_region *regions,
+		      int count, char *buf, size_t cap)
 {
 	size_t at = 0;
-	const char *open = form == FL_HANDSHAKE_FAULTLINE
-				   ? "{\"version\":1,\"register\":true,\"regions\":["
-				   : "[";
+	const char *open = form == FL_HANDSHAKE_FIRECRACKER ? "["
+			   : map == FL_MAP_CACHE ? "{\"version\":1,\"register\":true,\"map\":\"cache\",\"regions\":["
+						 : "{\"version\":1,\"register\":true,\"regions\":[";
 	const char *close = form == FL_HANDSHAKE_FAULTLINE ? "]}" : "]";
 	if (cap == 0 || append_text(open, buf, cap, &at) < 0 ||
 	    append_regions(regions, count, buf, cap, &at) < 0 || append_text(close, buf, cap, &at) < 0)
@@ -54,27 +57,7 @@ int fl_handshake_body(enum fl_handshake form, const struct fl_region *regions, i
 
 static int send_body_with_fd(int sock, const char *body, size_t len, int fd)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
-	memset(&control, 0, sizeof control);
-	struct iovec iov = { .iov_base = (void *)body, .iov_len = len };
-	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = control.buf,
-		.msg_controllen = sizeof control.buf,
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof fd);
-	ssize_t n;
-	do
-		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
+	ssize_t n = fl_send_with_fd(sock, body, len, fd);
 	/* A short write would split the fd from the rest of the body; 64 KiB fits one skb. */
 	if (n >= 0 && (size_t)n != len) {
 		errno = EMSGSIZE;
@@ -83,17 +66,20 @@ static int send_body_with_fd(int sock, const char *body, size_t len, int fd)
 	return n < 0 ? -1 : 0;
 }
 
-/* Reads up to and including the first '\n' (or EOF) within the ack timeout. */
-static ssize_t read_reply_line(int sock, char *buf, size_t cap, char *err, size_t errcap)
+/* Reads up to and including the first '\n' (or EOF) within the ack timeout; a descriptor that
+ * comes with it (SCM_RIGHTS) lands in *fd (-1 if none; a second one is an error). */
+static ssize_t read_reply_line(int sock, char *buf, size_t cap, int *fd, char *err, size_t errcap)
 {
 	size_t at = 0;
+	int fds = 0;
+	*fd = -1;
 	uint64_t deadline = now_ns() + (uint64_t)FL_ACK_TIMEOUT_MS * 1000000u;
 	while (at + 1 < cap) {
 		uint64_t now = now_ns();
 		if (now >= deadline) {
 			snprintf(err, errcap, "no reply from the page server within %d s",
 				 FL_ACK_TIMEOUT_MS / 1000);
-			return -1;
+			goto fail;
 		}
 		struct pollfd p = { .fd = sock, .events = POLLIN };
 		int r = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
@@ -101,16 +87,20 @@ static ssize_t read_reply_line(int sock, char *buf, size_t cap, char *err, size_
 			continue;
 		if (r < 0) {
 			snprintf(err, errcap, "poll on the page server socket: %s", strerror(errno));
-			return -1;
+			goto fail;
 		}
 		if (r == 0)
 			continue;
-		ssize_t n = recv(sock, buf + at, cap - 1 - at, 0);
+		ssize_t n = fl_recv_with_fds(sock, buf + at, cap - 1 - at, 0, fd, &fds);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0) {
 			snprintf(err, errcap, "reading the page server's reply: %s", strerror(errno));
-			return -1;
+			goto fail;
+		}
+		if (fds > 1) {
+			snprintf(err, errcap, "the page server's reply carried more than one file descriptor");
+			goto fail;
 		}
 		if (n == 0)
 			break;
@@ -124,53 +114,95 @@ static ssize_t read_reply_line(int sock, char *buf, size_t cap, char *err, size_
 	if (nl)
 		*nl = '\0';
 	return (ssize_t)strlen(buf);
+fail:
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	return -1;
 }
 
-/* Finds "key" followed by optional spaces and ':' and returns the value's first char. */
-static const char *find_value(const char *json, const char *key)
+/* Whether the string value of key is exactly text. */
+static int value_is(const char *json, const char *key, const char *text)
 {
-	size_t klen = strlen(key);
-	for (const char *p = strchr(json, '"'); p; p = strchr(p + 1, '"')) {
-		if (strncmp(p + 1, key, klen) != 0 || p[1 + klen] != '"')
-			continue;
-		const char *v = p + 2 + klen;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		if (*v != ':')
-			continue;
-		v++;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		return v;
-	}
-	return NULL;
+	const char *v = json_find_value(json, key);
+	size_t n = strlen(text);
+	return v && *v == '"' && strncmp(v + 1, text, n) == 0 && v[1 + n] == '"';
 }
 
-/* Copies a JSON string value into out, as one printable line. */
-static void copy_json_string(const char *v, char *out, size_t cap)
+static uint64_t number_value(const char *json, const char *key)
 {
-	size_t at = 0;
-	if (*v++ != '"') {
-		snprintf(out, cap, "%s", v - 1);
-		return;
+	const char *v = json_find_value(json, key);
+	uint64_t n = 0;
+	while (v && *v >= '0' && *v <= '9')
+		n = n * 10 + (uint64_t)(*v++ - '0');
+	return n;
+}
+
+static int is_ok(const char *line)
+{
+	const char *ok = json_find_value(line, "ok");
+	return ok && strncmp(ok, "true", 4) == 0;
+}
+
+/* ok:false: the server's own error text in err. */
+static void refusal(const char *line, struct fl_attach *a, char *err, size_t errcap)
+{
+	const char *e = json_find_value(line, "error");
+	if (e)
+		json_copy_string(e, err, errcap);
+	else
+		snprintf(err, errcap, "%s", line);
+	a->refused = 1;
+}
+
+static int send_text(int sock, const char *text)
+{
+	size_t len = strlen(text);
+	while (len) {
+		ssize_t n = send(sock, text, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		text += n;
+		len -= (size_t)n;
 	}
-	while (*v && *v != '"' && at + 1 < cap) {
-		char c = *v++;
-		if (c == '\\' && *v && *v != 'u') {
-			/* A one-line message: control escapes become spaces; \uXXXX stays verbatim. */
-			char e = *v++;
-			c = e == 'n' || e == 't' || e == 'r' ? ' ' : e;
+	return 0;
+}
+
+/* Step 3 of the map stage: the cache over each region, in handshake order, then the answer. */
+static int map_cache(int sock, int cache_fd, struct fl_attach *a, char *err, size_t errcap)
+{
+	fl_mmap_fn map = a->mmap ? a->mmap : mmap;
+	for (int i = 0; i < a->count; i++) {
+		const struct fl_region *r = &a->regions[i];
+		void *want = (void *)(uintptr_t)r->addr;
+		void *got = map(want, r->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, cache_fd, (off_t)r->offset);
+		if (got != want) {
+			char escaped[256], line[400];
+			snprintf(err, errcap, "mmap region %d: %s", i, got == MAP_FAILED ? strerror(errno) : "mapped elsewhere");
+			json_escape(escaped, sizeof escaped, err);
+			snprintf(line, sizeof line, "{\"mapped\":false,\"error\":\"%s\"}\n", escaped);
+			close(cache_fd);
+			send_text(sock, line);
+			return -1;
 		}
-		out[at++] = c;
 	}
-	out[at] = '\0';
+	close(cache_fd);
+	if (send_text(sock, "{\"mapped\":true}\n") < 0) {
+		snprintf(err, errcap, "telling the page server the cache is mapped: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 int fl_handshake_attach(const char *socket_path, const char *body, size_t len, int uffd,
-			long *session, int *refused, char *err, size_t errcap)
+			struct fl_attach *a, char *err, size_t errcap)
 {
-	*refused = 0;
-	*session = -1;
+	a->refused = 0;
+	a->session = -1;
+	a->granted = FL_MAP_ANONYMOUS;
+	a->folio_bytes = 0;
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	if (strlen(socket_path) >= sizeof addr.sun_path) {
 		snprintf(err, errcap, "socket path too long (max %zu bytes): %s",
@@ -187,44 +219,76 @@ int fl_handshake_attach(const char *socket_path, const char *body, size_t len, i
 		int e = errno;
 		snprintf(err, errcap, "cannot connect to %s: %s%s", socket_path, strerror(e),
 			 e == ENOENT || e == ECONNREFUSED ? " (is the page server running?)" : "");
-		close(sock);
-		return -1;
+		goto fail;
 	}
 	if (send_body_with_fd(sock, body, len, uffd) < 0) {
 		snprintf(err, errcap, "sending the handshake to %s: %s", socket_path, strerror(errno));
-		close(sock);
-		return -1;
+		goto fail;
 	}
 	char line[4096];
-	ssize_t n = read_reply_line(sock, line, sizeof line, err, errcap);
-	if (n < 0) {
-		close(sock);
-		return -1;
-	}
-	if (n == 0) {
-		snprintf(err, errcap, "the page server closed the connection without a reply");
-		close(sock);
-		return -1;
-	}
-	const char *ok = find_value(line, "ok");
-	if (!ok || strncmp(ok, "true", 4) != 0) {
-		const char *e = find_value(line, "error");
-		if (e)
-			copy_json_string(e, err, errcap);
+	int fd;
+	ssize_t n = read_reply_line(sock, line, sizeof line, &fd, err, errcap);
+	if (n < 0)
+		goto fail;
+	if (n == 0 || !is_ok(line)) {
+		if (fd >= 0)
+			close(fd);
+		if (n == 0)
+			snprintf(err, errcap, "the page server closed the connection without a reply");
 		else
-			snprintf(err, errcap, "%s", line);
-		*refused = 1;
-		close(sock);
-		return -1;
+			refusal(line, a, err, errcap);
+		goto fail;
 	}
-	const char *s = find_value(line, "session");
-	if (s && *s >= '0' && *s <= '9') {
-		long v = 0;
-		while (*s >= '0' && *s <= '9')
-			v = v * 10 + (*s++ - '0');
-		*session = v;
+	if (value_is(line, "stage", "map")) {
+		if (a->map != FL_MAP_CACHE || fd < 0 || !value_is(line, "map", "cache")) {
+			snprintf(err, errcap, "%s", a->map != FL_MAP_CACHE ? "the page server offered a cache the guest did not ask for"
+						  : fd < 0 ? "the page server offered its cache without a file descriptor"
+							   : "the page server offered a map other than \"cache\"");
+			if (fd >= 0)
+				close(fd);
+			goto fail;
+		}
+		if (map_cache(sock, fd, a, err, errcap) < 0)
+			goto fail;
+		n = read_reply_line(sock, line, sizeof line, &fd, err, errcap);
+		if (n < 0)
+			goto fail;
+		if (fd >= 0) {
+			close(fd);
+			snprintf(err, errcap, "the page server's final ack carried a file descriptor");
+			goto fail;
+		}
+		if (n == 0 || !is_ok(line)) {
+			if (n == 0)
+				snprintf(err, errcap, "the page server closed the connection after its cache was mapped");
+			else
+				refusal(line, a, err, errcap);
+			goto fail;
+		}
+		if (!value_is(line, "map", "cache")) {
+			snprintf(err, errcap, "the page server's final ack after its cache was mapped does not say \"map\":\"cache\"");
+			goto fail;
+		}
+		a->granted = FL_MAP_CACHE;
+		a->folio_bytes = number_value(line, "folioBytes");
+	} else {
+		if (fd >= 0) {
+			close(fd);
+			snprintf(err, errcap, "the page server's reply carried a file descriptor it did not offer");
+			goto fail;
+		}
+		if (value_is(line, "map", "cache")) {
+			snprintf(err, errcap, "the page server acked \"map\":\"cache\" without offering its cache");
+			goto fail;
+		}
 	}
+	const char *s = json_find_value(line, "session");
+	if (s && *s >= '0' && *s <= '9')
+		a->session = (long)number_value(line, "session");
 	return sock;
+fail:
+	close(sock);
+	return -1;
 }
 
 static int watchdog_sock = -1;
@@ -259,9 +323,9 @@ static void *watchdog_main(void *unused)
 	}
 	said[said_len] = '\0';
 	char why[512] = "";
-	const char *e = find_value(said, "error");
+	const char *e = json_find_value(said, "error");
 	if (e)
-		copy_json_string(e, why, sizeof why);
+		json_copy_string(e, why, sizeof why);
 	char line[700];
 	int len = snprintf(line, sizeof line, "%s: page server closed the connection%s%s%s; exiting\n",
 			   watchdog_who, why[0] ? " (" : "", why, why[0] ? ")" : "");

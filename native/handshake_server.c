@@ -9,9 +9,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fd_passing.h"
 #include "json.h"
 #include "timing.h"
 
@@ -267,7 +269,7 @@ static int parse_regions(struct cursor *c, struct fl_request *req)
 
 struct top_fields {
 	struct fl_request *req;
-	int have_version, have_regions;
+	int have_version, have_regions, register_false;
 };
 
 static int top_member(struct cursor *c, const char *key, void *ctx)
@@ -290,12 +292,27 @@ static int top_member(struct cursor *c, const char *key, void *ctx)
 		if (*c->p == 't')
 			return (t->req->server_registers = 1, parse_literal(c, "true"));
 		if (*c->p == 'f')
-			return (t->req->server_registers = 0, parse_literal(c, "false"));
+			return (t->req->server_registers = 0, t->register_false = 1, parse_literal(c, "false"));
 		return fail(c, "handshake body: \"register\" must be true or false");
 	}
 	if (strcmp(key, "regions") == 0) {
 		t->have_regions = 1;
 		return parse_regions(c, t->req);
+	}
+	if (strcmp(key, "map") == 0) {
+		char map[16];
+		skip_ws(c);
+		if (c->p < c->end && *c->p != '"')
+			return fail(c, "handshake \"map\" must be \"anonymous\" or \"cache\"");
+		if (parse_string(c, map, sizeof map) < 0)
+			return -1;
+		if (strcmp(map, "anonymous") == 0)
+			t->req->map = FL_MAP_ANONYMOUS;
+		else if (strcmp(map, "cache") == 0)
+			t->req->map = FL_MAP_CACHE;
+		else
+			return fail(c, "handshake \"map\" must be \"anonymous\" or \"cache\"");
+		return 0;
 	}
 	return skip_value(c, 1);
 }
@@ -318,6 +335,9 @@ int fl_server_parse(const char *body, size_t len, struct fl_request *req, char *
 			rc = fail(&c, "handshake body: no \"version\"");
 		if (rc == 0 && !t.have_regions)
 			rc = fail(&c, "handshake body: no \"regions\"");
+		/* The server registers only once the guest has mapped the cache. */
+		if (rc == 0 && req->map == FL_MAP_CACHE && t.register_false)
+			rc = fail(&c, "handshake \"map\":\"cache\" needs \"register\": true");
 	}
 	if (rc < 0)
 		return c.truncated ? 1 : -1;
@@ -364,6 +384,24 @@ int fl_server_listen(const char *path, char *err, size_t errcap)
 	return fd;
 }
 
+/* Waits until conn is readable: 1, or 0 once deadline_ns has passed, or -1 with err set. */
+static int wait_readable(int conn, uint64_t deadline_ns, char *err, size_t errcap)
+{
+	for (;;) {
+		uint64_t now = now_ns();
+		if (now >= deadline_ns)
+			return 0;
+		struct pollfd p = { .fd = conn, .events = POLLIN };
+		int r = poll(&p, 1, (int)((deadline_ns - now) / 1000000u) + 1);
+		if (r > 0)
+			return 1;
+		if (r < 0 && errno != EINTR) {
+			snprintf(err, errcap, "poll: %s", strerror(errno));
+			return -1;
+		}
+	}
+}
+
 int fl_server_receive(int conn, struct fl_request *req, char *err, size_t errcap)
 {
 	static char body[FL_BODY_MAX + 1];
@@ -371,51 +409,20 @@ int fl_server_receive(int conn, struct fl_request *req, char *err, size_t errcap
 	int fd = -1;
 	uint64_t deadline = now_ns() + (uint64_t)FL_RECEIVE_TIMEOUT_MS * 1000000u;
 	for (;;) {
-		uint64_t now = now_ns();
-		if (now >= deadline) {
+		int r = wait_readable(conn, deadline, err, errcap);
+		if (r == 0)
 			snprintf(err, errcap, "no complete handshake within %d s", FL_RECEIVE_TIMEOUT_MS / 1000);
-			goto fail;
-		}
-		struct pollfd p = { .fd = conn, .events = POLLIN };
-		int r = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
-		if (r < 0 && errno != EINTR) {
-			snprintf(err, errcap, "poll: %s", strerror(errno));
-			goto fail;
-		}
 		if (r <= 0)
-			continue;
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(8 * sizeof(int))];
-		} control;
-		struct iovec iov = { .iov_base = body + len, .iov_len = FL_BODY_MAX - len };
-		struct msghdr msg = {
-			.msg_iov = &iov, .msg_iovlen = 1,
-			.msg_control = control.buf, .msg_controllen = sizeof control.buf,
-		};
-		ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+			goto fail;
+		int fds = 0, had = fd >= 0;
+		ssize_t n = fl_recv_with_fds(conn, body + len, FL_BODY_MAX - len, MSG_DONTWAIT, &fd, &fds);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0) {
 			snprintf(err, errcap, "recvmsg: %s", strerror(errno));
 			goto fail;
 		}
-		int fds = 0;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < k; i++) {
-				int got;
-				memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
-				if (fd < 0 && fds == 0)
-					fd = got;
-				else
-					close(got);
-				fds++;
-			}
-		}
-		if (fds > 1 || (fds == 1 && len > 0) || (msg.msg_flags & MSG_CTRUNC)) {
+		if (fds > 1 || (fds == 1 && (len > 0 || had))) {
 			snprintf(err, errcap, "the handshake must carry exactly one file descriptor");
 			goto fail;
 		}
@@ -438,6 +445,13 @@ int fl_server_receive(int conn, struct fl_request *req, char *err, size_t errcap
 		snprintf(err, errcap, "the handshake must carry exactly one file descriptor (got none)");
 		return -1;
 	}
+	struct ucred cred;
+	socklen_t cred_len = sizeof cred;
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) < 0) {
+		snprintf(err, errcap, "SO_PEERCRED: %s", strerror(errno));
+		goto fail;
+	}
+	req->pid = cred.pid;
 	return fd;
 fail:
 	if (fd >= 0)
@@ -459,12 +473,139 @@ static int send_line(int conn, const char *line, size_t len)
 	return 0;
 }
 
-int fl_server_reply_ok(int conn, long session, unsigned page_size)
+int fl_server_reply_ok(int conn, long session, unsigned page_size, const struct fl_request *req,
+		       uint64_t cache_folio_bytes)
 {
-	char line[128];
-	int n = snprintf(line, sizeof line, "{\"ok\":true,\"session\":%ld,\"pageSize\":%u}\n", session,
-			 page_size);
+	char line[160], map[64] = "";
+	if (req->form == FL_HANDSHAKE_FAULTLINE && cache_folio_bytes)
+		snprintf(map, sizeof map, ",\"map\":\"cache\",\"folioBytes\":%llu",
+			 (unsigned long long)cache_folio_bytes);
+	else if (req->form == FL_HANDSHAKE_FAULTLINE)
+		snprintf(map, sizeof map, ",\"map\":\"anonymous\"");
+	int n = snprintf(line, sizeof line, "{\"ok\":true,\"session\":%ld,\"pageSize\":%u%s}\n", session,
+			 page_size, map);
 	return send_line(conn, line, (size_t)n);
+}
+
+int fl_server_offer_cache(int conn, long session, unsigned page_size, uint64_t folio_bytes, int cache_fd)
+{
+	char line[160];
+	int n = snprintf(line, sizeof line,
+			 "{\"ok\":true,\"stage\":\"map\",\"session\":%ld,\"pageSize\":%u,\"map\":\"cache\","
+			 "\"folioBytes\":%llu}\n", session, page_size, (unsigned long long)folio_bytes);
+	ssize_t sent = fl_send_with_fd(conn, line, (size_t)n, cache_fd);
+	if (sent < 0)
+		return -1;
+	/* The fd went with the first byte; the rest, if the socket took less, goes plainly. */
+	return send_line(conn, line + sent, (size_t)(n - sent));
+}
+
+int fl_server_receive_mapped(int conn, uint64_t deadline_ns, char *err, size_t errcap)
+{
+	char line[1024];
+	size_t at = 0;
+	for (;;) {
+		int r = wait_readable(conn, deadline_ns, err, errcap);
+		if (r == 0)
+			snprintf(err, errcap, "the guest did not say it mapped the cache within %d s",
+				 FL_RECEIVE_TIMEOUT_MS / 1000);
+		if (r <= 0)
+			return -1;
+		int fd = -1, fds = 0;
+		ssize_t n = fl_recv_with_fds(conn, line + at, sizeof line - 1 - at, MSG_DONTWAIT, &fd, &fds);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (fd >= 0)
+			close(fd);
+		if (n < 0) {
+			snprintf(err, errcap, "reading the guest's map answer: %s", strerror(errno));
+			return -1;
+		}
+		if (n == 0) {
+			snprintf(err, errcap, "the guest closed the connection before saying it mapped the cache");
+			return -1;
+		}
+		if (fds) {
+			snprintf(err, errcap, "the guest's map answer must carry no file descriptor");
+			return -1;
+		}
+		at += (size_t)n;
+		line[at] = '\0';
+		char *nl = strchr(line, '\n');
+		if (!nl && at == sizeof line - 1) {
+			snprintf(err, errcap, "the guest's map answer is longer than %zu bytes", sizeof line - 1);
+			return -1;
+		}
+		if (!nl)
+			continue;
+		*nl = '\0';
+		const char *mapped = json_find_value(line, "mapped");
+		if (mapped && strncmp(mapped, "true", 4) == 0)
+			return 0;
+		const char *e = json_find_value(line, "error");
+		if (mapped && strncmp(mapped, "false", 5) == 0 && e && *e == '"') {
+			char why[512];
+			json_copy_string(e, why, sizeof why);
+			snprintf(err, errcap, "the guest could not map the cache: %s", why);
+			return -1;
+		}
+		snprintf(err, errcap, "the guest's map answer must be {\"mapped\":true} or {\"mapped\":false,\"error\":...}");
+		return -1;
+	}
+}
+
+int fl_server_check_cache_mapped(const struct fl_request *req, int cache_fd, char *err, size_t errcap)
+{
+	struct stat st;
+	if (fstat(cache_fd, &st) < 0) {
+		snprintf(err, errcap, "fstat of the cache: %s", strerror(errno));
+		return -1;
+	}
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/maps", (int)req->pid);
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errcap, "reading %s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* covered[i]: how far from its start region i is checked so far (maps are in address order). */
+	uint64_t covered[FL_MAX_REGIONS] = { 0 };
+	int bad = -1;
+	char line[4096];
+	while (bad < 0 && fgets(line, sizeof line, f)) {
+		unsigned long long start, end, offset, inode;
+		unsigned dev_major, dev_minor;
+		char perms[8];
+		if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &offset, &dev_major,
+			   &dev_minor, &inode) != 7)
+			continue;
+		for (int i = 0; i < req->count; i++) {
+			const struct fl_region *r = &req->regions[i];
+			if (end <= r->addr || start >= r->addr + r->size)
+				continue;
+			uint64_t from = start > r->addr ? start : r->addr;
+			int is_cache = perms[3] == 'p' && dev_major == major(st.st_dev) &&
+				       dev_minor == minor(st.st_dev) && inode == (unsigned long long)st.st_ino &&
+				       offset + (from - start) == r->offset + (from - r->addr);
+			if (!is_cache || from - r->addr != covered[i]) {
+				bad = i;
+				break;
+			}
+			uint64_t to = end < r->addr + r->size ? end : r->addr + r->size;
+			covered[i] = to - r->addr;
+		}
+	}
+	fclose(f);
+	for (int i = 0; bad < 0 && i < req->count; i++)
+		if (covered[i] != req->regions[i].size)
+			bad = i;
+	if (bad >= 0) {
+		const struct fl_region *r = &req->regions[bad];
+		snprintf(err, errcap, "region %d: 0x%llx+%llu is not a private mapping of the cache at offset %llu",
+			 bad, (unsigned long long)r->addr, (unsigned long long)r->size, (unsigned long long)r->offset);
+		return -1;
+	}
+	return 0;
 }
 
 int fl_server_reply_error(int conn, const char *error)

@@ -1,5 +1,7 @@
 /* LD_PRELOAD shim: the first writable private anonymous mmap of exactly FAULTLINE_RAM_SIZE bytes
- * gets a userfaultfd and goes to the page server at FAULTLINE_SOCKET, so unmodified QEMU resumes lazily. */
+ * gets a userfaultfd and goes to the page server at FAULTLINE_SOCKET, so unmodified QEMU resumes lazily.
+ * It asks for the server's decoded cache (FAULTLINE_MAP=anonymous opts out) and maps it over that
+ * RAM with the real mmap when the server has one. */
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +25,7 @@ static int claimed; /* set once, atomically: exactly one mapping is ever handed 
 static uint64_t ram_size;
 static uint64_t ram_offset;
 static const char *socket_path;
+static enum fl_map ram_map = FL_MAP_CACHE;
 
 /* write(2) only: this runs inside the program's mmap(), maybe with malloc's locks held. */
 __attribute__((noreturn)) static void die(const char *what, const char *detail)
@@ -62,6 +65,11 @@ __attribute__((constructor)) static void shim_init(void)
 		ram_offset = args_u64("FAULTLINE_OFFSET", offset, 0, UINT64_MAX, 1);
 	if (ram_size % FL_PAGE_SIZE || ram_offset % FL_PAGE_SIZE)
 		die("FAULTLINE_RAM_SIZE and FAULTLINE_OFFSET must be multiples of 4096", NULL);
+	const char *map = getenv("FAULTLINE_MAP");
+	if (map && *map && strcmp(map, "cache") != 0 && strcmp(map, "anonymous") != 0)
+		die("FAULTLINE_MAP must be anonymous or cache, got ", map);
+	if (map && strcmp(map, "anonymous") == 0)
+		ram_map = FL_MAP_ANONYMOUS;
 	enabled = 1;
 }
 
@@ -84,13 +92,12 @@ static void attach(void *addr, size_t len)
 		.page_size = FL_PAGE_SIZE,
 	};
 	char body[512];
-	int body_len = fl_handshake_body(FL_HANDSHAKE_FAULTLINE, &r, 1, body, sizeof body);
-	long session;
-	int refused;
-	int sock = fl_handshake_attach(socket_path, body, (size_t)body_len, uffd, &session, &refused,
-				       err, sizeof err);
+	int body_len = fl_handshake_body(FL_HANDSHAKE_FAULTLINE, ram_map, &r, 1, body, sizeof body);
+	/* The cache goes over the RAM with the real mmap: this runs inside the program's mmap(). */
+	struct fl_attach a = { .map = ram_map, .regions = &r, .count = 1, .mmap = real_mmap };
+	int sock = fl_handshake_attach(socket_path, body, (size_t)body_len, uffd, &a, err, sizeof err);
 	if (sock < 0)
-		die(refused ? "server refused: " : err, refused ? err : NULL);
+		die(a.refused ? "server refused: " : err, a.refused ? err : NULL);
 	/* The uffd stays open: with the server's copy gone, ours keeps faults waiting for the
 	 * watchdog instead of letting them read zeros. */
 	if (fl_watchdog_start(sock, WHO, err, sizeof err) < 0)

@@ -2,10 +2,27 @@
 // one line with its context, so the CLI can print `faultline: <message>` and stop.
 
 export class FaultlineError extends Error {
+  /** What kind of failure this is, for programs: stable (FL_ERR_*, one per class), where the
+   * message is for people and may be reworded. Subclasses override it. */
+  readonly code: string = 'FL_ERR_FAULTLINE'
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.name = new.target.name
   }
+}
+
+/** A bad command line, option value or setting (FAULTLINE_* variables): the CLI prints it as
+ * one line and exits with status 2, in every command. */
+export class UsageError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_USAGE'
+}
+
+/** The exit status for an error that reached the command line: 2 for a usage error (and for
+ * node:util parseArgs's unknown or malformed options), 1 for any other failure. */
+export function exitStatusOf(err: unknown): number {
+  if (err instanceof UsageError) return 2
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS') ? 2 : 1
 }
 
 /** One line describing any thrown value: a FaultlineError's message, a system error

@@ -1,9 +1,10 @@
 // Where one fault's time goes: faultline (koffi and ffi-napi FFI, native and npm page codec)
-// against the C floor handler on the same guest workload (random pages, one fault each), pinned
-// to one CPU and not, plus the fault loop's stage timers and component costs on the same snapshot.
+// against two C servers on the same guest workload (random pages, one fault each): one doing
+// faultline's work from the same snapshot, and the raw-copy floor. Pinned to one CPU and not,
+// plus the fault loop's stage timers and component costs on the same snapshot.
 import { closeSync, openSync, readSync } from 'node:fs'
 import { crc32 } from 'node:zlib'
-import { median } from '../cli/table.js'
+import { median } from '../util/format.js'
 import type { FaultBreakdownSummary } from '../server/fault-breakdown.js'
 import type { HeapGrowthSummary } from '../server/heap-growth.js'
 import { lz4 } from '../snapshot/lz4.js'
@@ -15,17 +16,26 @@ import { startFaultlineServer, startFloorServer, type ServerCost } from './serve
 import { warmPageCache } from './proc.js'
 
 export interface FaultServerConfig {
-  /** `uffd-c`, `faultline/koffi`, `faultline/ffi-napi` (native codec), `faultline/koffi+npm-codec`;
-   * `+timers` with the stage timers on. */
+  /** `uffd-c` (native/build/uffd-floor copying the raw image), `uffd-c/snapshot` (uffd-floor
+   * doing faultline's work from the snapshot: pread of the stored bytes, LZ4 decode, CRC-32
+   * check, COPY or ZEROPAGE), `faultline/koffi`, `faultline/ffi-napi` (native codec),
+   * `faultline/koffi+npm-codec`; `+timers` with the stage timers on. */
   name: string
   kind: 'uffd-c' | 'faultline'
+  /** uffd-c: what it serves from. */
+  source?: 'raw' | 'snapshot'
   ffi?: 'koffi' | 'ffi-napi'
   codec?: PageCodecName
   timers?: boolean
 }
 
+/** The C server doing faultline's work, and the raw-copy floor below both. */
+export const SAME_WORK_SERVER = 'uffd-c/snapshot'
+export const RAW_FLOOR_SERVER = 'uffd-c'
+
 export const FAULT_SERVERS: FaultServerConfig[] = [
-  { name: 'uffd-c', kind: 'uffd-c' },
+  { name: RAW_FLOOR_SERVER, kind: 'uffd-c', source: 'raw' },
+  { name: SAME_WORK_SERVER, kind: 'uffd-c', source: 'snapshot' },
   { name: 'faultline/koffi', kind: 'faultline', ffi: 'koffi', codec: 'native' },
   { name: 'faultline/koffi+timers', kind: 'faultline', ffi: 'koffi', codec: 'native', timers: true },
   { name: 'faultline/koffi+npm-codec', kind: 'faultline', ffi: 'koffi', codec: 'npm' },
@@ -85,7 +95,7 @@ export interface FaultCostResult {
 async function runOne(image: ImagePair, cfg: FaultServerConfig, pinned: boolean, opts: FaultCostOptions, socketPath: string): Promise<{ cost: ServerCost; perFaultNs: number; mismatches: number }> {
   const cpus = pinned ? opts.cpu : undefined
   const server = cfg.kind === 'uffd-c'
-    ? await startFloorServer({ rawPath: image.raw, socketPath, cpus })
+    ? await startFloorServer(cfg.source === 'snapshot' ? { snapshotPath: image.snap, socketPath, cpus } : { rawPath: image.raw, socketPath, cpus })
     : await startFaultlineServer({
       snapshotPath: image.snap, socketPath, policy: 'ondemand', cpus,
       env: { FAULTLINE_FFI: cfg.ffi ?? 'koffi', FAULTLINE_CODEC: cfg.codec ?? 'native', FAULTLINE_BREAKDOWN: cfg.timers ? '1' : '0' },
@@ -195,7 +205,10 @@ export interface FaultSummaryRow {
   perFaultNs: number
   serviceP50Ns: number
   serverCpuPerFaultNs: number
-  /** perFaultNs over uffd-c's in the same rounds (median of paired ratios). */
+  /** perFaultNs over uffd-c/snapshot's (the same work in C) in the same rounds (median of
+   * paired ratios; NaN when it did not run). */
+  vsSameWork: number
+  /** perFaultNs over uffd-c's (the raw-copy floor) in the same rounds. */
   vsFloor: number
   /** faultline: heap bytes allocated a fault (NaN for uffd-c). */
   heapBytesPerFault: { all: number; warm: number }
@@ -207,13 +220,16 @@ export function summarizeFaultCost(runs: FaultRun[]): FaultSummaryRow[] {
     const mine = runs.filter(r => r.pinned === pinned)
     for (const server of [...new Set(mine.map(r => r.server))]) {
       const g = mine.filter(r => r.server === server)
-      const ratios = g.flatMap(r => {
-        const floor = mine.find(f => f.server === 'uffd-c' && f.round === r.round)
-        return floor ? [r.perFaultNs / floor.perFaultNs] : []
-      })
+      const vs = (reference: string) => {
+        const ratios = g.flatMap(r => {
+          const ref = mine.find(f => f.server === reference && f.round === r.round)
+          return ref ? [r.perFaultNs / ref.perFaultNs] : []
+        })
+        return ratios.length ? median(ratios) : NaN
+      }
       rows.push({
         server, pinned, perFaultNs: median(g.map(r => r.perFaultNs)), serviceP50Ns: median(g.map(r => r.serviceP50Ns)),
-        serverCpuPerFaultNs: median(g.map(r => r.serverCpuPerFaultNs)), vsFloor: median(ratios),
+        serverCpuPerFaultNs: median(g.map(r => r.serverCpuPerFaultNs)), vsSameWork: vs(SAME_WORK_SERVER), vsFloor: vs(RAW_FLOOR_SERVER),
         heapBytesPerFault: heapBytesPerFault(g),
       })
     }

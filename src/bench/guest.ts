@@ -1,13 +1,10 @@
 // Runs the native test guest (native/build/guest) as a real process and returns the one JSON
 // line it prints; shared by the demo, the resume benchmark and the per-fault measurement.
 import { spawn } from 'node:child_process'
-import { dirname, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { FaultlineError } from '../errors.js'
+import { nativeBuildPath } from '../util/repo.js'
+import { BenchError } from './errors.js'
 
-export const NATIVE_BUILD = resolve(dirname(fileURLToPath(import.meta.url)), '../../native/build')
-export const GUEST_BINARY = resolve(NATIVE_BUILD, 'guest')
-export const FLOOR_BINARY = resolve(NATIVE_BUILD, 'uffd-floor')
+export const GUEST_BINARY = nativeBuildPath('guest')
 
 /** The guest's report (its CLI contract; see `guest --help`). Times are ns from the start of
  * resume; usage fields cover resume + workload only (not --verify). */
@@ -31,7 +28,6 @@ export interface GuestReport {
   [key: string]: unknown
 }
 
-export class GuestRunError extends FaultlineError {}
 
 export interface GuestRunOptions {
   /** Pin the guest to these CPUs (taskset -c LIST). */
@@ -40,7 +36,7 @@ export interface GuestRunOptions {
   timeoutMs?: number
 }
 
-/** Runs the native guest and returns its JSON report; any failure is a GuestRunError. */
+/** Runs the native guest and returns its JSON report; any failure is a BenchError. */
 export function runGuestProcess(args: string[], opts: GuestRunOptions = {}): Promise<GuestReport> {
   const [file, argv] = opts.cpus === undefined ? [GUEST_BINARY, args] : ['taskset', ['-c', opts.cpus, GUEST_BINARY, ...args]]
   return new Promise((resolvePromise, reject) => {
@@ -49,7 +45,7 @@ export function runGuestProcess(args: string[], opts: GuestRunOptions = {}): Pro
     child.stdout.on('data', d => { out += d })
     child.stderr.on('data', d => { err += d })
     const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs)
-    child.on('error', e => reject(new GuestRunError(`${file}: ${e.message} (run npm install to build native/)`)))
+    child.on('error', e => reject(new BenchError(`${file}: ${e.message} (run npm install to build native/)`)))
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer)
       const line = out.trim().split('\n').pop() ?? ''
@@ -57,7 +53,7 @@ export function runGuestProcess(args: string[], opts: GuestRunOptions = {}): Pro
       try { report = JSON.parse(line) } catch { /* below */ }
       if (code !== 0 || !report) {
         const why = signal ? `was killed by ${signal}${signal === 'SIGKILL' && timer ? ` after ${opts.timeoutMs} ms` : ''}` : `exited ${code}`
-        reject(new GuestRunError(`guest ${args.join(' ')} ${why}: ${err.trim().split('\n').pop() ?? ''}`))
+        reject(new BenchError(`guest ${args.join(' ')} ${why}: ${err.trim().split('\n').pop() ?? ''}`))
       } else resolvePromise(report)
     })
   })

@@ -5,7 +5,6 @@
 // installed but never touched are counted page by page, not inferred.
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { FaultlineError } from '../errors.js'
 import { BUILTIN_POLICIES, createPolicy } from '../policy/registry.js'
 import { PageServer } from '../server/page-server.js'
 import type { SessionRecord } from '../server/page-server.js'
@@ -13,8 +12,8 @@ import { tracePathForSession } from '../trace/format.js'
 import { readTrace } from '../trace/reader.js'
 import { runGuestProcess, type GuestReport } from './guest.js'
 import { ensureImage, type ImagePair } from './resume.js'
+import { BenchError } from './errors.js'
 
-export class PolicyBenchError extends FaultlineError {}
 
 export interface PolicyBenchOptions {
   /** Where the image, snapshot, recorded trace and sockets go. */
@@ -79,7 +78,7 @@ export function mixedWorkload(pages: number, seed: number): number[] {
 export function defaultPolicySpecs(recordedTrace: string): string[] {
   const specs: string[] = []
   for (const name of Object.keys(BUILTIN_POLICIES)) {
-    if (name === 'workingset') specs.push(`workingset:${recordedTrace}`)
+    if (name === 'workingset' || name === 'primed') specs.push(`${name}:${recordedTrace}`)
     else if (name === 'background') specs.push('background', `background:${recordedTrace}`)
     else specs.push(name)
   }
@@ -97,11 +96,11 @@ async function endedSession(server: PageServer, before: number): Promise<Session
   // The guest has exited: its session ends as soon as the worker sees the socket close.
   const deadline = Date.now() + 60_000
   while (server.ended.length === before) {
-    if (Date.now() > deadline) throw new PolicyBenchError('a session did not end within 60 s of its guest exiting')
+    if (Date.now() > deadline) throw new BenchError('a session did not end within 60 s of its guest exiting')
     await new Promise(r => setTimeout(r, 2))
   }
   const rec = server.ended[server.ended.length - 1]
-  if (!rec.stats) throw new PolicyBenchError(`session ${rec.id} failed: ${rec.error}`)
+  if (!rec.stats) throw new BenchError(`session ${rec.id} failed: ${rec.error}`)
   return rec as SessionRecord & { stats: NonNullable<SessionRecord['stats']> }
 }
 
@@ -112,7 +111,7 @@ function untouchedPages(tracePath: string, touched: Set<number>, firstPage: numb
   const installed = new Set<number>()
   for (let i = 0; i < t.length; i++) for (let p = t.page[i], end = p + t.count[i]; p < end; p++) installed.add(p - firstPage)
   for (const p of touched) {
-    if (!installed.has(p)) throw new PolicyBenchError(`${tracePath}: the guest touched page ${p}, which the trace never installed`)
+    if (!installed.has(p)) throw new BenchError(`${tracePath}: the guest touched page ${p}, which the trace never installed`)
   }
   return installed.size - touched.size
 }
@@ -137,7 +136,7 @@ export async function runPolicyBench(opts: PolicyBenchOptions): Promise<PolicyBe
   try {
     const before = recorder.ended.length
     const r = await runGuestProcess(guestArgs(recorder.socketPath), { timeoutMs: 600_000 })
-    if (r.mismatches !== 0) throw new PolicyBenchError(`recording run: ${r.mismatches} pages differ from the image`)
+    if (r.mismatches !== 0) throw new BenchError(`recording run: ${r.mismatches} pages differ from the image`)
     await endedSession(recorder, before)
     touched = readTouched(touchedFile)
   } finally {
@@ -170,7 +169,7 @@ export async function runPolicyBench(opts: PolicyBenchOptions): Promise<PolicyBe
         try {
           report = await runGuestProcess(guestArgs(server.socketPath), { timeoutMs: 600_000 })
         } catch (err) {
-          throw new PolicyBenchError(`policy ${policy}: ${(err as Error).message}`, { cause: err })
+          throw new BenchError(`policy ${policy}: ${(err as Error).message}`, { cause: err })
         }
         const session = await endedSession(server, before)
         const st = session.stats

@@ -3,9 +3,8 @@
 // cold/warm benchmark needs. Linux only, as the rest of faultline.
 import { execFileSync } from 'node:child_process'
 import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync } from 'node:fs'
-import { FaultlineError } from '../errors.js'
+import { BenchError } from './errors.js'
 
-export class ProcError extends FaultlineError {}
 
 export interface ProcIo {
   /** Bytes this process caused to be fetched from storage (page-cache misses). */
@@ -29,7 +28,7 @@ export interface ProcSample extends ProcIo, ProcMemory {
 export function parseProcIo(text: string): ProcIo {
   const field = (name: string) => {
     const m = new RegExp(`^${name}:\\s*(\\d+)$`, 'm').exec(text)
-    if (!m) throw new ProcError(`/proc/PID/io: no '${name}' field`)
+    if (!m) throw new BenchError(`/proc/PID/io: no '${name}' field`)
     return Number(m[1])
   }
   return { readBytes: field('read_bytes'), rchar: field('rchar') }
@@ -39,7 +38,7 @@ export function parseProcIo(text: string): ProcIo {
 export function parseProcStatus(text: string): ProcMemory {
   const kb = (name: string) => {
     const m = new RegExp(`^${name}:\\s*(\\d+) kB$`, 'm').exec(text)
-    if (!m) throw new ProcError(`/proc/PID/status: no '${name}' field`)
+    if (!m) throw new BenchError(`/proc/PID/status: no '${name}' field`)
     return Number(m[1]) * 1024
   }
   return { rssBytes: kb('VmRSS'), peakRssBytes: kb('VmHWM') }
@@ -48,7 +47,7 @@ export function parseProcStatus(text: string): ProcMemory {
 /** First field of /proc/PID/task/TID/schedstat: time spent on the CPU, ns. */
 export function parseSchedstat(text: string): number {
   const n = Number(text.split(' ', 1)[0])
-  if (!Number.isFinite(n)) throw new ProcError(`schedstat: expected a number, got '${text.trim()}'`)
+  if (!Number.isFinite(n)) throw new BenchError(`schedstat: expected a number, got '${text.trim()}'`)
   return n
 }
 
@@ -56,7 +55,7 @@ function readProc(path: string): string {
   try {
     return readFileSync(path, 'latin1')
   } catch (err) {
-    throw new ProcError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): is the process gone?`)
+    throw new BenchError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): is the process gone?`)
   }
 }
 
@@ -82,14 +81,14 @@ export function resetPeakRss(pid: number | 'self'): void {
   try {
     writeFileSync(`/proc/${pid}/clear_refs`, '5')
   } catch (err) {
-    throw new ProcError(`/proc/${pid}/clear_refs: cannot reset the peak RSS (${(err as NodeJS.ErrnoException).code}): needs the same user or root`)
+    throw new BenchError(`/proc/${pid}/clear_refs: cannot reset the peak RSS (${(err as NodeJS.ErrnoException).code}): needs the same user or root`)
   }
 }
 
 /** MemAvailable from /proc/meminfo, bytes. */
 export function memAvailableBytes(meminfo = readProc('/proc/meminfo')): number {
   const m = /^MemAvailable:\s*(\d+) kB$/m.exec(meminfo)
-  if (!m) throw new ProcError('/proc/meminfo: no MemAvailable field')
+  if (!m) throw new BenchError('/proc/meminfo: no MemAvailable field')
   return Number(m[1]) * 1024
 }
 
@@ -114,7 +113,7 @@ export function dropPageCache(method: ColdMethod, files: string[]): void {
     }
   } catch (err) {
     const detail = String((err as { stderr?: Buffer }).stderr ?? '').trim().split('\n')[0] || (err as NodeJS.ErrnoException).code || (err as Error).message
-    throw new ProcError(`cannot drop the page cache (${method}): ${detail}${method === 'drop-caches' ? ' (needs root; or use --cold fadvise)' : ''}`)
+    throw new BenchError(`cannot drop the page cache (${method}): ${detail}${method === 'drop-caches' ? ' (needs root; or use --cold fadvise)' : ''}`)
   }
 }
 

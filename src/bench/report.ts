@@ -1,7 +1,6 @@
 // Turns a resume sweep's runs into medians, paired ratios to mmap, markdown tables and the
 // resume-time-vs-RAM plot.
-import { formatBytes } from '../cli/progress.js'
-import { formatTable, median } from '../cli/table.js'
+import { formatBytes, formatTable, median } from '../util/format.js'
 import { renderSvgPlot, type Panel } from './plot.js'
 import type { CacheState, RunRecord, SweepResult } from './resume.js'
 

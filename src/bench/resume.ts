@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import * as os from 'node:os'
 import { join } from 'node:path'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { BUILTIN_POLICIES, createPolicy } from '../policy/registry.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
@@ -13,7 +13,6 @@ import { runGuestProcess, type GuestReport } from './guest.js'
 import { cachedBytes, dropPageCache, memAvailableBytes, warmPageCache, type ColdMethod } from './proc.js'
 import { startFaultlineServer, startFloorServer, type RunningServer, type ServerCost } from './servers.js'
 
-export class BenchConfigError extends FaultlineError {}
 
 export type CacheState = 'cold' | 'warm'
 export type AccessPattern = 'sequential' | 'random'
@@ -51,7 +50,7 @@ export async function defaultModes(): Promise<string[]> {
 export function checkMode(mode: string): void {
   if ((BASE_MODES as readonly string[]).includes(mode)) return
   if (mode.startsWith('faultline:') && mode.length > 'faultline:'.length) return
-  throw new BenchConfigError(`--modes: unknown mode '${mode}' (expected ${BASE_MODES.join(', ')} or faultline:<policy>)`)
+  throw new UsageError(`--modes: unknown mode '${mode}' (expected ${BASE_MODES.join(', ')} or faultline:<policy>)`)
 }
 
 /** The faultline policy a mode runs, or undefined for modes without a faultline server. */
@@ -177,7 +176,7 @@ export async function runOnce(mode: string, ctx: RunContext): Promise<RunRecord>
   else if (mode === 'uffd-c') server = await startFloorServer({ rawPath: image.raw, socketPath: ctx.socketPath, cpus: opts.cpus })
   else if (policy !== undefined) {
     server = await startFaultlineServer({ snapshotPath: image.snap, socketPath: ctx.socketPath, policy, cpus: opts.cpus, env: opts.serverEnv })
-  } else throw new BenchConfigError(`unknown mode '${mode}'`)
+  } else throw new UsageError(`unknown mode '${mode}'`)
   if (server) guestArgs.push('--socket', ctx.socketPath)
   // The server is up (snapshot index in memory, like a daemon waiting for guests): only now
   // is the cache emptied, so a cold run reads page data cold.

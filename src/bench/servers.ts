@@ -4,13 +4,12 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { arch } from 'node:process'
-import { FaultlineError } from '../errors.js'
 import type { SessionStats } from '../server/session.js'
-import { FLOOR_BINARY } from './guest.js'
 import { resetPeakRss, sampleProcess, type ProcSample } from './proc.js'
 import type { ServerChildMessage } from './server-process.js'
+import { FLOOR_BINARY } from '../vm/resume-dir.js'
+import { BenchError } from './errors.js'
 
-export class BenchServerError extends FaultlineError {}
 
 /** What a server process cost while it served one guest. */
 export interface ServerCost {
@@ -32,6 +31,8 @@ export interface ServerCost {
 export interface FloorStats {
   faults: number
   pages_copied: number
+  /** ZEROPAGEd (snapshot mode). */
+  pages_zeroed?: number
   bytes_read: number
   service_median_ns: number | null
   service_p99_ns: number | null
@@ -76,11 +77,11 @@ class Child {
     const deadline = Date.now() + timeoutMs
     while (!ready()) {
       if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
-        throw new BenchServerError(`${this.name} exited before ${what}: ${lastLine(this.stderr) || '(no output)'}`)
+        throw new BenchError(`${this.name} exited before ${what}: ${lastLine(this.stderr) || '(no output)'}`)
       }
       if (Date.now() > deadline) {
         this.proc.kill('SIGKILL')
-        throw new BenchServerError(`${this.name}: not ${what} within ${timeoutMs} ms`)
+        throw new BenchError(`${this.name}: not ${what} within ${timeoutMs} ms`)
       }
       await new Promise(r => setTimeout(r, 2))
     }
@@ -120,9 +121,9 @@ export async function startFaultlineServer(opts: FaultlineServerOptions): Promis
         clearTimeout(timer)
       }
       const m = find()!
-      if (m.event === 'rejected') throw new BenchServerError(`faultline server refused the guest: ${m.error}`)
-      if (m.event !== 'ended') throw new BenchServerError('faultline server: unexpected message')
-      if (!m.stats) throw new BenchServerError(`faultline session failed: ${m.error ?? lastLine(child.stderr)}`)
+      if (m.event === 'rejected') throw new BenchError(`faultline server refused the guest: ${m.error}`)
+      if (m.event !== 'ended') throw new BenchError('faultline server: unexpected message')
+      if (!m.stats) throw new BenchError(`faultline session failed: ${m.error ?? lastLine(child.stderr)}`)
       const st = m.stats
       return {
         cpuNs: m.cpuNs, peakRssBytes: m.peakRssBytes, readBytes: m.readBytes, rchar: m.rchar,
@@ -134,8 +135,10 @@ export async function startFaultlineServer(opts: FaultlineServerOptions): Promis
   }
 }
 
+/** Exactly one of rawPath (copy the raw image) and snapshotPath (decode the snapshot). */
 export interface FloorServerOptions {
-  rawPath: string
+  rawPath?: string
+  snapshotPath?: string
   socketPath: string
   cpus?: string
   batchPages?: number
@@ -143,10 +146,10 @@ export interface FloorServerOptions {
 
 /** Starts native/build/uffd-floor for one guest; resolves once it listens. */
 export async function startFloorServer(opts: FloorServerOptions): Promise<RunningServer> {
-  if (!existsSync(FLOOR_BINARY)) throw new BenchServerError(`${FLOOR_BINARY}: not built (make -C native)`)
+  if (!existsSync(FLOOR_BINARY)) throw new BenchError(`${FLOOR_BINARY}: not built (make -C native)`)
   rmSync(opts.socketPath, { force: true })
   // Not --once: it must outlive its guest long enough for /proc/PID to be read.
-  const floorArgs = ['--socket', opts.socketPath, '--raw', opts.rawPath]
+  const floorArgs = ['--socket', opts.socketPath, ...(opts.snapshotPath !== undefined ? ['--snapshot', opts.snapshotPath] : ['--raw', opts.rawPath!])]
   if (opts.batchPages) floorArgs.push('--batch-pages', String(opts.batchPages))
   const [file, args] = command(opts.cpus, FLOOR_BINARY, floorArgs)
   const child = new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] }), 'uffd-floor')
@@ -174,12 +177,12 @@ export async function startFloorServer(opts: FloorServerOptions): Promise<Runnin
       try {
         stats = JSON.parse(lastLine(child.stdout)) as FloorStats
       } catch {
-        throw new BenchServerError(`uffd-floor printed no stats: ${lastLine(child.stderr) || '(nothing)'}`)
+        throw new BenchError(`uffd-floor printed no stats: ${lastLine(child.stderr) || '(nothing)'}`)
       }
       return {
         cpuNs: after.cpuNs - before.cpuNs, peakRssBytes: after.peakRssBytes,
         readBytes: after.readBytes - before.readBytes, rchar: after.rchar - before.rchar,
-        faults: stats.faults, pagesInstalled: stats.pages_copied,
+        faults: stats.faults, pagesInstalled: stats.pages_copied + (stats.pages_zeroed ?? 0),
         serviceP50Ns: stats.service_median_ns ?? NaN, serviceP99Ns: stats.service_p99_ns ?? NaN, floor: stats,
       }
     },

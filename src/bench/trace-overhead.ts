@@ -3,14 +3,13 @@
 // medians of fault service time and server CPU per fault are compared.
 import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { FaultlineError } from '../errors.js'
 import { PageServer } from '../server/page-server.js'
 import type { SessionStats } from '../server/session.js'
 import { TraceRecorder } from '../trace/recorder.js'
 import { runGuestProcess } from './guest.js'
 import { ensureImage } from './resume.js'
+import { BenchError } from './errors.js'
 
-export class TraceOverheadError extends FaultlineError {}
 
 export interface TraceOverheadOptions {
   dir: string
@@ -60,11 +59,11 @@ export function cpusAllowed(): string {
 async function ended(server: PageServer, before: number): Promise<SessionStats> {
   const deadline = Date.now() + 60_000
   while (server.ended.length === before) {
-    if (Date.now() > deadline) throw new TraceOverheadError('a session did not end within 60 s of its guest exiting')
+    if (Date.now() > deadline) throw new BenchError('a session did not end within 60 s of its guest exiting')
     await new Promise(r => setTimeout(r, 2))
   }
   const rec = server.ended[server.ended.length - 1]
-  if (!rec.stats) throw new TraceOverheadError(`session ${rec.id} failed: ${rec.error}`)
+  if (!rec.stats) throw new BenchError(`session ${rec.id} failed: ${rec.error}`)
   return rec.stats
 }
 

@@ -1,7 +1,6 @@
 // Turns a real-VM resume sweep into medians, ratios to mmap paired by round, markdown tables
 // and the plot of resume and workload time against guest RAM.
-import { formatBytes } from '../cli/progress.js'
-import { formatTable, median } from '../cli/table.js'
+import { formatBytes, formatTable, median } from '../util/format.js'
 import { renderSvgPlot, type Panel } from './plot.js'
 import { formatRatio, formatSize } from './report.js'
 import type { Pinning, VmRunRecord, VmSweepResult } from './vm.js'

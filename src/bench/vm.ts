@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs'
 import * as os from 'node:os'
 import { join } from 'node:path'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { createPolicy } from '../policy/registry.js'
 import { ensureGuestImage } from '../vm/image.js'
 import { defaultWorkloadMiB } from '../vm/qemu.js'
@@ -15,7 +15,6 @@ import { VmDir } from '../vm/vm-dir.js'
 import { dropPageCache, memAvailableBytes, warmPageCache, type ColdMethod } from './proc.js'
 import type { CacheState } from './resume.js'
 
-export class VmBenchConfigError extends FaultlineError {}
 
 export type Pinning = 'unpinned' | 'pinned'
 
@@ -37,10 +36,10 @@ export function planMode(label: string): VmModePlan {
   const floor = /^uffd-c(?::(\d+))?$/.exec(label)
   if (floor) {
     const batchPages = floor[1] === undefined ? 1 : Number(floor[1])
-    if (batchPages < 1 || batchPages > 512) throw new VmBenchConfigError(`--modes ${label}: pages per fault must be 1..512`)
+    if (batchPages < 1 || batchPages > 512) throw new UsageError(`--modes ${label}: pages per fault must be 1..512`)
     return { label, mode: 'faultline', options: { floor: { batchPages } } }
   }
-  throw new VmBenchConfigError(`--modes: unknown mode '${label}' (expected eager, mmap, faultline:<policy>, uffd-c or uffd-c:<pages>)`)
+  throw new UsageError(`--modes: unknown mode '${label}' (expected eager, mmap, faultline:<policy>, uffd-c or uffd-c:<pages>)`)
 }
 
 export interface VmSweepOptions {
@@ -179,7 +178,7 @@ export function toRecord(base: Omit<VmRunRecord, 'ok' | 'stateLoadedMs' | 'first
 export async function runVmSweep(o: VmSweepOptions): Promise<VmSweepResult> {
   const plans = o.modes.map(planMode)
   for (const p of plans) if (p.options.policy) await createPolicy(p.options.policy)
-  if (o.pinnings.includes('pinned') && !o.cpus) throw new VmBenchConfigError('pinned runs need --cpus LIST')
+  if (o.pinnings.includes('pinned') && !o.cpus) throw new UsageError('pinned runs need --cpus LIST')
   const startedAt = new Date().toISOString()
   const loadAvgStart = os.loadavg()
   const runs: VmRunRecord[] = []

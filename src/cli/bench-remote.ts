@@ -1,19 +1,19 @@
 // `faultline bench remote`: local file vs object store (cold and warm cache), with and without
 // prefetch, over emulated network round trips; argument parsing and the report only (the
-// measurement is src/store/remote-bench.ts).
+// measurement is src/bench/remote.ts).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
-import { startCephCluster, type CephCluster } from '../store/ceph-cluster.js'
-import { runRemoteBench, type RemoteRun } from '../store/remote-bench.js'
+import { startCephCluster, type CephCluster } from '../bench/ceph-cluster.js'
+import { runRemoteBench, type RemoteRun } from '../bench/remote.js'
 import { createS3Client, parseS3Url, resolveS3Settings } from '../store/s3-config.js'
 import { pushSnapshot } from '../store/upload.js'
 import { Progress } from './progress.js'
-import { formatTable, median } from './table.js'
+import { formatTable, median } from '../util/format.js'
 import { listOption } from './options.js'
 
 export const BENCH_REMOTE_USAGE = `usage: faultline bench remote [options]
@@ -37,17 +37,16 @@ or AWS_ENDPOINT_URL) it starts a throwaway Ceph cluster (scripts/ceph/start.sh) 
   --out DIR          where results go (default bench-results)
   --seed N           image seed (default 1)`
 
-class BenchArgumentError extends FaultlineError {}
 
 function list(name: string, text: string): string[] {
   const items = listOption(text)
-  if (items.length === 0) throw new BenchArgumentError(`--${name}: expected a comma-separated list, got '${text}'`)
+  if (items.length === 0) throw new UsageError(`--${name}: expected a comma-separated list, got '${text}'`)
   return items
 }
 
 function whole(name: string, text: string, min = 1): number {
   const n = Number(text)
-  if (!Number.isInteger(n) || n < min) throw new BenchArgumentError(`--${name}: expected a whole number >= ${min}, got '${text}'`)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name}: expected a whole number >= ${min}, got '${text}'`)
   return n
 }
 
@@ -68,10 +67,10 @@ export async function benchRemoteCommand(argv: string[]): Promise<number> {
   const rounds = whole('rounds', values.rounds!)
   const concurrency = whole('concurrency', values.concurrency!)
   const seed = whole('seed', values.seed!, 0)
-  const rttsMs = list('rtt', values.rtt!).map(r => { const n = Number(r); if (!(n >= 0)) throw new BenchArgumentError(`--rtt: '${r}' is not a number of ms`); return n })
-  if (!/^\d+$/.test(values.cpu!)) throw new BenchArgumentError(`--cpu: expected one CPU number, got '${values.cpu}'`)
+  const rttsMs = list('rtt', values.rtt!).map(r => { const n = Number(r); if (!(n >= 0)) throw new UsageError(`--rtt: '${r}' is not a number of ms`); return n })
+  if (!/^\d+$/.test(values.cpu!)) throw new UsageError(`--cpu: expected one CPU number, got '${values.cpu}'`)
   const pinModes = { both: [true, false], yes: [true], no: [false] }[values.pin as 'both' | 'yes' | 'no']
-  if (!pinModes) throw new BenchArgumentError(`--pin: expected both, yes or no, got '${values.pin}'`)
+  if (!pinModes) throw new UsageError(`--pin: expected both, yes or no, got '${values.pin}'`)
 
   const workDir = mkdtempSync(join(tmpdir(), 'fl-bench-remote-'))
   let ceph: CephCluster | undefined

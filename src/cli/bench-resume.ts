@@ -1,16 +1,16 @@
 // `faultline bench resume` (npm run bench): the resume sweep, written to DIR as results.json,
 // results.md and resume-vs-ram.svg, with the time tables printed.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { renderMarkdown, renderResumePlot, summarize, timeTables } from '../bench/report.js'
-import { BenchConfigError, checkMode, defaultModes, runSweep, workloadLabel, type AccessPattern, type CacheState, type Workload } from '../bench/resume.js'
+import { checkMode, defaultModes, runSweep, workloadLabel, type AccessPattern, type CacheState, type Workload } from '../bench/resume.js'
 import type { ColdMethod } from '../bench/proc.js'
 import { Progress } from './progress.js'
 import { choiceItems, listOption } from './options.js'
+import { repoPath } from '../util/repo.js'
+import { UsageError } from '../errors.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
 export const BENCH_RESUME_USAGE = `usage: faultline bench resume [--quick] [options]
 
@@ -43,9 +43,9 @@ const SIZE_RE = /^(\d+(?:\.\d+)?)\s*([MG])?(?:i?B)?$/i
 /** `256M`, `1G`, `8GiB` or a plain number of MiB -> MiB. */
 export function parseSizeMiB(text: string): number {
   const m = SIZE_RE.exec(text.trim())
-  if (!m) throw new BenchConfigError(`--sizes: expected a size like 256M or 2G, got '${text}'`)
+  if (!m) throw new UsageError(`--sizes: expected a size like 256M or 2G, got '${text}'`)
   const mib = Number(m[1]) * ((m[2] ?? 'M').toUpperCase() === 'G' ? 1024 : 1)
-  if (!Number.isInteger(mib) || mib < 1) throw new BenchConfigError(`--sizes: '${text}' is not a whole number of MiB`)
+  if (!Number.isInteger(mib) || mib < 1) throw new UsageError(`--sizes: '${text}' is not a whole number of MiB`)
   return mib
 }
 
@@ -53,7 +53,7 @@ export function parseSizeMiB(text: string): number {
 export function parseWorkload(text: string): Workload {
   const m = /^(random|sequential):(\d+(?:\.\d+)?)$/.exec(text.trim())
   const n = m ? Number(m[2]) : NaN
-  if (!m || !(n > 0 && n <= 100)) throw new BenchConfigError(`--workloads: expected pattern:percent like random:25 or sequential:100, got '${text}'`)
+  if (!m || !(n > 0 && n <= 100)) throw new UsageError(`--workloads: expected pattern:percent like random:25 or sequential:100, got '${text}'`)
   return { pattern: m[1] as AccessPattern, fraction: n / 100 }
 }
 
@@ -75,21 +75,20 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
   const sizesMiB = listOption(values.sizes ?? (quick ? '256M,512M' : '256M,512M,1G,2G,4G,8G')).map(parseSizeMiB)
   const percents = listOption(values['working-sets'] ?? (quick ? '5,25' : '5,25,100')).map(p => {
     const n = Number(p)
-    if (!(n > 0 && n <= 100)) throw new BenchConfigError(`--working-sets: expected percentages in (0, 100], got '${p}'`)
+    if (!(n > 0 && n <= 100)) throw new UsageError(`--working-sets: expected percentages in (0, 100], got '${p}'`)
     return n / 100
   })
-  const configError = (message: string) => new BenchConfigError(message)
-  const patterns = choiceItems<AccessPattern>('patterns', listOption(values.patterns ?? 'random,sequential'), ['sequential', 'random'], configError)
+  const patterns = choiceItems<AccessPattern>('patterns', listOption(values.patterns ?? 'random,sequential'), ['sequential', 'random'])
   const workloads: Workload[] = values.workloads !== undefined
     ? listOption(values.workloads).map(parseWorkload)
     : patterns.flatMap(pattern => percents.map(fraction => ({ pattern, fraction })))
-  const caches = choiceItems<CacheState>('cache', listOption(values.cache ?? 'cold,warm'), ['cold', 'warm'], configError)
+  const caches = choiceItems<CacheState>('cache', listOption(values.cache ?? 'cold,warm'), ['cold', 'warm'])
   const repeat = Number(values.repeat ?? (quick ? 2 : 3))
-  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new BenchConfigError(`--repeat: expected 1..100, got '${values.repeat}'`)
-  if (values.cold !== 'drop-caches' && values.cold !== 'fadvise') throw new BenchConfigError(`--cold: expected drop-caches or fadvise, got '${values.cold}'`)
-  if (values.ffi !== 'koffi' && values.ffi !== 'ffi-napi') throw new BenchConfigError(`--ffi: expected koffi or ffi-napi, got '${values.ffi}'`)
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new UsageError(`--repeat: expected 1..100, got '${values.repeat}'`)
+  if (values.cold !== 'drop-caches' && values.cold !== 'fadvise') throw new UsageError(`--cold: expected drop-caches or fadvise, got '${values.cold}'`)
+  if (values.ffi !== 'koffi' && values.ffi !== 'ffi-napi') throw new UsageError(`--ffi: expected koffi or ffi-napi, got '${values.ffi}'`)
   const seed = Number(values.seed)
-  if (!Number.isInteger(seed) || seed < 0) throw new BenchConfigError(`--seed: expected a non-negative integer, got '${values.seed}'`)
+  if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed: expected a non-negative integer, got '${values.seed}'`)
   const modes = values.modes ? listOption(values.modes) : await defaultModes()
   modes.forEach(checkMode)
   const outDir = resolve(values.out!)
@@ -107,7 +106,7 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
   }
   const result = await runSweep({
     sizesMiB, workloads, modes, caches, repeat, seed,
-    imageDir: resolve(values.images ?? join(REPO, '.cache/bench-images')),
+    imageDir: resolve(values.images ?? repoPath('.cache/bench-images')),
     cold: values.cold as ColdMethod, cpus: values.cpus, verify: !values['no-verify'],
     serverEnv: values.ffi === 'ffi-napi' ? { FAULTLINE_FFI: 'ffi-napi' } : undefined,
     log: line => { progress.clear(); console.error(`bench: ${line}`) },

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { runTraceOverhead, type OverheadRun } from '../bench/trace-overhead.js'
 import { Progress } from './progress.js'
-import { formatTable, median } from './table.js'
+import { formatTable, median } from '../util/format.js'
 import { intOption } from './options.js'
 
 export const BENCH_TRACE_USAGE = `usage: faultline bench trace [--mib N] [--workload W] [--rounds N] [--policy P] [--guest-cpus LIST] [--dir DIR]

@@ -1,19 +1,19 @@
 // `faultline bench vm`: real QEMU guests resumed eager / mmap / faultline / uffd-c over RAM
 // sizes, written to DIR as vm-results.json, vm-results.md and vm-resume-vs-ram*.svg.
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { ColdMethod } from '../bench/proc.js'
 import type { CacheState } from '../bench/resume.js'
-import { planMode, runVmSweep, VM_DEFAULT_MODES, VmBenchConfigError, type Pinning } from '../bench/vm.js'
+import { planMode, runVmSweep, VM_DEFAULT_MODES, type Pinning } from '../bench/vm.js'
 import { renderVmMarkdown, renderVmPlot, summarizeVm, vmTimeTable } from '../bench/vm-report.js'
 import { DEFAULT_IMAGE_DIR } from '../vm/image.js'
 import { parseRamMiB } from '../vm/qemu.js'
 import { Progress } from './progress.js'
 import { choiceItems, listOption } from './options.js'
+import { repoPath } from '../util/repo.js'
+import { UsageError } from '../errors.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 
 export const BENCH_VM_USAGE = `usage: faultline bench vm [options]
 
@@ -53,16 +53,15 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
   const sizesMiB = listOption(values.sizes!).map((s) => parseRamMiB(s, '--sizes'))
   const modes = values.modes ? listOption(values.modes) : VM_DEFAULT_MODES
   modes.forEach(planMode)
-  const configError = (message: string) => new VmBenchConfigError(message)
-  const caches = choiceItems<CacheState>('cache', listOption(values.cache!), ['warm', 'cold'], configError)
-  if (values.cold !== 'drop-caches' && values.cold !== 'fadvise') throw new VmBenchConfigError(`--cold: expected fadvise or drop-caches, got '${values.cold}'`)
-  const pinnings = choiceItems<Pinning>('pin', listOption(values.pin ?? (values.cpus ? 'pinned' : 'unpinned')), ['unpinned', 'pinned'], configError)
+  const caches = choiceItems<CacheState>('cache', listOption(values.cache!), ['warm', 'cold'])
+  if (values.cold !== 'drop-caches' && values.cold !== 'fadvise') throw new UsageError(`--cold: expected fadvise or drop-caches, got '${values.cold}'`)
+  const pinnings = choiceItems<Pinning>('pin', listOption(values.pin ?? (values.cpus ? 'pinned' : 'unpinned')), ['unpinned', 'pinned'])
   const repeat = Number(values.repeat)
-  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new VmBenchConfigError(`--repeat: expected 1..100, got '${values.repeat}'`)
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new UsageError(`--repeat: expected 1..100, got '${values.repeat}'`)
   const fraction = values['workload-fraction'] === undefined ? undefined : Number(values['workload-fraction'])
-  if (fraction !== undefined && !(fraction > 0 && fraction <= 0.75)) throw new VmBenchConfigError(`--workload-fraction: expected a number in (0, 0.75], got '${values['workload-fraction']}'`)
+  if (fraction !== undefined && !(fraction > 0 && fraction <= 0.75)) throw new UsageError(`--workload-fraction: expected a number in (0, 0.75], got '${values['workload-fraction']}'`)
   const timeoutS = Number(values.timeout)
-  if (!(timeoutS > 0)) throw new VmBenchConfigError(`--timeout: expected seconds > 0, got '${values.timeout}'`)
+  if (!(timeoutS > 0)) throw new UsageError(`--timeout: expected seconds > 0, got '${values.timeout}'`)
   const outDir = resolve(values.out!)
   mkdirSync(outDir, { recursive: true })
 
@@ -70,7 +69,7 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
   const snapProgress = new Progress('compress RAM', 1)
   const result = await runVmSweep({
     sizesMiB, modes, caches, pinnings, cpus: values.cpus, repeat, workloadFraction: fraction,
-    checkpointDir: resolve(values.checkpoints ?? join(REPO, '.cache/vm-bench')),
+    checkpointDir: resolve(values.checkpoints ?? repoPath('.cache/vm-bench')),
     imageDir: resolve(values.image ?? DEFAULT_IMAGE_DIR),
     cold: values.cold as ColdMethod, timeoutMs: timeoutS * 1000,
     log: (line) => { progress.clear(); snapProgress.clear(); console.error(`bench vm: ${line}`) },

@@ -9,6 +9,8 @@ const BENCHMARKS: Record<string, { summary: string; load: () => Promise<Command>
   policies: { summary: 'one workload under every built-in fault policy: time, faults, pages installed and never touched, server CPU', load: async () => (await import('./bench-policies.js')).benchPoliciesCommand },
   trace: { summary: 'what recording a trace (serve --trace) costs fault service, medians side by side', load: async () => (await import('./bench-trace.js')).benchTraceCommand },
   vm: { summary: 'real QEMU guests resumed eager, mmap, faultline, uffd-c over RAM sizes, cold/warm cache, checksums checked', load: async () => (await import('./bench-vm.js')).benchVmCommand },
+  costs: { summary: 'the trace simulator\'s cost model, measured here: per fault, install ioctl, page copied/zeroed/decoded, byte read', load: async () => (await import('./bench-costs.js')).benchCostsCommand },
+  simulate: { summary: 'how many simulated accesses a second trace simulate runs, per policy', load: async () => (await import('./bench-simulate.js')).benchSimulateCommand },
   remote: { summary: 'local file vs S3 (Ceph RGW) cold/warm cache, prefetch or not, over emulated network RTTs', load: async () => (await import('./bench-remote.js')).benchRemoteCommand },
 }
 

@@ -5,13 +5,14 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { GuestRunError, runGuestProcess } from '../bench/guest.js'
-import { FaultlineError } from '../errors.js'
+import { runGuestProcess } from '../bench/guest.js'
+import { UsageError } from '../errors.js'
 import { PageServer } from '../server/page-server.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
-import { Progress, formatBytes } from './progress.js'
-import { formatTable, median, ms } from './table.js'
+import { Progress } from './progress.js'
+import { formatBytes, formatTable, median, ms } from '../util/format.js'
+import { BenchError } from '../bench/errors.js'
 
 export const DEMO_USAGE = `usage: faultline demo [--mib N] [--workload W] [--repeat N] [--dir DIR]
 
@@ -34,9 +35,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
   })
   if (values.help) { console.log(DEMO_USAGE); return 0 }
   const mib = Number(values.mib)
-  if (!Number.isInteger(mib) || mib < 1 || mib > 65536) throw new FaultlineError(`--mib: expected a whole number of MiB from 1 to 65536, got '${values.mib}'`)
+  if (!Number.isInteger(mib) || mib < 1 || mib > 65536) throw new UsageError(`--mib: expected a whole number of MiB from 1 to 65536, got '${values.mib}'`)
   const repeat = Number(values.repeat)
-  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new FaultlineError(`--repeat: expected 1..100, got '${values.repeat}'`)
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new UsageError(`--repeat: expected 1..100, got '${values.repeat}'`)
   const dir = values.dir ?? mkdtempSync(join(tmpdir(), 'faultline-demo-'))
   try {
     return await runDemo(dir, mib, values.workload!, repeat, values.policy!)
@@ -84,7 +85,7 @@ async function runDemo(dir: string, mib: number, workload: string, repeat: numbe
         else {
           while (server.ended.length === ended) await new Promise(r2 => setTimeout(r2, 5))
           const st = server.ended[server.ended.length - 1].stats
-          if (!st) throw new GuestRunError(`faultline session failed: ${server.ended[server.ended.length - 1].error}`)
+          if (!st) throw new BenchError(`faultline session failed: ${server.ended[server.ended.length - 1].error}`)
           res.served.push(st.pagesInstalled[0] + st.pagesInstalled[1] + st.pagesInstalled[2])
           res.bytesRead.push(st.bytesRead)
         }

@@ -1,5 +1,5 @@
 // faultline's command line: picks the subcommand and turns any error into one line.
-import { formatCliError } from '../errors.js'
+import { exitStatusOf, formatCliError } from '../errors.js'
 
 type Command = (argv: string[]) => Promise<number>
 
@@ -12,6 +12,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   trace: { summary: 'stats | export | plot | replay a fault trace (serve --trace records one)', load: async () => (await import('./trace.js')).traceCommand },
   vm: { summary: 'image | snapshot | resume a real QEMU VM (eager, mmap or faultline)', load: async () => (await import('./vm.js')).vmCommand },
 }
+
+/** Commands that serve or time guests: they say so when the npm codec stands in for the
+ * native one (a checkout built without liblz4-dev and libisal-dev). */
+const SERVING = new Set(['serve', 'demo', 'bench', 'trace', 'vm'])
 
 export const USAGE = `usage: faultline <command> [options]
 
@@ -31,13 +35,18 @@ async function main(argv: string[]): Promise<number> {
     console.error(`faultline: unknown command '${name}'\n${USAGE}`)
     return 2
   }
-  return (await command.load())(rest)
+  const run = await command.load()
+  if (SERVING.has(name) && !rest.includes('--help') && !rest.includes('-h')) {
+    const notice = (await import('../snapshot/native-codec.js')).codecNotice()
+    if (notice) console.error(`faultline: ${notice}`)
+  }
+  return run(rest)
 }
 
 main(process.argv.slice(2)).then(
   code => { process.exitCode = code },
   err => {
     console.error(formatCliError(err))
-    process.exitCode = 1
+    process.exitCode = exitStatusOf(err)
   },
 )

@@ -1,10 +1,22 @@
-// Shared parsing of command-line options: one-line errors that name the option.
-import { FaultlineError } from '../errors.js'
+// Shared parsing of command-line options: one-line usage errors that name the option.
+import { UsageError } from '../errors.js'
 
-/** An integer option in [min, max]. */
-export function intOption(name: string, value: string, min: number, max: number): number {
+/** An integer option in [min, max] (max defaults to no bound); `fallback` when it is absent. */
+export function intOption(name: string, value: string | undefined, min: number, max = Infinity, fallback?: number): number {
+  if (value === undefined && fallback !== undefined) return fallback
   const n = Number(value)
-  if (!Number.isInteger(n) || n < min || n > max) throw new FaultlineError(`--${name}: expected ${min}..${max}, got '${value}'`)
+  if (!Number.isInteger(n) || n < min || n > max) {
+    const expected = max !== Infinity ? `${min}..${max}` : min === 0 ? 'a non-negative integer' : min === 1 ? 'a positive integer' : `an integer >= ${min}`
+    throw new UsageError(`--${name}: expected ${expected}, got '${value}'`)
+  }
+  return n
+}
+
+/** A decimal option (digits, an optional fraction) in (min, max]; `fallback` when absent. */
+export function decimalOption(name: string, value: string | undefined, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback
+  const n = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN
+  if (!(n > min && n <= max)) throw new UsageError(`--${name}: expected a number > ${min} and at most ${max}, got '${value}'`)
   return n
 }
 
@@ -13,11 +25,11 @@ export function listOption(text: string): string[] {
   return text.split(',').map(s => s.trim()).filter(Boolean)
 }
 
-/** Items of a list option that must each be one of `choices` ("--NAME: expected a or b, got
- * 'x'", thrown as what `fail` makes of it). */
-export function choiceItems<T extends string>(name: string, items: string[], choices: readonly T[], fail: (message: string) => Error): T[] {
+/** Items of a list option that must each be one of `choices` (a UsageError "--NAME: expected
+ * a or b, got 'x'" otherwise). */
+export function choiceItems<T extends string>(name: string, items: string[], choices: readonly T[]): T[] {
   for (const item of items) {
-    if (!(choices as readonly string[]).includes(item)) throw fail(`--${name}: expected ${choices.join(' or ')}, got '${item}'`)
+    if (!(choices as readonly string[]).includes(item)) throw new UsageError(`--${name}: expected ${choices.join(' or ')}, got '${item}'`)
   }
   return items as T[]
 }

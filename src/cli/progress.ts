@@ -1,5 +1,6 @@
 // A one-line progress display on stderr (percent, MB/s, ETA), redrawn at most ~10 times a
 // second and only when the stream is a TTY; silent otherwise, so logs and pipes stay clean.
+import { formatBytes, formatDuration, formatRate } from '../util/format.js'
 
 export interface ProgressStream {
   isTTY?: boolean
@@ -77,29 +78,4 @@ export class Progress {
     if (this.enabled && this.drawn) this.stream.write('\r\x1b[2K')
     this.drawn = false
   }
-}
-
-export function formatRate(bytesPerSec: number): string {
-  return `${(bytesPerSec / 1e6).toFixed(1)} MB/s`
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`
-  const units = ['KiB', 'MiB', 'GiB', 'TiB']
-  let v = n / 1024
-  let u = 0
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024
-    u++
-  }
-  return `${v.toFixed(1)} ${units[u]}`
-}
-
-export function formatDuration(secs: number): string {
-  const s = Math.max(0, Math.round(secs))
-  if (s < 60) return `${s}s`
-  const h = Math.floor(s / 3600)
-  const m = Math.floor((s % 3600) / 60)
-  const ss = String(s % 60).padStart(2, '0')
-  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`
 }

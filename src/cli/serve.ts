@@ -1,12 +1,12 @@
 // `faultline serve`: runs the page server until interrupted, one log line per guest.
 import { parseArgs } from 'node:util'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { MAX_SESSIONS, MAX_WARM_WORKERS, PageServer } from '../server/page-server.js'
 import { remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url, parseSize } from '../store/s3-config.js'
+import { formatBytes } from '../util/format.js'
 import { Logger, LOG_FORMATS } from '../util/log.js'
 import { choiceItems, intOption, joinNegativeValues } from './options.js'
-import { formatBytes } from './progress.js'
 
 export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH [options]
 
@@ -46,22 +46,16 @@ const SERVE_OPTIONS = {
   'fetch-concurrency': { type: 'string' },
 } as const
 
-function uidOption(value: string): number {
-  const n = Number(value)
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n > 0xfffffffe) throw new FaultlineError(`--allow-uid: expected a uid (0..4294967294), got '${value}'`)
-  return n
-}
-
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: joinNegativeValues(argv, SERVE_OPTIONS), options: SERVE_OPTIONS, strict: true })
   if (values.help) { console.log(SERVE_USAGE); return 0 }
-  if (!values.snapshot) throw new FaultlineError('serve: --snapshot is required')
-  if (!values.socket) throw new FaultlineError('serve: --socket is required')
+  if (!values.snapshot) throw new UsageError('serve: --snapshot is required')
+  if (!values.socket) throw new UsageError('serve: --socket is required')
   const remote = isS3Url(values.snapshot)
   for (const flag of ['endpoint', 'cache-dir', 'cache-size', 'fetch-concurrency'] as const) {
-    if (!remote && values[flag] !== undefined) throw new FaultlineError(`serve: --${flag} only applies to an s3:// --snapshot`)
+    if (!remote && values[flag] !== undefined) throw new UsageError(`serve: --${flag} only applies to an s3:// --snapshot`)
   }
-  const logFormat = choiceItems('log-format', [values['log-format'] ?? 'text'], LOG_FORMATS, m => new FaultlineError(m))[0]
+  const logFormat = choiceItems('log-format', [values['log-format'] ?? 'text'], LOG_FORMATS)[0]
   const logger = new Logger(logFormat)
   const defaults = remoteStoreDefaults()
   const server = await PageServer.start({
@@ -69,16 +63,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
     socketPath: values.socket,
     policy: values.policy,
     tracePath: values.trace,
-    allowUids: (values['allow-uid'] ?? []).map(uidOption),
+    allowUids: (values['allow-uid'] ?? []).map(u => intOption('allow-uid', u, 0, 4294967294)),
     allowAnyUid: values['allow-any-uid'],
-    warmWorkers: values['warm-workers'] === undefined ? 1 : intOption('warm-workers', values['warm-workers'], 1, MAX_WARM_WORKERS),
-    maxSessions: values['max-sessions'] === undefined ? 256 : intOption('max-sessions', values['max-sessions'], 1, MAX_SESSIONS),
+    warmWorkers: intOption('warm-workers', values['warm-workers'], 1, MAX_WARM_WORKERS, 1),
+    maxSessions: intOption('max-sessions', values['max-sessions'], 1, MAX_SESSIONS, 256),
     stallTimeoutMs: values['stall-timeout'] === undefined ? undefined : intOption('stall-timeout', values['stall-timeout'], 1, 86400) * 1000,
     remote: remote ? {
       endpoint: values.endpoint,
       cacheDir: values['cache-dir'] ?? defaults.cacheDir,
       cacheSizeBytes: values['cache-size'] === undefined ? defaults.cacheSizeBytes : parseSize(values['cache-size'], '--cache-size'),
-      concurrency: values['fetch-concurrency'] === undefined ? 8 : intOption('fetch-concurrency', values['fetch-concurrency'], 1, 1024),
+      concurrency: intOption('fetch-concurrency', values['fetch-concurrency'], 1, 1024, 8),
     } : undefined,
   })
   const policy = values.policy ?? 'ondemand'

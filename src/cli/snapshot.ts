@@ -2,28 +2,18 @@
 // work is in src/snapshot/.
 
 import { parseArgs } from 'node:util'
-import { FaultlineError, describeError, formatCliError } from '../errors.js'
-import {
-  DEFAULT_CHUNK_PAGES,
-  DEFAULT_PAGE_SIZE,
-  KIND_NAMES,
-  MAX_CHUNK_PAGES,
-  MAX_PAGE_SIZE,
-  MIN_PAGE_SIZE,
-  hex32,
-  isValidChunkPages,
-  isValidPageSize,
-} from '../snapshot/format.js'
+import { describeError, exitStatusOf, formatCliError, UsageError } from '../errors.js'
+import { DEFAULT_CHUNK_PAGES, DEFAULT_PAGE_SIZE, KIND_NAMES, MAX_CHUNK_PAGES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, hex32, isValidChunkPages, isValidPageSize } from '../snapshot/format.js'
 import { SnapshotReader } from '../snapshot/reader.js'
 import { createSnapshot } from '../snapshot/writer.js'
 import { extractSnapshot, verifySnapshot } from '../snapshot/verify.js'
-import { StoreArgumentError } from '../store/errors.js'
 import { openRemoteSnapshot } from '../store/remote-snapshot.js'
 import { createS3Client, isS3Url, parseS3Url, resolveS3Settings } from '../store/s3-config.js'
 import { S3Object } from '../store/s3-object.js'
 import { pushSnapshot } from '../store/upload.js'
 import { joinNegativeValues } from './options.js'
-import { Progress, formatBytes, formatRate, type ProgressStream } from './progress.js'
+import { Progress, type ProgressStream } from './progress.js'
+import { formatBytes, formatRate } from '../util/format.js'
 
 export interface CliIo {
   stdout: ProgressStream
@@ -55,8 +45,6 @@ const HELP = `usage:
       AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, or --endpoint
 `
 
-/** Thrown for bad command lines: printed as one line, exit status 2. */
-class UsageError extends FaultlineError {}
 
 /** Entry point for `faultline snapshot ...`; returns the exit status (0 ok, 1 failed, 2 usage). */
 export async function snapshotCommand(argv: string[], io?: Partial<CliIo>): Promise<number> {
@@ -87,7 +75,7 @@ export async function snapshotCommand(argv: string[], io?: Partial<CliIo>): Prom
     }
   } catch (err) {
     out.stderr.write(`${formatCliError(err, out.env)}\n`)
-    return err instanceof UsageError || err instanceof StoreArgumentError ? 2 : 1
+    return exitStatusOf(err)
   }
   return 1
 }

@@ -1,21 +1,25 @@
-// `faultline trace stats|export|plot|replay`: argument parsing and output only; the work is in
-// src/trace/.
+// `faultline trace stats|export|plot|replay|simulate`: argument parsing and output only; the
+// work is in src/trace/.
 import { mkdtempSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { extname, join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { FaultlineError, fileError } from '../errors.js'
+import { exitStatusOf, fileError, UsageError } from '../errors.js'
 import { runGuestProcess } from '../bench/guest.js'
+import { createPolicy } from '../policy/registry.js'
 import { PageServer } from '../server/page-server.js'
+import { DEFAULT_COST_MODEL, describeCostModel, loadCostModel, STORAGE_TIERS, type StorageTier } from '../bench/cost-model.js'
+import { readPageMap, type PageMap } from '../trace/page-map.js'
+import { accessOrder, simSpace, simulatePolicy, type PolicySimulation } from '../bench/simulate.js'
 import { exportChunks, exportTrace, type ExportFormat } from '../trace/export.js'
 import { TRACE_CAUSE_NAMES } from '../trace/format.js'
 import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
 import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
+import { formatTable } from '../util/format.js'
 import { checkOutputPath, identityOf, inputIdentities, ReplacementFile } from '../util/output-file.js'
-import { joinNegativeValues } from './options.js'
-import { formatTable } from './table.js'
+import { decimalOption, intOption, joinNegativeValues, listOption } from './options.js'
 
 export const TRACE_USAGE = `usage:
   faultline trace stats FILE [--json]
@@ -27,9 +31,14 @@ export const TRACE_USAGE = `usage:
   faultline trace replay FILE (--socket PATH | --snapshot SNAP [--policy P] [--trace OUT])
                          [--verify RAW] [--threads N] [--touched-out FILE]
       the native guest touches the trace's pages in their recorded first-touch order, against
-      a running server (--socket) or one started here (--snapshot)`
+      a running server (--socket) or one started here (--snapshot)
+  faultline trace simulate TRACE... --policy P[,Q...] [--snapshot SNAP | --page-map FILE]
+                           [--storage warm|cold|remote] [--costs FILE] [--gap-scale F] [--json]
+      replays each trace's access order (first touches) through the policies, no guest or uffd:
+      faults, pages installed by cause, installed never touched, stored bytes read and the
+      time a cost model (bench costs) estimates; --snapshot/--page-map give the page kinds;
+      --gap-scale multiplies the guest's recorded running time between faults (0.05: 20x faster)`
 
-class TraceUsageError extends FaultlineError {}
 
 /** Where a trace command writes (tests capture it). */
 export interface TraceIo {
@@ -51,10 +60,11 @@ export async function traceCommand(argv: string[], io: TraceIo = { stdout: proce
       case 'export': return await exportCommand(rest, io)
       case 'plot': return plot(rest, io)
       case 'replay': return await replay(rest, io)
-      default: throw new TraceUsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay)`)
+      case 'simulate': return await simulate(rest, io)
+      default: throw new UsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay, simulate)`)
     }
   } catch (err) {
-    if (err instanceof TraceUsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (exitStatusOf(err) === 2) {
       io.stderr.write(`faultline: ${(err as Error).message}\n`)
       return 2
     }
@@ -63,7 +73,7 @@ export async function traceCommand(argv: string[], io: TraceIo = { stdout: proce
 }
 
 function oneFile(positionals: string[], sub: string): string {
-  if (positionals.length !== 1) throw new TraceUsageError(`trace ${sub}: expected one trace FILE, got ${positionals.length}`)
+  if (positionals.length !== 1) throw new UsageError(`trace ${sub}: expected one trace FILE, got ${positionals.length}`)
   return positionals[0]
 }
 
@@ -115,7 +125,7 @@ async function exportCommand(argv: string[], io: TraceIo): Promise<number> {
     allowPositionals: true, strict: true,
   })
   const file = oneFile(positionals, 'export')
-  if (values.csv === values.jsonl) throw new TraceUsageError('trace export: give exactly one of --csv or --jsonl')
+  if (values.csv === values.jsonl) throw new UsageError('trace export: give exactly one of --csv or --jsonl')
   const format: ExportFormat = values.csv ? 'csv' : 'jsonl'
   const out = values.output
   if (!out) {
@@ -153,9 +163,9 @@ function plot(argv: string[], io: TraceIo): number {
   const { values, positionals } = parseArgs({ args: argv, options: { output: { type: 'string', short: 'o' } }, allowPositionals: true, strict: true })
   const file = oneFile(positionals, 'plot')
   const out = values.output
-  if (!out) throw new TraceUsageError('trace plot: -o OUT.svg or -o OUT.html is required')
+  if (!out) throw new UsageError('trace plot: -o OUT.svg or -o OUT.html is required')
   const kind = extname(out).toLowerCase()
-  if (kind !== '.svg' && kind !== '.html' && kind !== '.htm') throw new TraceUsageError(`trace plot: -o ${out}: expected a .svg or .html file`)
+  if (kind !== '.svg' && kind !== '.html' && kind !== '.htm') throw new UsageError(`trace plot: -o ${out}: expected a .svg or .html file`)
   const input = identityOf(file, `the trace ${file}`)
   const t = readTrace(file)
   const doc = kind === '.svg' ? renderTraceSvg(t) : renderTraceHtml(t)
@@ -175,13 +185,6 @@ function plot(argv: string[], io: TraceIo): number {
   return 0
 }
 
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new TraceUsageError(`--${name}: expected 1..1024, got '${value}'`)
-  return n
-}
-
 const REPLAY_OPTIONS = {
   socket: { type: 'string' }, snapshot: { type: 'string' }, policy: { type: 'string' }, trace: { type: 'string' },
   verify: { type: 'string' }, threads: { type: 'string' }, 'touched-out': { type: 'string' },
@@ -195,10 +198,10 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
   })
   const file = oneFile(positionals, 'replay')
   if ((values.socket === undefined) === (values.snapshot === undefined)) {
-    throw new TraceUsageError('trace replay: give either --socket PATH (a running server) or --snapshot SNAP (serve it here)')
+    throw new UsageError('trace replay: give either --socket PATH (a running server) or --snapshot SNAP (serve it here)')
   }
-  if (values.socket && (values.policy || values.trace)) throw new TraceUsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
-  const threads = positiveInt('threads', values.threads, 1)
+  if (values.socket && (values.policy || values.trace)) throw new UsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
+  const threads = intOption('threads', values.threads, 1, 1024, 1)
   // What this command reads, that neither --trace nor --touched-out may overwrite.
   const inputs = inputIdentities([
     { path: file, name: `the trace ${file}` },
@@ -246,4 +249,85 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
     if (server) await server.close()
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** Simulation results of every trace under every policy, with the page kinds and model used. */
+export interface SimulationReport {
+  costModel: string
+  storage: StorageTier
+  traces: Array<{ trace: string; accesses: number; threads: number; pagesFrom: string; recordedUnder: string }>
+  policies: PolicySimulation[]
+  gapScale: number
+}
+
+/** Simulates `specs` over `traces` (one policy instance per trace: policies keep state). */
+export async function simulateTraces(traces: string[], specs: string[], o: { pageMap?: PageMap; storage: StorageTier; costs: string; gapScale?: number }): Promise<SimulationReport> {
+  const model = loadCostModel(o.costs)
+  const gapScale = o.gapScale ?? 1
+  const report: SimulationReport = { costModel: o.costs, storage: o.storage, traces: [], policies: [], gapScale }
+  for (const file of traces) {
+    const t = readTrace(file)
+    const access = accessOrder(t)
+    const space = simSpace(t, o.pageMap)
+    report.traces.push({ trace: file, accesses: access.length, threads: access.threads, pagesFrom: space.pagesFrom, recordedUnder: t.header.policy })
+    for (const spec of specs) report.policies.push(simulatePolicy(await createPolicy(spec), access, space, { model, tier: o.storage, spec, gapScale }))
+  }
+  return report
+}
+
+const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1)
+
+export function formatSimulation(r: SimulationReport): string {
+  const model = loadCostModel(r.costModel)
+  const lines: string[] = []
+  for (const tr of r.traces) {
+    const rows = r.policies.filter(p => p.trace === tr.trace)
+    const base = rows[0]?.estimatedMs ?? NaN
+    lines.push(`trace ${tr.trace}: ${tr.accesses} accesses (pages in order of first touch) from ${tr.threads} thread(s), recorded under ${tr.recordedUnder || '?'}` +
+      (tr.recordedUnder && !tr.recordedUnder.startsWith('ondemand') ? ' (not ondemand: pages it installed before the guest touched them left no fault, so their touches are missing)' : ''))
+    lines.push(`page kinds: ${tr.pagesFrom}`)
+    if (r.gapScale !== 1) lines.push(`guest running time between faults: the recorded one x ${r.gapScale}`)
+    lines.push(formatTable(['policy', 'faults', 'pages installed', 'fault/prefetch/background', 'start set/waits', 'never touched', 'MiB read', 'est. ms', `vs ${rows[0]?.policy ?? '-'}`],
+      rows.map(p => [p.policy, p.faults, p.pagesInstalled, `${p.pagesByCause.fault}/${p.pagesByCause.prefetch}/${p.pagesByCause.background}`,
+        p.pagesStartSet || p.startSetWaits ? `${p.pagesStartSet}/${p.startSetWaits}` : '-',
+        p.wastedPages, mib(p.bytesRead), p.estimatedMs.toFixed(1), `${(p.estimatedMs / base).toFixed(2)}x`])))
+    lines.push('')
+  }
+  lines.push(...describeCostModel(model, r.costModel, r.storage))
+  lines.push('start set/waits = pages the start set installed while the guest ran / accesses that waited for a page of it still going in')
+  lines.push('est. ms = installs before resume + per fault (fault + its plan\'s installs) + waits for a batch in progress (background or start set); work inside the trace\'s quiet gaps costs the guest nothing')
+  return lines.join('\n')
+}
+
+async function simulate(argv: string[], io: TraceIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      policy: { type: 'string' }, snapshot: { type: 'string' }, 'page-map': { type: 'string' }, storage: { type: 'string', default: 'warm' },
+      costs: { type: 'string' }, 'gap-scale': { type: 'string' }, json: { type: 'boolean' },
+    },
+    allowPositionals: true, strict: true,
+  })
+  if (positionals.length === 0) throw new UsageError('trace simulate: expected one or more TRACE files')
+  if (!values.policy) throw new UsageError('trace simulate: --policy P[,Q...] is required (e.g. --policy ondemand,readahead,adaptive)')
+  const specs = listOption(values.policy)
+  if (specs.length === 0) throw new UsageError('trace simulate: --policy lists no policy')
+  if (values.snapshot && values['page-map']) throw new UsageError('trace simulate: give --snapshot or --page-map, not both')
+  const storage = values.storage as StorageTier
+  if (!STORAGE_TIERS.includes(storage)) throw new UsageError(`--storage: expected ${STORAGE_TIERS.join(', ')}, got '${values.storage}'`)
+  const gapScale = decimalOption('gap-scale', values['gap-scale'], 0, 1000, 1)
+  const mapPath = values.snapshot ?? values['page-map']
+  const pageMap = mapPath ? readPageMap(mapPath) : undefined
+  const report = await simulateTraces(positionals, specs, { pageMap, storage, costs: values.costs ?? DEFAULT_COST_MODEL, gapScale })
+  if (values.json) {
+    const policies = report.policies.map(p => ({
+      policy: p.policy, faults: p.faults, pagesInstalled: p.pagesInstalled, wastedPages: p.wastedPages, bytesRead: p.bytesRead,
+      estimatedMs: Number(p.estimatedMs.toFixed(3)), trace: p.trace, spec: p.spec, accesses: p.accesses, pagesByCause: p.pagesByCause,
+      pagesBeforeResume: p.pagesBeforeResume, pagesStartSet: p.pagesStartSet, startSetWaits: p.startSetWaits, zeroPages: p.zeroPages, estimate: p.estimate,
+    }))
+    io.stdout.write(`${JSON.stringify({ policies, traces: report.traces, gapScale, costModel: { path: report.costModel, storage, ...loadCostModel(report.costModel) } })}\n`)
+  } else {
+    io.stdout.write(`${formatSimulation(report)}\n`)
+  }
+  return 0
 }

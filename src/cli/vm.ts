@@ -2,7 +2,7 @@
 // resume it eagerly, through mmap or through faultline, checking its memory checksum.
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { resumeExternalVm, snapshotExternalVm } from '../vm/external.js'
 import { buildGuestImage, DEFAULT_IMAGE_DIR, ensureGuestImage } from '../vm/image.js'
 import { accelFromEnv, parseRamMiB } from '../vm/qemu.js'
@@ -11,7 +11,8 @@ import { RESUME_MODES, type ResumeMode } from '../vm/resume.js'
 import { snapshotTestGuest } from '../vm/snapshot-guest.js'
 import { dropFileCache } from '../vm/pagecache.js'
 import { VmDir } from '../vm/vm-dir.js'
-import { formatBytes, Progress } from './progress.js'
+import { Progress } from './progress.js'
+import { formatBytes } from '../util/format.js'
 
 export const VM_USAGE = `usage: faultline vm <image | snapshot | resume> [options]
 
@@ -82,7 +83,7 @@ function say(line: string): void {
 async function imageCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
   if (values.help) { console.log(VM_USAGE); return 0 }
-  if (positionals.length > 1) throw new FaultlineError(`vm image: expected at most one directory, got ${positionals.length}`)
+  if (positionals.length > 1) throw new UsageError(`vm image: expected at most one directory, got ${positionals.length}`)
   const dir = resolve(positionals[0] ?? DEFAULT_IMAGE_DIR)
   await buildGuestImage(dir, say)
   return 0
@@ -100,10 +101,10 @@ async function snapshotCommand(argv: string[]): Promise<number> {
     strict: true,
   })
   if (values.help) { console.log(VM_USAGE); return 0 }
-  if (!values.dir) throw new FaultlineError('vm snapshot: --dir VMDIR is required')
+  if (!values.dir) throw new UsageError('vm snapshot: --dir VMDIR is required')
   if (values.qmp !== undefined) {
     for (const flag of ['ram', 'workload-mib', 'image', 'no-eager', 'no-raw'] as const) {
-      if (values[flag] !== undefined) throw new FaultlineError(`vm snapshot: --${flag} is for the test guest, not with --qmp`)
+      if (values[flag] !== undefined) throw new UsageError(`vm snapshot: --${flag} is for the test guest, not with --qmp`)
     }
     const progress = new Progress('compress RAM', 1)
     const vm = await snapshotExternalVm({
@@ -114,10 +115,10 @@ async function snapshotCommand(argv: string[]): Promise<number> {
     console.log(`${vm.dir}: ${vm.meta.ramMiB} MiB of RAM in ${formatBytes(vm.meta.snapshotBytes)}, device state ${formatBytes(vm.meta.stateBytes)}`)
     return 0
   }
-  if (values['ram-id'] !== undefined || values.quit) throw new FaultlineError('vm snapshot: --ram-id and --quit go with --qmp')
+  if (values['ram-id'] !== undefined || values.quit) throw new UsageError('vm snapshot: --ram-id and --quit go with --qmp')
   const ramMiB = parseRamMiB(values.ram ?? '256M')
   const workloadMiB = values['workload-mib'] === undefined ? undefined : Number(values['workload-mib'])
-  if (workloadMiB !== undefined && !Number.isInteger(workloadMiB)) throw new FaultlineError(`--workload-mib ${values['workload-mib']}: expected a whole number of MiB`)
+  if (workloadMiB !== undefined && !Number.isInteger(workloadMiB)) throw new UsageError(`--workload-mib ${values['workload-mib']}: expected a whole number of MiB`)
   const image = await ensureGuestImage(resolve(values.image ?? DEFAULT_IMAGE_DIR), say)
   const progress = new Progress('compress RAM', ramMiB * 2 ** 20)
   const vm = await snapshotTestGuest({
@@ -149,9 +150,9 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
     strict: true,
   })
   if (values.help) { console.log(VM_USAGE); return 0 }
-  if (!values.dir) throw new FaultlineError('vm resume: --dir VMDIR is required')
+  if (!values.dir) throw new UsageError('vm resume: --dir VMDIR is required')
   const mode = values.mode as ResumeMode
-  if (!RESUME_MODES.includes(mode)) throw new FaultlineError(`--mode ${values.mode}: expected one of ${RESUME_MODES.join(', ')}`)
+  if (!RESUME_MODES.includes(mode)) throw new UsageError(`--mode ${values.mode}: expected one of ${RESUME_MODES.join(', ')}`)
   const vm = VmDir.open(values.dir)
   if (vm.meta.kind === 'external' || command !== undefined) return resumeExternalCommand(vm, command ?? [], values)
   if (values.cpus !== undefined) pinProcess(values.cpus)
@@ -175,7 +176,7 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
 
 async function resumeExternalCommand(vm: VmDir, command: string[], values: { mode?: string; policy?: string; trace?: string; snapshot?: string; cold?: boolean; recheck?: boolean; cpus?: string; json?: boolean }): Promise<number> {
   if (values.mode !== 'faultline' || values.recheck || values.json || values.cpus !== undefined) {
-    throw new FaultlineError('vm resume -- QEMU ...: only the faultline mode, without --recheck, --json or --cpus (the mmap and eager resumes of your own VM are your QEMU command line with share=off or with the stream)')
+    throw new UsageError('vm resume -- QEMU ...: only the faultline mode, without --recheck, --json or --cpus (the mmap and eager resumes of your own VM are your QEMU command line with share=off or with the stream)')
   }
   if (values.cold) for (const f of vm.files) dropFileCache(f)
   const r = await resumeExternalVm(vm, {

@@ -1,8 +1,8 @@
 // adaptive[:MAX]: on-demand readahead in the spirit of Linux's (mm/readahead.c): a small table
 // of streams; a fault that continues a stream grows its window (x2 up to MAX pages), a strided
 // one shrinks it (/2), anything else is served alone and may start a stream.
-import { PolicyArgumentError } from './registry-errors.js'
-import { InstallCause, type FaultInfo, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
+import type { PolicyArgs } from './args.js'
+import { InstallCause, type FaultInfo, type FaultPolicy, type PolicyContext, type RunList } from './policy.js'
 
 /** Streams tracked at once (least recently used is replaced). */
 export const ADAPTIVE_STREAMS = 8
@@ -27,6 +27,10 @@ export const ADAPTIVE_SKIP_PAGES = 8
  * stream is ever shared, so a multi-threaded scan gets smaller windows, never wrong pages.
  */
 export class AdaptivePolicy implements FaultPolicy {
+  static fromArgs(args: PolicyArgs): AdaptivePolicy {
+    return new AdaptivePolicy(args.int('a largest window of', 1, 65536, ADAPTIVE_DEFAULT_MAX, { unit: 'pages' }))
+  }
+
   readonly name: string
   readonly maxWindow: number
   private readonly start = new Float64Array(ADAPTIVE_STREAMS).fill(-1)
@@ -98,12 +102,4 @@ export class AdaptivePolicy implements FaultPolicy {
     this.lastThread[s] = thread
     this.lastUse[s] = tick
   }
-}
-
-export const createAdaptive: PolicyFactory = (args) => {
-  const max = args === undefined || args === '' ? ADAPTIVE_DEFAULT_MAX : Number(args)
-  if (!Number.isInteger(max) || max < 1 || max > 65536) {
-    throw new PolicyArgumentError(`adaptive: expected a largest window of 1..65536 pages, got '${args}'`)
-  }
-  return new AdaptivePolicy(max)
 }

@@ -3,11 +3,24 @@
 // or a trace file: that trace's working set first, in its order of first use, then address order.
 import { describeError } from '../errors.js'
 import { readTrace, workingSetPages } from '../trace/reader.js'
-import { PolicyArgumentError } from './registry-errors.js'
-import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList } from './policy.js'
+import type { PolicyArgs } from './args.js'
+import { InstallCause, type FaultPolicy, type PolicyContext, type RunList } from './policy.js'
 
 export class BackgroundPolicy implements FaultPolicy {
+  static fromArgs(args: PolicyArgs): BackgroundPolicy {
+    const order = args.optional("an ORDER ('address' or a trace file)")
+    if (order === undefined || order === 'address') return new BackgroundPolicy('background', new Uint32Array(0))
+    let pages: number[]
+    try {
+      pages = workingSetPages(readTrace(order))
+    } catch (err) {
+      throw args.error(`ORDER must be 'address' or a trace file: ${describeError(err)}`, err)
+    }
+    return new BackgroundPolicy(`background:${order}`, Uint32Array.from(pages), [order])
+  }
+
   readonly name: string
+  /** Files it read: its ORDER trace (what `serve --trace` must not overwrite). */
   readonly inputFiles: readonly string[]
   private readonly order: Uint32Array
   private orderAt = 0
@@ -15,9 +28,9 @@ export class BackgroundPolicy implements FaultPolicy {
   private cursor = 0
 
   constructor(name: string, order: Uint32Array, inputFiles: readonly string[] = []) {
+    this.inputFiles = inputFiles
     this.name = name
     this.order = order
-    this.inputFiles = inputFiles
   }
 
   onFault(): void {}
@@ -52,15 +65,4 @@ export class BackgroundPolicy implements FaultPolicy {
     }
     return false
   }
-}
-
-export const createBackground: PolicyFactory = (args) => {
-  if (args === undefined || args === '' || args === 'address') return new BackgroundPolicy('background', new Uint32Array(0))
-  let order: number[]
-  try {
-    order = workingSetPages(readTrace(args))
-  } catch (err) {
-    throw new PolicyArgumentError(`background: ORDER must be 'address' or a trace file: ${describeError(err)}`, { cause: err })
-  }
-  return new BackgroundPolicy(`background:${args}`, Uint32Array.from(order), [args])
 }

@@ -1,9 +1,15 @@
 // ondemand: install only the faulting page.
-import type { FaultPolicy, PolicyFactory } from './policy.js'
-import { PolicyArgumentError } from './registry-errors.js'
+import type { PolicyArgs } from './args.js'
+import type { FaultPolicy } from './policy.js'
 
-export const createOnDemand: PolicyFactory = (args) => {
-  if (args !== undefined && args !== '') throw new PolicyArgumentError(`ondemand: takes no arguments, got '${args}'`)
-  const policy: FaultPolicy = { name: 'ondemand', onFault() {} }
-  return policy
+export class OnDemandPolicy implements FaultPolicy {
+  static fromArgs(args: PolicyArgs): OnDemandPolicy {
+    args.none()
+    return new OnDemandPolicy()
+  }
+
+  readonly name = 'ondemand'
+
+  // The session has already planned the faulting page.
+  onFault(): void {}
 }

@@ -1,11 +1,9 @@
 // The FaultPolicy interface: what a policy sees (faults, quiet time) and how it answers
 // (runs of snapshot pages to install). Policies never touch FFI or the snapshot file.
+import { InstallCause } from '../trace/format.js'
 
-/** Why a page was installed; recorded in traces and per-cause counters. */
-export const InstallCause = { Fault: 0, Prefetch: 1, Background: 2 } as const
-export type InstallCause = (typeof InstallCause)[keyof typeof InstallCause]
-
-export const CAUSE_NAMES = ['fault', 'prefetch', 'background'] as const
+/** Why a page was installed (defined with the trace format, which records it). */
+export { InstallCause }
 
 /** A reusable list of page runs a policy asks to install; preallocated, never shrinks. */
 export class RunList {
@@ -67,8 +65,12 @@ export interface FaultPolicy {
   /** Files the policy read (a working-set trace...): outputs such as `serve --trace` must not
    * overwrite them. */
   readonly inputFiles?: readonly string[]
-  /** Before the guest is acknowledged: pages to install up front (e.g. a working set). */
+  /** Pages to install from the start (a working set, everything): installed once the guest
+   * runs, in the plan's order, faults going first; or before it is acknowledged when
+   * `startBeforeResume` is set (eager: decompress everything, then run). */
   onStart?(ctx: PolicyContext, plan: RunList): void
+  /** onStart's pages go in before the guest is acknowledged. */
+  readonly startBeforeResume?: boolean
   /** After the faulting page (already in `plan` as the first run): add more runs. */
   onFault(fault: FaultInfo, ctx: PolicyContext, plan: RunList): void
   /** While the guest is quiet: add up to `budgetPages` pages of background work. Return
@@ -76,12 +78,13 @@ export interface FaultPolicy {
   onIdle?(ctx: PolicyContext, plan: RunList, budgetPages: number): boolean
 }
 
-/** The snapshot a policy will serve, as far as a factory may check against it. */
+/** The snapshot a policy will serve, as far as a policy may check its inputs against it. */
 export interface SnapshotShape {
   readonly pageSize: number
   readonly pageCount: number
 }
 
-/** Builds a policy from the text after `name:` in `--policy name:args`; `snapshot`, when given,
- * is the snapshot it will serve (a factory may refuse inputs made for another one). */
+/** What a user policy module exports (default): builds its policy from the text after
+ * `path:` in `--policy path:args` (undefined when there is none); `snapshot`, when given, is
+ * the snapshot it will serve (a factory may refuse inputs made for another one). */
 export type PolicyFactory = (args: string | undefined, snapshot?: SnapshotShape) => FaultPolicy | Promise<FaultPolicy>

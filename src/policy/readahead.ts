@@ -1,17 +1,24 @@
-// readahead:N: the faulting page and the next N pages, as one run.
-import { PolicyArgumentError } from './registry-errors.js'
-import { InstallCause, type FaultPolicy, type PolicyFactory } from './policy.js'
+// readahead[:N]: the faulting page and the next N pages (default 15), as one run.
+import type { PolicyArgs } from './args.js'
+import { InstallCause, type FaultInfo, type FaultPolicy, type PolicyContext, type RunList } from './policy.js'
 
-export const createReadahead: PolicyFactory = (args) => {
-  const window = args === undefined ? 15 : Number(args)
-  if (!Number.isInteger(window) || window < 0 || window > 65536) {
-    throw new PolicyArgumentError(`readahead: expected a page count 0..65536, got '${args}'`)
+export const READAHEAD_DEFAULT_WINDOW = 15
+
+export class ReadaheadPolicy implements FaultPolicy {
+  static fromArgs(args: PolicyArgs): ReadaheadPolicy {
+    return new ReadaheadPolicy(args.int('a page count', 0, 65536, READAHEAD_DEFAULT_WINDOW))
   }
-  const policy: FaultPolicy = {
-    name: `readahead:${window}`,
-    onFault(fault, _ctx, plan) {
-      plan.add(fault.page + 1, window, InstallCause.Prefetch)
-    },
+
+  readonly name: string
+  /** Pages installed after the faulting one. */
+  readonly window: number
+
+  constructor(window: number) {
+    this.window = window
+    this.name = `readahead:${window}`
   }
-  return policy
+
+  onFault(fault: FaultInfo, _ctx: PolicyContext, plan: RunList): void {
+    plan.add(fault.page + 1, this.window, InstallCause.Prefetch)
+  }
 }

@@ -1,25 +1,38 @@
 // Maps `--policy name[:args]` to a policy: built-ins by name, or a user module by path.
+// Every built-in is a FaultPolicy class with a static fromArgs(PolicyArgs): adding one is a
+// file of that shape and a line here.
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { createAdaptive } from './adaptive.js'
-import { createBackground } from './background.js'
-import { createEager } from './eager.js'
-import { createOnDemand } from './ondemand.js'
+import { AdaptivePolicy } from './adaptive.js'
+import { PolicyArgs } from './args.js'
+import { BackgroundPolicy } from './background.js'
+import { EagerPolicy } from './eager.js'
+import { LearnedPolicy } from './learned.js'
+import { PolicyArgumentError } from './errors.js'
+import { OnDemandPolicy } from './ondemand.js'
+import { PrimedPolicy } from './primed.js'
 import { describeError } from '../errors.js'
 import type { FaultPolicy, PolicyFactory, SnapshotShape } from './policy.js'
-import { createReadahead } from './readahead.js'
-import { PolicyArgumentError } from './registry-errors.js'
-import { createWorkingSet } from './workingset.js'
+import { ReadaheadPolicy } from './readahead.js'
+import { WorkingSetPolicy } from './workingset.js'
 
 export { PolicyArgumentError }
 
-export const BUILTIN_POLICIES: Record<string, PolicyFactory> = {
-  ondemand: createOnDemand,
-  readahead: createReadahead,
-  eager: createEager,
-  adaptive: createAdaptive,
-  workingset: createWorkingSet,
-  background: createBackground,
+/** A built-in policy class: builds itself from its parsed arguments; `snapshot`, when given,
+ * is the snapshot it will serve (to refuse inputs recorded on another). */
+export interface BuiltinPolicy {
+  fromArgs(args: PolicyArgs, snapshot?: SnapshotShape): FaultPolicy
+}
+
+export const BUILTIN_POLICIES: Record<string, BuiltinPolicy> = {
+  ondemand: OnDemandPolicy,
+  readahead: ReadaheadPolicy,
+  eager: EagerPolicy,
+  adaptive: AdaptivePolicy,
+  workingset: WorkingSetPolicy,
+  background: BackgroundPolicy,
+  primed: PrimedPolicy,
+  learned: LearnedPolicy,
 }
 
 function isModulePath(spec: string): boolean {
@@ -34,7 +47,7 @@ export function policyModulePath(spec: string, cwd = process.cwd()): string | un
 }
 
 /** Creates the policy named by `spec`; `cwd` resolves a user module's relative path. With
- * `snapshot`, a factory may check its inputs against the snapshot to be served. */
+ * `snapshot`, a policy may check its inputs against the snapshot to be served. */
 export async function createPolicy(spec: string, cwd = process.cwd(), snapshot?: SnapshotShape): Promise<FaultPolicy> {
   if (isModulePath(spec)) {
     const m = /^(.*?\.(?:m?js|ts))(?::(.*))?$/.exec(spec)
@@ -58,14 +71,12 @@ export async function createPolicy(spec: string, cwd = process.cwd(), snapshot?:
     }
     return validate(policy, path)
   }
-  const colon = spec.indexOf(':')
-  const name = colon < 0 ? spec : spec.slice(0, colon)
-  const args = colon < 0 ? undefined : spec.slice(colon + 1)
-  const factory = BUILTIN_POLICIES[name]
-  if (!factory) {
-    throw new PolicyArgumentError(`--policy: unknown policy '${name}' (built in: ${Object.keys(BUILTIN_POLICIES).join(', ')}; or a path to a .js/.ts module)`)
+  const args = PolicyArgs.fromSpec(spec)
+  const builtin = Object.hasOwn(BUILTIN_POLICIES, args.policy) ? BUILTIN_POLICIES[args.policy] : undefined
+  if (!builtin) {
+    throw new PolicyArgumentError(`--policy: unknown policy '${args.policy}' (built in: ${Object.keys(BUILTIN_POLICIES).join(', ')}; or a path to a .js/.ts module)`)
   }
-  return validate(await factory(args, snapshot), name)
+  return builtin.fromArgs(args, snapshot)
 }
 
 function validate(policy: FaultPolicy, where: string): FaultPolicy {

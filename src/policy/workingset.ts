@@ -1,10 +1,12 @@
-// workingset:TRACE[@GAP]: REAP-style. Installs every page of a recorded working set before the
-// guest is acknowledged, in runs of adjacent pages (few, large copies; runs at most GAP pages
-// apart are joined, the pages between them installed too), then serves the rest on demand.
+// workingset:TRACE[@GAP]: REAP-style. Installs every page of a recorded working set from the
+// start, once the guest runs (faults go first), in the order the recorded guest first touched
+// them, in runs of pages adjacent in that order (a forward jump of at most GAP pages joins the
+// run, the pages between installed too), then serves the rest on demand.
 import { readTrace, workingSetPages } from '../trace/reader.js'
 import { describeError } from '../errors.js'
-import { PolicyArgumentError } from './registry-errors.js'
-import { InstallCause, type FaultPolicy, type PolicyContext, type PolicyFactory, type RunList, type SnapshotShape } from './policy.js'
+import { PolicyArgumentError } from './errors.js'
+import type { PolicyArgs } from './args.js'
+import { InstallCause, type FaultPolicy, type PolicyContext, type RunList, type SnapshotShape } from './policy.js'
 
 /** Default GAP: exactly the working set. Joining runs saves ioctls but installs pages the
  * guest may never touch; `faultline bench policies` measured no clear gain on this machine. */
@@ -24,31 +26,72 @@ export function pagesToRuns(pages: Iterable<number>, gap = 0): { first: number[]
   return { first, count }
 }
 
+/** Runs of `pages` in their order: consecutive entries that continue a run (the next page, or
+ * at most `gap` pages further on) extend it; a page already in a run is dropped. */
+export function orderedRuns(pages: Iterable<number>, gap = 0): { first: number[]; count: number[] } {
+  const seen = new Set<number>()
+  const first: number[] = [], count: number[] = []
+  for (const p of pages) {
+    if (seen.has(p)) continue
+    const r = first.length - 1
+    const end = r >= 0 ? first[r] + count[r] : -1
+    if (r >= 0 && p >= end && p <= end + gap) {
+      for (let q = end; q <= p; q++) seen.add(q)
+      count[r] = p - first[r] + 1
+    } else {
+      seen.add(p)
+      first.push(p); count.push(1)
+    }
+  }
+  return { first, count }
+}
+
 export class WorkingSetPolicy implements FaultPolicy {
+  /** TRACE[@GAP]: a GAP is the digits after the last `@` (a file name may hold other `@`s). */
+  static fromArgs(args: PolicyArgs, snapshot?: SnapshotShape): WorkingSetPolicy {
+    const spec = args.required('a trace file: --policy workingset:TRACE[@GAP]')
+    // TRACE@GAP when what follows the last @ looks like a number (of any sign, so that a bad
+    // one is refused rather than read as part of the file name).
+    const m = /^(.*)@([-+]?[\d.]+(?:e[-+]?\d+)?)$/i.exec(spec)
+    const path = m ? m[1] : spec
+    const gap = args.int('a GAP of', 0, 512, WORKINGSET_DEFAULT_GAP, { unit: 'pages', piece: m?.[2] })
+    let trace
+    try {
+      trace = readTrace(path)
+    } catch (err) {
+      throw args.error(describeError(err), err)
+    }
+    if (snapshot !== undefined) checkRecordedOn(args, path, trace.header, snapshot)
+    return new WorkingSetPolicy(path, workingSetPages(trace), trace.header.pageSize, gap)
+  }
+
+  /** Files it read: its trace (what `serve --trace` must not overwrite). */
+  readonly inputFiles: readonly string[]
+
   readonly name: string
   /** Pages in the recorded working set. */
   readonly pages: number
   readonly pageSize: number
   readonly gap: number
-  readonly inputFiles: readonly string[]
   private readonly runs: { first: number[]; count: number[] }
 
-  constructor(tracePath: string, pages: number[], pageSize: number, gap = WORKINGSET_DEFAULT_GAP) {
-    this.name = gap ? `workingset:${tracePath}@${gap}` : `workingset:${tracePath}`
+  /** `name`: what the policy calls itself (default `workingset:TRACE[@GAP]`). */
+  constructor(tracePath: string, pages: number[], pageSize: number, gap = WORKINGSET_DEFAULT_GAP, name?: string) {
+    this.name = name ?? (gap ? `workingset:${tracePath}@${gap}` : `workingset:${tracePath}`)
+    this.inputFiles = [tracePath]
     this.pages = pages.length
     this.pageSize = pageSize
     this.gap = gap
-    this.inputFiles = [tracePath]
-    this.runs = pagesToRuns(pages, gap)
+    this.runs = orderedRuns(pages, gap)
   }
 
   get runCount(): number { return this.runs.first.length }
-  /** Pages installed up front: the working set plus the gaps joined into its runs. */
+  /** Pages installed from the start: the working set plus the gaps joined into its runs. */
   get plannedPages(): number { return this.runs.count.reduce((a, b) => a + b, 0) }
 
   onStart(ctx: PolicyContext, plan: RunList): void {
     if (ctx.pageSize !== this.pageSize) {
-      throw new PolicyArgumentError(`${this.name}: the trace has ${this.pageSize}-byte pages, the snapshot ${ctx.pageSize}`)
+      throw new PolicyArgumentError(`${this.name}: the working set has ${this.pageSize}-byte pages, the snapshot ${ctx.pageSize}`)
     }
     // Pages outside the guest's regions are skipped by the session.
     for (let i = 0; i < this.runs.first.length; i++) plan.add(this.runs.first[i], this.runs.count[i], InstallCause.Prefetch)
@@ -57,30 +100,12 @@ export class WorkingSetPolicy implements FaultPolicy {
   onFault(): void {}
 }
 
-export const createWorkingSet: PolicyFactory = (args, snapshot) => {
-  if (!args) throw new PolicyArgumentError('workingset: expected a trace file: --policy workingset:TRACE[@GAP]')
-  // TRACE@GAP when what follows the last @ is a number (of any sign, to refuse a bad one);
-  // otherwise the @ belongs to the file name.
-  const m = /^(.*)@([-+]?[\d.]+(?:e[-+]?\d+)?)$/i.exec(args)
-  const path = m ? m[1] : args
-  const gap = m ? Number(m[2]) : WORKINGSET_DEFAULT_GAP
-  if (!Number.isInteger(gap) || gap < 0 || gap > 512) throw new PolicyArgumentError(`workingset: GAP must be 0..512 pages, got ${m?.[2]}`)
-  let trace
-  try {
-    trace = readTrace(path)
-  } catch (err) {
-    throw new PolicyArgumentError(`workingset: ${describeError(err)}`, { cause: err })
-  }
-  if (snapshot !== undefined) checkRecordedOn(path, trace.header, snapshot)
-  return new WorkingSetPolicy(path, workingSetPages(trace), trace.header.pageSize, gap)
-}
-
 /** A trace holds the page count and size of the snapshot it was recorded on: one of another
  * shape describes another snapshot, whose page numbers mean nothing here. (Two snapshots of the
  * same shape cannot be told apart from the trace.) */
-function checkRecordedOn(path: string, header: { pageSize: number; snapshotPages: number }, snapshot: SnapshotShape): void {
+function checkRecordedOn(args: PolicyArgs, path: string, header: { pageSize: number; snapshotPages: number }, snapshot: SnapshotShape): void {
   if (header.pageSize !== snapshot.pageSize || header.snapshotPages !== snapshot.pageCount) {
-    throw new PolicyArgumentError(`workingset: ${path} was recorded on a snapshot of ${header.snapshotPages} pages of ${header.pageSize} bytes; ` +
+    throw args.error(`${path} was recorded on a snapshot of ${header.snapshotPages} pages of ${header.pageSize} bytes; ` +
       `this one has ${snapshot.pageCount} pages of ${snapshot.pageSize}`)
   }
 }

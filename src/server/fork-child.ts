@@ -1,13 +1,17 @@
-// Serving a guest's forked child (UFFD_EVENT_FORK): the child's memory is a copy of the
-// parent's at the fork and its uffd exists only in the server, so faultline fills every page
-// the child does not have yet and then lets go of that uffd: the child never waits on, nor
-// depends on, the server again, and never reads a zero page where the snapshot has data.
+// Serving an anonymous guest's forked child (UFFD_EVENT_FORK): the child's memory is a copy of
+// the parent's at the fork and its uffd exists only in the server, so faultline fills every
+// page the child does not have yet (with the session's installer code) and then lets go of
+// that uffd: the child never waits on, nor depends on, the server again, and never reads a
+// zero page where the snapshot has data. (A cache-mapped child shares the decoded cache and is
+// served by its parent's session instead: see session.ts.)
+import type { DecodedCache } from '../cache/decoded-cache.js'
 import { InstallCause } from '../policy/policy.js'
 import type { PageSource } from '../snapshot/page-source.js'
 import { isDeferredSource, type DeferredPageSource } from '../store/deferred-source.js'
-import { FaultlineError } from '../errors.js'
 import * as uffd from '../uffd/index.js'
-import { DISCARDED, GONE, PRESENT, type GuestMemory, type MappedRegion } from './guest-memory.js'
+import { ABSENT, BAD, DISCARDED, type GuestMemory, type MappedRegion } from './guest-memory.js'
+import { GuestInstaller, type RunParking } from './installer.js'
+import { K_PAGES, K_POISONED, K_ZERO_PAGES, type SessionMeters } from './session-meters.js'
 
 /** How long one run may wait for its chunk from an object store before the child's pages
  * there are poisoned instead. */
@@ -20,6 +24,9 @@ export interface ForkServeOptions {
   /** Poison pages that cannot be served (UFFD_FEATURE_POISON was negotiated). */
   canPoison: boolean
   log: (line: string) => void
+  meters: SessionMeters
+  current: Float64Array
+  cache?: DecodedCache
 }
 
 export interface ForkServeResult {
@@ -36,8 +43,6 @@ export interface ForkServeResult {
   error?: string
 }
 
-class ForkReadError extends FaultlineError {}
-
 /** Fills the child behind `childFd` (this process's copy of its uffd, closed on return) so
  * its memory reads exactly as the parent's would: snapshot pages where the parent's are
  * absent, zeros where it discarded them. `memory` is the parent's layout at the fork (a clone
@@ -45,20 +50,23 @@ class ForkReadError extends FaultlineError {}
 export function serveForkedChild(childFd: number, memory: GuestMemory, opts: ForkServeOptions): ForkServeResult {
   const result: ForkServeResult = { children: 0, pagesCopied: 0, zeroPages: 0, poisonedPages: 0, exited: false }
   const queue: Array<{ fd: number; memory: GuestMemory }> = [{ fd: childFd, memory }]
+  const c = opts.meters.counters
+  const before = [c[K_PAGES] + c[K_PAGES + 1] + c[K_PAGES + 2], c[K_ZERO_PAGES], c[K_POISONED]]
   while (queue.length > 0) {
     const next = queue.shift()!
     result.children++
     new ChildFiller(next.fd, next.memory, opts, result, queue).run()
   }
+  result.zeroPages = c[K_ZERO_PAGES] - before[1]
+  result.pagesCopied = c[K_PAGES] + c[K_PAGES + 1] + c[K_PAGES + 2] - before[0] - result.zeroPages
+  result.poisonedPages = c[K_POISONED] - before[2]
   return result
 }
 
 class ChildFiller {
   private readonly fd: uffd.Userfaultfd
   private readonly messages = new uffd.UffdMessages(64)
-  private readonly pageSize: number
-  private readonly maxRunPages: number
-  private readonly remote: DeferredPageSource | undefined
+  private readonly installer: GuestInstaller
 
   constructor(
     childFd: number,
@@ -68,9 +76,12 @@ class ChildFiller {
     private readonly queue: Array<{ fd: number; memory: GuestMemory }>,
   ) {
     this.fd = new uffd.Userfaultfd(childFd)
-    this.pageSize = opts.source.pageSize
-    this.maxRunPages = opts.copyBuffer.buffer.length / this.pageSize
-    this.remote = isDeferredSource(opts.source) ? opts.source : undefined
+    this.installer = new GuestInstaller({
+      uffd: this.fd, memory, source: opts.source, copyBuffer: opts.copyBuffer, cache: opts.cache,
+      canPoison: opts.canPoison, meters: opts.meters, current: opts.current,
+      log: line => opts.log(`forked child: ${line}`),
+    })
+    if (isDeferredSource(opts.source)) this.installer.parking = new WaitForChunks(opts.source)
   }
 
   run(): void {
@@ -78,6 +89,7 @@ class ChildFiller {
       // A pass stops early when the child's address space changed under it (EAGAIN): its
       // events are applied, then the regions are walked again; installed pages are skipped.
       while (!this.fillOnce()) this.drainEvents()
+      this.refuseUnserved()
     } catch (err) {
       if (!(err instanceof uffd.GuestGoneError)) throw err
       this.result.exited = true
@@ -86,110 +98,36 @@ class ChildFiller {
       // threads: every page of it is now installed, poisoned, or was never the snapshot's.
       this.fd.close()
     }
-    if (this.remote !== undefined) uffd.signalEventFd(this.remote.readyFd) // the session re-checks its own waits
+    if (isDeferredSource(this.opts.source)) uffd.signalEventFd(this.opts.source.readyFd) // the session re-checks its own waits
   }
 
   /** One pass over every region; false when interrupted by a change of the child's mappings. */
   private fillOnce(): boolean {
+    const installer = this.installer
     for (const region of [...this.memory.regions]) {
       if (!this.memory.regions.includes(region)) return false
-      if (!this.fillRegion(region)) return false
+      installer.interrupted = false
+      installer.installInRegion(region, 0, region.pages, InstallCause.Background, false)
+      if (installer.stopped === 'guest exited') { this.result.exited = true; return true }
+      if (installer.interrupted) return false
     }
     return true
   }
 
-  private fillRegion(region: MappedRegion): boolean {
-    const state = region.state
-    const unit = region.pagesPerGuestPage
-    const ps = this.pageSize
-    let i = 0
-    while (i < region.pages) {
-      const s = state[i]
-      if (s === PRESENT || s === GONE) { i += unit; continue }
-      const zero = s === DISCARDED || (unit === 1 && this.opts.source.kindOf(region.firstPage + i) === 0)
-      let j = i + unit
-      let limit = Math.min(region.pages, i + Math.max(unit, this.maxRunPages - (this.maxRunPages % unit)))
-      // A run from an object store stays inside one chunk, so it waits for one fetch.
-      if (this.remote !== undefined && !zero && unit === 1) {
-        const chunk = this.remote.chunkPages
-        limit = Math.min(limit, i + chunk - ((region.firstPage + i) % chunk))
+  /** Pages left out of the fill (they failed verification, or could not be read or fetched)
+   * would read zeros once the child's uffd is released: poisoned where the kernel can (SIGBUS
+   * if the child touches them), otherwise the session fails closed. */
+  private refuseUnserved(): void {
+    for (const region of this.memory.regions) {
+      const state = region.state
+      const unit = region.pagesPerGuestPage
+      for (let i = 0; i < region.pages; i += unit) {
+        const s = state[i]
+        if (s !== ABSENT && s !== BAD && s !== DISCARDED) continue
+        this.result.error ??= `snapshot error: page ${region.firstPage + i} could not be served to a forked child`
+        if (this.opts.canPoison) this.installer.poison(region, i, unit)
       }
-      while (j < limit) {
-        const sj = state[j]
-        if (sj === PRESENT || sj === GONE) break
-        if ((sj === DISCARDED || (unit === 1 && this.opts.source.kindOf(region.firstPage + j) === 0)) !== zero) break
-        j += unit
-      }
-      const n = j - i
-      const dst = region.start + i * ps
-      let done: number
-      if (zero && unit === 1) {
-        done = this.fd.zeropage(dst, n * ps, ps)
-        if (done > 0) this.result.zeroPages += done / ps
-      } else {
-        if (!this.read(region, i, n, zero)) {
-          this.poison(region, i, n)
-          i = j
-          continue
-        }
-        done = this.fd.copy(dst, this.opts.copyBuffer.address, n * ps, unit * ps)
-        if (done > 0) this.result.pagesCopied += done / ps
-      }
-      state.fill(PRESENT, i, i + done / ps)
-      if (done < n * ps) return false
-      i = j
     }
-    return true
-  }
-
-  /** Decodes pages [i, i+n) of the region into the copy buffer (zeros for a discarded huge
-   * page, which has no UFFDIO_ZEROPAGE); false when they cannot be had. */
-  private read(region: MappedRegion, i: number, n: number, zero: boolean): boolean {
-    const into = this.opts.copyBuffer.buffer
-    if (zero) { into.fill(0, 0, n * this.pageSize); return true }
-    const first = region.firstPage + i
-    try {
-      if (this.remote === undefined) this.opts.source.readPages(first, n, into, 0)
-      else this.readRemote(first, n, into)
-      return true
-    } catch (err) {
-      const message = (err as Error).message
-      this.opts.log(`forked child: cannot serve pages ${first}..${first + n - 1}: ${message}`)
-      this.result.error ??= `snapshot error: ${message}`
-      return false
-    }
-  }
-
-  /** Waits (blocking this session: the fork is served before anything else) for the run's
-   * chunk to arrive from the object store. */
-  private readRemote(first: number, n: number, into: Buffer): void {
-    const remote = this.remote!
-    const deadline = Date.now() + REMOTE_WAIT_MS
-    const poll = new uffd.PollSet(1)
-    poll.set(0, remote.readyFd, uffd.POLLIN)
-    for (;;) {
-      const failure = remote.failure(first, n)
-      if (failure !== undefined) throw new ForkReadError(failure)
-      if (remote.availablePages(first, n) >= n && remote.tryReadPages(first, n, into, 0)) return
-      remote.request(first, n, InstallCause.Background)
-      const left = deadline - Date.now()
-      if (left <= 0) throw new ForkReadError(`pages ${first}..${first + n - 1} did not arrive from the object store within ${REMOTE_WAIT_MS} ms`)
-      poll.wait(Math.min(left, 1000))
-      remote.drainReady()
-    }
-  }
-
-  /** Pages that cannot be served: poisoned when the kernel can (SIGBUS in the child if it
-   * touches them); otherwise the child would read zeros there once its uffd is released,
-   * so the error is reported and the session fails closed. */
-  private poison(region: MappedRegion, i: number, n: number): void {
-    const ps = this.pageSize
-    if (this.opts.canPoison) {
-      const unit = region.pagesPerGuestPage * ps
-      const done = this.fd.poison(region.start + i * ps, n * ps, unit)
-      this.result.poisonedPages += done / ps
-    }
-    region.state.fill(GONE, i, i + n)
   }
 
   /** Applies the child's pending remove/unmap/remap events to its layout and queues the
@@ -206,6 +144,33 @@ class ChildFiller {
         else if (event === uffd.UFFD_EVENT_FORK) this.queue.push({ fd: msgs.forkFd(k), memory: this.memory.clone() })
       }
       if (n < msgs.capacity) return
+    }
+  }
+}
+
+/** Object-store data for a child: the fill waits (blocking this session: the fork is served
+ * before anything else) until the run's chunk is local, or gives up on it. */
+class WaitForChunks implements RunParking {
+  private readonly poll = new uffd.PollSet(1)
+
+  constructor(readonly source: DeferredPageSource) {
+    this.poll.set(0, source.readyFd, uffd.POLLIN)
+  }
+
+  park(region: MappedRegion, i: number, j: number, cause: InstallCause): number {
+    const remote = this.source
+    const first = region.firstPage + i
+    const end = region.pagesPerGuestPage > 1 ? j : Math.min(j, i + remote.chunkPages - (first % remote.chunkPages))
+    const n = end - i
+    const deadline = Date.now() + REMOTE_WAIT_MS
+    for (;;) {
+      if (remote.failure(first, n) !== undefined) return end // left absent: refused after the pass
+      if (remote.availablePages(first, n) >= n) return i // the installer reads it now
+      remote.request(first, n, cause)
+      const left = deadline - Date.now()
+      if (left <= 0) return end
+      this.poll.wait(Math.min(left, 1000))
+      remote.drainReady()
     }
   }
 }

@@ -9,6 +9,9 @@ export const DISCARDED = 2
 /** Nothing may be installed there (a page that could not be served, poisoned in a forked
  * child). Unmapped pages are not marked: their region is cut out of the list instead. */
 export const GONE = 3
+/** Its snapshot data failed verification when a prefetch read it: nothing was installed, and
+ * a fault on it poisons it (or fails the guest closed). Prefetches skip it. */
+export const BAD = 4
 
 export class MappedRegion {
   constructor(
@@ -19,7 +22,7 @@ export class MappedRegion {
     public firstPage: number,
     /** Guest page size in snapshot pages (1, or 512 for 2 MiB huge pages of 4 KiB). */
     readonly pagesPerGuestPage: number,
-    /** One byte per snapshot page: ABSENT, PRESENT, DISCARDED, GONE. */
+    /** One byte per snapshot page: ABSENT, PRESENT, DISCARDED, GONE, BAD. */
     public state: Uint8Array,
   ) {}
 
@@ -150,9 +153,9 @@ export class GuestMemory {
     return r === undefined || r.state[page - r.firstPage] !== ABSENT
   }
 
-  /** Pages in each state, summed over the regions: [absent, present, discarded, gone]. */
-  countStates(): [number, number, number, number] {
-    const counts: [number, number, number, number] = [0, 0, 0, 0]
+  /** Pages in each state, summed over the regions: [absent, present, discarded, gone, bad]. */
+  countStates(): [number, number, number, number, number] {
+    const counts: [number, number, number, number, number] = [0, 0, 0, 0, 0]
     for (const r of this.regions) for (let i = 0; i < r.pages; i++) counts[r.state[i]]++
     return counts
   }

@@ -1,9 +1,12 @@
 // Parses and validates a guest's handshake (Firecracker's region array, or faultline's own
-// object) against the snapshot it will be served from. Pure: no I/O, so hostile input is
-// easy to test.
+// object) against the snapshot it will be served from. Pure: no I/O (callers read /proc), so
+// hostile input is easy to test.
 import { FaultlineError } from '../errors.js'
+import { deviceNumbers, fileMappings, mappedRanges, missingModeRanges, type AddressRange } from '../uffd/index.js'
 
-export class HandshakeError extends FaultlineError {}
+export class HandshakeError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_HANDSHAKE'
+}
 
 export const MAX_HANDSHAKE_BYTES = 65536
 export const MAX_REGIONS = 1024
@@ -22,6 +25,9 @@ export interface Handshake {
   form: 'firecracker' | 'faultline'
   /** The server must run UFFDIO_API and UFFDIO_REGISTER (faultline form). */
   register: boolean
+  /** How the guest asks its regions to be backed: its anonymous memory (pages copied in), or
+   * the server's decoded cache mapped privately over them (faultline form, `"map":"cache"`). */
+  map: 'anonymous' | 'cache'
   regions: GuestRegion[]
 }
 
@@ -62,18 +68,28 @@ export function parseHandshake(body: string, snapshot: SnapshotGeometry): Handsh
   let handshake: Handshake
   if (Array.isArray(doc)) {
     if (doc.length > MAX_REGIONS) throw new HandshakeError(`handshake has ${doc.length} regions; at most ${MAX_REGIONS}`)
-    handshake = { form: 'firecracker', register: false, regions: doc.map(parseRegion) }
+    handshake = { form: 'firecracker', register: false, map: 'anonymous', regions: doc.map(parseRegion) }
   } else if (doc !== null && typeof doc === 'object') {
     const obj = doc as Record<string, unknown>
     if (obj.version !== 1) throw new HandshakeError(`handshake "version" must be 1, got ${JSON.stringify(obj.version)}`)
     if (obj.register !== undefined && typeof obj.register !== 'boolean') throw new HandshakeError('handshake "register" must be true or false')
     if (!Array.isArray(obj.regions)) throw new HandshakeError('handshake "regions" must be an array')
     if (obj.regions.length > MAX_REGIONS) throw new HandshakeError(`handshake has ${obj.regions.length} regions; at most ${MAX_REGIONS}`)
-    handshake = { form: 'faultline', register: obj.register !== false, regions: obj.regions.map(parseRegion) }
+    if (obj.map !== undefined && obj.map !== 'anonymous' && obj.map !== 'cache') {
+      throw new HandshakeError(`handshake "map" must be "anonymous" or "cache", got ${JSON.stringify(obj.map)?.slice(0, 40)}`)
+    }
+    const map = obj.map === 'cache' ? 'cache' : 'anonymous'
+    if (map === 'cache' && obj.register === false) throw new HandshakeError('handshake "map": "cache" needs "register": true (the server registers the regions once they map the cache)')
+    handshake = { form: 'faultline', register: obj.register !== false, map, regions: obj.regions.map(parseRegion) }
   } else {
     throw new HandshakeError('handshake must be a JSON array (Firecracker) or object (faultline)')
   }
   validateRegions(handshake.regions, snapshot)
+  if (handshake.map === 'cache') {
+    handshake.regions.forEach((r, i) => {
+      if (r.pageSize !== snapshot.pageSize) throw new HandshakeError(`region ${i}: "map": "cache" maps the cache in ${snapshot.pageSize}-byte pages; page size ${r.pageSize} cannot`)
+    })
+  }
   return handshake
 }
 
@@ -118,20 +134,22 @@ export function validateRegions(regions: GuestRegion[], snapshot: SnapshotGeomet
 /** Checks that every region lies inside mappings of the guest (its /proc/PID/maps text), so a
  * guest is only ever served ranges of its own address space. */
 export function checkRegionsMapped(regions: GuestRegion[], mapsText: string): void {
-  const vmas: Array<[number, number]> = []
-  for (const line of mapsText.split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
-    if (m) vmas.push([parseInt(m[1], 16), parseInt(m[2], 16)])
-  }
+  const vmas = mappedRanges(mapsText)
   regions.forEach((r, i) => {
-    let at = r.start
-    const end = r.start + r.lengthBytes
-    for (const [s, e] of vmas) {
-      if (s <= at && at < e) at = e
-      if (at >= end) return
-    }
-    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not mapped in the guest's address space`)
+    const at = firstUncovered(r, vmas)
+    if (at !== undefined) throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not mapped in the guest's address space`)
   })
+}
+
+/** The first address of `r` outside `ranges` (sorted by address), or undefined. */
+function firstUncovered(r: GuestRegion, ranges: AddressRange[]): number | undefined {
+  let at = r.start
+  const end = r.start + r.lengthBytes
+  for (const [s, e] of ranges) {
+    if (s <= at && at < e) at = e
+    if (at >= end) return undefined
+  }
+  return at
 }
 
 /** A prefix of a handshake body that no more bytes can turn into JSON: it does not start
@@ -145,45 +163,33 @@ export function cannotBecomeJson(prefix: string): boolean {
   try { JSON.parse(prefix); return false } catch { return true }
 }
 
-/** UFFD_FEATURE_INITIALIZED: the kernel's mark, in fdinfo, of a uffd whose UFFDIO_API is done. */
-const FDINFO_INITIALIZED = 0x80000000
-
-export interface UffdFdinfo {
-  /** UFFDIO_API has been issued on it (by whoever holds it). */
-  initialized: boolean
-  /** The features enabled on it (UFFD_FEATURE_* bits). */
-  features: number
-}
-
-/** Reads the `API:\taa:FEATURES:IOCTLS` line of a userfaultfd's /proc/PID/fdinfo/FD text. */
-export function parseUffdFdinfo(text: string): UffdFdinfo | undefined {
-  const m = /^API:\s*[0-9a-f]+:([0-9a-f]+):/m.exec(text)
-  if (m === null) return undefined
-  const raw = parseInt(m[1], 16)
-  // Kernels before the mark show 0 for a uffd initialised with no features: it reads as not
-  // initialised, which only makes the server's own UFFDIO_API fail later, with its errno.
-  return { initialized: raw !== 0, features: raw % FDINFO_INITIALIZED }
-}
-
 /** Checks that every region lies in mappings registered with a userfaultfd in missing mode
  * (`um` in /proc/PID/smaps VmFlags): a Firecracker-form guest registers its memory itself,
  * and memory it forgot to register would silently read as zeros instead of the snapshot. */
 export function checkRegionsRegistered(regions: GuestRegion[], smapsText: string): void {
-  const registered: Array<[number, number]> = []
-  let current: [number, number] | undefined
-  for (const line of smapsText.split('\n')) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line)
-    if (head) { current = [parseInt(head[1], 16), parseInt(head[2], 16)]; continue }
-    if (current && line.startsWith('VmFlags:') && line.slice(8).trim().split(/\s+/).includes('um')) registered.push(current)
-  }
+  const registered = missingModeRanges(smapsText)
+  regions.forEach((r, i) => {
+    const at = firstUncovered(r, registered)
+    if (at === undefined) return
+    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not registered with the userfaultfd (UFFDIO_REGISTER, missing mode); ` +
+      'a Firecracker-form guest registers its memory before the handshake')
+  })
+}
+
+/** Checks that each region of a cache-mapped guest is now a private mapping of the cache file
+ * (device `dev`, inode `ino`) at its own snapshot offset, all of it (its /proc/PID/maps text):
+ * what the guest maps there is what the server will fill, and nothing else. */
+export function checkRegionsMapCache(regions: GuestRegion[], mapsText: string, dev: number, ino: number): void {
+  const { major, minor } = deviceNumbers(dev)
+  const maps = fileMappings(mapsText).filter(m => m.major === major && m.minor === minor && m.inode === ino)
   regions.forEach((r, i) => {
     let at = r.start
     const end = r.start + r.lengthBytes
-    for (const [s, e] of registered) {
-      if (s <= at && at < e) at = e
+    for (const m of maps) {
+      if (m.start <= at && at < m.end && m.private && m.offset + (at - m.start) === r.snapshotOffset + (at - r.start)) at = m.end
       if (at >= end) return
     }
-    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not registered with the userfaultfd (UFFDIO_REGISTER, missing mode); ` +
-      'a Firecracker-form guest registers its memory before the handshake')
+    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not a private mapping of the decoded cache at offset ${r.snapshotOffset + (at - r.start)} ` +
+      '(map the descriptor the server sent MAP_PRIVATE|MAP_FIXED over each region before sending {"mapped":true})')
   })
 }

@@ -16,6 +16,7 @@ import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../stor
 import { isS3Url } from '../store/s3-config.js'
 import * as uffd from '../uffd/index.js'
 import { openFileCount, openFileLimit } from '../util/fd-limit.js'
+import { assertBuildFresh } from '../util/build-freshness.js'
 import { inputIdentities, type FileIdentity } from '../util/output-file.js'
 import type { SessionStats } from './session.js'
 import { createSlot, SessionSlot, SLOT_SERVING } from './session-slot.js'
@@ -83,7 +84,9 @@ export interface PageServerEvents {
   ended: [record: SessionRecord]
 }
 
-export class ServerError extends FaultlineError {}
+export class ServerError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_SERVER'
+}
 
 /** Workers run compiled JS even when the server itself runs from TypeScript sources (tests): a
  * TS worker would transpile every module again on each start, which takes seconds on a loaded
@@ -210,6 +213,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Checks the snapshot and policy, listens, starts the warm worker(s), then accepts. */
   static async start(opts: PageServerOptions): Promise<PageServer> {
+    if (SESSION_WORKER.url.pathname.endsWith('.js')) assertBuildFresh()
     checkBound('warm-workers', opts.warmWorkers ?? 1, 1, MAX_WARM_WORKERS)
     checkBound('max-sessions', opts.maxSessions ?? 256, 1, MAX_SESSIONS)
     checkBound('max-pending-handshakes', opts.maxPendingHandshakes ?? 128, 1, MAX_PENDING_HANDSHAKES)

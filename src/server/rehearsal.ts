@@ -2,13 +2,13 @@
 // mapping of its own with a uffd of its own and serves simulated faults on it from the real
 // snapshot (read, decode, verify, UFFDIO_COPY/ZEROPAGE). The JIT then compiles the loop before
 // a guest waits on it, not during its first thousand faults.
-import { createOnDemand } from '../policy/ondemand.js'
-import type { FaultPolicy } from '../policy/policy.js'
+import { OnDemandPolicy } from '../policy/ondemand.js'
 import type { PageSource } from '../snapshot/page-source.js'
 import { isDeferredSource } from '../store/deferred-source.js'
 import * as uffd from '../uffd/index.js'
 import { ABSENT } from './guest-memory.js'
 import { Session } from './session.js'
+import { K_PAGES } from './session-meters.js'
 
 /** Simulated faults: enough calls for V8 to optimise the loop's functions. */
 export const REHEARSAL_FAULTS = 4096
@@ -36,7 +36,7 @@ export function rehearseFaultPath(source: PageSource, onRound?: (scratch: Buffer
     fd.api(0)
     fd.register(scratch.address, scratch.length)
     const session = new Session({
-      uffd: fd, connectionFd: -1, stopFd: -1, source, policy: createOnDemand(undefined) as FaultPolicy,
+      uffd: fd, connectionFd: -1, stopFd: -1, source, policy: new OnDemandPolicy(),
       regions: [{ start: scratch.address, lengthBytes: scratch.length, snapshotOffset: 0, pageSize: ps }],
       canPoison: false, log: () => {},
     })
@@ -47,12 +47,12 @@ export function rehearseFaultPath(source: PageSource, onRound?: (scratch: Buffer
         uffd.adviseDontNeed(scratch.address, scratch.length)
         session.memory.markRange(scratch.address, scratch.address + scratch.length, ABSENT)
       }
-      const installedBefore = session.stats.pagesInstalled[0]
+      const installedBefore = session.meters.counters[K_PAGES]
       for (let k = 0; k < pages && faults < REHEARSAL_FAULTS; k++, faults++) {
         session.rehearseFault(scratch.address + ((k * STRIDE) % pages) * ps)
       }
       // Tests look at what was installed; reading a page not installed would wait forever.
-      if (onRound !== undefined && session.stats.pagesInstalled[0] - installedBefore === pages) onRound(scratch.bytes, pages)
+      if (onRound !== undefined && session.meters.counters[K_PAGES] - installedBefore === pages) onRound(scratch.bytes, pages)
     }
   } finally {
     uffd.unmap(scratch)

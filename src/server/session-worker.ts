@@ -12,7 +12,7 @@ import type { PageSource } from '../snapshot/page-source.js'
 import { SnapshotReader } from '../snapshot/reader.js'
 import { RemotePageSource } from '../store/remote-page-source.js'
 import * as uffd from '../uffd/index.js'
-import { checkRegionsMapped, checkRegionsRegistered, HandshakeError, parseHandshake, parseUffdFdinfo, type Handshake } from './handshake.js'
+import { checkRegionsMapped, checkRegionsRegistered, HandshakeError, parseHandshake, type Handshake } from './handshake.js'
 import { Session, type TraceSink } from './session.js'
 import { SessionSlot } from './session-slot.js'
 import { rehearseFaultPath } from './rehearsal.js'
@@ -57,7 +57,7 @@ function negotiate(guestUffd: uffd.Userfaultfd): uffd.ApiResult {
   try {
     return guestUffd.api(SESSION_FEATURES)
   } catch (err) {
-    if (!(err instanceof uffd.UffdError) || err.errno !== 1 /* EPERM */) throw err
+    if (!(err instanceof uffd.UffdError) || err.errno !== uffd.EPERM) throw err
     log('UFFDIO_API refused EVENT_FORK (the server lacks CAP_SYS_PTRACE): a child the guest forks will read zeros for pages not served yet')
     return guestUffd.api(SESSION_FEATURES & ~uffd.UFFD_FEATURE_EVENT_FORK)
   }
@@ -83,7 +83,7 @@ function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSou
   let maps: string
   try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/maps of the guest`) }
   checkRegionsMapped(handshake.regions, maps)
-  const fdinfo = parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
+  const fdinfo = uffd.parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
   let canPoison: boolean
   if (handshake.register) {
     if (fdinfo?.initialized) {

@@ -1,65 +1,43 @@
-// Session: serves one guest's faults until it goes away. Runs inside a worker thread and
-// blocks in poll(2) on the guest's uffd, its socket and the server's stop eventfd, so the
-// main event loop never waits on a fault. The fault path reuses preallocated buffers.
-import { readFileSync } from 'node:fs'
-import { performance } from 'node:perf_hooks'
+// Session: serves one guest until it goes away. Runs inside a worker thread and blocks in
+// poll(2) on the guest's uffd (and its forked children's, when they share the decoded cache),
+// its socket, the server's stop eventfd and the eventfds of the object store and the fill
+// workers, so the main event loop never waits on a fault. It reads faults and events and says
+// what to do with each; installing pages is the installer's, asking for fills FillRequests'.
+import type { DecodedCache } from '../cache/decoded-cache.js'
+import { PRESENT as FOLIO_PRESENT, UNSERVABLE, ZERO } from '../cache/decoded-cache.js'
 import type { FaultInfo, FaultPolicy, PolicyContext } from '../policy/policy.js'
 import { InstallCause, RunList } from '../policy/policy.js'
 import type { PageSource } from '../snapshot/page-source.js'
+import { isDeferredSource } from '../store/deferred-source.js'
+import { TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET } from '../trace/format.js'
 import * as uffd from '../uffd/index.js'
-import { ABSENT, DISCARDED, GONE, GuestMemory, MappedRegion, PRESENT } from './guest-memory.js'
-import type { GuestRegion } from './handshake.js'
-import { LatencyHistogram } from './latency-histogram.js'
-import { BREAKDOWN_ENABLED, FaultBreakdown, type FaultBreakdownSummary } from './fault-breakdown.js'
-import { HeapGrowth, WARM_FAULTS, type HeapGrowthSummary } from './heap-growth.js'
-import { TRACE_FLAG_BEFORE_RESUME } from '../trace/format.js'
-import { isDeferredSource, type DeferredPageSource } from '../store/deferred-source.js'
+import { BREAKDOWN_ENABLED } from './fault-breakdown.js'
+import type { FillRequests } from './fill-requests.js'
 import { serveForkedChild } from './fork-child.js'
+import { ABSENT, BAD, DISCARDED, GONE, GuestMemory, PRESENT, type MappedRegion } from './guest-memory.js'
+import type { GuestRegion } from './handshake.js'
+import { CUR_ADDRESS, CUR_READ_START, CUR_T0, CURRENT_SLOTS, GuestInstaller, MAX_RUN_BYTES, type TraceSink } from './installer.js'
+import { RemoteWaits, REMOTE_RECHECK_MS } from './remote-waits.js'
+import { StartSet } from './start-set.js'
+import type { UsageRecorder } from './usage-recorder.js'
+import {
+  K_CACHE_PRIVATE, K_CACHE_WAKES, K_EVENTS, K_FORKS, K_LOOP_TURNS, K_REMOVED_PAGES, SessionMeters, type SessionStats,
+} from './session-meters.js'
 
-/** Largest run installed with one UFFDIO_COPY (and decoded with one read). */
-export const MAX_RUN_BYTES = 2 * 1024 * 1024
-/** Pages of background work between two polls of the uffd: faults wait at most this long. */
-const IDLE_BATCH_PAGES = 256
-/** Remote sources: prefetch runs kept waiting for their chunk (more are fetched, not installed);
- * background work pauses while this many wait, so it goes at the pace of the fetches. */
-const PARKED_RUN_LIMIT = 256, PARKED_IDLE_LIMIT = 32
-/** Remote sources: how often waiting faults are re-checked without a wake-up (a safety net:
- * the store signals every completion). */
-const REMOTE_RECHECK_MS = 1000
+export { MAX_RUN_BYTES, type TraceSink, type SessionStats }
 
-/** Receives one record per install; implemented by src/trace/. */
-export interface TraceSink {
-  /** `timeNs`: since the guest resumed (0 before it). `flags`: bit 0 write fault, bit 1
-   * installed before the guest resumed (TRACE_FLAG_*). `count` 0 means the page was already
-   * there. `latencyNs`: a fault's service time, or how long the run took to install. */
-  record(timeNs: number, page: number, count: number, cause: InstallCause, flags: number, threadId: number, latencyNs: number): void
-  close(): void
-}
-
-export interface SessionStats {
-  faults: number
-  pagesInstalled: [number, number, number]
-  zeroPagesInstalled: number
-  copyIoctls: number
-  bytesDecoded: number
-  removedPages: number
-  /** Children the guest forked, each filled with its own copy of the memory (fork-child.ts). */
-  forks: number
-  events: number
-  /** Stored snapshot bytes read to serve this guest. */
-  bytesRead: number
-  /** Faults that had to wait for their chunk to arrive from the object store. */
-  remoteWaits: number
-  latency: ReturnType<LatencyHistogram['summary']>
-  /** Per-stage times and system-call counts, with FAULTLINE_BREAKDOWN=1. */
-  breakdown?: FaultBreakdownSummary
-  /** What the session's thread allocated (see heap-growth.ts for when it is meaningful). */
-  heap: HeapGrowthSummary
-  /** CPU time of the session's thread (start() to the end), ns; NaN where not measurable. */
-  cpuNs: number
-  durationMs: number
-  endReason: string
-}
+/** Pages of background or start-up work between two polls of the uffd: faults wait at most
+ * this long. */
+export const IDLE_BATCH_PAGES = 256
+/** Pages of the start set installed between two looks at the uffd: a fault arriving meanwhile
+ * waits for at most this many installs. */
+export const START_BATCH_PAGES = 64
+/** With runs waiting for fills: how often they are re-checked without a wake-up. */
+const FILL_RECHECK_MS = 1000
+/** Forked children of a cache-mapped guest served at once (each a uffd in the poll set). */
+const MAX_CHILDREN = 32
+/** How often (ms) children's uffds are probed for an exited child. */
+const CHILD_PROBE_MS = 1000
 
 export interface SessionOptions {
   uffd: uffd.Userfaultfd
@@ -72,153 +50,194 @@ export interface SessionOptions {
   /** Poison pages whose snapshot data fails verification (needs UFFD_FEATURE_POISON). */
   canPoison: boolean
   log: (line: string) => void
+  /** The snapshot's decoded cache and its fill workers, when the server has them. */
+  fills?: FillRequests
+  /** The guest's regions map the decoded cache (MAP_PRIVATE) instead of anonymous memory. */
+  cacheMapped?: boolean
+  /** Live counters the server reads (COUNTER_SLOTS Float64 slots). */
+  counters?: SharedArrayBuffer
+  /** Records which pages the guest used, for `serve --learn`. */
+  usage?: UsageRecorder
   /** Heartbeat: word 0 is bumped before and after run()'s poll, so it is odd while the session
    * waits and even while it works: the server's main thread sees a turn that never ends (a
    * policy that never returns) as an even value that stops moving (session-slot.ts). */
   heartbeat?: Int32Array
 }
 
-const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_READY = 3
-/** Slots of Session.current. */
-const CUR_ADDRESS = 0, CUR_T0 = 1, CUR_READ_START = 2
+const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_FILLS = 4, SLOT_CHILDREN = 5
+
+/** One address space served: the guest, or (cache-mapped) a child it forked. */
+interface GuestView {
+  fd: uffd.Userfaultfd
+  memory: GuestMemory
+  installer: GuestInstaller
+  messages: uffd.UffdMessages
+}
 
 export class Session implements PolicyContext {
   readonly pageSize: number
   readonly pageCount: number
   readonly memory: GuestMemory
+  readonly meters: SessionMeters
   private readonly opts: SessionOptions
-  private readonly fd: uffd.Userfaultfd
   private readonly source: PageSource
   private readonly policy: FaultPolicy
   private readonly copyBuffer = new uffd.CopySourceBuffer(MAX_RUN_BYTES)
-  private readonly maxRunPages: number
-  private readonly messages = new uffd.UffdMessages(64)
   private readonly plan = new RunList(64)
-  private readonly poll = new uffd.PollSet(4)
-  private readonly histogram = new LatencyHistogram()
-  private readonly breakdown = new FaultBreakdown()
-  private readonly heap = new HeapGrowth()
-  /** The fault path's clock: performance.now() allocates a heap number per call. */
-  private readonly clock = new uffd.MonotonicClock()
+  private readonly ready = new RunList(64)
+  private readonly work = new RunList(64)
+  private readonly poll = new uffd.PollSet(SLOT_CHILDREN + MAX_CHILDREN)
+  private readonly counters: Float64Array
+  private readonly fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
+  private readonly current = new Float64Array(CURRENT_SLOTS)
+  private readonly scratch = Buffer.alloc(256)
+  private readonly parent: GuestView
+  private readonly children: GuestView[] = []
+  private readonly remote: RemoteWaits | undefined
+  private readonly fills: FillRequests | undefined
+  private readonly cache: DecodedCache | undefined
+  private readonly cacheMapped: boolean
   /** With the breakdown on: the last uffd read's time per message it returned, ns. */
   private readShareNs = 0
-  private readonly fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
-  // The fault being served: its address (-1 when the plan being installed holds none), when it
-  // was read (ms) and, with the stage timers, when the read began. They travel the install path
-  // in these slots, not as arguments: a double passed to a function V8 did not inline is boxed
-  // into a fresh heap number, every fault.
-  private readonly current = new Float64Array(3)
-  private readonly scratch = Buffer.alloc(256)
-  /** Faults the kernel asked us to retry (EAGAIN while the guest's mappings change). */
-  private deferred: number[] = []
-  private readonly startMs = performance.now()
   /** Time zero of fault times and traces: when start() finished and the guest was acked. */
-  private resumeMs = this.startMs
-  private readonly cpuAtStartNs = threadCpuNs()
+  private resumeMs = 0
   private readonly bytesReadAtStart: number
   private idleWork: boolean
-  /** While installing a traced non-fault run: the record flags; -1 otherwise. */
-  private traceRunFlags = -1
-  /** Set when pages come from an object store: a fault may have to wait for its chunk. */
-  private readonly remote: DeferredPageSource | undefined
-  /** Faults waiting for a chunk, as (guest address, fault time) pairs; `retrying` is the
-   * list being retried while chunks arrive. */
-  private waitingFaults: number[] = []
-  private retrying: number[] = []
-  /** Prefetch/background runs waiting for their chunk, installed when it arrives. */
-  private readonly parkedRuns = new RunList(64)
-  /** Time of the fault being installed; set by park() when that fault had to wait. */
-  private faultT0 = 0
-  private faultParked = false
-  private retryingWaits = false
+  /** onStart's runs still to install after the ack (anonymous guests without fill workers). */
+  private readonly startSet: StartSet
+  private lastChildProbe = 0
+  private readonly usage: UsageRecorder | undefined
   private stopped = ''
-  readonly stats = {
-    faults: 0, pagesInstalled: [0, 0, 0] as [number, number, number], zeroPagesInstalled: 0,
-    copyIoctls: 0, bytesDecoded: 0, removedPages: 0, events: 0, remoteWaits: 0, forks: 0,
-  }
 
   constructor(opts: SessionOptions) {
     this.opts = opts
-    this.fd = opts.uffd
     this.source = opts.source
     this.policy = opts.policy
     this.pageSize = opts.source.pageSize
     this.pageCount = opts.source.pageCount
-    this.maxRunPages = MAX_RUN_BYTES / this.pageSize
+    this.meters = new SessionMeters(opts.counters)
+    this.counters = this.meters.counters
+    this.fills = opts.fills
+    this.cache = opts.fills?.cache
+    this.cacheMapped = opts.cacheMapped === true && this.cache !== undefined
     this.memory = new GuestMemory(opts.regions, this.pageSize)
+    this.startSet = new StartSet(this.pageCount)
+    this.usage = opts.usage
+    this.parent = this.view(opts.uffd, this.memory)
     this.bytesReadAtStart = opts.source.bytesRead ?? 0
     this.idleWork = typeof this.policy.onIdle === 'function'
-    this.poll.set(SLOT_UFFD, this.fd.fd, uffd.POLLIN)
+    this.poll.set(SLOT_UFFD, opts.uffd.fd, uffd.POLLIN)
     this.poll.set(SLOT_CONN, opts.connectionFd, uffd.POLLIN | uffd.POLLRDHUP)
     this.poll.set(SLOT_STOP, opts.stopFd, uffd.POLLIN)
-    this.remote = isDeferredSource(opts.source) ? opts.source : undefined
-    if (this.remote !== undefined) this.poll.set(SLOT_READY, this.remote.readyFd, uffd.POLLIN)
+    this.poll.set(SLOT_REMOTE, -1, 0)
+    this.poll.set(SLOT_FILLS, this.fills?.readyFd ?? -1, uffd.POLLIN)
+    if (isDeferredSource(opts.source)) {
+      this.remote = new RemoteWaits(opts.source, this.parent.installer, this.counters)
+      this.parent.installer.parking = this.remote
+      this.poll.set(SLOT_REMOTE, opts.source.readyFd, uffd.POLLIN)
+    }
   }
 
+  private view(fd: uffd.Userfaultfd, memory: GuestMemory): GuestView {
+    const installer = new GuestInstaller({
+      uffd: fd, memory, source: this.source, copyBuffer: this.copyBuffer, cache: this.cache,
+      canPoison: this.opts.canPoison, meters: this.meters, current: this.current, trace: this.opts.trace, log: this.opts.log,
+    })
+    return { fd, memory, installer, messages: new uffd.UffdMessages(64) }
+  }
+
+  // PolicyContext: pages are snapshot pages of the guest (the parent's layout).
   get ranges(): Array<{ firstPage: number; pageCount: number }> { return this.memory.ranges() }
-  isResident(page: number): boolean { return this.memory.isResident(page) }
+  isResident(page: number): boolean {
+    if (this.memory.isResident(page)) return true
+    return this.cacheMapped && this.fills!.isCovered(page)
+  }
   kindOf(page: number): number { return this.source.kindOf(page) }
 
   /** Serves a fault at `address` as if the uffd had reported it (a read fault of thread 0):
    * the warm worker's rehearsal on memory of its own (rehearsal.ts). */
   rehearseFault(address: number): void {
     this.current[CUR_ADDRESS] = address
-    this.current[CUR_T0] = this.clock.nowMs()
-    this.handleFault(0, 0)
+    this.current[CUR_T0] = this.meters.clock.nowMs()
+    this.handleFault(this.parent, 0, 0)
   }
 
-  /** Runs the policy's up-front work (before the guest is acknowledged). */
+  /** Runs the policy's start (installed now when the policy says before the guest runs,
+   * otherwise kept for after the ack), then marks the resume. */
   start(): void {
     if (this.policy.onStart) {
       this.plan.clear()
       this.policy.onStart(this, this.plan)
-      this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
+      if (this.policy.startBeforeResume) this.installBeforeResume()
+      else for (let r = 0; r < this.plan.length; r++) this.queueStartRun(this.plan.first[r], this.plan.count[r], this.plan.cause[r] as InstallCause)
     }
-    this.resumeMs = performance.now()
+    this.resumeMs = this.meters.clock.nowMs()
+    this.parent.installer.resumeMs = this.resumeMs
   }
 
   /** Serves until the guest disconnects or exits, or the server stops. */
   run(): SessionStats {
     const poll = this.poll
     const heartbeat = this.opts.heartbeat
-    this.heap.start()
+    this.meters.heap.start()
     while (this.stopped === '') {
-      const idle = this.idleWork && this.parkedRuns.length < PARKED_IDLE_LIMIT
-      const timeout = this.deferred.length ? 1 : idle ? 0 : this.waitingFaults.length + this.parkedRuns.length > 0 ? REMOTE_RECHECK_MS : -1
-      if (BREAKDOWN_ENABLED) this.breakdown.polls++
+      this.counters[K_LOOP_TURNS]++
       // Heartbeat: odd while waiting in poll, even while working (SessionOptions.heartbeat).
       if (heartbeat !== undefined) Atomics.add(heartbeat, 0, 1)
-      const ready = poll.wait(timeout)
+      const ready = poll.wait(this.pollTimeout())
       if (heartbeat !== undefined) Atomics.add(heartbeat, 0, 1)
       if (ready > 0) {
-        if (poll.revents(SLOT_UFFD) !== 0) this.drainEvents()
+        if (poll.revents(SLOT_UFFD) !== 0) this.drainEvents(this.parent)
+        // The start set goes on between faults (each batch where the last fault showed the
+        // guest to be), or a guest that faults without pause would starve it.
+        if (this.startSet.pending && this.stopped === '') this.installStartBatch()
+        for (let c = 0; c < this.children.length; c++) if (poll.revents(SLOT_CHILDREN + c) !== 0) this.drainEvents(this.children[c])
         if (poll.revents(SLOT_CONN) !== 0) this.checkConnection()
         if (poll.revents(SLOT_STOP) !== 0) this.stopped = 'server stopping'
-        if (this.remote !== undefined && this.stopped === '' && poll.revents(SLOT_READY) !== 0) this.onChunksReady()
-      } else if (this.deferred.length) {
+        if (this.stopped === '' && poll.revents(SLOT_REMOTE) !== 0) this.remote!.onReady(this, this.plan)
+        if (this.stopped === '' && poll.revents(SLOT_FILLS) !== 0) this.installFilled()
+      } else if (this.hasDeferred()) {
         this.retryDeferred()
-      } else if (idle) {
+      } else if (this.startSet.pending) {
+        this.installStartBatch()
+      } else if (this.idleWork && !(this.remote?.busy ?? false)) {
         this.runIdle()
-      } else if (this.remote !== undefined) {
-        this.onChunksReady()
+      } else if (this.remote !== undefined && this.remote.waiting) {
+        this.remote.onReady(this, this.plan)
+      } else if (this.fills !== undefined && this.fills.waitingRuns > 0) {
+        this.installFilled()
       }
+      if (this.children.length > 0) this.probeChildren()
+      if (this.usage !== undefined) this.usage.maybeSample(this.memory, this.meters.clock.nowMs())
+      const installer = this.parent.installer
+      if (installer.stopped !== '' && this.stopped === '') this.stopped = installer.stopped
     }
     return this.finish()
   }
 
+  private pollTimeout(): number {
+    if (this.hasDeferred()) return 1
+    if (this.startSet.pending) return 0
+    if (this.idleWork && !(this.remote?.busy ?? false)) return 0
+    let timeout = -1
+    if (this.remote !== undefined && this.remote.waiting) timeout = REMOTE_RECHECK_MS
+    if (this.fills !== undefined && this.fills.waitingRuns > 0) timeout = FILL_RECHECK_MS
+    if (this.children.length > 0 && (timeout < 0 || timeout > CHILD_PROBE_MS)) timeout = CHILD_PROBE_MS
+    return timeout
+  }
+
   private finish(): SessionStats {
     this.opts.trace?.close()
-    return {
-      ...this.stats,
-      bytesRead: (this.source.bytesRead ?? 0) - this.bytesReadAtStart,
-      latency: this.histogram.summary(),
-      breakdown: BREAKDOWN_ENABLED ? this.breakdown.finish() : undefined,
-      heap: this.heap.finish(this.stats.faults),
-      cpuNs: threadCpuNs() - this.cpuAtStartNs,
-      durationMs: Math.round(performance.now() - this.startMs),
-      endReason: this.stopped,
-    }
+    for (const c of this.children) c.fd.close()
+    this.children.length = 0
+    const bytesRead = (this.source.bytesRead ?? 0) - this.bytesReadAtStart
+    const stats = this.meters.finish(this.cacheMapped ? 'cache' : 'anonymous', bytesRead, this.stopped)
+    if (this.usage !== undefined) stats.usedPages = this.usage.finish(this.memory)
+    return stats
   }
+
+  /** The installer stopped the session because a page could not be served (not poisoned). */
+  get unservable(): boolean { return this.parent.installer.unservable }
 
   private checkConnection(): void {
     // A guest has nothing to say after the handshake: data is drained, EOF/HUP ends it.
@@ -228,431 +247,420 @@ export class Session implements PolicyContext {
     }
   }
 
-  private drainEvents(): void {
-    const msgs = this.messages
+  private drainEvents(view: GuestView): void {
+    const msgs = view.messages
+    const current = this.current
     for (;;) {
       let n: number
-      if (BREAKDOWN_ENABLED) this.current[CUR_READ_START] = this.clock.nowMs()
+      if (BREAKDOWN_ENABLED) current[CUR_READ_START] = this.meters.clock.nowMs()
       try {
-        n = this.fd.readMessages(msgs)
+        n = view.fd.readMessages(msgs)
       } catch (err) {
-        this.stopped = `uffd read failed: ${(err as Error).message}`
+        if (view === this.parent) this.stopped = `uffd read failed: ${(err as Error).message}`
+        else this.dropChild(view)
         return
       }
       if (BREAKDOWN_ENABLED) this.noteRead(n)
       if (n === 0) return
-      const t0 = this.clock.nowMs()
-      const current = this.current
+      const t0 = this.meters.clock.nowMs()
       for (let i = 0; i < n; i++) {
         const event = msgs.event(i)
         if (event === uffd.UFFD_EVENT_PAGEFAULT) {
           if (this.stopped === '') {
             current[CUR_ADDRESS] = msgs.faultAddress(i)
             current[CUR_T0] = t0
-            this.handleFault(msgs.faultFlags(i), msgs.faultThreadId(i))
+            this.handleFault(view, msgs.faultFlags(i), msgs.faultThreadId(i))
           }
         } else if (this.stopped === '' || event === uffd.UFFD_EVENT_FORK) {
           // A forked child's uffd was installed in this process by the read: it is served
           // even when the session is stopping, or the child would read zeros.
-          this.handleEvent(event, i)
+          this.handleEvent(view, event, i)
         }
       }
-      if (this.deferred.length) this.retryDeferred()
+      if (view.installer.deferred.length) this.retryDeferredOf(view)
       if (n < msgs.capacity) return
     }
   }
 
   private noteRead(n: number): void {
-    const start = this.current[CUR_READ_START]
-    const ns = (this.clock.nowMs() - start) * 1e6
-    const b = this.breakdown
+    const ns = (this.meters.clock.nowMs() - this.current[CUR_READ_START]) * 1e6
+    const b = this.meters.breakdown
     b.uffdReads++
     b.uffdReadNs += ns
     if (n === 0) b.emptyReads++
     this.readShareNs = n > 0 ? ns / n : 0
   }
 
-  private handleEvent(event: number, i: number): void {
-    const msgs = this.messages
-    this.stats.events++
+  private handleEvent(view: GuestView, event: number, i: number): void {
+    const msgs = view.messages
+    this.counters[K_EVENTS]++
     if (event === uffd.UFFD_EVENT_REMOVE) {
-      this.stats.removedPages += this.memory.markRange(msgs.rangeStart(i), msgs.rangeEnd(i), DISCARDED)
+      // Anonymous memory reads zeros where the guest discarded it; a private mapping of the
+      // cache reads the snapshot's page again (as the mmap baseline would).
+      this.counters[K_REMOVED_PAGES] += view.memory.markRange(msgs.rangeStart(i), msgs.rangeEnd(i), this.cacheMapped ? ABSENT : DISCARDED)
     } else if (event === uffd.UFFD_EVENT_UNMAP) {
-      this.memory.unmap(msgs.rangeStart(i), msgs.rangeEnd(i))
+      view.memory.unmap(msgs.rangeStart(i), msgs.rangeEnd(i))
     } else if (event === uffd.UFFD_EVENT_REMAP) {
-      this.memory.remap(msgs.remapFrom(i), msgs.remapTo(i), msgs.remapLength(i))
+      view.memory.remap(msgs.remapFrom(i), msgs.remapTo(i), msgs.remapLength(i))
     } else if (event === uffd.UFFD_EVENT_FORK) {
-      this.serveFork(msgs.forkFd(i))
+      this.serveFork(view, msgs.forkFd(i))
     }
   }
 
-  /** The guest forked: its child gets every page it lacks now (its faults wait meanwhile,
-   * as do the parent's), then runs on its own. See fork-child.ts. */
-  private serveFork(childFd: number): void {
+  /** The guest forked. A cache-mapped child shares the cache: its uffd joins this session's
+   * poll set and its faults are served as the parent's. An anonymous child gets every page it
+   * lacks now (its faults wait meanwhile, as do the parent's), then runs on its own. */
+  private serveFork(view: GuestView, childFd: number): void {
+    this.counters[K_FORKS]++
+    if (this.cacheMapped && this.children.length < MAX_CHILDREN) {
+      const child = this.view(new uffd.Userfaultfd(childFd), view.memory.clone())
+      child.installer.resumeMs = this.resumeMs
+      this.poll.set(SLOT_CHILDREN + this.children.length, childFd, uffd.POLLIN)
+      this.children.push(child)
+      this.opts.log(`guest forked: child ${this.children.length} shares the decoded cache; its faults are served here`)
+      return
+    }
     const t0 = performance.now()
-    const r = serveForkedChild(childFd, this.memory.clone(), {
+    const r = serveForkedChild(childFd, view.memory.clone(), {
       source: this.source, copyBuffer: this.copyBuffer, canPoison: this.opts.canPoison, log: this.opts.log,
+      meters: this.meters, current: this.current, cache: this.cache,
     })
-    this.stats.forks += r.children
     this.opts.log(`guest forked: filled ${r.children} child(ren) with ${r.pagesCopied} snapshot + ${r.zeroPages} zero pages` +
       `${r.poisonedPages ? `, ${r.poisonedPages} poisoned` : ''}${r.exited ? ' (a child exited first)' : ''} in ${Math.round(performance.now() - t0)} ms`)
     // A page the child could neither get nor have poisoned would read as zeros there: fail closed.
-    if (r.error !== undefined && !this.opts.canPoison) this.stopped = r.error
+    if (r.error !== undefined && !this.opts.canPoison) {
+      this.stopped = r.error
+      this.parent.installer.unservable = true
+    }
+  }
+
+  /** Children whose process is gone are dropped (their uffd says nothing when they exit). */
+  private probeChildren(): void {
+    const now = this.meters.clock.nowMs()
+    if (now - this.lastChildProbe < CHILD_PROBE_MS) return
+    this.lastChildProbe = now
+    for (let c = this.children.length - 1; c >= 0; c--) {
+      const child = this.children[c]
+      const r = child.memory.regions[0]
+      if (r === undefined || !child.fd.isAttached(r.start, this.pageSize)) this.dropChild(child)
+    }
+  }
+
+  private dropChild(child: GuestView): void {
+    const at = this.children.indexOf(child)
+    if (at < 0) return
+    child.fd.close()
+    this.children.splice(at, 1)
+    for (let c = 0; c < MAX_CHILDREN; c++) {
+      const v = this.children[c]
+      this.poll.set(SLOT_CHILDREN + c, v === undefined ? -1 : v.fd.fd, uffd.POLLIN)
+    }
   }
 
   /** A fault at an address outside the guest's snapshot regions: a range that grew (mremap)
    * or that the guest registered itself. Nothing of the snapshot belongs there and anonymous
    * memory reads as zeros; a range gone meanwhile (ENOENT) is only woken, so the thread
    * retries against its current mappings. */
-  private answerUnknown(address: number): void {
+  private answerUnknown(view: GuestView, address: number): void {
     const page = address - (address % this.pageSize)
     let done = this.pageSize
     try {
-      done = this.fd.zeropage(page, this.pageSize, this.pageSize)
+      done = view.fd.zeropage(page, this.pageSize, this.pageSize)
     } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return }
+      if (err instanceof uffd.GuestGoneError) { this.viewGone(view); return }
       // Huge-page memory has no UFFDIO_ZEROPAGE: leave it to the wake-up.
     }
-    if (done < this.pageSize) this.deferred.push(address) // EAGAIN: retried after the guest's events
-    else this.fd.wake(page, this.pageSize)
+    if (done < this.pageSize) view.installer.deferred.push(address) // EAGAIN: retried after the guest's events
+    else view.fd.wake(page, this.pageSize)
   }
 
   /** A fault on a page already installed: a second thread's fault on it (the install woke that
    * thread already), or a page the guest dropped without us being told (a uffd without
    * EVENT_REMOVE), which must read as zeros now. ZEROPAGE answers both: where the page is,
    * EEXIST wakes the thread; where it is not, it installs zeros. */
-  private answerInstalled(region: MappedRegion, address: number): void {
+  private answerInstalled(view: GuestView, region: MappedRegion, address: number): boolean {
     const page = address - (address % this.pageSize)
-    if (region.pagesPerGuestPage > 1) { this.fd.wake(page, this.pageSize); return }
+    // Huge pages, and cache-mapped guests (they always have EVENT_REMOVE): only a second
+    // thread's fault lands here, and the install woke it already, or a poisoned page.
+    if (region.pagesPerGuestPage > 1 || this.cacheMapped) { view.fd.wake(page, this.pageSize); return true }
     let done: number
     try {
-      done = this.fd.zeropage(page, this.pageSize, this.pageSize)
+      done = view.fd.zeropage(page, this.pageSize, this.pageSize)
     } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return }
+      if (err instanceof uffd.GuestGoneError) { this.viewGone(view); return true }
       throw err
     }
-    if (done < this.pageSize) this.deferred.push(address)
+    if (done < this.pageSize) view.installer.deferred.push(address)
+    return true
+  }
+
+  private viewGone(view: GuestView): void {
+    if (view === this.parent) this.stopped = 'guest exited'
+    else this.dropChild(view)
   }
 
   /** The fault in `current`. */
-  private handleFault(flags: number, threadId: number): void {
+  private handleFault(view: GuestView, flags: number, threadId: number): void {
     const address = this.current[CUR_ADDRESS]
-    const t0 = this.current[CUR_T0]
-    const region = this.memory.regionAt(address)
-    if (region === undefined) { this.answerUnknown(address); return }
+    const region = view.memory.regionAt(address)
+    if (region === undefined) { this.answerUnknown(view, address); return }
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const state = region.state[guestPage]
-    if (state === PRESENT || state === GONE) { this.answerInstalled(region, address); return }
-    if (++this.stats.faults === WARM_FAULTS) this.heap.markWarm()
+    if ((state === PRESENT || state === GONE) && this.answerInstalled(view, region, address)) return
+    this.meters.fault()
     const page = region.firstPage + guestPage
     const fault = this.fault
     fault.page = page
     fault.address = address
     fault.write = (flags & uffd.UFFD_PAGEFAULT_FLAG_WRITE) !== 0
     fault.threadId = threadId
-    fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
+    fault.timeNs = Math.round((this.current[CUR_T0] - this.resumeMs) * 1e6)
     const plan = this.plan
     plan.clear()
     plan.add(page, 1, InstallCause.Fault)
     this.policy.onFault(fault, this, plan)
-    this.faultT0 = t0
-    this.installPlan(flags & 1, threadId)
+    if (this.usage !== undefined) this.usage.note(page)
+    if (this.startSet.pending) this.startSet.onFault(page)
+    if (this.remote !== undefined) this.remote.faultT0 = this.current[CUR_T0]
+    if (this.cacheMapped && state !== BAD) this.serveCacheFault(view, region, guestPage, page, flags, threadId)
+    else this.installPlan(view, flags & 1, threadId)
   }
 
-  /** installPlan for a plan that holds no waiting fault (up-front, background, parked runs). */
+  /** A cache-mapped guest's fault. Its folio in the cache: the guest only has to retry (wake).
+   * All zero in the snapshot: zero pages go into its private mapping. Otherwise the page goes
+   * into its private mapping now, decoded here, and its folio is asked of the fill workers
+   * (with 4 KiB folios, filled here instead: the same work, shared). The policy's other runs
+   * become fill requests. */
+  private serveCacheFault(view: GuestView, region: MappedRegion, guestPage: number, page: number, flags: number, threadId: number): void {
+    const cache = this.cache!
+    const fills = this.fills!
+    const folio = page >>> cache.folioShift
+    let s = cache.states.get(folio)
+    const installer = view.installer
+    if (s !== FOLIO_PRESENT && cache.folioPages === 1 && this.remote === undefined && s !== ZERO && s !== UNSERVABLE) {
+      if (cache.fill(folio, this.source, this.copyBuffer.buffer) === 'filled') s = FOLIO_PRESENT
+    }
+    let installed = 0
+    if (s === FOLIO_PRESENT) {
+      cache.touch(folio)
+      view.fd.wake(this.current[CUR_ADDRESS] - (this.current[CUR_ADDRESS] % this.pageSize), this.pageSize)
+      this.counters[K_CACHE_WAKES]++
+    } else if (s === ZERO) {
+      // The folio's pages within this region, all zero pages: one ZEROPAGE ioctl.
+      const first = Math.max(0, (folio << cache.folioShift) - region.firstPage)
+      const end = Math.min(region.pages, ((folio + 1) << cache.folioShift) - region.firstPage)
+      installed = installer.installInRegion(region, first, end - first, InstallCause.Fault, true)
+    } else {
+      if (s !== UNSERVABLE) fills.request(page, 1, InstallCause.Fault)
+      installed = installer.installInRegion(region, guestPage, 1, InstallCause.Fault, true)
+      this.counters[K_CACHE_PRIVATE] += installed
+    }
+    if (installer.stopped !== '') { if (view === this.parent) this.stopped = installer.stopped; else this.dropChild(view); return }
+    if (!installer.faultParked) this.faultServed(page, installed, flags, threadId)
+    installer.faultParked = false
+    const plan = this.plan
+    for (let r = 1; r < plan.length; r++) fills.request(plan.first[r], plan.count[r], plan.cause[r])
+  }
+
+  private faultServed(page: number, installed: number, flags: number, threadId: number): void {
+    // Whole ns: a small integer is passed unboxed, a fraction would not be.
+    const latencyNs = Math.round((this.meters.clock.nowMs() - this.current[CUR_T0]) * 1e6)
+    this.meters.served(latencyNs)
+    if (BREAKDOWN_ENABLED) this.meters.breakdown.serviceNs += this.readShareNs
+    this.opts.trace?.record(this.fault.timeNs, page, installed, InstallCause.Fault, flags, threadId, latencyNs)
+  }
+
+  /** Installs every run of the plan into an anonymous guest; the first run holds the fault in
+   * `current` when CUR_T0 is set. */
+  private installPlan(view: GuestView, flags: number, threadId: number): void {
+    const plan = this.plan
+    const trace = this.opts.trace
+    const installer = view.installer
+    const holdsFault = this.current[CUR_T0] > 0
+    for (let r = 0; r < plan.length; r++) {
+      const first = plan.first[r]
+      const isFault = r === 0 && holdsFault
+      // Runs other than the fault's are traced per install.
+      installer.traceRunFlags = trace && !isFault ? flags & (TRACE_FLAG_BEFORE_RESUME | TRACE_FLAG_START_SET) : -1
+      installer.faultParked = false
+      const installed = installer.installRun(first, plan.count[r], plan.cause[r] as InstallCause, isFault)
+      // A fault that waits for its chunk is timed and traced when it is finally served.
+      if (isFault && !installer.faultParked) this.faultServed(first, installed, flags, threadId)
+      if (installer.stopped !== '') {
+        if (view === this.parent) this.stopped = installer.stopped
+        else this.dropChild(view)
+        break
+      }
+    }
+    installer.traceRunFlags = -1
+    installer.faultParked = false
+  }
+
+  /** installPlan for runs that hold no waiting fault (start-up, background, arrivals). */
   private installPlanWithoutFault(flags: number): void {
     this.current[CUR_ADDRESS] = -1
     this.current[CUR_T0] = 0
-    this.installPlan(flags, 0)
+    this.installPlan(this.parent, flags, 0)
   }
 
-  /** Installs every run of the plan; the first run's latency is that of the fault in
-   * `current`, if any. */
-  private installPlan(flags: number, threadId: number): void {
+  /** onStart of a policy that must finish before the guest runs (eager): everything goes in
+   * now; with fill workers they decode it, every core at once, at fault priority (nothing
+   * else should come first), each run waiting for its own folios only. */
+  private installBeforeResume(): void {
     const plan = this.plan
-    const trace = this.opts.trace
-    const t0 = this.current[CUR_T0]
-    for (let r = 0; r < plan.length; r++) {
-      const first = plan.first[r]
-      const count = plan.count[r]
-      const cause = plan.cause[r] as InstallCause
-      const isFault = r === 0 && t0 > 0
-      // Runs other than the fault's are traced per install (see recordInstall).
-      this.traceRunFlags = trace && !isFault ? flags & TRACE_FLAG_BEFORE_RESUME : -1
-      this.faultParked = false
-      const installed = this.installPages(first, count, cause, isFault)
-      // A fault that waits for its chunk is timed and traced when it is finally served.
-      if (isFault && this.faultParked && !this.retryingWaits) this.stats.remoteWaits++
-      if (isFault && !this.faultParked) {
-        // Whole ns: a small integer is passed unboxed, a fraction would not be.
-        const latencyNs = Math.round((this.clock.nowMs() - t0) * 1e6)
-        this.histogram.record(latencyNs)
-        if (BREAKDOWN_ENABLED) { this.breakdown.serviceNs += latencyNs + this.readShareNs; this.breakdown.faults++ }
-        if (trace) trace.record(this.fault.timeNs, first, installed, cause, flags, threadId, latencyNs)
-      }
+    const fills = this.fills
+    if (fills === undefined) { this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME); return }
+    this.copyRuns(plan, this.work)
+    const runs = this.work
+    for (let r = 0; r < runs.length; r++) {
+      this.eachFolioPiece(runs.first[r], runs.count[r], (f, c) => fills.requestAndWait(f, c, runs.cause[r] as InstallCause, InstallCause.Fault))
+    }
+    const poll = new uffd.PollSet(2)
+    poll.set(0, fills.readyFd, uffd.POLLIN)
+    poll.set(1, this.opts.stopFd, uffd.POLLIN)
+    while (fills.waitingRuns > 0 && this.stopped === '') {
+      poll.wait(FILL_RECHECK_MS)
+      if (poll.revents(1) !== 0) { this.stopped = 'server stopping'; return }
+      this.ready.clear()
+      fills.takeReady(this.ready)
+      if (!this.cacheMapped) this.installReady(TRACE_FLAG_BEFORE_RESUME)
+    }
+  }
+
+  private copyRuns(from: RunList, to: RunList): void {
+    to.clear()
+    for (let r = 0; r < from.length; r++) to.add(from.first[r], from.count[r], from.cause[r] as InstallCause)
+  }
+
+  /** Calls `each` for the pieces of [first, first+count) that each lie in one folio. */
+  private eachFolioPiece(first: number, count: number, each: (first: number, count: number) => void): void {
+    const shift = this.cache!.folioShift
+    const end = first + count
+    for (let p = first; p < end;) {
+      const next = Math.min(end, ((p >>> shift) + 1) << shift)
+      each(p, next - p)
+      p = next
+    }
+  }
+
+  /** Runs the fill workers have finished: installed into an anonymous guest, in order. */
+  private installFilled(): void {
+    this.ready.clear()
+    this.fills!.takeReady(this.ready)
+    if (!this.cacheMapped) this.installReady(-1)
+  }
+
+  /** Installs the ready runs; `flags` -1: a start-set run (cause prefetch: only onStart's runs
+   * wait for fills as prefetch) is traced as such, background work plainly. */
+  private installReady(flags: number): void {
+    const ready = this.ready
+    const plan = this.plan
+    for (let r = 0; r < ready.length; r++) {
+      plan.clear()
+      plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
+      const startSet = flags < 0 && ready.cause[r] === InstallCause.Prefetch
+      if (startSet) this.noteStartSet(plan)
+      this.installPlanWithoutFault(flags >= 0 ? flags : startSet ? TRACE_FLAG_START_SET : 0)
       if (this.stopped !== '') return
     }
   }
 
-  /** Installs the absent pages among snapshot pages [first, first+count); returns how many
-   * were installed. `holdsFault`: the run holds the fault in `current`. */
-  private installPages(first: number, count: number, cause: InstallCause, holdsFault: boolean): number {
-    let installed = 0
-    const end = first + count
-    let page = first
-    while (page < end) {
-      const region = this.memory.regionOfPage(page)
-      if (region === undefined) { page++; continue }
-      const regionEnd = Math.min(end, region.firstPage + region.pages)
-      installed += this.installInRegion(region, page - region.firstPage, regionEnd - page, cause, holdsFault)
-      page = regionEnd
-    }
-    return installed
+  /** A run of onStart's, for after the ack: fill workers take it when there are any (a
+   * cache-mapped guest then maps it; an anonymous one gets it installed as it arrives),
+   * else it is installed from the loop between faults. */
+  private queueStartRun(first: number, count: number, cause: InstallCause): void {
+    const fills = this.fills
+    if (fills === undefined) { this.startSet.add(first, count, cause); return }
+    if (this.cacheMapped) fills.request(first, count, InstallCause.Prefetch)
+    else this.eachFolioPiece(first, count, (f, c) => fills.requestAndWait(f, c, cause, InstallCause.Prefetch))
   }
 
-  private installInRegion(region: MappedRegion, from: number, count: number, cause: InstallCause, holdsFault: boolean): number {
-    const state = region.state
-    const huge = region.pagesPerGuestPage
-    let i = from, end = from + count
-    if (huge > 1) {
-      // Huge pages are installed whole, with COPY (ZEROPAGE does not exist for hugetlbfs).
-      i -= i % huge
-      end = Math.min(region.pages, Math.ceil(end / huge) * huge)
-    }
-    let installed = 0
-    while (i < end) {
-      const s = state[i]
-      if (s === PRESENT || s === GONE) { i++; continue }
-      const zero = huge === 1 && (s === DISCARDED || this.source.kindOf(region.firstPage + i) === 0)
-      let j = i + 1
-      const limit = Math.min(end, i + this.maxRunPages)
-      while (j < limit) {
-        const sj = state[j]
-        if (sj === PRESENT || sj === GONE) break
-        if (huge === 1 && (sj === DISCARDED || this.source.kindOf(region.firstPage + j) === 0) !== zero) break
-        j++
-      }
-      if (!zero && this.remote !== undefined) {
-        const ready = this.remote.availablePages(region.firstPage + i, j - i)
-        if (ready === 0 || (huge > 1 && ready < j - i)) {
-          i = this.park(region, i, j, cause, holdsFault)
-          if (this.stopped !== '') return installed
-          continue
-        }
-        j = i + ready
-      }
-      const n = j - i
-      const dst = region.start + i * this.pageSize
-      const bytes = n * this.pageSize
-      const target = this.fd.target
-      target[uffd.TARGET_DST] = dst
-      const installStart = this.traceRunFlags >= 0 ? this.clock.nowMs() : 0
-      let done: number
-      try {
-        const stageStart = BREAKDOWN_ENABLED ? this.clock.nowMs() : 0
-        if (zero) {
-          done = this.fd.zeropageAtTarget(bytes, this.pageSize)
-          this.stats.zeroPagesInstalled += done / this.pageSize
-          if (BREAKDOWN_ENABLED) { this.breakdown.zeropages++; this.breakdown.zeropageNs += (this.clock.nowMs() - stageStart) * 1e6 }
-        } else {
-          const readOk = this.readRun(region, i, n)
-          const copyStart = BREAKDOWN_ENABLED ? this.clock.nowMs() : 0
-          if (BREAKDOWN_ENABLED) { this.breakdown.sourceReads++; this.breakdown.sourceReadNs += (copyStart - stageStart) * 1e6 }
-          if (!readOk) {
-            // The chunk's cached copy went away (evicted, or failed its checksum): it is
-            // being fetched again.
-            i = this.park(region, i, j, cause, holdsFault)
-            if (this.stopped !== '') return installed
-            continue
-          }
-          target[uffd.TARGET_SRC] = this.copyBuffer.address
-          done = this.fd.copyAtTarget(bytes, this.pageSize * huge)
-          this.stats.bytesDecoded += bytes
-          if (BREAKDOWN_ENABLED) { this.breakdown.copies++; this.breakdown.copyNs += (this.clock.nowMs() - copyStart) * 1e6 }
-        }
-      } catch (err) {
-        if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return installed }
-        if (err instanceof PoisonedRun) { i = j; continue }
-        throw err
-      }
-      this.stats.copyIoctls++
-      const donePages = done / this.pageSize
-      state.fill(PRESENT, i, i + donePages)
-      if (this.traceRunFlags >= 0 && donePages > 0) this.recordInstall(region.firstPage + i, donePages, cause, installStart)
-      installed += donePages
-      this.stats.pagesInstalled[cause] += donePages
-      if (done < bytes) {
-        // EAGAIN: the guest's address space is changing. Only a waiting fault must be
-        // retried; prefetches are simply dropped.
-        const faultAddress = this.current[CUR_ADDRESS]
-        if (holdsFault && faultAddress >= dst + done && faultAddress < dst + bytes) this.deferred.push(faultAddress)
-        return installed
-      }
-      i = j
-    }
-    return installed
+  /** Up to START_BATCH_PAGES of onStart's runs. */
+  private installStartBatch(): void {
+    this.plan.clear()
+    this.startSet.nextBatch(this.plan, START_BATCH_PAGES)
+    this.noteStartSet(this.plan)
+    this.installPlanWithoutFault(TRACE_FLAG_START_SET)
   }
 
-  /** Decodes pages into the copy buffer; a page that fails verification is poisoned (the
-   * guest gets SIGBUS on it, never wrong data) and the session ends. False when a remote
-   * source no longer has the data locally. */
-  private readRun(region: MappedRegion, i: number, n: number): boolean {
-    try {
-      if (this.remote !== undefined) return this.remote.tryReadPages(region.firstPage + i, n, this.copyBuffer.buffer, 0)
-      this.source.readPages(region.firstPage + i, n, this.copyBuffer.buffer, 0)
-      return true
-    } catch (err) {
-      const message = (err as Error).message
-      this.opts.log(`cannot serve pages ${region.firstPage + i}..${region.firstPage + i + n - 1}: ${message}`)
-      if (this.opts.canPoison) {
-        this.fd.poison(region.start + i * this.pageSize, n * this.pageSize, this.pageSize)
-        region.state.fill(PRESENT, i, i + n)
-      }
-      this.stopped = `snapshot error: ${message}`
-      throw new PoisonedRun()
-    }
+  /** An anonymous guest's start set counts as used (its page tables cannot tell a page it
+   * touched from one installed for it); a cache-mapped guest's use is sampled instead. */
+  private noteStartSet(plan: RunList): void {
+    if (this.usage === undefined || this.cacheMapped) return
+    for (let r = 0; r < plan.length; r++) this.usage.noteRun(plan.first[r], plan.count[r])
   }
 
-  /** Traces one install of a prefetch/background/onStart run: exactly the pages one ioctl
-   * installed, and how long decoding and installing them took. */
-  private recordInstall(page: number, count: number, cause: InstallCause, installStart: number): void {
-    const now = this.clock.nowMs()
-    const flags = this.traceRunFlags
-    const timeNs = (flags & TRACE_FLAG_BEFORE_RESUME) !== 0 ? 0 : Math.round((now - this.resumeMs) * 1e6)
-    this.opts.trace!.record(timeNs, page, count, cause, flags, 0, Math.round((now - installStart) * 1e6))
+  private hasDeferred(): boolean {
+    if (this.parent.installer.deferred.length > 0) return true
+    for (let c = 0; c < this.children.length; c++) if (this.children[c].installer.deferred.length > 0) return true
+    return false
   }
 
   private retryDeferred(): void {
-    const pending = this.deferred
-    this.deferred = []
-    const t0 = performance.now()
-    this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
+    this.retryDeferredOf(this.parent)
+    for (let c = this.children.length - 1; c >= 0; c--) if (c < this.children.length) this.retryDeferredOf(this.children[c])
+  }
+
+  /** Faults the kernel asked us to retry (EAGAIN while the guest's mappings changed). */
+  private retryDeferredOf(view: GuestView): void {
+    const installer = view.installer
+    const pending = installer.deferred
+    installer.deferred = []
+    const t0 = this.meters.clock.nowMs()
     for (const address of pending) {
-      const region = this.memory.regionAt(address)
-      if (region === undefined) { this.answerUnknown(address); continue }
+      const region = view.memory.regionAt(address)
+      if (region === undefined) { this.answerUnknown(view, address); continue }
       const guestPage = Math.floor((address - region.start) / this.pageSize)
-      if (region.state[guestPage] !== ABSENT && region.state[guestPage] !== DISCARDED) {
-        this.fd.wake(address - (address % this.pageSize), this.pageSize)
+      const s = region.state[guestPage]
+      if (s !== ABSENT && s !== DISCARDED && s !== BAD) {
+        view.fd.wake(address - (address % this.pageSize), this.pageSize)
         continue
       }
-      this.plan.clear()
-      this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
       this.current[CUR_ADDRESS] = address
       this.current[CUR_T0] = t0
-      this.installPlan(0, 0)
+      this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
+      this.plan.clear()
+      this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
+      if (this.cacheMapped) this.serveCacheFault(view, region, guestPage, region.firstPage + guestPage, 0, 0)
+      else this.installPlan(view, 0, 0)
     }
   }
 
-  /** Remote sources: pages [i, j) of `region` need a chunk that is not local yet. Asks for it
-   * and keeps the waiting fault (or the prefetch run) until it arrives; a fault whose chunk
-   * could not be fetched ends the session closed. Returns where the caller goes on. */
-  private park(region: MappedRegion, i: number, j: number, cause: InstallCause, holdsFaultRun: boolean): number {
-    const faultAddress = holdsFaultRun ? this.current[CUR_ADDRESS] : -1
-    const remote = this.remote!
-    const first = region.firstPage + i
-    // A normal page waits for one chunk at a time; a huge page for all of its chunks.
-    const end = region.pagesPerGuestPage > 1 ? j : Math.min(j, i + remote.chunkPages - (first % remote.chunkPages))
-    const count = end - i
-    const dst = region.start + i * this.pageSize
-    const holdsFault = faultAddress >= 0 && faultAddress >= dst && faultAddress < dst + count * this.pageSize
-    const failure = remote.failure(first, count)
-    if (failure !== undefined) {
-      // A prefetch that could not be had is dropped; a fault cannot be served: fail closed.
-      if (holdsFault) this.failRemote(failure, first, count, faultAddress)
-      return end
-    }
-    remote.request(first, count, holdsFault ? InstallCause.Fault : cause)
-    if (holdsFault) {
-      this.waitingFaults.push(faultAddress, this.faultT0)
-      this.faultParked = true
-    } else if (this.parkedRuns.length < PARKED_RUN_LIMIT) {
-      this.parkedRuns.add(first, count, cause)
-    }
-    return end
-  }
-
-  /** Chunks arrived or failed (or the safety re-check): retry the waiting faults, then the
-   * parked prefetch runs. Whatever is still missing parks again. */
-  private onChunksReady(): void {
-    this.remote!.drainReady()
-    if (this.waitingFaults.length > 0) {
-      const waiting = this.waitingFaults
-      this.waitingFaults = this.retrying
-      this.retrying = waiting
-      this.retryingWaits = true
-      for (let k = 0; k < waiting.length && this.stopped === ''; k += 2) {
-        const address = waiting[k]
-        const region = this.memory.regionAt(address)
-        if (region === undefined) continue
-        const guestPage = Math.floor((address - region.start) / this.pageSize)
-        const s = region.state[guestPage]
-        // Installed meanwhile (by a prefetch run): the install woke the faulting thread.
-        if (s !== ABSENT && s !== DISCARDED) continue
-        const t0 = waiting[k + 1]
-        this.faultT0 = t0
-        this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
-        this.plan.clear()
-        this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
-        this.current[CUR_ADDRESS] = address
-        this.current[CUR_T0] = t0
-        this.installPlan(0, 0)
-      }
-      this.retryingWaits = false
-      waiting.length = 0
-    }
-    if (this.parkedRuns.length > 0 && this.stopped === '') {
-      const plan = this.plan
-      const parked = this.parkedRuns
-      plan.clear()
-      for (let r = 0; r < parked.length; r++) plan.add(parked.first[r], parked.count[r], parked.cause[r] as InstallCause)
-      parked.clear()
-      this.installPlanWithoutFault(0)
-    }
-  }
-
-  /** The object store could not deliver pages a fault waits for (retries exhausted, missing
-   * object, bad credentials...): poison every waiting fault's page, so no thread ever reads a
-   * zero or wrong page, and end the session, which closes the guest's connection. */
-  private failRemote(message: string, first: number, count: number, faultAddress: number): void {
-    this.opts.log(`cannot serve pages ${first}..${first + count - 1}: ${message}`)
-    if (this.opts.canPoison) {
-      this.poisonAt(faultAddress)
-      for (let k = 0; k < this.waitingFaults.length; k += 2) this.poisonAt(this.waitingFaults[k])
-      for (let k = 0; k < this.retrying.length; k += 2) this.poisonAt(this.retrying[k])
-    }
-    this.stopped = `object store error: ${message}`
-  }
-
-  private poisonAt(address: number): void {
+  /** RemoteWaits: a waiting fault's chunk may be here now. */
+  retryFault(address: number, t0: number): void {
     const region = this.memory.regionAt(address)
     if (region === undefined) return
-    const unit = region.pagesPerGuestPage
-    let i = Math.floor((address - region.start) / this.pageSize)
-    i -= i % unit
-    const s = region.state[i]
-    if (s === PRESENT || s === GONE) return
-    try {
-      this.fd.poison(region.start + i * this.pageSize, unit * this.pageSize, unit * this.pageSize)
-      region.state.fill(PRESENT, i, i + unit)
-    } catch { /* the guest is gone */ }
+    const guestPage = Math.floor((address - region.start) / this.pageSize)
+    const s = region.state[guestPage]
+    // Installed meanwhile (by a prefetch run): the install woke the faulting thread.
+    if (s !== ABSENT && s !== DISCARDED) return
+    this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
+    this.plan.clear()
+    this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
+    this.current[CUR_ADDRESS] = address
+    this.current[CUR_T0] = t0
+    this.remote!.faultT0 = t0
+    this.installPlan(this.parent, 0, 0)
+  }
+
+  /** RemoteWaits: parked runs whose chunks may be here now (already in the plan). */
+  installParked(): void {
+    this.installPlanWithoutFault(0)
   }
 
   private runIdle(): void {
     const plan = this.plan
     plan.clear()
+    const fills = this.fills
+    if (fills !== undefined && fills.room(InstallCause.Background) < IDLE_BATCH_PAGES) return
     const more = this.policy.onIdle!(this, plan, IDLE_BATCH_PAGES)
-    if (plan.length) this.installPlanWithoutFault(0)
     if (!more) this.idleWork = false
-  }
-}
-
-class PoisonedRun extends Error {}
-
-/** CPU time the calling thread has run, in ns (first field of /proc/thread-self/schedstat). */
-function threadCpuNs(): number {
-  try {
-    return Number(readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ', 1)[0])
-  } catch {
-    return NaN
+    if (plan.length === 0) return
+    if (fills === undefined) { this.installPlanWithoutFault(0); return }
+    // Background work goes to the fill workers; an anonymous guest gets it as it arrives.
+    for (let r = 0; r < plan.length; r++) {
+      if (this.cacheMapped) fills.request(plan.first[r], plan.count[r], InstallCause.Background)
+      else this.eachFolioPiece(plan.first[r], plan.count[r], (f, c) => fills.requestAndWait(f, c, InstallCause.Background, InstallCause.Background))
+    }
   }
 }

@@ -84,6 +84,7 @@ export interface IndexEntry {
 
 /** A snapshot file's structure is wrong: `mem.snap: index entry 812 points past end of data`. */
 export class SnapshotFormatError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_SNAPSHOT_FORMAT'
   readonly file: string
   readonly detail: string
   constructor(file: string, detail: string) {
@@ -95,6 +96,7 @@ export class SnapshotFormatError extends FaultlineError {
 
 /** A stored page does not decode to what its index entry promises. */
 export class SnapshotCorruptError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_SNAPSHOT_CORRUPT'
   readonly file: string
   readonly pageIndex: number
   readonly detail: string

@@ -1,16 +1,17 @@
 // The native page codec (native/build/libfaultline-codec.so: liblz4 and ISA-L's CRC-32),
 // bound with koffi: one call reads (optionally), decodes and checks a whole run.
-// FAULTLINE_CODEC=npm selects the npm lz4 binding and zlib's CRC-32, page by page, instead.
+// FAULTLINE_CODEC=npm selects the npm lz4 binding and zlib's CRC-32, page by page, instead;
+// so does a checkout where make found no liblz4-dev or libisal-dev (codecNotice says so).
 
+import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { dirname, resolve } from 'node:path'
 import { env } from 'node:process'
-import { fileURLToPath } from 'node:url'
-import { FaultlineError } from '../errors.js'
+import { FaultlineError, UsageError } from '../errors.js'
+import { nativeBuildPath } from '../util/repo.js'
 
 export type PageCodecName = 'native' | 'npm'
 
-export const CODEC_LIBRARY = resolve(dirname(fileURLToPath(import.meta.url)), '../../native/build/libfaultline-codec.so')
+export const CODEC_LIBRARY = nativeBuildPath('libfaultline-codec.so')
 
 /** Why a run stopped at a page: args[A_DETAIL0]. */
 export const FAIL_LZ4_MALFORMED = 1
@@ -50,13 +51,26 @@ export function runArgs(): Float64Array {
   return new Float64Array(new ArrayBuffer(RUN_ARGS_SLOTS * 8))
 }
 
-/** The codec this thread uses, read once from FAULTLINE_CODEC (default native). */
-export const pageCodecName: PageCodecName = selectCodec(env.FAULTLINE_CODEC)
+/** The packages the native codec builds from, and how to get it. */
+export const CODEC_PACKAGES = 'liblz4-dev libisal-dev'
 
-function selectCodec(name: string | undefined): PageCodecName {
-  if (name === undefined || name === '' || name === 'native') return 'native'
-  if (name === 'npm') return 'npm'
-  throw new FaultlineError(`FAULTLINE_CODEC=${name}: expected native or npm`)
+/** The codec for FAULTLINE_CODEC=`name`: native or npm as told; unset, native when it was
+ * built, else npm. */
+export function selectCodec(name: string | undefined, nativeBuilt: boolean): PageCodecName {
+  if (name === undefined || name === '') return nativeBuilt ? 'native' : 'npm'
+  if (name === 'native' || name === 'npm') return name
+  throw new UsageError(`FAULTLINE_CODEC=${name}: expected native or npm`)
+}
+
+/** The codec this thread uses, chosen once when the module loads. */
+export const pageCodecName: PageCodecName = selectCodec(env.FAULTLINE_CODEC, existsSync(CODEC_LIBRARY))
+
+/** One line for the user when the npm codec stands in for a native one that was not built
+ * (FAULTLINE_CODEC unset); undefined otherwise. */
+export function codecNotice(name = env.FAULTLINE_CODEC, chosen = pageCodecName): string | undefined {
+  if (chosen !== 'npm' || (name !== undefined && name !== '')) return undefined
+  return `page codec: npm lz4 (${CODEC_LIBRARY} was not built); for the faster native one: ` +
+    `apt-get install ${CODEC_PACKAGES} && make -C native`
 }
 
 let loaded: NativeCodec | undefined
@@ -71,7 +85,7 @@ export function nativeCodec(): NativeCodec {
     lib = koffi.load(CODEC_LIBRARY)
   } catch (err) {
     throw new FaultlineError(`${CODEC_LIBRARY}: cannot load the page codec (${(err as Error).message.split('\n')[0]}); ` +
-      'build it with `make -C native` (needs liblz4-dev and libisal-dev), or set FAULTLINE_CODEC=npm', { cause: err })
+      `build it with \`make -C native\` (needs ${CODEC_PACKAGES}), or set FAULTLINE_CODEC=npm`, { cause: err })
   }
   loaded = {
     decodeRun: lib.func('long fl_decode_run(void *args)') as RunFn,

@@ -156,7 +156,7 @@ function readFully(fd: number, buf: Buffer, len: number, position: number, path:
     try {
       n = preadInto(fd, got === 0 ? buf : buf.subarray(got), Math.min(len - got, MAX_READ), position + got)
     } catch (err) {
-      throw readErrorAt(path, position + got, err instanceof UffdError ? err.code : String(err), err)
+      throw readErrorAt(path, position + got, err instanceof UffdError ? err.errnoName : String(err), err)
     }
     if (n === 0) throw truncatedAt(path, position + got)
     got += n

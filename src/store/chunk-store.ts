@@ -13,17 +13,13 @@ import { ChunkCache, type ChunkCacheStats } from './chunk-cache.js'
 import {
   CHUNK_FAILED, CHUNK_READY, CHUNK_WANTED, ChunkLayout, ChunkTable, type ChunkTableBuffers,
 } from './chunk-table.js'
+import { InstallCause } from '../policy/policy.js'
 import { RemoteStoreError, StoreArgumentError } from './errors.js'
 import { openRemoteSnapshot, type RemoteSnapshot } from './remote-snapshot.js'
 import type { RetryOptions } from './retry.js'
 import { createS3Client, parseS3Url, resolveS3Settings } from './s3-config.js'
 import { S3Object, type RangeSource } from './s3-object.js'
 
-/** Request priorities, the same numbers as InstallCause: a waiting fault, a policy's
- * prefetch, background work. */
-export const PRIORITY_FAULT = 0
-export const PRIORITY_PREFETCH = 1
-export const PRIORITY_BACKGROUND = 2
 
 export interface ChunkStoreOptions {
   /** `--cache-dir`. */
@@ -184,7 +180,7 @@ export class ChunkStore {
   request(chunks: ArrayLike<number>, priority: number, waiterFd: number): void {
     if (this.closing) return
     let signalNow = false
-    const p = Math.max(PRIORITY_FAULT, Math.min(PRIORITY_BACKGROUND, priority | 0))
+    const p = Math.max(InstallCause.Fault, Math.min(InstallCause.Background, priority | 0))
     for (let i = 0; i < chunks.length; i++) {
       const c = chunks[i]
       if (!(c >= 0 && c < this.layout.chunkCount)) continue
@@ -248,7 +244,7 @@ export class ChunkStore {
 
   /** Next chunk to fetch when `active` slots are busy, or -1. */
   private dequeue(): number {
-    for (let p = PRIORITY_FAULT; p <= PRIORITY_BACKGROUND; p++) {
+    for (let p: number = InstallCause.Fault; p <= InstallCause.Background; p++) {
       if (this.active >= Math.max(1, this.concurrency - p)) return -1
       const q = this.queues[p]
       while (this.queueHeads[p] < q.length) {

@@ -1,9 +1,11 @@
 // Errors of the object-store side: a bad s3:// URL or option, and a remote read that failed
 // for good (after retries, or at once when retrying cannot help), naming the object.
-import { FaultlineError } from '../errors.js'
+import { FaultlineError, UsageError } from '../errors.js'
 
-/** A malformed `s3://bucket/key`, endpoint, size or cache argument. */
-export class StoreArgumentError extends FaultlineError {}
+/** A malformed `s3://bucket/key`, endpoint, size or cache argument: a usage error (exit 2). */
+export class StoreArgumentError extends UsageError {
+  override readonly code: string = 'FL_ERR_STORE_ARGUMENT'
+}
 
 /** Why a remote read failed; decides whether it is retried. */
 export type RemoteFailureKind =
@@ -20,6 +22,7 @@ export type RemoteFailureKind =
 
 /** A remote operation on `url` that failed for good: `s3://b/k: GET bytes=0-4095: ...`. */
 export class RemoteStoreError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_REMOTE_STORE'
   readonly url: string
   readonly kind: RemoteFailureKind
   readonly attempts: number
@@ -32,4 +35,6 @@ export class RemoteStoreError extends FaultlineError {
 }
 
 /** The on-disk chunk cache cannot be used (locked by another server, not writable...). */
-export class ChunkCacheError extends FaultlineError {}
+export class ChunkCacheError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_CHUNK_CACHE'
+}

@@ -17,10 +17,16 @@ export const TRACE_HEADER_COMPLETE = 1
 export const TRACE_FLAG_WRITE = 1
 /** Record `flags`: installed by the policy's onStart, before the guest was acknowledged. */
 export const TRACE_FLAG_BEFORE_RESUME = 2
+/** Record `flags`: installed from the policy's start set (a working set) once the guest ran. */
+export const TRACE_FLAG_START_SET = 4
 
-/** Record `cause`, as InstallCause in src/policy/policy.ts. */
+/** Why a page was installed: a record's `cause` here (so the numbers are fixed by the file
+ * format), a run's in a policy's RunList (src/policy/policy.ts re-exports it), and a fetch's
+ * priority in the chunk store (lower first). */
+export const InstallCause = { Fault: 0, Prefetch: 1, Background: 2 } as const
+export type InstallCause = (typeof InstallCause)[keyof typeof InstallCause]
+/** Each InstallCause's name, indexed by its number. */
 export const TRACE_CAUSE_NAMES = ['fault', 'prefetch', 'background'] as const
-export const TRACE_CAUSE_FAULT = 0
 
 /** Largest latency a record holds (u32 ns, about 4.3 s); longer ones saturate. */
 export const TRACE_MAX_LATENCY_NS = 0xffffffff
@@ -49,7 +55,11 @@ export const R_THREAD_ID = 20
 export const R_CAUSE = 24
 export const R_FLAGS = 25
 
-export class TraceFormatError extends FaultlineError {}
+/** A trace file that is malformed, or that cannot be used for what was asked of it (replayed
+ * by the native guest, read as a working set). */
+export class TraceFormatError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_TRACE_FORMAT'
+}
 
 /** One guest region as the trace header stores it. */
 export interface TraceRegion {

@@ -2,7 +2,7 @@
 // service-latency CDF, working-set growth. No dependencies; points are binned to pixels so
 // a trace of millions of records still makes a file a browser opens instantly.
 import { basename } from 'node:path'
-import { TRACE_CAUSE_FAULT, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE } from './format.js'
+import { InstallCause, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE } from './format.js'
 import type { Trace } from './reader.js'
 import { installedCurve, quantileSorted, traceStats, workingSetCurve, type TraceStats } from './stats.js'
 
@@ -103,7 +103,7 @@ function scatterPanel(out: string[], t: Trace, box: Box, durationNs: number): vo
   for (let i = 0; i < t.length; i++) {
     const px = Math.round(xs(Math.max(0, t.timeNs[i]) / unit.div))
     const y0 = ys(t.page[i] * mib)
-    if (t.cause[i] === TRACE_CAUSE_FAULT) {
+    if (t.cause[i] === InstallCause.Fault) {
       const set = (t.flags[i] & TRACE_FLAG_WRITE) !== 0 ? series.write : series.read
       set.add(px * 4096 + Math.round(y0))
       continue
@@ -136,7 +136,7 @@ function scatterPanel(out: string[], t: Trace, box: Box, durationNs: number): vo
 
 function cdfPanel(out: string[], t: Trace, box: Box, stats: TraceStats): void {
   const lat: number[] = []
-  for (let i = 0; i < t.length; i++) if (t.cause[i] === TRACE_CAUSE_FAULT) lat.push(Math.max(t.latencyNs[i], 1) / 1000)
+  for (let i = 0; i < t.length; i++) if (t.cause[i] === InstallCause.Fault) lat.push(Math.max(t.latencyNs[i], 1) / 1000)
   lat.sort((a, b) => a - b)
   const minDec = lat.length ? Math.floor(Math.log10(lat[0])) : 0
   const maxDec = lat.length ? Math.max(minDec + 1, Math.ceil(Math.log10(lat[lat.length - 1]))) : 3

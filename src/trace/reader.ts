@@ -1,10 +1,11 @@
 // Reads a trace file into columns (one typed array per field), checking its header and length,
 // and derives the page lists other tools need: first-touch order and the working set.
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } from 'node:fs'
+import { gunzipSync } from 'node:zlib'
 import { fileError } from '../errors.js'
 import {
   decodeTraceHeader, H_HEADER_BYTES, R_CAUSE, R_COUNT, R_FLAGS, R_LATENCY_NS, R_PAGE, R_THREAD_ID, R_TIME_NS,
-  TRACE_CAUSE_FAULT, TRACE_CAUSE_NAMES, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_MAGIC,
+  InstallCause, TRACE_CAUSE_NAMES, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET, TRACE_MAGIC,
   TRACE_RECORD_BYTES, TraceFormatError, type TraceHeader,
 } from './format.js'
 
@@ -34,24 +35,48 @@ function readAll(fd: number, into: Buffer, position: number): number {
   return got
 }
 
-/** Reads and checks a whole trace. */
+/** Reads from a whole file held in memory (a decompressed trace), as readAll reads a file. */
+class BufferFile {
+  constructor(readonly bytes: Buffer) {}
+  read(into: Buffer, position: number): number {
+    return this.bytes.copy(into, 0, Math.min(position, this.bytes.length), Math.min(position + into.length, this.bytes.length))
+  }
+}
+
+/** Reads and checks a whole trace; a gzip-compressed one (`gzip -9 run.fltrace`, as the
+ * committed real-program traces are) is decompressed first. */
 export function readTrace(path: string): Trace {
   let fd: number
   // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer.
   try { fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK) } catch (err) { throw fileError(path, err, 'cannot read trace') }
+  let file: BufferFile | undefined
   try {
     const st = fstatSync(fd)
     if (!st.isFile()) throw new TraceFormatError(`${path}: cannot read trace: ${st.isDirectory() ? 'is a directory' : 'not a regular file'}`)
-    const fileBytes = st.size
+    const magic = Buffer.alloc(2)
+    if (readAll(fd, magic, 0) === 2 && magic[0] === 0x1f && magic[1] === 0x8b) {
+      try {
+        file = new BufferFile(gunzipSync(readFileSync(fd)))
+      } catch (err) {
+        throw new TraceFormatError(`${path}: gzip-compressed, but it does not decompress: ${(err as Error).message}`)
+      }
+    }
+  } catch (err) {
+    closeSync(fd)
+    throw err
+  }
+  const read = (into: Buffer, position: number): number => file ? file.read(into, position) : readAll(fd, into, position)
+  try {
+    const fileBytes = file ? file.bytes.length : fstatSync(fd).size
     const fixed = Buffer.alloc(Math.min(fileBytes, TRACE_FIXED_HEADER_BYTES))
-    readAll(fd, fixed, 0)
+    read(fixed, 0)
     // The region table makes the header longer than its fixed part: read it all, then check.
     let full = fixed
     if (fixed.length === TRACE_FIXED_HEADER_BYTES && fixed.subarray(0, 8).equals(TRACE_MAGIC)) {
       const headerBytes = fixed.readUInt32LE(H_HEADER_BYTES)
       if (headerBytes > TRACE_FIXED_HEADER_BYTES && headerBytes <= fileBytes) {
         full = Buffer.alloc(headerBytes)
-        readAll(fd, full, 0)
+        read(full, 0)
       }
     }
     const header = decodeTraceHeader(full, fileBytes, path)
@@ -66,7 +91,7 @@ export function readTrace(path: string): Trace {
       length = Math.floor(recordBytes / TRACE_RECORD_BYTES)
     }
     const buf = Buffer.alloc(length * TRACE_RECORD_BYTES)
-    readAll(fd, buf, header.headerBytes)
+    read(buf, header.headerBytes)
     const t: Trace = {
       path, header, length, incomplete: !header.complete,
       timeNs: new Float64Array(length), page: new Uint32Array(length), count: new Uint32Array(length),
@@ -96,7 +121,7 @@ export function firstTouchOrder(t: Trace): number[] {
   const seen = new Set<number>()
   const order: number[] = []
   for (const i of timeOrder(t)) {
-    if (t.cause[i] !== TRACE_CAUSE_FAULT) continue
+    if (t.cause[i] !== InstallCause.Fault) continue
     const p = t.page[i]
     if (!seen.has(p)) { seen.add(p); order.push(p) }
   }
@@ -104,16 +129,17 @@ export function firstTouchOrder(t: Trace): number[] {
 }
 
 /**
- * The working set a trace describes, in first-use order: the pages the guest faulted on plus
- * the pages installed before it resumed (a working set loaded by the recorded run itself), so
- * a trace recorded under `workingset:` describes the same set again.
+ * The working set a trace describes, in first-use order: the pages installed from the
+ * recorded run's own start set (a working set it loaded, before or after it resumed), then the
+ * pages the guest faulted on, so a trace recorded under `workingset:` describes the same set
+ * again.
  */
 export function workingSetPages(t: Trace): number[] {
   const seen = new Set<number>()
   const order: number[] = []
   const add = (p: number) => { if (!seen.has(p)) { seen.add(p); order.push(p) } }
   for (let i = 0; i < t.length; i++) {
-    if ((t.flags[i] & TRACE_FLAG_BEFORE_RESUME) === 0) continue
+    if ((t.flags[i] & (TRACE_FLAG_BEFORE_RESUME | TRACE_FLAG_START_SET)) === 0) continue
     for (let p = t.page[i], end = p + t.count[i]; p < end; p++) add(p)
   }
   for (const p of firstTouchOrder(t)) add(p)

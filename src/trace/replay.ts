@@ -1,10 +1,8 @@
 // Turns a trace into a native-guest workload that touches the recorded pages in the recorded
 // first-touch order (`guest --workload pages:FILE`), with the same region size and offset.
 import { writeFileSync } from 'node:fs'
-import { FaultlineError } from '../errors.js'
+import { TraceFormatError } from './format.js'
 import { firstTouchOrder, type Trace } from './reader.js'
-
-export class TraceReplayError extends FaultlineError {}
 
 export interface ReplayPlan {
   /** Guest RAM in MiB (the guest maps whole MiB). */
@@ -20,11 +18,11 @@ export interface ReplayPlan {
 /** The workload that replays `t`'s access order; the guest maps the trace's first region. */
 export function replayPlan(t: Trace): ReplayPlan {
   const region = t.header.regions[0]
-  if (!region) throw new TraceReplayError(`${t.path}: the trace records no guest region to replay`)
+  if (!region) throw new TraceFormatError(`${t.path}: the trace records no guest region to replay`)
   const pageSize = t.header.pageSize
-  if (pageSize !== 4096) throw new TraceReplayError(`${t.path}: page size ${pageSize}: the native guest replays 4096-byte pages only`)
+  if (pageSize !== 4096) throw new TraceFormatError(`${t.path}: page size ${pageSize}: the native guest replays 4096-byte pages only`)
   const bytes = region.pageCount * pageSize
-  if (bytes % 2 ** 20 !== 0) throw new TraceReplayError(`${t.path}: region of ${bytes} bytes is not whole MiB (the native guest maps whole MiB)`)
+  if (bytes % 2 ** 20 !== 0) throw new TraceFormatError(`${t.path}: region of ${bytes} bytes is not whole MiB (the native guest maps whole MiB)`)
   const pages: number[] = []
   let skipped = 0
   for (const p of firstTouchOrder(t)) {

@@ -1,7 +1,7 @@
 // Summaries of a trace: pages, working-set growth, fault rate, service latency, installs by
 // cause. Pure functions over a read Trace; the CLI formats them.
 import {
-  TRACE_CAUSE_FAULT, TRACE_CAUSE_NAMES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE,
+  InstallCause, TRACE_CAUSE_NAMES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE,
 } from './format.js'
 import { timeOrder, type Trace } from './reader.js'
 
@@ -61,7 +61,7 @@ export function workingSetCurve(t: Trace): { timeNs: Float64Array; pages: Uint32
   const seen = new Set<number>()
   const times: number[] = []
   for (const i of timeOrder(t)) {
-    if (t.cause[i] !== TRACE_CAUSE_FAULT || seen.has(t.page[i])) continue
+    if (t.cause[i] !== InstallCause.Fault || seen.has(t.page[i])) continue
     seen.add(t.page[i])
     times.push(Math.max(0, t.timeNs[i]))
   }
@@ -100,7 +100,7 @@ export function traceStats(t: Trace): TraceStats {
       if (installed[p] === 0) { installed[p] = 1; uniqueInstalled++ }
     }
     if ((t.flags[i] & TRACE_FLAG_BEFORE_RESUME) !== 0) { beforeResumePages += count; beforeResumeNs += t.latencyNs[i] }
-    if (t.cause[i] !== TRACE_CAUSE_FAULT) continue
+    if (t.cause[i] !== InstallCause.Fault) continue
     faults++
     if (count === 0) onPresent++
     if ((t.flags[i] & TRACE_FLAG_WRITE) !== 0) writes++

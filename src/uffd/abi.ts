@@ -40,6 +40,9 @@ export const UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 export const UFFD_FEATURE_POISON = 1 << 14
 export const UFFD_FEATURE_WP_ASYNC = 1 << 15
 export const UFFD_FEATURE_MOVE = 1 << 16
+/** Not in the uapi header: fs/userfaultfd.c's mark of a uffd whose UFFDIO_API is done, shown
+ * with its features in /proc/PID/fdinfo (Linux 6.x). */
+export const UFFD_FEATURE_INITIALIZED = 0x80000000
 
 export const FEATURE_NAMES: ReadonlyArray<readonly [number, string]> = [
   [UFFD_FEATURE_PAGEFAULT_FLAG_WP, 'PAGEFAULT_FLAG_WP'], [UFFD_FEATURE_EVENT_FORK, 'EVENT_FORK'],
@@ -94,13 +97,48 @@ export const POLLRDHUP = 0x2000
 export const PROT_NONE = 0
 export const PROT_READ = 1
 export const PROT_WRITE = 2
+export const MAP_SHARED = 0x01
 export const MAP_PRIVATE = 0x02
 export const MAP_FIXED = 0x10
 export const MAP_ANONYMOUS = 0x20
 export const MADV_DONTNEED = 4
 export const MADV_REMOVE = 9
+export const MADV_HUGEPAGE = 14
+// memfd, mount, fallocate, fadvise: the decoded cache's backing file (linux/memfd.h,
+// linux/mount.h, linux/falloc.h, fcntl.h).
+export const MFD_CLOEXEC = 1
+export const MS_NOSUID = 2
+export const MS_NODEV = 4
+export const MS_NOEXEC = 8
+export const MNT_DETACH = 2
+// The mount API (linux/mount.h): a tmpfs made and mounted without ever being attached to a path.
+export const SYS_FSOPEN = 430, SYS_FSCONFIG = 431, SYS_FSMOUNT = 432
+export const FSOPEN_CLOEXEC = 1
+export const FSCONFIG_SET_STRING = 1
+export const FSCONFIG_CMD_CREATE = 6
+export const FSMOUNT_CLOEXEC = 1
+export const MOUNT_ATTR_NOSUID = 0x2, MOUNT_ATTR_NODEV = 0x4, MOUNT_ATTR_NOEXEC = 0x8
+export const O_CREAT = 0o100
+export const O_EXCL = 0o200
+export const FALLOC_FL_KEEP_SIZE = 1
+export const FALLOC_FL_PUNCH_HOLE = 2
+export const POSIX_FADV_WILLNEED = 3
+export const POSIX_FADV_DONTNEED = 4
 export const EFD_CLOEXEC = O_CLOEXEC
 export const EFD_NONBLOCK = O_NONBLOCK
+
+// errno values (asm-generic/errno-base.h, asm-generic/errno.h: the same on x86_64 and aarch64)
+export const EPERM = 1
+export const ENOENT = 2
+export const ESRCH = 3
+export const EINTR = 4
+export const EAGAIN = 11
+export const EACCES = 13
+export const EEXIST = 17
+export const EOPNOTSUPP = 95
+export const ENAMETOOLONG = 36
+export const ECONNABORTED = 103
+export const ENOSYS = 38
 
 export const SYS_USERFAULTFD_X64 = 323
 export const SYS_USERFAULTFD_ARM64 = 282

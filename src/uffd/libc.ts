@@ -4,7 +4,7 @@
 // ioctl, poll) through ffi-napi instead, with the same signatures, to compare the two.
 import { createRequire } from 'node:module'
 import { arch, env } from 'node:process'
-import { FaultlineError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { SYS_USERFAULTFD_ARM64, SYS_USERFAULTFD_X64 } from './abi.js'
 
 const require = createRequire(import.meta.url)
@@ -19,6 +19,7 @@ export const libc = {
   close: lib.func('int close(int fd)'),
   read: lib.func('long read(int fd, void *buf, size_t count)'),
   pread: lib.func('long pread(int fd, void *buf, size_t count, long offset)'),
+  preadAt: lib.func('long pread(int fd, intptr_t buf, size_t count, long offset)'),
   write: lib.func('long write(int fd, void *buf, size_t count)'),
   // The kernel reads an ioctl's request as a 32-bit unsigned int, so it is passed as an int32:
   // UFFDIO_* numbers exceed V8's small integers (2^30) as unsigned, and a number that is not
@@ -50,6 +51,18 @@ export const libc = {
   gettid: lib.func('int gettid(void)'),
   sched_setscheduler: lib.func('int sched_setscheduler(int tid, int policy, void *param)'),
   geteuid: lib.func('unsigned int geteuid(void)'),
+  // The decoded cache's backing file (shared-file.ts).
+  memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
+  openat: lib.func('int openat(int dirfd, const char *path, int flags, int mode)'),
+  unlinkat: lib.func('int unlinkat(int dirfd, const char *path, int flags)'),
+  mount: lib.func('int mount(const char *source, const char *target, const char *type, unsigned long flags, const char *data)'),
+  umount2: lib.func('int umount2(const char *target, int flags)'),
+  ftruncate: lib.func('int ftruncate(int fd, long length)'),
+  fallocate: lib.func('int fallocate(int fd, int mode, long offset, long length)'),
+  pwrite: lib.func('long pwrite(int fd, void *buf, size_t count, long offset)'),
+  pwriteAt: lib.func('long pwrite(int fd, intptr_t buf, size_t count, long offset)'),
+  mincore: lib.func('int mincore(intptr_t addr, size_t len, void *vec)'),
+  posix_fadvise: lib.func('int posix_fadvise(int fd, long offset, long len, int advice)'),
 }
 
 export const SYS_USERFAULTFD = arch === 'arm64' ? SYS_USERFAULTFD_ARM64 : SYS_USERFAULTFD_X64
@@ -57,15 +70,13 @@ export const SYS_USERFAULTFD = arch === 'arm64' ? SYS_USERFAULTFD_ARM64 : SYS_US
 export type FfiBackend = 'koffi' | 'ffi-napi'
 export const FFI_BACKENDS: readonly FfiBackend[] = ['koffi', 'ffi-napi']
 
-export class FfiBackendError extends FaultlineError {}
-
 /** Which FFI the fault loop's calls go through in this thread. */
 export const ffiBackend: FfiBackend = selectBackend(env.FAULTLINE_FFI)
 
 function selectBackend(name: string | undefined): FfiBackend {
   if (name === undefined || name === '' || name === 'koffi') return 'koffi'
   if (name === 'ffi-napi') return 'ffi-napi'
-  throw new FfiBackendError(`FAULTLINE_FFI=${name}: expected koffi or ffi-napi`)
+  throw new UsageError(`FAULTLINE_FFI=${name}: expected koffi or ffi-napi`)
 }
 
 // errno of the last call: koffi keeps its own; ffi-napi calls save theirs here, and `hot` says
@@ -81,7 +92,7 @@ function useFfiNapi(): void {
   try {
     ffi = require('ffi-napi') as Ffi
   } catch (err) {
-    throw new FfiBackendError(`FAULTLINE_FFI=ffi-napi: the optional dependency ffi-napi is not installed or did not build ` +
+    throw new UsageError(`FAULTLINE_FFI=ffi-napi: the optional dependency ffi-napi is not installed or did not build ` +
       `(${(err as Error).message.split('\n')[0]}); \`npm install\` builds it, koffi needs nothing`)
   }
   const f = ffi.Library('libc.so.6', {

@@ -5,13 +5,13 @@ import * as abi from './abi.js'
 import { UffdError } from './errors.js'
 import { addressOf, errno, libc } from './libc.js'
 
-const EAGAIN = 11, EINTR = 4
+const { EAGAIN, EINTR, ECONNABORTED } = abi
 const SUN_PATH_MAX = 108
 const MAX_FDS = 16
 
 function sockaddrUnix(path: string): Buffer {
   const bytes = Buffer.from(path)
-  if (bytes.length >= SUN_PATH_MAX) throw new UffdError('bind', 36, `socket path longer than ${SUN_PATH_MAX - 1} bytes: ${path}`)
+  if (bytes.length >= SUN_PATH_MAX) throw new UffdError('bind', abi.ENAMETOOLONG, `socket path longer than ${SUN_PATH_MAX - 1} bytes: ${path}`)
   const addr = Buffer.alloc(2 + SUN_PATH_MAX)
   addr.writeUInt16LE(abi.AF_UNIX, 0)
   bytes.copy(addr, 2)
@@ -61,7 +61,7 @@ export function acceptConnection(listenFd: number): number {
   const fd = libc.accept4(listenFd, null, null, abi.SOCK_CLOEXEC | abi.SOCK_NONBLOCK)
   if (fd >= 0) return fd
   const e = errno()
-  if (e === EAGAIN || e === EINTR || e === 103 /* ECONNABORTED */) return -1
+  if (e === EAGAIN || e === EINTR || e === ECONNABORTED) return -1
   throw new UffdError('accept4', e)
 }
 

@@ -6,7 +6,7 @@ import * as abi from './abi.js'
 import { UffdError, UffdPermissionError } from './errors.js'
 import { addressOf, errno, libc, SYS_USERFAULTFD } from './libc.js'
 
-const EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EAGAIN = 11, EEXIST = 17, EACCES = 13
+const { EPERM, ENOENT, ESRCH, EINTR, EAGAIN, EEXIST, EACCES } = abi
 
 const TWO32 = 4294967296
 
@@ -98,7 +98,7 @@ export class Userfaultfd {
     const offered = wanted === 0 ? 0 : supportedFeatures()
     const missingBits = wanted & ~offered
     if ((required & missingBits) !== 0) {
-      throw new UffdError('UFFDIO_API', 95, `kernel lacks required features ${featureNames(required & missingBits).join(', ')}`)
+      throw new UffdError('UFFDIO_API', abi.EOPNOTSUPP, `kernel lacks required features ${featureNames(required & missingBits).join(', ')}`)
     }
     const ask = wanted & offered
     this.args.fill(0)
@@ -226,6 +226,20 @@ export class Userfaultfd {
     return length
   }
 
+  /** False once the address space this uffd serves is gone (its process exited or exec'd).
+   * The probe is UFFDIO_WRITEPROTECT clearing protection on a page of `address`'s range: on
+   * memory registered in missing mode only it changes nothing (ENOENT); ESRCH means the mm is
+   * gone. (A forked child's uffd gives no other sign of the child's exit.) */
+  isAttached(address: number, pageSize: number): boolean {
+    const u32 = this.u32
+    const lo = address % TWO32
+    u32[0] = lo; u32[1] = (address - lo) / TWO32
+    u32[2] = pageSize; u32[3] = 0
+    u32[4] = 0; u32[5] = 0
+    if (libc.ioctl(this.fd, abi.UFFDIO_WRITEPROTECT | 0, this.args) === 0) return true
+    return errno() !== ESRCH
+  }
+
   /** Reads up to `messages.capacity` pending events; 0 when none are pending. */
   readMessages(messages: UffdMessages): number {
     const n = libc.read(this.fd, messages.buffer, messages.buffer.length)
@@ -247,6 +261,7 @@ export class Userfaultfd {
 
 /** The guest's address space is gone (it exited or exec'd): its session is over. */
 export class GuestGoneError extends UffdError {
+  override readonly code: string = 'FL_ERR_GUEST_GONE'
   constructor(op: string) {
     super(op, ESRCH, 'the guest has exited')
   }

@@ -3,10 +3,13 @@
 import { FaultlineError } from '../errors.js'
 
 /** A QEMU process, its console or a migration did not do what was expected. */
-export class VmError extends FaultlineError {}
+export class VmError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_VM'
+}
 
 /** QEMU answered a QMP command with an error, or did not answer in time. */
 export class QmpError extends VmError {
+  override readonly code: string = 'FL_ERR_QMP'
   readonly command: string
   /** QMP's error class (`GenericError`, ...), or `Timeout` / `Closed` for ours. */
   readonly errorClass: string

@@ -2,15 +2,14 @@
 // command line the workload expects), and builds it when it is missing or older than its source.
 import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { VmError } from './errors.js'
+import { repoPath } from '../util/repo.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-export const BUILD_IMAGE_SCRIPT = join(REPO, 'scripts/vm/build-image.sh')
-export const WORKLOAD_SOURCE = join(REPO, 'native/vm-guest/workload.c')
+export const BUILD_IMAGE_SCRIPT = repoPath('scripts/vm/build-image.sh')
+export const WORKLOAD_SOURCE = repoPath('native/vm-guest/workload.c')
 /** Where the image goes unless told otherwise. */
-export const DEFAULT_IMAGE_DIR = join(REPO, '.cache/vm')
+export const DEFAULT_IMAGE_DIR = repoPath('.cache/vm')
 
 export interface GuestImage {
   kernel: string

@@ -4,8 +4,7 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { PageServer, type SessionRecord } from '../server/page-server.js'
 import type { SessionStats } from '../server/session.js'
 import { extractSnapshot } from '../snapshot/verify.js'
@@ -15,10 +14,10 @@ import { requestChecksum } from './guest.js'
 import { resumeVm, type ResumeMode, type ResumeTimings } from './resume.js'
 import { floorServer, PageServerProcess, parseFloorStats, type FloorStats } from './server-process.js'
 import type { VmDir } from './vm-dir.js'
+import { nativeBuildPath } from '../util/repo.js'
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-export const DEFAULT_SHIM = join(REPO, 'native/build/libfaultline-shim.so')
-export const FLOOR_BINARY = join(REPO, 'native/build/uffd-floor')
+export const DEFAULT_SHIM = nativeBuildPath('libfaultline-shim.so')
+export const FLOOR_BINARY = nativeBuildPath('uffd-floor')
 
 export interface VmDirResumeOptions {
   mode: ResumeMode

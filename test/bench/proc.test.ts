@@ -3,17 +3,18 @@ import t from 'tap'
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cachedBytes, dropPageCache, memAvailableBytes, parseProcIo, parseProcStatus, parseSchedstat, ProcError, resetPeakRss, sampleProcess, warmPageCache } from '../../src/bench/proc.js'
+import { cachedBytes, dropPageCache, memAvailableBytes, parseProcIo, parseProcStatus, parseSchedstat, resetPeakRss, sampleProcess, warmPageCache } from '../../src/bench/proc.js'
+import { BenchError } from '../../src/bench/errors.js'
 
 t.test('parses /proc/PID/io, status and schedstat', async t => {
   const io = 'rchar: 1234\nwchar: 5\nsyscr: 3\nsyscw: 1\nread_bytes: 8192\nwrite_bytes: 0\ncancelled_write_bytes: 0\n'
   t.same(parseProcIo(io), { readBytes: 8192, rchar: 1234 })
-  t.throws(() => parseProcIo('rchar: 1\n'), ProcError)
+  t.throws(() => parseProcIo('rchar: 1\n'), BenchError)
   const status = 'Name:\tnode\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n'
   t.same(parseProcStatus(status), { rssBytes: 102400 * 1024, peakRssBytes: 204800 * 1024 })
   t.throws(() => parseProcStatus('Name: x\n'), /VmRSS/)
   t.equal(parseSchedstat('123456789 2000 17\n'), 123456789)
-  t.throws(() => parseSchedstat('x y z'), ProcError)
+  t.throws(() => parseSchedstat('x y z'), BenchError)
   t.equal(memAvailableBytes('MemTotal: 100 kB\nMemAvailable:   2048 kB\n'), 2048 * 1024)
 })
 
@@ -49,5 +50,5 @@ t.test('cold and warm page cache of one file', async t => {
   dropPageCache('fadvise', [f])
   const cold = cachedBytes(f)
   t.equal(cold, 0, `cold: ${cold} bytes cached`)
-  t.throws(() => dropPageCache('fadvise', [join(dir, 'missing')]), ProcError)
+  t.throws(() => dropPageCache('fadvise', [join(dir, 'missing')]), BenchError)
 })

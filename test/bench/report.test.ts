@@ -61,11 +61,16 @@ t.test('formats and sizes', async t => {
   t.throws(() => parseSizeMiB('lots'), /--sizes: expected a size like 256M/)
 })
 
-t.test('fault-cost summary pairs with uffd-c per round; the breakdown adds up', async t => {
+t.test('fault-cost summary pairs with both C servers per round; the breakdown adds up', async t => {
   const fr = (server: string, round: number, perFaultNs: number, pinned = true): FaultRun =>
     ({ server, pinned, round, faults: 1000, perFaultNs, serviceP50Ns: perFaultNs / 2, serverCpuPerFaultNs: perFaultNs, mismatches: 0 })
-  const rows = summarizeFaultCost([fr('uffd-c', 0, 10e3), fr('faultline/koffi', 0, 12e3), fr('uffd-c', 1, 30e3), fr('faultline/koffi', 1, 36e3)])
-  t.equal(rows.find(r => r.server === 'faultline/koffi')!.vsFloor, 1.2)
+  const rows = summarizeFaultCost([fr('uffd-c', 0, 10e3), fr('uffd-c/snapshot', 0, 11e3), fr('faultline/koffi', 0, 12e3),
+    fr('uffd-c', 1, 30e3), fr('uffd-c/snapshot', 1, 24e3), fr('faultline/koffi', 1, 36e3)])
+  const koffi = rows.find(r => r.server === 'faultline/koffi')!
+  t.equal(koffi.vsFloor, 1.2)
+  t.equal(koffi.vsSameWork, (12 / 11 + 36 / 24) / 2, 'the same-work ratio pairs with uffd-c/snapshot of the same round')
+  t.equal(rows.find(r => r.server === 'uffd-c/snapshot')!.vsFloor, (1.1 + 0.8) / 2)
+  t.ok(Number.isNaN(summarizeFaultCost([fr('uffd-c', 0, 10e3), fr('faultline/koffi', 0, 12e3)])[1].vsSameWork), 'NaN without uffd-c/snapshot')
   const timed: FaultRun = {
     ...fr('faultline/koffi+timers', 0, 10e3),
     breakdown: { polls: 1000, uffdReads: 1000, emptyReads: 0, uffdReadNs: 1e6, sourceReads: 600, sourceReadNs: 3e6, copies: 600, copyNs: 2e6, zeropages: 400, zeropageNs: 0.5e6, serviceNs: 8e6, faults: 1000, heapGrowthBytes: 0, warmHeapGrowthBytes: 0, warmFaults: 0 },

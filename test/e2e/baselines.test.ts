@@ -3,9 +3,9 @@
 // and each mode's accounting checked against what that mode must do. Not timed.
 import t from 'tap'
 import { join } from 'node:path'
-import { GuestRunError } from '../../src/bench/guest.js'
 import { ensureImage, runOnce, type RunRecord, type SweepOptions } from '../../src/bench/resume.js'
 import { scratchDir } from './harness.js'
+import { BenchError } from '../../src/bench/errors.js'
 
 const MIB = 16
 const PAGES = MIB * 256
@@ -64,7 +64,7 @@ t.test('each resume mode serves the guest the image, and accounts for it', async
   t.test('a guest checking against the wrong image fails the run (the check can fail)', async t => {
     const other = await ensureImage(join(dir, 'other'), MIB, 4)
     // Served from another image's snapshot, checked against this image's raw bytes.
-    await t.rejects(runOnce('faultline:ondemand', { ...ctx, image: { ...image, snap: other.snap } }), GuestRunError)
+    await t.rejects(runOnce('faultline:ondemand', { ...ctx, image: { ...image, snap: other.snap } }), BenchError)
     await t.rejects(runOnce('eager-lz4', { ...ctx, image: { ...image, snap: other.snap } }), /differ from/)
   })
 })

@@ -3,13 +3,14 @@
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { PageServer, type PageServerOptions } from '../../src/server/page-server.js'
 import { createSnapshot } from '../../src/snapshot/writer.js'
 import { writeSyntheticImage } from '../../src/snapshot/synthetic-image.js'
+import { REPO_ROOT } from '../../src/util/repo.js'
+import { ensureDist } from './dist.js'
 
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+export const ROOT = REPO_ROOT
 export const GUEST = join(ROOT, 'native/build/guest')
 
 interface Teardown { teardown(fn: () => unknown): void }
@@ -32,7 +33,10 @@ export async function makeImage(dir: string, mib: number, seed = 1, name = 'mem'
   return { raw, snap, sizeBytes: mib * 2 ** 20 }
 }
 
+/** A PageServer in this process, dist/ rebuilt first if a source is newer (its workers run
+ * the compiled code, and it refuses a stale build). */
 export async function startServer(t: Teardown, opts: PageServerOptions): Promise<PageServer> {
+  ensureDist()
   const server = await PageServer.start(opts)
   t.teardown(() => server.close())
   return server

@@ -11,10 +11,10 @@ import { AdaptivePolicy } from '../../src/policy/adaptive.js'
 import type { PageServer } from '../../src/server/page-server.js'
 import type { SessionStats } from '../../src/server/session.js'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
-import { TRACE_CAUSE_FAULT } from '../../src/trace/format.js'
+import { InstallCause } from '../../src/trace/format.js'
 import { readTrace, workingSetPages } from '../../src/trace/reader.js'
 import { SimContext, sequential, simulate } from '../policy/sim.js'
-import { GUEST, makeImage, runGuest, scratchDir, startServer } from './harness.js'
+import { GUEST, makeImage, runGuest, scratchDir, startServer, waitUntil } from './harness.js'
 
 const PAGE = 4096
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '../policy/fixtures')
@@ -148,7 +148,7 @@ t.test('adaptive: a sequential scan takes the faults the model predicts; random 
   t.ok(st3.faults < 1024, `4 threads sharing a scan: ${st3.faults} faults for 4096 pages`)
 })
 
-t.test('workingset: a recorded working set is resident before the guest runs, and the same workload takes no fault', async t => {
+t.test('workingset: a recorded working set goes in once the guest runs, in first-touch order, and the same workload takes few faults', async t => {
   const dir = scratchDir(t)
   const img = await IMAGE
   const trace = join(dir, 'rec.fltrace')
@@ -167,13 +167,18 @@ t.test('workingset: a recorded working set is resident before the guest runs, an
   const socket = join(dir, 'ws.sock')
   const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `workingset:${trace}`, warmWorkers: 3, singleGuest: true })
 
-  t.test('before the guest touches anything', async t => {
+  t.test('a guest that touches nothing gets exactly the working set', async t => {
     const g = await startLiveGuest(['--socket', socket, '--mib', '12', '--workload', 'none'])
     const start = guestRegion(g.pid, 12)
-    const present = presentPages(g.pid, start, 3072)
+    // Installed after the ack (the resume is as fast as ondemand's), while the guest runs.
     const presentSet = new Set<number>()
-    present.forEach((v, i) => { if (v) presentSet.add(i) })
-    t.same(presentSet, touched, 'exactly the working set is present when the guest resumes')
+    const complete = await waitUntil(() => {
+      presentSet.clear()
+      presentPages(g.pid, start, 3072).forEach((v, i) => { if (v) presentSet.add(i) })
+      return presentSet.size >= touched.size
+    }, 20000)
+    t.ok(complete, `the working set arrived (${presentSet.size} of ${touched.size} pages)`)
+    t.same(presentSet, touched, 'exactly the working set is present')
     t.same(differingPages(g.pid, start, img.raw, touched), [], 'with the snapshot\'s bytes')
     g.child.kill('SIGTERM')
     await g.exited
@@ -182,16 +187,22 @@ t.test('workingset: a recorded working set is resident before the guest runs, an
     t.equal(st.pagesInstalled[1], touched.size)
   })
 
-  t.test('the recorded workload again: no faults; a larger one: faults only outside the set', async t => {
+  t.test('the recorded workload again: few faults, each page once; a larger one: the rest fault', async t => {
     const same = await runGuest(['--socket', socket, ...workload, '--verify', img.raw])
     t.equal(same.code, 0, same.stderr)
     t.equal(same.report?.mismatches, 0)
-    t.equal((await nextEnded(server, 1)).faults, 0)
+    const st = await nextEnded(server, 1)
+    // The guest chases the prefetch through the same order: it faults only where it got ahead
+    // of it (about once a batch of installs), and every page goes in once.
+    t.ok(st.faults < touched.size / 4, `${st.faults} faults for ${touched.size} pages of the set`)
+    t.equal(st.pagesInstalled[0] + st.pagesInstalled[1], touched.size, 'faults and prefetch installed each page once')
     // random:F with the same seed touches the same first pages: 0.2 is a superset of 0.1.
     const more = await runGuest(['--socket', socket, '--mib', '12', '--workload', 'random:0.2', '--seed', '9', '--verify', img.raw])
     t.equal(more.code, 0, more.stderr)
     t.equal(more.report?.mismatches, 0)
-    t.equal((await nextEnded(server, 2)).faults, Math.round(0.2 * 3072) - touched.size)
+    const outside = Math.round(0.2 * 3072) - touched.size
+    const f = (await nextEnded(server, 2)).faults
+    t.ok(f >= outside && f < outside + touched.size / 4, `${f} faults: the ${outside} pages outside the set, and few inside`)
   })
 })
 
@@ -239,7 +250,7 @@ t.test('background:TRACE fills the trace\'s pages first, in its order, then the 
   const tr = readTrace(out)
   const installedOrder: number[] = []
   for (let i = 0; i < tr.length; i++) {
-    if (tr.cause[i] === TRACE_CAUSE_FAULT) continue
+    if (tr.cause[i] === InstallCause.Fault) continue
     for (let p = tr.page[i]; p < tr.page[i] + tr.count[i]; p++) installedOrder.push(p)
   }
   t.equal(installedOrder.length, 3072)

@@ -2,56 +2,17 @@
 // compiled dist/ code (a worker compiling the TypeScript sources again takes seconds, which
 // would decide every multi-guest test), the server as a separate process to kill, a hostile
 // client that speaks the wire protocol by hand, and counts of the process's fds and threads.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, relative } from 'node:path'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { PageServer, type PageServerOptions } from '../../src/server/page-server.js'
 import * as uffd from '../../src/uffd/index.js'
+import { ensureDist } from './dist.js'
 import { ROOT, waitUntil } from './harness.js'
 
 interface Teardown { teardown(fn: () => unknown): void }
 
-const DIST_WORKER = join(ROOT, 'dist/server/session-worker.js')
 const CLI = join(ROOT, 'dist/cli/main.js')
-
-/** Every source file under src/ has its compiled file in dist/, no older than itself. */
-function distIsFresh(): boolean {
-  const src = join(ROOT, 'src')
-  for (const entry of readdirSync(src, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile() || !entry.name.endsWith('.ts') || entry.name.endsWith('.d.ts')) continue
-    const ts = join(entry.parentPath, entry.name)
-    const js = join(ROOT, 'dist', relative(src, ts)).replace(/\.ts$/, '.js')
-    try {
-      if (statSync(js).mtimeMs < statSync(ts).mtimeMs) return false
-    } catch {
-      return false
-    }
-  }
-  return true
-}
-
-/** Makes sure dist/ holds the sources compiled (npm install builds it; a source edited
- * since gets it rebuilt here once, under a lock shared by test files running at once). */
-export function ensureDist(): void {
-  const fresh = distIsFresh
-  if (fresh()) return
-  const lock = join(tmpdir(), 'faultline-dist-build.lock')
-  for (let tries = 0; ; tries++) {
-    try { mkdirSync(lock); break } catch { /* another test file is building */ }
-    if (tries > 600) throw new Error(`${lock}: held for over 2 minutes; remove it if no build runs`)
-    execFileSync('sleep', ['0.2'])
-  }
-  try {
-    if (fresh()) return
-    // tsc still emits when a half-edited file does not type-check; a source saved during the
-    // build is newer than its output, which is fine: dist/ is the sources as the build began.
-    try { execFileSync('npx', ['tsc', '-p', ROOT], { cwd: ROOT, stdio: 'ignore' }) } catch { /* checked below */ }
-    if (!existsSync(DIST_WORKER)) throw new Error(`${DIST_WORKER}: missing after \`npx tsc -p .\``)
-  } finally {
-    rmdirSync(lock)
-  }
-}
 
 /** A PageServer in this process; its session workers run dist/'s compiled code (PageServer
  * picks it when it runs from TypeScript), made fresh first. */

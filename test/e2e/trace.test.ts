@@ -7,7 +7,7 @@ import { existsSync, readFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 import { traceCommand } from '../../src/cli/trace.js'
 import { PageServer } from '../../src/server/page-server.js'
-import { TRACE_CAUSE_FAULT, TRACE_FLAG_WRITE } from '../../src/trace/format.js'
+import { InstallCause, TRACE_FLAG_WRITE } from '../../src/trace/format.js'
 import { firstTouchOrder, readTrace } from '../../src/trace/reader.js'
 import { makeImage, ROOT, runGuest, scratchDir, startServer } from './harness.js'
 
@@ -58,7 +58,7 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
     const pages = new Set<number>()
     let writes = 0, notFaults = 0
     for (let i = 0; i < tr.length; i++) {
-      if (tr.cause[i] !== TRACE_CAUSE_FAULT) notFaults++
+      if (tr.cause[i] !== InstallCause.Fault) notFaults++
       threads.add(tr.threadId[i])
       pages.add(tr.page[i])
       if (tr.flags[i] & TRACE_FLAG_WRITE) writes++
@@ -121,11 +121,12 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
     const next = join(dir, 'next.fltrace')
     const r = await run(['replay', trace, '--snapshot', img.snap, '--policy', `workingset:${trace}`, '--trace', next, '--verify', img.raw])
     t.equal(r.code, 0, r.stderr)
-    t.match(r.stdout, /faults now\s+0\n/)
     const s = JSON.parse((await run(['stats', next, '--json'])).stdout)
-    t.equal(s.faults, 0)
-    t.equal(s.pagesBeforeResume, 1024, 'the working set went in before the guest resumed')
-    t.equal(s.pagesByCause.prefetch, 1024)
+    // The set goes in once the guest runs, faults first: the guest faults only where it got
+    // ahead of it, and every page goes in once.
+    t.ok(s.faults < 256, `${s.faults} faults of 1024 pages`)
+    t.equal(s.pagesBeforeResume, 0, 'nothing went in before the guest resumed')
+    t.equal(s.pagesByCause.prefetch + s.faults, 1024, 'the set and the faults installed each page once')
   })
 })
 
@@ -142,8 +143,9 @@ t.test('the committed sample trace is the working set of the workload it was rec
   t.equal(r.report?.verified_pages, 1024)
   t.equal(r.report?.mismatches, 0)
   await ended(server, 1)
-  t.equal(server.ended[0].stats?.faults, 0)
-  t.equal(server.ended[0].stats?.pagesInstalled[1], 1024)
+  const st = server.ended[0].stats!
+  t.ok(st.faults < 256, `${st.faults} faults`)
+  t.equal(st.pagesInstalled[0] + st.pagesInstalled[1], 1024, 'the set and the faults installed each page once')
 })
 
 t.test('an unwritable --trace is refused when the server starts', async t => {

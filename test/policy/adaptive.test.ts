@@ -1,9 +1,10 @@
 // adaptive: window growth on sequential scans, restraint on random and strided access, and
 // threads sharing one scan, checked against a page-state model of the session.
 import t from 'tap'
-import { ADAPTIVE_DEFAULT_MAX, ADAPTIVE_INITIAL_WINDOW, AdaptivePolicy, createAdaptive } from '../../src/policy/adaptive.js'
+import { ADAPTIVE_DEFAULT_MAX, ADAPTIVE_INITIAL_WINDOW, AdaptivePolicy } from '../../src/policy/adaptive.js'
 import { PolicyArgumentError } from '../../src/policy/registry.js'
 import { SimContext, sequential, simulate } from './sim.js'
+import { PolicyArgs } from '../../src/policy/args.js'
 
 /** Faults a single-threaded scan of `pages` takes: the first fault starts a stream, the
  * second (page 1) opens the initial window, each later one doubles it up to `max`. */
@@ -20,7 +21,7 @@ function expectedSequentialFaults(pages: number, max: number): number {
 t.test('a sequential scan: the window doubles up to the maximum', async t => {
   for (const max of [ADAPTIVE_DEFAULT_MAX, 16]) {
     const ctx = new SimContext(4096)
-    const r = simulate(await createAdaptive(String(max)), ctx, sequential(4096))
+    const r = simulate(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', String(max))), ctx, sequential(4096))
     t.equal(r.faults, expectedSequentialFaults(4096, max), `max ${max}`)
     t.equal(r.installed, 4096)
     t.equal(r.untouched, 0, 'the last window is clipped at the end of the range')
@@ -43,7 +44,7 @@ t.test('random access prefetches (almost) nothing', async t => {
   const seen = new Set<number>()
   const accesses: Array<[number, number]> = []
   while (accesses.length < 2000) { const p = rand() % 65536; if (!seen.has(p)) { seen.add(p); accesses.push([p, 1]) } }
-  const r = simulate(await createAdaptive(undefined), new SimContext(65536), accesses)
+  const r = simulate(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', undefined)), new SimContext(65536), accesses)
   t.ok(r.prefetched <= 2000 * 0.01, `prefetched ${r.prefetched} pages for 2000 random faults`)
   t.ok(r.faults >= 1990)
 })
@@ -51,7 +52,7 @@ t.test('random access prefetches (almost) nothing', async t => {
 t.test('a strided scan by one thread shrinks the window to nothing', async t => {
   const accesses: Array<[number, number]> = []
   for (let p = 0; p < 8192; p += 2) accesses.push([p, 1])
-  const r = simulate(await createAdaptive(undefined), new SimContext(8192), accesses)
+  const r = simulate(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', undefined)), new SimContext(8192), accesses)
   t.equal(r.untouched, 0, 'no prefetched page is wasted')
   t.equal(r.faults, 4096)
 })
@@ -62,14 +63,14 @@ t.test('threads sharing one scan (faulting out of order) still get large windows
   const accesses: Array<[number, number]> = [[1, 2], [0, 1]]
   for (let p = 2; p < 4096; p += 2) accesses.push([p + 1, 2], [p, 1])
   const ctx = new SimContext(4096)
-  const r = simulate(await createAdaptive(undefined), ctx, accesses)
+  const r = simulate(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', undefined)), ctx, accesses)
   t.ok(r.faults <= 40, `${r.faults} faults for 4096 pages`)
   t.equal(r.untouched, 0)
   t.equal(r.installed, 4096)
 })
 
 t.test('arguments', async t => {
-  t.equal((await createAdaptive(undefined)).name, `adaptive:${ADAPTIVE_DEFAULT_MAX}`)
-  t.equal((await createAdaptive('32')).name, 'adaptive:32')
-  for (const bad of ['0', 'x', '1.5', '70000']) t.throws(() => createAdaptive(bad), PolicyArgumentError, bad)
+  t.equal(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', undefined)).name, `adaptive:${ADAPTIVE_DEFAULT_MAX}`)
+  t.equal(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', '32')).name, 'adaptive:32')
+  for (const bad of ['0', 'x', '1.5', '70000']) t.throws(() => AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', bad)), PolicyArgumentError, bad)
 })

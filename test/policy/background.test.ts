@@ -1,9 +1,10 @@
 // background[:ORDER]: idle-time filling in address order, or a trace's working set first.
 import t from 'tap'
-import { BackgroundPolicy, createBackground } from '../../src/policy/background.js'
+import { BackgroundPolicy } from '../../src/policy/background.js'
 import { RunList } from '../../src/policy/policy.js'
 import { faults, writeTrace } from '../trace/fixtures.js'
 import { SimContext } from './sim.js'
+import { PolicyArgs } from '../../src/policy/args.js'
 
 /** Calls onIdle until it reports nothing left; returns the runs' sizes. */
 function drain(policy: BackgroundPolicy, ctx: SimContext, budget: number): number[] {
@@ -25,7 +26,7 @@ function drain(policy: BackgroundPolicy, ctx: SimContext, budget: number): numbe
 t.test('address order: every page of every range, within the budget, resident ones skipped', async t => {
   const ctx = new SimContext(10000, [{ firstPage: 5000, pageCount: 1000 }, { firstPage: 100, pageCount: 700 }])
   for (const p of [100, 101, 640, 5999]) ctx.resident[p] = 1
-  const policy = await createBackground(undefined) as BackgroundPolicy
+  const policy = BackgroundPolicy.fromArgs(new PolicyArgs('background', undefined))
   t.equal(policy.name, 'background')
   drain(policy, ctx, 256)
   t.equal(ctx.log.length, 1700 - 4)
@@ -40,7 +41,7 @@ t.test('trace order first, then address order', async t => {
   const path = writeTrace(dir, 'o.fltrace', faults(order))
   const ctx = new SimContext(1024)
   ctx.resident[900] = 1
-  const policy = await createBackground(path) as BackgroundPolicy
+  const policy = BackgroundPolicy.fromArgs(new PolicyArgs('background', path))
   t.equal(policy.name, `background:${path}`)
   drain(policy, ctx, 2)
   t.same(ctx.log.slice(0, 6), [50, 51, 52, 7, 901, 3], 'the trace\'s pages in its order (resident 900 skipped)')
@@ -49,6 +50,6 @@ t.test('trace order first, then address order', async t => {
 })
 
 t.test('errors', async t => {
-  t.throws(() => createBackground('/nonexistent.fltrace'), { name: 'PolicyArgumentError', message: /background: ORDER must be 'address' or a trace file: \/nonexistent.fltrace/ })
-  t.equal((await createBackground('address')).name, 'background')
+  t.throws(() => BackgroundPolicy.fromArgs(new PolicyArgs('background', '/nonexistent.fltrace')), { name: 'PolicyArgumentError', message: /background: ORDER must be 'address' or a trace file: \/nonexistent.fltrace/ })
+  t.equal(BackgroundPolicy.fromArgs(new PolicyArgs('background', 'address')).name, 'background')
 })

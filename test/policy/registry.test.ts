@@ -20,6 +20,31 @@ t.test('built-in policies by name', async t => {
   await t.rejects(createPolicy('nosuch'), { name: 'PolicyArgumentError', message: /unknown policy 'nosuch' \(built in: .*adaptive, workingset, background/ })
 })
 
+t.test('built-in arguments: one parser, every refusal names the policy', async t => {
+  t.equal((await createPolicy('readahead')).name, 'readahead:15', 'name alone: the defaults')
+  t.equal((await createPolicy('readahead:0')).name, 'readahead:0')
+  t.equal((await createPolicy('adaptive')).name, 'adaptive:256')
+  t.equal((await createPolicy('background:address')).name, 'background')
+  const refused: Array<[string, RegExp]> = [
+    ['ondemand:junk', /^ondemand: takes no arguments, got 'junk'$/],
+    ['ondemand:', /^ondemand: takes no arguments, got ''$/],
+    ['eager:all', /^eager: takes no arguments, got 'all'$/],
+    ['readahead:', /^readahead: expected a page count 0\.\.65536, got ''$/],
+    ['readahead:x', /^readahead: expected a page count 0\.\.65536, got 'x'$/],
+    ['readahead:-1', /^readahead: expected a page count/],
+    ['readahead:1e3', /^readahead: expected a page count/],
+    ['readahead: 5', /^readahead: expected a page count/],
+    ['readahead:65537', /^readahead: expected a page count 0\.\.65536, got '65537'$/],
+    ['adaptive:', /^adaptive: expected a largest window of 1\.\.65536 pages, got ''$/],
+    ['adaptive:0', /^adaptive: expected a largest window of 1\.\.65536 pages, got '0'$/],
+    ['workingset', /^workingset: expected a trace file/],
+    ['workingset:', /^workingset: expected a trace file/],
+    ['background:', /^background: expected an ORDER \('address' or a trace file\) after 'background:', got nothing$/],
+    ['constructor', /^--policy: unknown policy 'constructor'/],
+  ]
+  for (const [spec, message] of refused) await t.rejects(createPolicy(spec), { name: 'PolicyArgumentError', code: 'FL_ERR_POLICY_ARGUMENT', message }, spec)
+})
+
 t.test('a user module loads, takes its arguments and serves faults', async t => {
   const policy = await createPolicy('./stack-down.js:3', FIXTURES)
   t.equal(policy.name, 'stack-down:3')
@@ -42,10 +67,4 @@ t.test('user module errors', async t => {
     { name: 'PolicyArgumentError', message: "--policy ./throwing.js: the module's factory threw: cannot read properties of undefined" })
   const err = await createPolicy('./throwing.js', FIXTURES).catch(e => e as Error)
   t.ok(err instanceof PolicyArgumentError, 'a PolicyArgumentError, which the CLI prints as its one line')
-})
-
-t.test('built-in policies refuse arguments they do not take', async t => {
-  await t.rejects(createPolicy('ondemand:foo'), { name: 'PolicyArgumentError', message: "ondemand: takes no arguments, got 'foo'" })
-  await t.rejects(createPolicy('eager:1'), { name: 'PolicyArgumentError', message: "eager: takes no arguments, got '1'" })
-  t.equal((await createPolicy('ondemand:')).name, 'ondemand', 'an empty argument is no argument')
 })

@@ -4,7 +4,7 @@
 // server uses to check that the regions are the guest's own, registered memory.
 import t from 'tap'
 import {
-  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_REGIONS, parseHandshake, parseUffdFdinfo,
+  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_REGIONS, parseHandshake,
   type GuestRegion, type SnapshotGeometry,
 } from '../../src/server/handshake.js'
 
@@ -189,14 +189,6 @@ t.test('Firecracker-form regions must be registered (/proc/PID/smaps VmFlags um)
     { message: /^region 0: 0x7f0000010000 is not registered with the userfaultfd \(UFFDIO_REGISTER, missing mode\)/ })
   t.throws(() => checkRegionsRegistered([r(BASE, 0x10000)], smaps(['rd wr mr mw me ac uw'])), HandshakeError, 'write-protect mode is not missing mode')
   t.throws(() => checkRegionsRegistered([r(BASE, 0x10000)], smaps(['rd wr mr mw me ac umx'])), HandshakeError, 'a flag that only starts with um')
-})
-
-t.test('uffd fdinfo: initialised or not, and its features', async t => {
-  const fdinfo = (api: string) => `pos:\t0\nflags:\t02004000\nmnt_id:\t17\nino:\t1\npending:\t0\ntotal:\t0\nAPI:\t${api}\n`
-  t.same(parseUffdFdinfo(fdinfo('aa:0:80000000000001ff')), { initialized: false, features: 0 })
-  t.same(parseUffdFdinfo(fdinfo('aa:80000000:80000000000001ff')), { initialized: true, features: 0 })
-  t.same(parseUffdFdinfo(fdinfo('aa:8000400a:80000000000001ff')), { initialized: true, features: 0x400a })
-  t.equal(parseUffdFdinfo('pos:\t0\nflags:\t02\n'), undefined, 'not a uffd')
 })
 
 t.test('a prefix that cannot become JSON is refused at once', async t => {

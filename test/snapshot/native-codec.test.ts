@@ -2,11 +2,11 @@
 // binding + zlib's CRC-32, page by page): same pages out, same errors for damaged data.
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
-import { readFileSync, truncateSync } from 'node:fs'
+import { existsSync, readFileSync, truncateSync } from 'node:fs'
 import { join } from 'node:path'
 import { PageDecoder } from '../../src/snapshot/decoder.js'
 import { KIND_LZ4, KIND_RAW, SnapshotCorruptError } from '../../src/snapshot/format.js'
-import { pageCodecName } from '../../src/snapshot/native-codec.js'
+import { CODEC_LIBRARY, CODEC_PACKAGES, codecNotice, pageCodecName, selectCodec } from '../../src/snapshot/native-codec.js'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
 import { createSnapshot } from '../../src/snapshot/writer.js'
 import { padded, patternImage, writeImage } from './fixtures/images.js'
@@ -49,12 +49,25 @@ function codecWith(env: string | undefined): string {
 }
 
 t.test('FAULTLINE_CODEC picks the codec when the module loads: native unless told, unknown ones refused', async t => {
+  t.ok(existsSync(CODEC_LIBRARY), `${CODEC_LIBRARY} not built: apt-get install ${CODEC_PACKAGES} && make -C native (npm test as root installs them)`)
   t.equal(pageCodecName, process.env.FAULTLINE_CODEC === 'npm' ? 'npm' : 'native')
   t.equal(codecWith(undefined), 'native')
   t.equal(codecWith(''), 'native')
   t.equal(codecWith('npm'), 'npm')
   t.equal(codecWith('native'), 'native')
   t.match(codecWith('zstd'), /^ERR FAULTLINE_CODEC=zstd: expected native or npm$/)
+})
+
+t.test('without the native library built, the npm codec stands in, and says how to get the native one', async t => {
+  t.equal(selectCodec(undefined, false), 'npm')
+  t.equal(selectCodec('', false), 'npm')
+  t.equal(selectCodec(undefined, true), 'native')
+  t.equal(selectCodec('native', false), 'native', 'asked for: loading it then fails with the fix')
+  t.equal(selectCodec('npm', true), 'npm')
+  t.throws(() => selectCodec('zstd', true), { code: 'FL_ERR_USAGE' })
+  t.match(codecNotice(undefined, 'npm'), /^page codec: npm lz4 \(.*native\/build\/libfaultline-codec\.so was not built\); for the faster native one: apt-get install liblz4-dev libisal-dev && make -C native$/)
+  t.equal(codecNotice('npm', 'npm'), undefined, 'chosen on purpose: nothing to say')
+  t.equal(codecNotice(undefined, 'native'), undefined)
 })
 
 t.test('both codecs decode every run to the image, at any destination offset', async t => {

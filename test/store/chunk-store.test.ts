@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
 import { checkEntry } from '../../src/store/chunk-cache.js'
-import { ChunkStore, PRIORITY_BACKGROUND, PRIORITY_FAULT, PRIORITY_PREFETCH } from '../../src/store/chunk-store.js'
+import { InstallCause } from '../../src/policy/policy.js'
+import { ChunkStore } from '../../src/store/chunk-store.js'
 import { CHUNK_ABSENT, CHUNK_FAILED, CHUNK_READY, ENTRY_HEADER_SIZE } from '../../src/store/chunk-table.js'
 import { RemoteStoreError } from '../../src/store/errors.js'
 import * as uffd from '../../src/uffd/index.js'
@@ -80,9 +81,9 @@ t.test('single flight: a chunk asked for by several sessions is fetched once, al
   let release!: () => void
   src.gate = new Promise(r => { release = r })
   const before = src.reads.length
-  store.request([c], PRIORITY_FAULT, a.fd)
-  store.request([c], PRIORITY_PREFETCH, b.fd)
-  store.request([c], PRIORITY_FAULT, a.fd)
+  store.request([c], InstallCause.Fault, a.fd)
+  store.request([c], InstallCause.Prefetch, b.fd)
+  store.request([c], InstallCause.Fault, a.fd)
   await settle()
   t.equal(store.table.state[c], 1, 'WANTED while in flight')
   t.notOk(a.signalled(), 'nobody told before the data is in')
@@ -99,7 +100,7 @@ t.test('single flight: a chunk asked for by several sessions is fetched once, al
   t.same(file.subarray(ENTRY_HEADER_SIZE),
     snap.snapBytes.subarray(store.snapshot.header.dataOffset + store.layout.storedStart(c), store.snapshot.header.dataOffset + store.layout.storedEnd(c)),
     'it holds the chunk\'s stored bytes')
-  store.request([c], PRIORITY_FAULT, b.fd)
+  store.request([c], InstallCause.Fault, b.fd)
   t.ok(b.signalled(), 'asking for a ready chunk is answered at once')
   t.equal(src.reads.length - before, 1, 'without a read')
 })
@@ -115,9 +116,9 @@ t.test('queued neighbours are merged into one GET, up to maxGetBytes', async t =
   let release!: () => void
   src.gate = new Promise(r => { release = r })
   const before = src.reads.length
-  store.request([chunks[0]], PRIORITY_FAULT, w.fd)
+  store.request([chunks[0]], InstallCause.Fault, w.fd)
   await settle(5)
-  store.request(chunks.slice(1), PRIORITY_BACKGROUND, w.fd)
+  store.request(chunks.slice(1), InstallCause.Background, w.fd)
   release()
   src.gate = undefined
   await store.idle()
@@ -151,13 +152,13 @@ t.test('priorities: a fault overtakes queued prefetch and background work, which
   src.gate = new Promise(r => { release = r })
   const before = src.reads.length
   const bg = chunks.slice(0, 10), pf = chunks.slice(10, 20), fault = chunks[25]
-  store.request(bg, PRIORITY_BACKGROUND, w.fd)
+  store.request(bg, InstallCause.Background, w.fd)
   await settle(5)
   t.equal(src.inflight, 2, 'background uses at most concurrency - 2 slots')
-  store.request(pf, PRIORITY_PREFETCH, w.fd)
+  store.request(pf, InstallCause.Prefetch, w.fd)
   await settle(5)
   t.equal(src.inflight, 3, 'prefetch at most concurrency - 1')
-  store.request([fault], PRIORITY_FAULT, w.fd)
+  store.request([fault], InstallCause.Fault, w.fd)
   await settle(5)
   t.equal(src.inflight, 4, 'a fault gets the last slot')
   release()
@@ -182,8 +183,8 @@ t.test('a slow GET holds one slot: other chunks arrive meanwhile', async t => {
   const [slow, ...others] = storedChunks(store).slice(0, 6)
   let release!: () => void
   src.holds.set(store.snapshot.header.dataOffset + store.layout.storedStart(slow), new Promise(r => { release = r }))
-  store.request([slow], PRIORITY_FAULT, w.fd)
-  store.request(others, PRIORITY_FAULT, w.fd)
+  store.request([slow], InstallCause.Fault, w.fd)
+  store.request(others, InstallCause.Fault, w.fd)
   while (!others.every(c => store.table.state[c] === CHUNK_READY)) await new Promise(r => setTimeout(r, 5))
   t.equal(store.table.state[slow], 1, 'the slow chunk is still coming')
   t.ok(w.signalled(), 'its waiters heard of the others')
@@ -201,14 +202,14 @@ t.test('a failed fetch marks the chunk FAILED, tells the waiters why, and a late
   const c = storedChunks(store)[1]
   src.faults.push({ kind: 'fail', error: new RemoteStoreError(src.url, 'missing', 'GET bytes=1-2: no such object (NoSuchKey, HTTP 404)') })
   const gen0 = store.table.gen[c]
-  store.request([c], PRIORITY_FAULT, w.fd)
+  store.request([c], InstallCause.Fault, w.fd)
   await store.idle()
   t.equal(store.table.state[c], CHUNK_FAILED)
   t.equal(store.table.gen[c], gen0 + 1, 'the answer bumps the generation')
   t.ok(w.signalled())
   t.equal(store.table.lastError(), 's3://test-bucket/mem.snap: GET bytes=1-2: no such object (NoSuchKey, HTTP 404)')
   t.equal(store.stats.failures, 1)
-  store.request([c], PRIORITY_FAULT, w.fd)
+  store.request([c], InstallCause.Fault, w.fd)
   await store.idle()
   t.equal(store.table.state[c], CHUNK_READY, 'a new request retried it')
   t.ok(w.signalled())
@@ -222,12 +223,12 @@ t.test('data that fails its page checksums is fetched once more; twice bad fails
   const w = eventFd(t)
   const [c1, c2] = storedChunks(store).filter(c => store.layout.storedLength(c) > 8192)
   src.faults.push({ kind: 'corrupt' })
-  store.request([c1], PRIORITY_FAULT, w.fd)
+  store.request([c1], InstallCause.Fault, w.fd)
   await store.idle()
   t.equal(store.table.state[c1], CHUNK_READY, 'one bad transfer is survived')
   t.equal(store.stats.corruptFetches, 1)
   src.faults.push({ kind: 'corrupt' }, { kind: 'corrupt' })
-  store.request([c2], PRIORITY_FAULT, w.fd)
+  store.request([c2], InstallCause.Fault, w.fd)
   await store.idle()
   t.equal(store.table.state[c2], CHUNK_FAILED)
   t.match(store.table.lastError(), /^s3:\/\/test-bucket\/mem.snap: page \d+ is corrupt: /)
@@ -248,7 +249,7 @@ t.test('the cache stays within its size, evicting the least recently used chunk'
   const hot = chunks[0]
   let maxBytes = 0
   for (const c of chunks) {
-    store.request([c], PRIORITY_FAULT, w.fd)
+    store.request([c], InstallCause.Fault, w.fd)
     await store.idle()
     t.equal(store.table.state[c], CHUNK_READY, `chunk ${c} ready`)
     store.table.touch(hot) // a guest keeps reading the hot chunk
@@ -279,7 +280,7 @@ t.test('entries of other snapshot versions count against the size and go first',
   t.equal(store.cache.bytes, 4 * 1024 * 1024, 'the old version\'s entries are counted')
   const w = eventFd(t)
   for (const c of storedChunks(store).slice(0, 6)) {
-    store.request([c], PRIORITY_FAULT, w.fd)
+    store.request([c], InstallCause.Fault, w.fd)
     await store.idle()
     t.ok(store.cache.bytes <= capacity, `within ${capacity} bytes after chunk ${c}`)
   }
@@ -302,7 +303,7 @@ t.test('the next run adopts the cache: good entries after a CRC check, a corrupt
   const first = await openStore(t, new MemoryRangeSource(snap.snapBytes), cacheDir)
   const w = eventFd(t)
   const chunks = storedChunks(first).slice(0, 4)
-  first.request(chunks, PRIORITY_FAULT, w.fd)
+  first.request(chunks, InstallCause.Fault, w.fd)
   await first.idle()
   const entryDir = first.cache.dir
   await first.close()
@@ -318,7 +319,7 @@ t.test('the next run adopts the cache: good entries after a CRC check, a corrupt
   t.equal(second.stats.cache.adopted, 4)
   t.equal(second.table.state[chunks[0]], CHUNK_ABSENT, 'adopted entries are not served before their check')
   const before = src.reads.length
-  second.request(chunks.slice(0, 2), PRIORITY_FAULT, w.fd)
+  second.request(chunks.slice(0, 2), InstallCause.Fault, w.fd)
   await second.idle()
   t.equal(second.table.state[chunks[0]], CHUNK_READY)
   t.equal(second.table.state[chunks[1]], CHUNK_READY)

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ensureDist } from '../e2e/reliability-helpers.js'
+import { ensureDist } from '../e2e/dist.js'
 import { ROOT } from '../e2e/harness.js'
 
 function hasStrace(): boolean {

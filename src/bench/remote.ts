@@ -6,13 +6,13 @@
 import { spawnSync } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { runGuestProcess, type GuestReport } from '../bench/guest.js'
-import { FaultlineError } from '../errors.js'
+import { runGuestProcess, type GuestReport } from './guest.js'
 import { PageServer, type PageServerOptions } from '../server/page-server.js'
 import type { SessionStats } from '../server/session.js'
 import { SnapshotReader } from '../snapshot/reader.js'
-import type { ChunkStore } from './chunk-store.js'
+import type { ChunkStore } from '../store/chunk-store.js'
 import { DelayProxy } from './delay-proxy.js'
+import { BenchError } from './errors.js'
 
 export interface RemoteBenchOptions {
   /** Local snapshot file and its raw image (for --verify). */
@@ -61,20 +61,19 @@ export interface RemoteRun {
   mismatches: number
 }
 
-export class RemoteBenchError extends FaultlineError {}
 
 /** CPUs this process may run on now (`taskset -p`'s hex mask). */
 function currentMask(): string {
   const out = spawnSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' })
   const m = /:\s*([0-9a-f,]+)\s*$/.exec(out.stdout ?? '')
-  if (!m) throw new RemoteBenchError(`taskset -p ${process.pid}: ${out.stderr?.trim() || 'unexpected output'} (is util-linux installed?)`)
+  if (!m) throw new BenchError(`taskset -p ${process.pid}: ${out.stderr?.trim() || 'unexpected output'} (is util-linux installed?)`)
   return m[1]
 }
 
 /** Moves every thread of this process (server main thread, session workers, libuv pool). */
 function setAffinity(args: string[]): void {
   const r = spawnSync('taskset', ['-a', '-p', ...args, String(process.pid)], { encoding: 'utf8' })
-  if (r.status !== 0) throw new RemoteBenchError(`taskset -a -p ${args.join(' ')}: ${r.stderr.trim()}`)
+  if (r.status !== 0) throw new BenchError(`taskset -a -p ${args.join(' ')}: ${r.stderr.trim()}`)
 }
 
 export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]> {
@@ -112,7 +111,7 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
   const lastSession = async (server: PageServer, count: number): Promise<SessionStats> => {
     while (server.ended.length < count) await new Promise(r => setTimeout(r, 5))
     const rec = server.ended[count - 1]
-    if (!rec.stats) throw new RemoteBenchError(`session ${rec.id} failed: ${rec.error}`)
+    if (!rec.stats) throw new BenchError(`session ${rec.id} failed: ${rec.error}`)
     return rec.stats
   }
   const record = (base: Omit<RemoteRun, 'workloadNs' | 'faults' | 'faultP50Ns' | 'faultP99Ns' | 'remoteWaits' | 'pagesTouched' | 'neededStoredBytes' | 'mismatches'>,

@@ -1,4 +1,5 @@
-// Plain-text and markdown tables for command output and benchmark reports.
+// Formatting shared by commands and benchmark reports: plain-text and markdown tables, medians,
+// byte counts, rates and durations.
 
 export type Cell = string | number
 
@@ -26,4 +27,29 @@ export function median(values: number[]): number {
 
 export function ms(ns: number, digits = 1): string {
   return (ns / 1e6).toFixed(digits)
+}
+
+export function formatRate(bytesPerSec: number): string {
+  return `${(bytesPerSec / 1e6).toFixed(1)} MB/s`
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`
+  const units = ['KiB', 'MiB', 'GiB', 'TiB']
+  let v = n / 1024
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024
+    u++
+  }
+  return `${v.toFixed(1)} ${units[u]}`
+}
+
+export function formatDuration(secs: number): string {
+  const s = Math.max(0, Math.round(secs))
+  if (s < 60) return `${s}s`
+  const h = Math.floor(s / 3600)
+  const m = Math.floor((s % 3600) / 60)
+  const ss = String(s % 60).padStart(2, '0')
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`
 }

@@ -2,11 +2,11 @@
 // 127.0.0.1) for the object-store tests and benchmarks, with the S3 environment it prints.
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { FaultlineError } from '../errors.js'
+import { repoPath } from '../util/repo.js'
 
-const SCRIPTS = resolve(dirname(fileURLToPath(import.meta.url)), '../../scripts/ceph')
+const SCRIPTS = repoPath('scripts/ceph')
 
 export interface CephCluster {
   /** AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, FAULTLINE_CEPH_DIR. */

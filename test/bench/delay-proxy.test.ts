@@ -3,7 +3,7 @@
 import t from 'tap'
 import { createServer, connect, type Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
-import { DelayProxy } from '../../src/store/delay-proxy.js'
+import { DelayProxy } from '../../src/bench/delay-proxy.js'
 
 t.test('delays each direction, keeps order and content', async t => {
   const echo = createServer(s => s.pipe(s))

@@ -1,0 +1,100 @@
+// FillPool: the fill workers of one snapshot's decoded cache (default: one a core), the queue
+// sessions ask them through, and the table they notify sessions by. Lives in the server's main
+// thread; sessions reach the queue and the table directly through shared memory.
+import { availableParallelism } from 'node:os'
+import { Worker } from 'node:worker_threads'
+import { workerEntry } from '../util/worker-url.js'
+import type { DecodedCache } from './decoded-cache.js'
+import { FillNotifier, type FillNotifierBuffers } from './fill-notifier.js'
+import { FILL_STAT_FIELDS, S_BUSY_MS, S_BYTES_READ, S_FOLIOS, S_FOLIOS_BY_PRIORITY, type FillWorkerData, type FillWorkerMessage } from './fill-protocol.js'
+import { FillQueue, type FillQueueBuffers } from './fill-queue.js'
+
+const entry = workerEntry(import.meta.url, new URL('./fill-worker.js', import.meta.url), new URL('../../dist/cache/fill-worker.js', import.meta.url))
+
+export interface FillPoolOptions {
+  snapshotPath: string
+  cache: DecodedCache
+  /** Fill workers (default: the machine's cores). */
+  workers?: number
+  /** Requests each priority's ring holds (default: enough for every folio). */
+  queueCapacity?: number
+  /** Sessions that may wait for fills at once (default 512). */
+  notifierSlots?: number
+  log?: (line: string) => void
+}
+
+/** What a session needs to ask for fills and hear of them. */
+export interface FillSessionData { queue: FillQueueBuffers; notifier: FillNotifierBuffers }
+
+export interface FillPoolStats {
+  workers: number
+  foliosFilled: number
+  /** Folios filled for a fault, a prefetch, background work. */
+  foliosByPriority: [number, number, number]
+  bytesRead: number
+  busyMs: number
+}
+
+export class FillPool {
+  readonly queue: FillQueue
+  readonly notifier: FillNotifier
+  readonly workerCount: number
+  private readonly workers: Worker[] = []
+  private readonly stats: Float64Array
+  private readonly exited: Promise<void>[] = []
+
+  private constructor(opts: FillPoolOptions) {
+    this.workerCount = Math.max(1, opts.workers ?? availableParallelism())
+    this.queue = FillQueue.allocate(opts.queueCapacity ?? Math.max(1024, opts.cache.folioCount))
+    this.notifier = FillNotifier.allocate(opts.notifierSlots ?? 512)
+    this.stats = new Float64Array(new SharedArrayBuffer(this.workerCount * FILL_STAT_FIELDS * 8))
+  }
+
+  static start(opts: FillPoolOptions): FillPool {
+    const pool = new FillPool(opts)
+    const log = opts.log ?? (() => {})
+    const reported = new Set<number>()
+    for (let i = 0; i < pool.workerCount; i++) {
+      const data: FillWorkerData = {
+        index: i, snapshotPath: opts.snapshotPath, cache: opts.cache.info,
+        queue: pool.queue.buffers, notifier: pool.notifier.buffers, stats: pool.stats.buffer as SharedArrayBuffer,
+      }
+      const worker = new Worker(entry.url, { ...entry.options, workerData: data })
+      worker.on('message', (m: FillWorkerMessage) => {
+        if (m.type === 'unservable' && !reported.has(m.folio)) {
+          reported.add(m.folio)
+          log(`decoded cache: folio ${m.folio} not stored (its pages are served one by one): ${m.error}`)
+        } else if (m.type === 'fatal') {
+          log(`fill worker ${i} failed: ${m.error}`)
+        }
+      })
+      worker.on('error', err => log(`fill worker ${i} crashed: ${err.message}`))
+      pool.exited.push(new Promise(r => worker.once('exit', () => r())))
+      pool.workers.push(worker)
+    }
+    return pool
+  }
+
+  sessionData(): FillSessionData {
+    return { queue: this.queue.buffers, notifier: this.notifier.buffers }
+  }
+
+  totals(): FillPoolStats {
+    const s = this.stats
+    const out: FillPoolStats = { workers: this.workerCount, foliosFilled: 0, foliosByPriority: [0, 0, 0], bytesRead: 0, busyMs: 0 }
+    for (let i = 0; i < this.workerCount; i++) {
+      const row = i * FILL_STAT_FIELDS
+      out.foliosFilled += s[row + S_FOLIOS]
+      for (let p = 0; p < 3; p++) out.foliosByPriority[p] += s[row + S_FOLIOS_BY_PRIORITY + p]
+      out.bytesRead += s[row + S_BYTES_READ]
+      out.busyMs += s[row + S_BUSY_MS]
+    }
+    return out
+  }
+
+  /** Stops the workers (a fill in progress finishes first). */
+  async close(): Promise<void> {
+    this.queue.stop()
+    await Promise.all(this.exited)
+  }
+}

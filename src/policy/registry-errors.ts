@@ -1,4 +1,0 @@
-// Errors for policy selection and arguments.
-import { FaultlineError } from '../errors.js'
-
-export class PolicyArgumentError extends FaultlineError {}

@@ -1,0 +1,118 @@
+// A session's side of the fill pipeline: asks the snapshot's fill workers for the folios of
+// runs it wants (a fault's folio first, then prefetch, then background), and keeps the runs an
+// anonymous guest waits to have installed from the cache until the workers say they are in.
+// The session's thread never waits for a fill: it polls the eventfd the workers signal.
+import { ABSENT, FILLING, PRESENT, QUEUED, UNSERVABLE, ZERO, type DecodedCache } from '../cache/decoded-cache.js'
+import type { FillNotifier } from '../cache/fill-notifier.js'
+import type { FillQueue } from '../cache/fill-queue.js'
+import { InstallCause, RunList } from '../policy/policy.js'
+import * as uffd from '../uffd/index.js'
+import type { GuestMemory } from './guest-memory.js'
+import { K_FOLIOS_REQUESTED } from './session-meters.js'
+
+/** Runs of the waiting list looked at past the first that is not ready yet: fills complete in
+ * about the order they were asked for. */
+const SCAN_AHEAD = 32
+
+export class FillRequests {
+  /** Signalled by fill workers while this session waits for fills. */
+  readonly readyFd: number
+  private readonly slot: number
+  /** Runs waiting for their folios, in order. */
+  private waiting = new RunList(64)
+  private spare = new RunList(64)
+
+  constructor(
+    readonly cache: DecodedCache,
+    private readonly queue: FillQueue,
+    private readonly notifier: FillNotifier,
+    private readonly memory: GuestMemory,
+    private readonly counters: Float64Array,
+  ) {
+    this.readyFd = uffd.createEventFd()
+    this.slot = notifier.acquire(this.readyFd)
+  }
+
+  get waitingRuns(): number { return this.waiting.length }
+
+  /** Free requests at `priority` (background work paces itself by it). */
+  room(priority: number): number { return this.queue.room(priority) }
+
+  /** Asks for every folio of snapshot pages [first, first+count) that lies in the guest's
+   * regions and is not in the cache or asked for already. Returns folios asked for. */
+  request(first: number, count: number, priority: number): number {
+    const cache = this.cache
+    const shift = cache.folioShift
+    let asked = 0
+    const end = first + count
+    let page = first
+    while (page < end) {
+      const region = this.memory.regionOfPage(page)
+      if (region === undefined) { page++; continue }
+      const stop = Math.min(end, region.firstPage + region.pages)
+      for (let folio = page >>> shift, last = (stop - 1) >>> shift; folio <= last; folio++) {
+        if (cache.markQueued(folio)) {
+          if (this.queue.push(folio, priority)) asked++
+          else cache.states.move(folio, QUEUED, ABSENT)
+        } else if (priority === 0 && cache.states.get(folio) === QUEUED) {
+          // Queued for later work: a fault moves it up (the duplicate is skipped once filled).
+          this.queue.push(folio, priority)
+        } else if (cache.states.get(folio) === PRESENT) {
+          cache.touch(folio)
+        }
+      }
+      page = stop
+    }
+    this.counters[K_FOLIOS_REQUESTED] += asked
+    return asked
+  }
+
+  /** Asks for the run's folios at `priority` and keeps the run (to be installed with `cause`)
+   * until they are in (anonymous guests). */
+  requestAndWait(first: number, count: number, cause: InstallCause, priority: number): void {
+    this.request(first, count, priority)
+    this.waiting.add(first, count, cause)
+    this.notifier.arm(this.slot, true)
+  }
+
+  /** Moves the runs whose folios are all in (or will never be) into `ready`, in order; the
+   * others keep waiting. A folio evicted before its run went in is asked for again. */
+  takeReady(ready: RunList): void {
+    uffd.drainEventFd(this.readyFd)
+    const w = this.waiting
+    const keep = this.spare
+    keep.clear()
+    let notReady = 0
+    for (let r = 0; r < w.length; r++) {
+      if (notReady <= SCAN_AHEAD && this.runReady(w.first[r], w.count[r], w.cause[r])) ready.add(w.first[r], w.count[r], w.cause[r] as InstallCause)
+      else { keep.add(w.first[r], w.count[r], w.cause[r] as InstallCause); notReady++ }
+    }
+    this.spare = w
+    this.waiting = keep
+    if (keep.length === 0) this.notifier.arm(this.slot, false)
+  }
+
+  private runReady(first: number, count: number, cause: number): boolean {
+    const cache = this.cache
+    const shift = cache.folioShift
+    for (let folio = first >>> shift, last = (first + count - 1) >>> shift; folio <= last; folio++) {
+      const s = cache.states.get(folio)
+      if (s === PRESENT || s === ZERO || s === UNSERVABLE) continue
+      if (s === ABSENT) this.request(folio << shift, 1, cause)
+      return false
+    }
+    return true
+  }
+
+  /** True when the folio of `page` is in the cache, on its way, or never stored (zero): a
+   * policy need not ask for it. */
+  isCovered(page: number): boolean {
+    const s = this.cache.stateOfPage(page)
+    return s === PRESENT || s === ZERO || s === QUEUED || s === FILLING
+  }
+
+  close(): void {
+    this.notifier.release(this.slot)
+    uffd.closeFd(this.readyFd)
+  }
+}
