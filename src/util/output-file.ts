@@ -9,7 +9,9 @@ import { constants as osConstants } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { FaultlineError, fileError } from '../errors.js'
 
-export class OutputFileError extends FaultlineError {}
+export class OutputFileError extends FaultlineError {
+  override readonly code: string = 'FL_ERR_OUTPUT_FILE'
+}
 
 /** A file as the kernel knows it: a path names it only for messages. */
 export interface FileIdentity {

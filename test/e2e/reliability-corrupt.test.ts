@@ -121,12 +121,10 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   t.comment(`live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${told} times told by the server`)
 })
 
-// Issue 15, item 2: today a prefetch run that holds the bad page fails whole (readahead: SIGBUS
-// at the first page of the run; eager: the session fails before the guest resumes; background:
-// the session ends when the fill reaches it). The fix belongs to the new page installer: until
-// it lands, the assertions below are marked todo (tap runs them and reports them, but they do
-// not fail the suite; a todo on the whole test would not run it at all). Drop `todo` then.
-const INSTALLER = { todo: 'needs the new page installer: a bad page in a prefetch or fill run is skipped, not fatal' }
+// Issue 15, item 2: a prefetch run that held the bad page used to fail whole (readahead: SIGBUS
+// at the first page of the run; eager: the session failed before the guest resumed; background:
+// the session ended when the fill reached it). The session's installer (installer.ts) now skips
+// the bad page in prefetch and fill runs and poisons it when the guest touches it.
 t.test('one corrupt page fails that page alone, under prefetching policies too', async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, MIB, 6)
@@ -146,13 +144,13 @@ t.test('one corrupt page fails that page alone, under prefetching policies too',
     // Held a while after its workload, so a background fill reaches the bad page meanwhile.
     const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${good}`, '--verify', img.raw, '--hold-ms', '1500'], { timeoutMs: 30000 })
     t.notMatch(r.stderr, /verify:/, `${policy}: no page it read was wrong`)
-    t.equal(r.code, 0, `${policy}: a guest touching pages 0, ${p - 3}..${p - 1} (page ${p} is bad) runs to the end: ${r.stderr.trim()}`, INSTALLER)
-    t.equal(r.report?.verified_pages, 4, `${policy}: its pages verified`, INSTALLER)
+    t.equal(r.code, 0, `${policy}: a guest touching pages 0, ${p - 3}..${p - 1} (page ${p} is bad) runs to the end: ${r.stderr.trim()}`)
+    t.equal(r.report?.verified_pages, 4, `${policy}: its pages verified`)
     await server.idle()
-    t.equal(server.ended[0]?.stats?.endReason, 'guest disconnected', `${policy}: its session ended because the guest left, not on the bad page`, INSTALLER)
+    t.equal(server.ended[0]?.stats?.endReason, 'guest disconnected', `${policy}: its session ended because the guest left, not on the bad page`)
     const hit = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${onBad}`, '--verify', img.raw, '--no-watchdog'], { timeoutMs: 20000 })
-    t.equal(hit.code, 4, `${policy}: a guest touching page ${p} takes SIGBUS there`, INSTALLER)
-    t.match(hit.stderr, new RegExp(`^guest: SIGBUS at page ${p}: `), `${policy}: at that page`, INSTALLER)
+    t.equal(hit.code, 4, `${policy}: a guest touching page ${p} takes SIGBUS there`)
+    t.match(hit.stderr, new RegExp(`^guest: SIGBUS at page ${p}: `), `${policy}: at that page`)
     await server.close()
   }
 })

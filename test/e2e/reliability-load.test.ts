@@ -22,7 +22,7 @@ async function silentClients(socket: string, n: number): Promise<number[]> {
     try {
       fds.push(connect(socket))
     } catch (err) {
-      if (!(err instanceof uffd.UffdError) || err.code !== 'EAGAIN') throw err
+      if (!(err instanceof uffd.UffdError) || err.errnoName !== 'EAGAIN') throw err
       await new Promise(r => setTimeout(r, 5))
     }
   }
