@@ -641,7 +641,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     for (const e of this.entries.values()) {
       if (e.state !== 'busy' || e.stopReason !== undefined || e.slot.state !== SLOT_SERVING) continue
       const beat = e.slot.heartbeat
-      if (beat !== e.beat || beat % 2 === 1) { e.beat = beat; e.waitingSinceMs = now; continue }
+      // 0: a session that has no heartbeat (never bumped): nothing can be told about it.
+      if (beat === 0 || beat !== e.beat || beat % 2 === 1) { e.beat = beat; e.waitingSinceMs = now; continue }
       if (e.waitingSinceMs === 0) { e.waitingSinceMs = now; continue }
       const stuckMs = now - e.waitingSinceMs
       if (stuckMs < this.stallTimeoutMs) continue
