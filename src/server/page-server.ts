@@ -1,9 +1,8 @@
 // PageServer: owns the listening socket, one acceptor thread that reads and checks each guest's
 // first message (a pending handshake costs a descriptor, not a worker), and a pool of session
-// workers, one guest each, with some kept warm (snapshot open, policy loaded) so a guest never
-// waits for a worker to start. The main thread hands checked guests to warm workers, bounds the
-// sessions served at once, watches each session's progress, and keeps one descriptor of the
-// snapshot open for its lifetime.
+// workers (session-pool.ts), one guest each, some kept warm so a guest never waits for a worker
+// to start. It hands checked guests to warm workers within --max-sessions (the rest wait, up to
+// the handshake deadline), and keeps one descriptor of the snapshot open for its lifetime.
 import { EventEmitter } from 'node:events'
 import { closeSync, constants, existsSync, lstatSync, openSync, statSync, unlinkSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
@@ -16,11 +15,13 @@ import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../stor
 import { isS3Url } from '../store/s3-config.js'
 import * as uffd from '../uffd/index.js'
 import { openFileCount, openFileLimit } from '../util/fd-limit.js'
-import { assertBuildFresh } from '../util/build-freshness.js'
 import { inputIdentities, type FileIdentity } from '../util/output-file.js'
+import { workerEntry } from '../util/worker-url.js'
 import type { SessionStats } from './session.js'
-import { createSlot, SessionSlot, SLOT_SERVING } from './session-slot.js'
-import type { AcceptorData, AcceptorMessage, GuestHandoff, SessionWorkerData, ToSessionWorker, WorkerMessage } from './worker-protocol.js'
+import { SessionPool, type LogLevel, type SessionRecord } from './session-pool.js'
+import type { AcceptorData, AcceptorMessage, GuestHandoff } from './worker-protocol.js'
+
+export type { LogLevel, SessionRecord }
 
 export interface PageServerOptions {
   socketPath: string
@@ -62,20 +63,6 @@ export const MAX_SESSIONS = 4096
 export const MAX_PENDING_HANDSHAKES = 4096
 const DEFAULT_STALL_TIMEOUT_MS = 20000
 
-export interface SessionRecord {
-  id: number
-  pid: number
-  form: string
-  bytes: number
-  stats?: SessionStats
-  error?: string
-  /** Heap and ArrayBuffer bytes the session's worker held after it, less before it, collected
-   * (only where gc is exposed: tests). */
-  retainedBytes?: number
-}
-
-export type LogLevel = 'info' | 'warn' | 'error'
-
 export interface PageServerEvents {
   /** A line for the operator; `level` is 'warn' for what went wrong (default 'info'). */
   log: [line: string, level?: LogLevel]
@@ -88,39 +75,8 @@ export class ServerError extends FaultlineError {
   override readonly code: string = 'FL_ERR_SERVER'
 }
 
-/** Workers run compiled JS even when the server itself runs from TypeScript sources (tests): a
- * TS worker would transpile every module again on each start, which takes seconds on a loaded
- * machine while a guest waits. `npm test` builds dist/ first. */
-function workerEntry(name: string): { url: URL; options: { execArgv?: string[] } } {
-  const dist = new URL(`../../dist/server/${name}.js`, import.meta.url)
-  const compiled = import.meta.url.endsWith('.ts') && existsSync(dist)
-  // A compiled worker also goes without this process's --import hooks: a TypeScript loader
-  // inherited by each worker multiplies its start-up time by ~10 and adds ~90 MB to it.
-  return { url: compiled ? dist : new URL(`./${name}.js`, import.meta.url), options: compiled ? { execArgv: [] } : {} }
-}
-const SESSION_WORKER = workerEntry('session-worker')
-const ACCEPTOR = workerEntry('acceptor')
-
-/** How often a server with workers getting ready in SCHED_IDLE looks for a waiting guest, and
- * how long such a worker may take before it is raised regardless. */
-const IDLE_START_CHECK_MS = 50, IDLE_START_LIMIT_MS = 2000
-/** A worker that failed to start is retried after this long, doubling up to the cap. */
-const RESTART_BACKOFF_MS = 500, RESTART_BACKOFF_MAX_MS = 30000
-
-interface WorkerEntry {
-  worker: Worker
-  slot: SessionSlot
-  state: 'starting' | 'ready' | 'busy' | 'exiting'
-  readyFd: number
-  /** The guest handed to it (its descriptors are the worker's until its slot says released). */
-  guest?: GuestHandoff
-  session?: SessionRecord
-  /** Last heartbeat seen, and since when faults have waited with it unchanged. */
-  beat: number
-  waitingSinceMs: number
-  /** Set when the server ends it: why (told to the guest). */
-  stopReason?: string
-}
+/** A replacement worker getting ready in SCHED_IDLE is raised after this long regardless. */
+const IDLE_START_LIMIT_MS = 2000
 
 interface QueuedGuest { guest: GuestHandoff; deadlineMs: number }
 
@@ -140,42 +96,25 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   /** The snapshot's geometry, for checking handshakes. */
   private readonly shape: { pageSize: number; pageCount: number }
   private snapshotNotice: 'removed' | 'replaced' | undefined
-  private readonly policySpec: string
-  private readonly workerData: Omit<SessionWorkerData, 'slot'>
   private readonly listenFd: number
   private readonly stopFd: number
   private readonly acceptorStopFd: number
   private readonly pendingCounter = new SharedArrayBuffer(4)
-  private readonly warm: number
-  private readonly idleStartLimitMs: number
   private readonly maxSessions: number
   private readonly maxPending: number
   private readonly handshakeTimeoutMs: number
-  private readonly stallTimeoutMs: number
-  private readonly singleGuest: boolean
-  private acceptedCount = 0
-  private readonly entries = new Map<Worker, WorkerEntry>()
+  private readonly pool: SessionPool
   private readonly queue: QueuedGuest[] = []
   private queueTimer: NodeJS.Timeout | undefined
   private acceptor: Worker | undefined
   private acceptorExited: Promise<unknown> = Promise.resolve()
   private closing = false
-  /** Set once start() has its warm workers: later worker failures are retried. */
-  private started = false
-  private startFailures = 0
-  private lastStartFailure = ''
-  private restartTimer: NodeJS.Timeout | undefined
-  private stallTimer: NodeJS.Timeout | undefined
+  private closed: Promise<void> | undefined
   readonly active = new Map<number, SessionRecord>()
   readonly ended: SessionRecord[] = []
   rejected = 0
   /** What start() had to say before anyone could listen to 'log' (warnings). */
   readonly startNotices: string[] = []
-  /** Session workers started so far (a refused client must not cost one). */
-  workersStarted = 0
-  /** Workers getting ready in SCHED_IDLE: their thread(s), and since when. */
-  private readonly idleStarts = new Map<Worker, { tids: number[]; sinceMs: number }>()
-  private idleStartTimer: NodeJS.Timeout | undefined
 
   private constructor(opts: PageServerOptions, listenFd: number, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number, traceInputs: FileIdentity[]) {
     super()
@@ -186,34 +125,34 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.snapshotId = snapshot ? { dev: snapshot.dev, ino: snapshot.ino } : undefined
     const shape = snapshot ?? store!.snapshot.header
     this.shape = { pageSize: shape.pageSize, pageCount: shape.pageCount }
-    this.policySpec = opts.policy ?? 'ondemand'
     this.listenFd = listenFd
     this.stopFd = uffd.createEventFd()
     this.acceptorStopFd = uffd.createEventFd()
-    this.warm = opts.warmWorkers ?? 1
-    this.idleStartLimitMs = opts.idleStartLimitMs ?? IDLE_START_LIMIT_MS
     this.maxSessions = opts.maxSessions ?? 256
     this.maxPending = opts.maxPendingHandshakes ?? 128
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 5000
-    this.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS
-    this.singleGuest = opts.singleGuest ?? false
-    this.workerData = {
-      stopFd: this.stopFd,
-      snapshotPath: opts.snapshotPath,
-      snapshotFd,
-      policy: this.policySpec,
-      cwd: process.cwd(),
-      tracePath: opts.tracePath,
-      traceInputs,
-      handshakeTimeoutMs: this.handshakeTimeoutMs,
-      sessionCounter: new SharedArrayBuffer(4),
-      remote: store?.workerData(),
-    }
+    const policySpec = opts.policy ?? 'ondemand'
+    this.pool = new SessionPool({
+      log: (line, level) => this.emit('log', line, level),
+      refused: (pid, error) => this.refused(pid, error),
+      sessionStarted: rec => { this.active.set(rec.id, rec); this.emit('session', rec) },
+      sessionEnded: (rec, stats, error) => this.endSession(rec, stats, error),
+      changed: () => { if (!this.closing) this.dispatch() },
+      waitingGuests: () => this.queue.length,
+    }, {
+      workerData: {
+        stopFd: this.stopFd, snapshotPath: opts.snapshotPath, snapshotFd, policy: policySpec, cwd: process.cwd(),
+        tracePath: opts.tracePath, traceInputs, handshakeTimeoutMs: this.handshakeTimeoutMs,
+        sessionCounter: new SharedArrayBuffer(4), remote: store?.workerData(),
+      },
+      warm: opts.warmWorkers ?? 1, maxSessions: this.maxSessions, singleGuest: opts.singleGuest ?? false,
+      idleStartLimitMs: opts.idleStartLimitMs ?? IDLE_START_LIMIT_MS, stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
+      policySpec, store,
+    })
   }
 
   /** Checks the snapshot and policy, listens, starts the warm worker(s), then accepts. */
   static async start(opts: PageServerOptions): Promise<PageServer> {
-    if (SESSION_WORKER.url.pathname.endsWith('.js')) assertBuildFresh()
     checkBound('warm-workers', opts.warmWorkers ?? 1, 1, MAX_WARM_WORKERS)
     checkBound('max-sessions', opts.maxSessions ?? 256, 1, MAX_SESSIONS)
     checkBound('max-pending-handshakes', opts.maxPendingHandshakes ?? 128, 1, MAX_PENDING_HANDSHAKES)
@@ -269,15 +208,13 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     }
     const server = new PageServer(opts, listenFd, store, snapshot, snapshotFd, traceInputs)
     try {
-      await server.fillPool(false)
-      server.started = true
+      await server.pool.fill(false)
+      server.pool.markStarted()
       await server.startAcceptor(opts)
     } catch (err) {
       await server.close()
       throw err instanceof FaultlineError ? err : new ServerError(describeError(err))
     }
-    server.stallTimer = setInterval(() => server.checkProgress(), Math.max(10, Math.min(1000, server.stallTimeoutMs / 4)))
-    server.stallTimer.unref()
     return server
   }
 
@@ -315,7 +252,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       allowUids: [uid, ...(opts.allowUids ?? [])], allowAnyUid: opts.allowAnyUid ?? false,
       handshakeTimeoutMs: this.handshakeTimeoutMs, maxPending: this.pendingBound(), pendingCounter: this.pendingCounter,
     }
-    const acceptor = new Worker(ACCEPTOR.url, { ...ACCEPTOR.options, workerData: acceptorData })
+    const entry = workerEntry(import.meta.url, new URL('./acceptor.js', import.meta.url), new URL('../../dist/server/acceptor.js', import.meta.url))
+    const acceptor = new Worker(entry.url, { ...entry.options, workerData: acceptorData })
     this.acceptor = acceptor
     this.acceptorExited = new Promise(r => acceptor.once('exit', r))
     let listening!: () => void
@@ -353,6 +291,14 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.refused(g.peer.pid, error)
   }
 
+  private endSession(rec: SessionRecord, stats: SessionStats | undefined, error: string | undefined): void {
+    rec.stats = stats
+    rec.error = error
+    this.active.delete(rec.id)
+    this.ended.push(rec)
+    this.emit('ended', rec)
+  }
+
   /** The snapshot's path still names the file the server opened? A removed one is still
    * served (through the open descriptor); a replaced one is not: new guests are refused. */
   private snapshotReplaced(): string | undefined {
@@ -388,42 +334,20 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.dispatch()
   }
 
-  private get busyCount(): number {
-    let n = 0
-    for (const e of this.entries.values()) if (e.state === 'busy') n++
-    return n
-  }
-
-  private countState(state: WorkerEntry['state']): number {
-    let n = 0
-    for (const e of this.entries.values()) if (e.state === state) n++
-    return n
-  }
-
   /** Hands waiting guests to ready workers, within --max-sessions; starts workers for the
    * rest; refuses those that waited past their deadline. */
   private dispatch(): void {
     const now = Date.now()
     while (this.queue.length > 0 && this.queue[0].deadlineMs <= now) {
       const { guest } = this.queue.shift()!
-      const why = this.busyCount >= this.maxSessions
+      const why = this.pool.busyCount >= this.maxSessions
         ? `server busy: ${this.maxSessions} session(s) served at once (--max-sessions) for ${this.handshakeTimeoutMs} ms`
-        : `no session worker got ready within ${this.handshakeTimeoutMs} ms${this.lastStartFailure ? ` (last failure: ${this.lastStartFailure})` : ''}`
+        : `no session worker got ready within ${this.handshakeTimeoutMs} ms${this.pool.lastStartFailure ? ` (last failure: ${this.pool.lastStartFailure})` : ''}`
       this.refuseGuest(guest, why)
     }
-    while (this.queue.length > 0 && this.busyCount < this.maxSessions) {
-      const ready = [...this.entries.values()].find(e => e.state === 'ready')
-      if (ready === undefined) break
-      const { guest } = this.queue.shift()!
-      ready.state = 'busy'
-      ready.guest = guest
-      ready.beat = ready.slot.heartbeat
-      ready.waitingSinceMs = 0
-      this.acceptedCount++
-      ready.worker.postMessage(guest satisfies ToSessionWorker)
-    }
-    void this.fillPool().catch(() => { /* logged by the worker's handlers */ })
-    this.trimPool()
+    while (this.queue.length > 0 && this.pool.give(this.queue[0].guest)) this.queue.shift()
+    void this.pool.fill().catch(() => { /* logged by the pool */ })
+    this.pool.trim()
     clearTimeout(this.queueTimer)
     this.queueTimer = undefined
     if (this.queue.length > 0) {
@@ -431,237 +355,16 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     }
   }
 
-  /** Starts workers until `warm` (or as many as guests wait for, within --max-sessions) are
-   * ready or getting ready. Replacements (`startIdle`) get ready in SCHED_IDLE, so their
-   * start-up does not compete with the guests being served. */
-  private fillPool(startIdle = true): Promise<void> {
-    const starts: Promise<void>[] = []
-    if (this.restartTimer !== undefined) return Promise.resolve()
-    const waitingGuests = Math.min(this.queue.length, Math.max(0, this.maxSessions - this.busyCount))
-    const target = Math.max(this.warm, waitingGuests)
-    // A worker still checking the guest it was handed counts as ready: if it refuses the guest
-    // it is ready again, so a refused client costs no worker start. Its replacement starts once
-    // its session does.
-    const admitting = [...this.entries.values()].filter(e => e.state === 'busy' && e.session === undefined).length
-    while (!this.closing && this.countState('ready') + this.countState('starting') + admitting < target &&
-      this.entries.size < this.maxSessions + this.warm && !(this.singleGuest && this.acceptedCount > 0)) {
-      starts.push(this.spawn(startIdle))
-    }
-    return Promise.all(starts).then(() => undefined)
-  }
-
-  /** Idle workers beyond `warm` (left by guests refused after the hand-off) are released. */
-  private trimPool(): void {
-    if (this.queue.length > 0) return
-    let extra = this.countState('ready') - this.warm
-    for (const e of this.entries.values()) {
-      if (extra <= 0) break
-      if (e.state !== 'ready') continue
-      e.state = 'exiting'
-      e.worker.postMessage({ type: 'exit' } satisfies ToSessionWorker)
-      extra--
-    }
-  }
-
-  /** A worker getting ready in SCHED_IDLE is raised to normal priority when a guest waits for
-   * it or after idleStartLimitMs: on a machine kept busy, an idle-class thread might never run. */
-  private watchIdleStarts(): void {
-    if (this.idleStartTimer !== undefined || this.idleStarts.size === 0) return
-    this.idleStartTimer = setInterval(() => {
-      if (this.idleStarts.size === 0 || this.closing) {
-        clearInterval(this.idleStartTimer)
-        this.idleStartTimer = undefined
-        return
-      }
-      const guestWaiting = this.queue.length > 0 && this.countState('ready') === 0
-      const now = Date.now()
-      for (const [worker, start] of this.idleStarts) {
-        if (!guestWaiting && now - start.sinceMs < this.idleStartLimitMs) continue
-        this.idleStarts.delete(worker)
-        for (const tid of start.tids) {
-          try { uffd.setThreadIdle(tid, false) } catch { /* it ended, or raised itself */ }
-        }
-      }
-    }, IDLE_START_CHECK_MS)
-    this.idleStartTimer.unref()
-  }
-
-  /** A thread that Node started for a worker while it was idle-class (a loader-hooks thread,
-   * say) inherited SCHED_IDLE and would keep it: once a worker is ready, every idle-class
-   * thread that is not a worker still getting ready is raised. */
-  private raiseStrayIdleThreads(): void {
-    const starting = new Set<number>()
-    for (const s of this.idleStarts.values()) for (const tid of s.tids) starting.add(tid)
-    for (const tid of uffd.idleClassThreads()) {
-      if (starting.has(tid)) continue
-      try { uffd.setThreadIdle(tid, false) } catch { /* exited meanwhile */ }
-    }
-  }
-
-  private spawn(startIdle: boolean): Promise<void> {
-    // Remote snapshots: the store signals this eventfd when a chunk the worker asked for is in.
-    let readyFd = this.store !== undefined ? uffd.createEventFd() : -1
-    // A new thread inherits its creator's scheduling class: created while this thread is in
-    // SCHED_IDLE, the worker is idle-class from its first instruction (Node's own start-up of
-    // a worker is most of its cost). It raises itself once ready; this thread now.
-    const idle = startIdle && uffd.canLowerThreadPriority()
-    const slotBuffer = createSlot()
-    const workerData: SessionWorkerData = { ...this.workerData, slot: slotBuffer, startIdle: idle }
-    if (readyFd >= 0) workerData.readyFd = readyFd
-    const tidsBefore = idle ? uffd.threadIds() : []
-    if (idle) uffd.setThreadIdle(0, true)
-    let worker: Worker
-    try {
-      worker = new Worker(SESSION_WORKER.url, { ...SESSION_WORKER.options, workerData })
-    } catch (err) {
-      uffd.closeFd(readyFd)
-      return Promise.reject(this.startFailed(describeError(err)))
-    } finally {
-      if (idle) uffd.setThreadIdle(0, false)
-    }
-    this.workersStarted++
-    if (idle) {
-      const tids = uffd.threadIds().filter(t => !tidsBefore.includes(t))
-      if (tids.length > 0) {
-        this.idleStarts.set(worker, { tids, sinceMs: Date.now() })
-        this.watchIdleStarts()
-      }
-    }
-    const entry: WorkerEntry = { worker, slot: new SessionSlot(slotBuffer), state: 'starting', readyFd, beat: 0, waitingSinceMs: 0 }
-    this.entries.set(worker, entry)
-    let failure: string | undefined
-    return new Promise<void>((resolve, reject) => {
-      worker.on('message', (m: WorkerMessage) => {
-        switch (m.type) {
-          case 'idle':
-            if (this.idleStarts.delete(worker)) this.raiseStrayIdleThreads()
-            if (entry.state === 'starting') this.startFailures = 0
-            // Ready, or ready again after refusing a guest (no new worker needed for that).
-            if (entry.state !== 'exiting') {
-              entry.state = 'ready'
-              entry.guest = undefined
-            }
-            resolve()
-            this.dispatch()
-            break
-          case 'log': this.emit('log', m.line, /: cannot serve |lacks|refused/.test(m.line) ? 'warn' : 'info'); break
-          case 'fetch': if (readyFd >= 0) this.store!.request(m.chunks, m.priority, readyFd); break
-          case 'invalid': this.store?.invalidate(m.chunk); break
-          case 'rejected': this.refused(m.pid, m.error); break
-          case 'session': {
-            const rec: SessionRecord = { id: m.id, pid: m.pid, form: m.form, bytes: m.bytes }
-            entry.session = rec
-            this.active.set(m.id, rec)
-            this.emit('session', rec)
-            this.dispatch()
-            break
-          }
-          case 'ended': {
-            const rec = this.active.get(m.id) ?? { id: m.id, pid: m.pid, form: '?', bytes: 0 }
-            entry.session = undefined
-            entry.guest = undefined
-            rec.retainedBytes = m.retainedBytes
-            this.endSession(rec, m.stats, m.error)
-            break
-          }
-          case 'fatal':
-            failure = m.error
-            break
-        }
-      })
-      worker.on('error', err => { failure = describeError(err) })
-      worker.on('exit', () => {
-        this.entries.delete(worker)
-        this.idleStarts.delete(worker)
-        if (readyFd >= 0) {
-          this.store!.detach(readyFd)
-          uffd.closeFd(readyFd)
-          readyFd = -1
-        }
-        this.releaseLeftovers(entry, failure)
-        if (entry.state === 'starting') {
-          reject(this.startFailed(failure ?? 'session worker exited while starting'))
-        } else {
-          if (failure !== undefined) this.emit('log', `session worker failed: ${failure}`, 'warn')
-          resolve()
-        }
-        if (!this.closing) this.dispatch()
-      })
-    })
-  }
-
-  /** A worker could not get ready: say so once, and retry later (doubling the wait). */
-  private startFailed(message: string): ServerError {
-    this.startFailures++
-    this.lastStartFailure = message
-    // While the server starts, the failure is its caller's to report (nothing is retried).
-    if (this.started && !this.closing && this.restartTimer === undefined) {
-      const delay = Math.min(RESTART_BACKOFF_MAX_MS, RESTART_BACKOFF_MS * 2 ** (this.startFailures - 1))
-      this.emit('log', `session worker failed to start: ${message} (retrying in ${delay} ms)`, 'warn')
-      this.restartTimer = setTimeout(() => {
-        this.restartTimer = undefined
-        this.dispatch()
-      }, delay)
-      this.restartTimer.unref()
-    }
-    return new ServerError(message)
-  }
-
-  /** A worker that is gone closes nothing more: what its slot says it still held is closed
-   * here (after telling the guest why), and a session it did not report ended is ended. */
-  private releaseLeftovers(entry: WorkerEntry, failure: string | undefined): void {
-    const left = entry.slot.leftOpen()
-    const why = entry.stopReason ?? (failure !== undefined ? `session worker failed: ${failure}` : 'session worker exited')
-    if (left !== undefined) {
-      if (left.conn >= 0) {
-        try { uffd.sendBytes(left.conn, Buffer.from(JSON.stringify({ ok: false, error: why }) + '\n')) } catch { /* gone */ }
-      }
-      for (const fd of [left.trace, left.uffd, left.conn]) uffd.closeFd(fd)
-    }
-    if (entry.session !== undefined) {
-      this.endSession(entry.session, undefined, why)
-    } else if (entry.guest !== undefined && left !== undefined) {
-      this.refused(entry.guest.peer.pid, why)
-    }
-  }
-
-  private endSession(rec: SessionRecord, stats: SessionStats | undefined, error: string | undefined): void {
-    rec.stats = stats
-    rec.error = error
-    this.active.delete(rec.id)
-    this.ended.push(rec)
-    this.emit('ended', rec)
-  }
-
-  /** Sessions stuck in one turn of their loop (heartbeat even, not moving) past the deadline
-   * are ended: while a turn lasts, every fault of the guest waits, and a policy that never
-   * returns must not hold its guest forever. */
-  private checkProgress(): void {
-    const now = Date.now()
-    for (const e of this.entries.values()) {
-      if (e.state !== 'busy' || e.stopReason !== undefined || e.slot.state !== SLOT_SERVING) continue
-      const beat = e.slot.heartbeat
-      // 0: a session that has no heartbeat (never bumped): nothing can be told about it.
-      if (beat === 0 || beat !== e.beat || beat % 2 === 1) { e.beat = beat; e.waitingSinceMs = now; continue }
-      if (e.waitingSinceMs === 0) { e.waitingSinceMs = now; continue }
-      const stuckMs = now - e.waitingSinceMs
-      if (stuckMs < this.stallTimeoutMs) continue
-      const s = e.session
-      e.stopReason = `session stalled: no progress for ${stuckMs} ms with faults waiting (policy ${this.policySpec}: a call into it has not returned); ` +
-        'the server ended it'
-      this.emit('log', `session ${s?.id ?? '?'} (pid ${s?.pid ?? e.guest?.peer.pid ?? '?'}): ${e.stopReason}`, 'warn')
-      void e.worker.terminate()
-    }
-  }
-
   /** Session workers alive: the warm ones and one per guest being served. */
-  get workerCount(): number { return this.entries.size }
+  get workerCount(): number { return this.pool.size }
+
+  /** Session workers started so far (a refused client must not cost one). */
+  get workersStarted(): number { return this.pool.workersStarted }
 
   /** Resolves when no guest is being served or waits for an answer. */
   async idle(): Promise<void> {
     const pending = new Int32Array(this.pendingCounter)
-    const busy = () => this.active.size > 0 || Atomics.load(pending, 0) > 0 || this.queue.length > 0 ||
-      [...this.entries.values()].some(e => e.state === 'busy' && e.session === undefined)
+    const busy = () => this.active.size > 0 || Atomics.load(pending, 0) > 0 || this.queue.length > 0 || this.pool.admittingCount > 0
     while (busy()) await new Promise(r => setTimeout(r, 20))
   }
 
@@ -670,35 +373,9 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     uffd.signalEventFd(this.stopFd)
   }
 
-  private stopTimers(): void {
-    for (const t of [this.idleStartTimer, this.stallTimer]) clearInterval(t)
-    for (const t of [this.queueTimer, this.restartTimer]) clearTimeout(t)
-    this.idleStartTimer = this.stallTimer = this.queueTimer = this.restartTimer = undefined
-  }
-
-  /** Stops accepting, refuses guests still waiting, releases idle workers. */
-  private async stopAccepting(): Promise<void> {
-    try { unlinkSync(this.socketPath) } catch { /* gone */ }
-    if (this.acceptor !== undefined) {
-      this.acceptor = undefined
-      uffd.signalEventFd(this.acceptorStopFd)
-      await this.acceptorExited
-    }
-    uffd.closeFd(this.listenFd)
-    for (const { guest } of this.queue.splice(0)) this.refuseGuest(guest, 'server stopping')
-    for (const e of this.entries.values()) {
-      if (e.state === 'ready' || e.state === 'starting') {
-        e.state = 'exiting'
-        e.worker.postMessage({ type: 'exit' } satisfies ToSessionWorker)
-      }
-    }
-  }
-
-  private closed: Promise<void> | undefined
-
   /** Stops accepting; with `drain`, waits for the guests being served to finish first. */
   close(opts: { drain?: boolean } = {}): Promise<void> {
-    this.closed ??= this.shutdown(opts.drain === true, Infinity)
+    this.closed ??= this.shutdown(opts.drain === true)
     return this.closed
   }
 
@@ -708,17 +385,26 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.closing = true
     this.stopSessions()
     const done = this.close()
-    const timer = setTimeout(() => { for (const e of this.entries.values()) void e.worker.terminate() }, graceMs)
+    const timer = setTimeout(() => this.pool.terminateAll(), graceMs)
     return done.finally(() => clearTimeout(timer))
   }
 
-  private async shutdown(drain: boolean, _graceMs: number): Promise<void> {
+  private async shutdown(drain: boolean): Promise<void> {
     this.closing = true
-    this.stopTimers()
-    await this.stopAccepting()
+    clearTimeout(this.queueTimer)
+    // Stop accepting, refuse the guests still waiting, release idle workers.
+    try { unlinkSync(this.socketPath) } catch { /* gone */ }
+    if (this.acceptor !== undefined) {
+      this.acceptor = undefined
+      uffd.signalEventFd(this.acceptorStopFd)
+      await this.acceptorExited
+    }
+    uffd.closeFd(this.listenFd)
+    for (const { guest } of this.queue.splice(0)) this.refuseGuest(guest, 'server stopping')
+    this.pool.close()
     if (drain) await this.idle()
     uffd.signalEventFd(this.stopFd)
-    await Promise.all([...this.entries.keys()].map(w => new Promise(r => w.once('exit', r))))
+    await this.pool.exited()
     uffd.closeFd(this.stopFd)
     uffd.closeFd(this.acceptorStopFd)
     if (this.snapshotFd >= 0) closeSync(this.snapshotFd)
