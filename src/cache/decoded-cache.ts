@@ -46,6 +46,8 @@ export interface CacheCounts {
   fills: number
   evictions: number
   unservableFolios: number
+  /** Folios asked for and not in yet (queued or being filled). */
+  pendingFolios: number
 }
 
 /** Why fill() did not leave the folio PRESENT. */
@@ -254,7 +256,13 @@ export class DecodedCache {
   counts(): CacheCounts {
     const c = this.counters
     const present = Atomics.load(c, C_PRESENT)
+    let pending = 0
+    for (let f = 0; f < this.folioCount; f++) {
+      const s = this.states.get(f)
+      if (s === QUEUED || s === FILLING) pending++
+    }
     return {
+      pendingFolios: pending,
       presentFolios: present, presentBytes: present * this.folioBytes, zeroFolios: Atomics.load(c, C_ZERO),
       fills: Atomics.load(c, C_FILLS), evictions: Atomics.load(c, C_EVICTIONS), unservableFolios: Atomics.load(c, C_UNSERVABLE),
     }

@@ -52,8 +52,28 @@ export class FillPool {
     this.stats = new Float64Array(new SharedArrayBuffer(this.workerCount * FILL_STAT_FIELDS * 8))
   }
 
-  static start(opts: FillPoolOptions): FillPool {
+  /** The pool's shared queue and table, its workers not started yet (startWorkers). */
+  static create(opts: FillPoolOptions): FillPool {
     const pool = new FillPool(opts)
+    pool.opts = opts
+    return pool
+  }
+
+  /** The pool with its workers started. */
+  static start(opts: FillPoolOptions): FillPool {
+    const pool = FillPool.create(opts)
+    pool.startWorkers()
+    return pool
+  }
+
+  private opts: FillPoolOptions | undefined
+
+  /** Starts the workers (once; later calls do nothing): a server starts them when the first
+   * guest that needs fills comes, so one that never needs them holds no threads for them. */
+  startWorkers(): void {
+    const opts = this.opts
+    if (opts === undefined || this.workers.length > 0 || this.closed) return
+    const pool = this
     const log = opts.log ?? (() => {})
     const reported = new Set<number>()
     for (let i = 0; i < pool.workerCount; i++) {
@@ -74,8 +94,9 @@ export class FillPool {
       pool.exited.push(new Promise(r => worker.once('exit', () => r())))
       pool.workers.push(worker)
     }
-    return pool
   }
+
+  get started(): boolean { return this.workers.length > 0 }
 
   sessionData(): FillSessionData {
     return { queue: this.queue.buffers, notifier: this.notifier.buffers }
@@ -94,8 +115,11 @@ export class FillPool {
     return out
   }
 
+  private closed = false
+
   /** Stops the workers (a fill in progress finishes first). */
   async close(): Promise<void> {
+    this.closed = true
     this.queue.stop()
     await Promise.all(this.exited)
   }

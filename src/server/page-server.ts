@@ -163,7 +163,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.pool = new SessionPool({
       log: (line, level) => this.emit('log', line, level),
       refused: (pid, error) => this.refused(pid, error),
-      sessionStarted: rec => { this.active.set(rec.id, rec); this.emit('session', rec) },
+      sessionStarted: rec => {
+        if (rec.map === 'cache') this.fills?.startWorkers()
+        this.active.set(rec.id, rec)
+        this.emit('session', rec)
+      },
       sessionEnded: (rec, stats, error) => this.endSession(rec, stats, error),
       changed: () => { if (!this.closing) this.dispatch() },
       waitingGuests: () => this.queue.length,
@@ -215,12 +219,13 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Owns `snapshotFd` from here: closed on failure, or by close(). */
   private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number): Promise<PageServer> {
-    let listenFd: number, traceInputs: FileIdentity[], policySpec: string
+    let listenFd: number, traceInputs: FileIdentity[], policySpec: string, policyFills = false
     let cacheParts: CacheParts | undefined
     try {
       const shape = snapshot ?? store!.snapshot.header
       policySpec = PageServer.policyFor(opts, snapshotIdentity(snapshot, store))
       const policy = await createPolicy(policySpec, process.cwd(), shape)
+      policyFills = policy.onStart !== undefined || policy.onIdle !== undefined
       traceInputs = PageServer.traceInputs(opts, snapshot, policy)
       if (opts.tracePath) checkTracePath(opts.tracePath, traceInputs)
       if (existsSync(opts.socketPath)) {
@@ -243,6 +248,9 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (cacheParts !== undefined) {
       cacheParts.log = (line, level) => server.emit('log', line, level)
       server.startNotices.push(`decoded cache: ${cacheParts.cache.info.why}; ${formatCacheBound(cacheParts.cache)}; ${cacheParts.fills.workerCount} fill worker(s)`)
+      // Fill workers start with the first guest that needs them (a cache-mapped one), or now
+      // for a policy that asks for pages besides faults.
+      if (policyFills) cacheParts.fills.startWorkers()
       server.strayTimer = setInterval(() => server.removeStrays(), STRAY_CHECK_MS)
       server.strayTimer.unref()
     }
@@ -502,7 +510,7 @@ function startCache(opts: PageServerOptions, snapshot: SnapshotReader, snapshotF
   const cache = DecodedCache.create(snapshot, { folios: opts.cacheFolios, limitBytes: opts.cacheMemoryBytes })
   const parts: CacheParts = { cache, fills: undefined as unknown as FillPool }
   try {
-    parts.fills = FillPool.start({
+    parts.fills = FillPool.create({
       snapshotPath: opts.snapshotPath, snapshotFd, cache, workers: opts.fillWorkers,
       log: line => parts.log?.(line, 'warn'),
     })
