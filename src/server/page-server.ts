@@ -10,6 +10,7 @@ import { describeError, FaultlineError } from '../errors.js'
 import type { FaultPolicy } from '../policy/policy.js'
 import { createPolicy, policyModulePath } from '../policy/registry.js'
 import { SnapshotReader } from '../snapshot/reader.js'
+import { SnapshotIndex } from '../snapshot/snapshot-index.js'
 import { checkTracePath } from '../trace/recorder.js'
 import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../store/chunk-store.js'
 import { isS3Url } from '../store/s3-config.js'
@@ -237,7 +238,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       }
       // Others may connect only when other uids are allowed: SO_PEERCRED refuses the rest.
       const mode = opts.allowAnyUid || (opts.allowUids ?? []).length > 0 ? 0o666 : 0o600
-      if (snapshot !== undefined && opts.cacheMemoryBytes !== 0) cacheParts = startCache(opts, snapshot, snapshotFd)
+      if (opts.cacheMemoryBytes !== 0) cacheParts = startCache(opts, snapshot, snapshotFd, store)
       listenFd = uffd.listenUnix(opts.socketPath, 128, mode)
     } catch (err) {
       await closeCache(cacheParts)
@@ -505,14 +506,17 @@ function snapshotIdentity(snapshot: SnapshotReader | undefined, store: ChunkStor
   return { indexCrc: h.indexCrc, pageCount: h.pageCount, pageSize: h.pageSize }
 }
 
-/** The decoded cache of a local snapshot and its fill workers. */
-function startCache(opts: PageServerOptions, snapshot: SnapshotReader, snapshotFd: number): CacheParts {
-  const cache = DecodedCache.create(snapshot, { folios: opts.cacheFolios, limitBytes: opts.cacheMemoryBytes })
+/** The decoded cache of the snapshot and its fill workers (which read an object-store
+ * snapshot through the chunk store, several chunks in flight). */
+function startCache(opts: PageServerOptions, snapshot: SnapshotReader | undefined, snapshotFd: number, store: ChunkStore | undefined): CacheParts {
+  const geometry = snapshot ?? SnapshotIndex.parse(opts.snapshotPath, store!.snapshot.header, Buffer.from(store!.snapshot.indexBytes))
+  const cache = DecodedCache.create(geometry, { folios: opts.cacheFolios, limitBytes: opts.cacheMemoryBytes })
   const parts: CacheParts = { cache, fills: undefined as unknown as FillPool }
   try {
     parts.fills = FillPool.create({
       snapshotPath: opts.snapshotPath, snapshotFd, cache, workers: opts.fillWorkers,
       log: line => parts.log?.(line, 'warn'),
+      remote: store === undefined ? undefined : { workerData: store.workerData(), store },
     })
   } catch (err) {
     cache.close()
