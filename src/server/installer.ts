@@ -92,6 +92,9 @@ export class GuestInstaller {
   traceRunFlags = -1
   /** Time zero of trace records: when the guest was acknowledged (ms). */
   resumeMs = 0
+  /** Prefetch and background installs skip the kernel's wake-up (FAULTLINE_DONTWAKE=0 turns it
+   * off, to measure it: bench policies). */
+  readonly dontWake = process.env.FAULTLINE_DONTWAKE !== '0'
   private lastError: unknown
 
   constructor(opts: InstallerOptions) {
@@ -240,12 +243,12 @@ export class GuestInstaller {
     let done: number
     try {
       if (zero) {
-        done = this.fd.zeropageAtTarget(bytes, ps)
+        done = this.fd.zeropageAtTarget(bytes, ps, this.dontWake && cause !== InstallCause.Fault)
         this.counters[K_ZERO_PAGES] += done / ps
         if (BREAKDOWN_ENABLED) { this.meters.breakdown.zeropages++; this.meters.breakdown.zeropageNs += (this.meters.clock.nowMs() - stageStart) * 1e6 }
       } else {
         target[uffd.TARGET_SRC] = this.copyBuffer.address
-        done = this.fd.copyAtTarget(bytes, ps * huge)
+        done = this.fd.copyAtTarget(bytes, ps * huge, this.dontWake && cause !== InstallCause.Fault)
         this.counters[K_BYTES_DECODED] += bytes
         if (BREAKDOWN_ENABLED) { this.meters.breakdown.copies++; this.meters.breakdown.copyNs += (this.meters.clock.nowMs() - stageStart) * 1e6 }
       }

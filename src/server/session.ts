@@ -497,8 +497,8 @@ export class Session implements PolicyContext {
     if (region === undefined) return
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const s = region.state[guestPage]
-    // Installed meanwhile (by a prefetch run): the install woke the faulting thread.
-    if (s !== ABSENT && s !== DISCARDED) return
+    // Installed meanwhile (by a prefetch run, which wakes nobody): wake the faulting thread.
+    if (s !== ABSENT && s !== DISCARDED) { this.parent.installer.wake(address); return }
     this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
     this.plan.clear()
     this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
