@@ -5,8 +5,8 @@
 // set for the snapshot and no --policy was given.
 import { describeError } from '../errors.js'
 import { decodeLearnedSet, LEARNED_DEFAULT_KEEP, LEARNED_MAX_SESSIONS, learnedPages, type LearnedSet } from '../trace/learned-set.js'
-import { readFileSync } from 'node:fs'
 import type { PolicyArgs } from './args.js'
+import { readRegularFile } from '../util/input-file.js'
 import { WorkingSetPolicy } from './workingset.js'
 
 export class LearnedPolicy extends WorkingSetPolicy {
@@ -18,7 +18,7 @@ export class LearnedPolicy extends WorkingSetPolicy {
     const min = args.int('K sessions of', 1, keep, 1, { piece: m?.[2] })
     let set: LearnedSet
     try {
-      set = decodeLearnedSet(readFileSync(path), path)
+      set = decodeLearnedSet(readRegularFile(path, 'cannot read learned set'), path)
     } catch (err) {
       throw args.error(describeError(err), err)
     }

@@ -3,10 +3,11 @@
 // index CRC, page count and page size), so the next session prefetches them unasked and a
 // server restart loses nothing. The set prefetched is the pages seen in at least k of the last n
 // sessions (default 1 of 4), the newest session's order first.
-import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs'
+import { closeSync, constants, existsSync, openSync, readFileSync, readSync, renameSync, statSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { FaultlineError, fileError } from '../errors.js'
+import { readRegularFile } from '../util/input-file.js'
 
 export const LEARNED_MAGIC = Buffer.from('FLLEARN\0', 'latin1')
 export const LEARNED_VERSION = 1
@@ -46,8 +47,12 @@ export function learnedSetPath(dir: string, snapshot: SnapshotIdentity): string 
 
 /** True when `path` starts with a learned set's magic (it is not a trace). */
 export function isLearnedSetFile(path: string): boolean {
+  // Only a regular file is sniffed: opening a FIFO would wait for a writer.
   let fd: number
-  try { fd = openSync(path, 'r') } catch { return false }
+  try {
+    if (!statSync(path).isFile()) return false
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  } catch { return false }
   try {
     const head = Buffer.alloc(LEARNED_MAGIC.length)
     return readSync(fd, head, 0, head.length, 0) === head.length && head.equals(LEARNED_MAGIC)
@@ -109,9 +114,7 @@ export function decodeLearnedSet(buf: Buffer, path: string): LearnedSet {
 export function readLearnedSet(dir: string, snapshot: SnapshotIdentity): LearnedSet | undefined {
   const path = learnedSetPath(dir, snapshot)
   if (!existsSync(path)) return undefined
-  let buf: Buffer
-  try { buf = readFileSync(path) } catch (err) { throw fileError(path, err, 'cannot read learned set') }
-  const set = decodeLearnedSet(buf, path)
+  const set = decodeLearnedSet(readRegularFile(path, 'cannot read learned set'), path)
   const s = set.snapshot
   if (s.indexCrc !== snapshot.indexCrc || s.pageCount !== snapshot.pageCount || s.pageSize !== snapshot.pageSize) {
     throw new LearnedSetError(`${path}: learned on another snapshot (index CRC ${s.indexCrc.toString(16)}, ${s.pageCount} pages of ${s.pageSize})`)
