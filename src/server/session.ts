@@ -523,12 +523,15 @@ export class Session implements PolicyContext {
     const poll = new uffd.PollSet(2)
     poll.set(0, fills.readyFd, uffd.POLLIN)
     poll.set(1, this.opts.stopFd, uffd.POLLIN)
-    while (fills.waitingRuns > 0 && this.stopped === '') {
-      poll.wait(FILL_RECHECK_MS)
-      if (poll.revents(1) !== 0) { this.stopped = 'server stopping'; return }
+    // Looked at before the first wait: runs whose folios are in the cache already (a server
+    // that served this snapshot before) get no wake-up from a fill worker.
+    for (;;) {
       this.ready.clear()
       fills.takeReady(this.ready)
       if (!this.cacheMapped) this.installReady(TRACE_FLAG_BEFORE_RESUME)
+      if (fills.waitingRuns === 0 || this.stopped !== '') break
+      poll.wait(FILL_RECHECK_MS)
+      if (poll.revents(1) !== 0) { this.stopped = 'server stopping'; return }
     }
   }
 
