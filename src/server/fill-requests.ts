@@ -24,6 +24,8 @@ export class FillRequests {
   private readonly slot: number
   /** Runs waiting for their folios, in order. */
   private waiting = new RunList(64)
+  /** The folio this session last asked for at fault priority. */
+  private raised = -1
   private spare = new RunList(64)
 
   constructor(
@@ -56,11 +58,17 @@ export class FillRequests {
       const stop = Math.min(end, region.firstPage + region.pages)
       for (let folio = page >>> shift, last = (stop - 1) >>> shift; folio <= last; folio++) {
         if (cache.markQueued(folio)) {
-          if (this.queue.push(folio, priority)) asked++
+          if (this.queue.push(folio, priority)) { asked++; if (priority === 0) this.raised = folio }
           else cache.states.move(folio, QUEUED, ABSENT)
         } else if (priority === 0 && cache.states.get(folio) === QUEUED) {
           // Queued for later work: a fault moves it up (the duplicate is skipped once filled).
-          this.queue.push(folio, priority)
+          // Once a folio, and only while the fault ring has room to spare: a guest reading on
+          // through a folio being filled faults on it again and again, and a duplicate a fault
+          // filled the ring, so the first requests for the next folios were dropped.
+          if (folio !== this.raised && this.queue.room(priority) > this.queue.capacity >>> 1) {
+            this.queue.push(folio, priority)
+            this.raised = folio
+          }
         } else if (cache.states.get(folio) === PRESENT) {
           cache.touch(folio)
         }
