@@ -241,16 +241,16 @@ function foliosIn(c: CacheCounts): number {
   return c.presentFolios + c.zeroFolios + c.unservableFolios
 }
 
-/** Hot: an earlier guest touches every page of the image through the decoded cache (mapped,
- * so misses only ask for folios); then waits until the fill workers have put every folio in.
- * Returns the decoded bytes in the cache. */
-async function fillDecodedCache(server: FaultlineServer, ctx: RunContext): Promise<number> {
-  const earlier = await runGuestProcess([...guestArgsFor(ctx, 'sequential'), '--socket', ctx.socketPath, '--map', 'cache'], { cpus: ctx.opts.cpus, timeoutMs: 30 * 60 * 1000 })
+/** Hot: an earlier guest (the server's first session) touches every page of the image through
+ * the decoded cache (mapped, so misses only ask for folios); then waits until the fill workers
+ * have put every folio in. Returns the decoded bytes in the cache. */
+export async function fillDecodedCache(server: FaultlineServer, sizeMiB: number, cpus?: string): Promise<number> {
+  const earlier = await runGuestProcess(['--mib', String(sizeMiB), '--workload', 'sequential', '--socket', server.socketPath, '--map', 'cache'], { cpus, timeoutMs: 30 * 60 * 1000 })
   await server.session(1)
   if (earlier.map !== 'cache' || typeof earlier.folio_bytes !== 'number') {
     throw new BenchError(`hot: the server did not map its decoded cache for the earlier guest (${server.cacheDescription ?? 'it has none'})`)
   }
-  const folios = Math.ceil(ctx.image.sizeBytes / earlier.folio_bytes)
+  const folios = Math.ceil(sizeMiB * 2 ** 20 / earlier.folio_bytes)
   const deadline = Date.now() + 10 * 60 * 1000
   for (;;) {
     const counts = await server.cacheCounts()
@@ -289,7 +289,7 @@ export async function runOnce(mode: string, ctx: RunContext): Promise<RunRecord>
       })
       if (spec.learned && !faultline.policy.startsWith('learned:')) throw new BenchError(`${mode}: the server did not take the recorded set (policy ${faultline.policy})`)
       if (spec.map === 'cache') guestArgs.push('--map', 'cache')
-      decodedCacheBytes = hot ? await fillDecodedCache(faultline, ctx) : 0
+      decodedCacheBytes = hot ? await fillDecodedCache(faultline, ctx.sizeMiB, opts.cpus) : 0
     }
     if (server) guestArgs.push('--socket', ctx.socketPath)
   } catch (err) {
