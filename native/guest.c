@@ -130,7 +130,7 @@ static const char usage[] =
 	"Prints one JSON line (map: what backs the region, \"anonymous\" or \"cache\", null without a\n"
 	"server; folio_bytes: the cache's fill unit, or null). Times are ns from time zero, taken\n"
 	"after argument parsing and workload preparation (setup_ns) and just before the region is\n"
-	"mapped: resume_ns (region ready),\n"
+	"mapped (t0_ns: time zero on CLOCK_MONOTONIC, to line several guests up): resume_ns (region ready),\n"
 	"first_access_ns (null if nothing touched), total_ns, workload_ns = total - resume; verify_ns\n"
 	"apart; io_*, minflt, majflt, cpu_ns cover resume + workload. Exit: 0 ok, 1 verify mismatch,\n"
 	"2 bad arguments or setup failure (incl. 'guest: server refused: ...'), 3 the page server\n"
@@ -1118,14 +1118,14 @@ int main(int argc, char **argv)
 			 : o.handshake == FL_HANDSHAKE_FAULTLINE ? "\"faultline\"" : "\"firecracker\"");
 	printf("{\"ok\":%s,\"source\":\"%s\",\"handshake\":%s,\"session\":%s,\"map\":%s,\"folio_bytes\":%s,\"mib\":%llu,"
 	       "\"pages\":%u,\"workload\":\"%s\",\"seed\":%llu,\"write\":%s,\"pages_touched\":%u,"
-	       "\"threads\":%llu,\"setup_ns\":%llu,\"resume_ns\":%llu,\"first_access_ns\":%s,"
+	       "\"threads\":%llu,\"t0_ns\":%llu,\"setup_ns\":%llu,\"resume_ns\":%llu,\"first_access_ns\":%s,"
 	       "\"workload_ns\":%llu,\"total_ns\":%llu,\"verify_ns\":%s,\"verified_pages\":%llu,"
 	       "\"mismatches\":%llu,\"io_read_bytes\":%llu,\"io_rchar\":%llu,\"minflt\":%llu,"
 	       "\"majflt\":%llu,\"cpu_ns\":%llu,\"maxrss_kb\":%llu%s}\n",
 	       vr.mismatches || after_bad || child_failed ? "false" : "true", source_names[o.source], handshake_json, session_json,
 	       map_json, folio_json,
 	       (unsigned long long)o.mib, pages, workload_json, (unsigned long long)o.seed,
-	       o.write ? "true" : "false", count, (unsigned long long)o.threads,
+	       o.write ? "true" : "false", count, (unsigned long long)o.threads, (unsigned long long)t0,
 	       (unsigned long long)(t0 - main_ns), (unsigned long long)resume_ns, first_json,
 	       (unsigned long long)(total_ns - resume_ns), (unsigned long long)total_ns, verify_json,
 	       (unsigned long long)vr.pages, (unsigned long long)vr.mismatches,

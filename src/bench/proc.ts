@@ -2,7 +2,9 @@
 // every thread, ns), resident and peak memory (status). Plus the page-cache controls a
 // cold/warm benchmark needs. Linux only, as the rest of faultline.
 import { execFileSync } from 'node:child_process'
-import { closeSync, openSync, readFileSync, readSync, readdirSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs'
+import { basename } from 'node:path'
+import { formatBytes } from '../util/format.js'
 import { BenchError } from './errors.js'
 
 
@@ -144,3 +146,73 @@ export function cachedBytes(path: string): number | undefined {
     return undefined
   }
 }
+
+/** RssAnon of /proc/PID/status: the process's private anonymous memory resident now. */
+export function parseRssAnon(status: string): number {
+  const m = /^RssAnon:\s*(\d+) kB$/m.exec(status)
+  if (!m) throw new BenchError('/proc/PID/status: no \'RssAnon\' field')
+  return Number(m[1]) * 1024
+}
+
+export function anonBytes(pid: number): number {
+  return parseRssAnon(readProc(`/proc/${pid}/status`))
+}
+
+/** statfs type of tmpfs (and of the kernel's internal shmem mount memfds live on). */
+const TMPFS_MAGIC = 0x01021994
+
+/** Memory held by the shmem files (memfds, tmpfs files, mounted or not) `pid` has open:
+ * allocated blocks of each distinct regular file, stat'ed through /proc/PID/fd. The decoded
+ * cache of a faultline server is such a file; huge folios count whole. */
+export function shmemFileBytes(pid: number): number {
+  const seen = new Set<string>()
+  let total = 0
+  let fds: string[]
+  try { fds = readdirSync(`/proc/${pid}/fd`) } catch (err) {
+    throw new BenchError(`/proc/${pid}/fd: cannot list (${(err as NodeJS.ErrnoException).code}): is the process gone?`)
+  }
+  for (const fd of fds) {
+    const path = `/proc/${pid}/fd/${fd}`
+    try {
+      const st = statSync(path)
+      if (!st.isFile() || statfsSync(path).type !== TMPFS_MAGIC) continue
+      const id = `${st.dev}:${st.ino}`
+      if (seen.has(id)) continue
+      seen.add(id)
+      total += st.blocks * 512
+    } catch { /* closed meanwhile */ }
+  }
+  return total
+}
+
+export interface SequentialRead { path: string; bytes: number; ns: number }
+
+/**
+ * The disk's sequential read bandwidth as `dd if=PATH of=/dev/null bs=1M` sees it: PATH is
+ * dropped from the page cache (POSIX_FADV_DONTNEED, as dropPageCache's fadvise) and read front
+ * to back in 1 MiB reads, one at a time, through the kernel's readahead.
+ */
+export function measureSequentialRead(path: string, bufferBytes = 1 << 20): SequentialRead {
+  dropPageCache('fadvise', [path])
+  const buf = Buffer.allocUnsafe(bufferBytes)
+  const fd = openSync(path, 'r')
+  const t0 = process.hrtime.bigint()
+  let bytes = 0
+  try {
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, bytes)
+      if (n === 0) break
+      bytes += n
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return { path, bytes, ns: Number(process.hrtime.bigint() - t0) }
+}
+
+/** `1.23 GB/s (196 MiB of synthetic-512MiB-seed1.snap read cold in 1 MiB reads, as dd bs=1M)`. */
+export function formatSequentialRead(r: SequentialRead): string {
+  return `sequential read ${(r.bytes / (r.ns / 1e9) / 1e9).toFixed(2)} GB/s (${formatBytes(r.bytes)} of ${basename(r.path)} read cold, ` +
+    'dropped from the page cache with fadvise, in 1 MiB reads as dd bs=1M)'
+}
+

@@ -3,6 +3,7 @@
 import { formatBytes, formatTable, median } from '../util/format.js'
 import { renderSvgPlot, type Panel } from './plot.js'
 import type { CacheState, RunRecord, SweepResult } from './resume.js'
+import { formatSequentialRead } from './proc.js'
 
 export interface SummaryRow {
   sizeMiB: number
@@ -109,6 +110,26 @@ export function costTable(rows: SummaryRow[], cache: CacheState, sizeMiB?: numbe
     { markdown: true })
 }
 
+/** How a table names a cache state. */
+export function cacheTitle(cache: CacheState): string {
+  return cache === 'hot' ? 'hot (page cache warm, and the server\'s decoded cache full from an earlier guest)' : `${cache} page cache`
+}
+
+/** What the reader must know about the modes a table shows, one line each. */
+export function modeNotes(modes: string[]): string[] {
+  const notes = [
+    '`faultline:<policy>`: the guest\'s memory is anonymous, each page copied in (UFFDIO_COPY); ' +
+      '`faultline-cache:<policy>`: the server\'s decoded cache is mapped over it (MAP_PRIVATE), only misses reach the server. ' +
+      'Hot: an earlier guest of the same server touched every page, so the decoded cache holds them all; for eager, mmap ' +
+      'and uffd-c (no decoded cache) hot is warm.',
+  ]
+  if (modes.some(m => m.endsWith(':learned'))) {
+    notes.push('`learned` modes: the set was recorded (serve --learn) by an earlier run of the same workload, same seed: ' +
+      'REAP\'s stable-working-set case, the guest touching what it touched before; not a prediction of a different input.')
+  }
+  return notes
+}
+
 export function renderMarkdown(result: SweepResult, command: string): string {
   const rows = summarize(result.runs)
   const caches = unique(rows.map(r => r.cache))
@@ -129,15 +150,17 @@ export function renderMarkdown(result: SweepResult, command: string): string {
   if (result.skipped.length) {
     out.push('Skipped:', '', ...result.skipped.map(s => `- ${s.sizeMiB !== undefined ? formatSize(s.sizeMiB) : ''}${s.mode ? ` ${s.mode}` : ''}: ${s.reason}`), '')
   }
+  for (const d of result.diskReads ?? []) out.push(`Disk, before the ${formatSize(d.sizeMiB)} runs: ${formatSequentialRead(d)}.`, '')
+  out.push(...modeNotes(rows.map(r => r.mode)).map(n => `${n}`), '')
   for (const cache of caches) {
-    out.push(`## Time until the workload is done (resume + workload), ms, ${cache} page cache`, '', timeTables(rows, 'total', cache), '')
+    out.push(`## Time until the workload is done (resume + workload), ms, ${cacheTitle(cache)}`, '', timeTables(rows, 'total', cache), '')
   }
   for (const cache of caches) {
-    out.push(`## Time to first guest access after resume starts, ms, ${cache} page cache`, '', timeTables(rows, 'first', cache), '')
+    out.push(`## Time to first guest access after resume starts, ms, ${cacheTitle(cache)}`, '', timeTables(rows, 'first', cache), '')
   }
   for (const cache of caches) {
     const largest = Math.max(...rows.filter(r => r.cache === cache).map(r => r.sizeMiB))
-    out.push(`## Costs at ${formatSize(largest)}, ${cache} page cache (medians)`, '', costTable(rows, cache, largest), '')
+    out.push(`## Costs at ${formatSize(largest)}, ${cacheTitle(cache)} (medians)`, '', costTable(rows, cache, largest), '')
   }
   out.push('Read from storage: /proc/PID/io read_bytes of the guest and the server. Server CPU: all its threads, ' +
     'from the moment it listens to the end of the session. Peak RSS: VmHWM, reset when it starts listening. ' +
@@ -151,7 +174,7 @@ export function renderResumePlot(result: SweepResult, workload: string): string 
   const rows = summarize(result.runs).filter(r => r.workload === workload)
   const caches = unique(rows.map(r => r.cache))
   const panels: Panel[] = caches.map(cache => ({
-    title: `${cache} page cache, ${workload}`,
+    title: `${cache === 'hot' ? 'hot' : `${cache} page cache`}, ${workload}`,
     series: unique(rows.map(r => r.mode)).map(mode => ({
       name: mode,
       points: rows.filter(r => r.cache === cache && r.mode === mode).map(r => ({ x: r.sizeMiB, y: r.totalNs / 1e6 })),

@@ -2,20 +2,30 @@
 // compared with (eager read, eager LZ4, mmap demand paging, faultline per policy, the C floor
 // handler), over guest RAM sizes, working sets, access patterns and cold/warm page cache,
 // with every run's costs taken from /proc of each process involved.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import * as os from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { UsageError } from '../errors.js'
 import { BUILTIN_POLICIES, createPolicy } from '../policy/registry.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
 import { runGuestProcess, type GuestReport } from './guest.js'
-import { cachedBytes, dropPageCache, memAvailableBytes, warmPageCache, type ColdMethod } from './proc.js'
-import { startFaultlineServer, startFloorServer, type RunningServer, type ServerCost } from './servers.js'
+import { cachedBytes, dropPageCache, formatSequentialRead, measureSequentialRead, memAvailableBytes, warmPageCache, type ColdMethod, type SequentialRead } from './proc.js'
+import { startFaultlineServer, startFloorServer, type FaultlineServer, type RunningServer, type ServerCost } from './servers.js'
+import { BenchError } from './errors.js'
+import type { CacheCounts } from '../cache/decoded-cache.js'
+import type { SessionCacheStats } from '../server/session-meters.js'
 
 
-export type CacheState = 'cold' | 'warm'
+/** cold: nothing in the page cache; warm: the image and snapshot in the page cache, the
+ * server's decoded cache empty; hot: besides, the server already served this snapshot to an
+ * earlier guest, so its decoded cache holds every page (for modes without a decoded cache,
+ * hot is warm). */
+export type CacheState = 'cold' | 'warm' | 'hot'
+export const CACHE_STATES: readonly CacheState[] = ['cold', 'warm', 'hot']
 export type AccessPattern = 'sequential' | 'random'
+/** What backs a faultline guest's memory: anonymous (UFFDIO_COPY) or the decoded cache. */
+export type GuestMap = 'anonymous' | 'cache'
 
 export interface Workload {
   pattern: AccessPattern
@@ -33,30 +43,53 @@ export function workloadLabel(w: Workload): string {
   return `${w.pattern} ${+(w.fraction * 100).toFixed(2)}%`
 }
 
-/** The modes every sweep knows; `faultline:<policy>` for any policy besides. */
+/** The modes every sweep knows; `faultline:<policy>` (anonymous guest memory) and
+ * `faultline-cache:<policy>` (the decoded cache mapped) for any policy besides. */
 export const BASE_MODES = ['eager', 'eager-lz4', 'mmap', 'uffd-c'] as const
 
-/** Every built-in mode: the baselines plus faultline with each built-in policy that needs no
- * argument (`eager` is the eager-lz4 baseline). */
-export async function defaultModes(): Promise<string[]> {
-  const policies: string[] = []
-  for (const name of Object.keys(BUILTIN_POLICIES)) {
-    if (name === 'eager') continue
-    try { await createPolicy(name); policies.push(`faultline:${name}`) } catch { /* needs arguments */ }
+/** The policy of the learned modes (`faultline:learned`, `faultline-cache:learned`): the set an
+ * earlier run of the same workload recorded (serve --learn), REAP's stable working set. */
+export const LEARNED_MODE_POLICY = 'learned'
+
+/** How a mode resumes the guest. */
+export interface ModeSpec {
+  kind: 'eager' | 'mmap' | 'uffd-c' | 'faultline'
+  /** faultline: what backs the guest's memory. */
+  map?: GuestMap
+  /** faultline: its --policy (undefined for a learned mode: serve --learn picks the set). */
+  policy?: string
+  /** faultline: the set is recorded by an earlier run of the same workload first. */
+  learned: boolean
+}
+
+export function parseMode(mode: string): ModeSpec {
+  if (mode === 'eager' || mode === 'mmap' || mode === 'uffd-c') return { kind: mode, learned: false }
+  if (mode === 'eager-lz4') return { kind: 'faultline', map: 'anonymous', policy: 'eager', learned: false }
+  const m = /^(faultline|faultline-cache):(.+)$/.exec(mode)
+  if (!m) {
+    throw new UsageError(`--modes: unknown mode '${mode}' (expected ${BASE_MODES.join(', ')}, faultline:<policy> or faultline-cache:<policy>)`)
   }
-  return ['eager', 'eager-lz4', 'mmap', ...policies, 'uffd-c']
+  const map: GuestMap = m[1] === 'faultline' ? 'anonymous' : 'cache'
+  return m[2] === LEARNED_MODE_POLICY ? { kind: 'faultline', map, learned: true } : { kind: 'faultline', map, policy: m[2], learned: false }
 }
 
 export function checkMode(mode: string): void {
-  if ((BASE_MODES as readonly string[]).includes(mode)) return
-  if (mode.startsWith('faultline:') && mode.length > 'faultline:'.length) return
-  throw new UsageError(`--modes: unknown mode '${mode}' (expected ${BASE_MODES.join(', ')} or faultline:<policy>)`)
+  parseMode(mode)
 }
 
-/** The faultline policy a mode runs, or undefined for modes without a faultline server. */
-export function policyOf(mode: string): string | undefined {
-  if (mode === 'eager-lz4') return 'eager'
-  return mode.startsWith('faultline:') ? mode.slice('faultline:'.length) : undefined
+/** Every built-in mode: the baselines; faultline with each built-in policy that needs no
+ * argument, anonymous (`eager` is the eager-lz4 baseline) and cache-mapped; the learned modes. */
+export async function defaultModes(): Promise<string[]> {
+  const policies: string[] = []
+  for (const name of Object.keys(BUILTIN_POLICIES)) {
+    try { await createPolicy(name); policies.push(name) } catch { /* needs arguments */ }
+  }
+  return [
+    'eager', 'eager-lz4', 'mmap',
+    ...policies.filter(p => p !== 'eager').map(p => `faultline:${p}`), `faultline:${LEARNED_MODE_POLICY}`,
+    ...policies.map(p => `faultline-cache:${p}`), `faultline-cache:${LEARNED_MODE_POLICY}`,
+    'uffd-c',
+  ]
 }
 
 export interface SweepOptions {
@@ -120,12 +153,25 @@ export interface RunRecord {
   /** Bytes of the raw image and of the snapshot in the page cache as the run began. */
   rawCachedBytes: number | null
   snapCachedBytes: number | null
+  /** faultline: what backed the guest's memory (the guest's own report), and the policy the
+   * server ran (a learned mode's `learned:FILE`). */
+  map: GuestMap | null
+  policy: string | null
+  /** faultline: decoded bytes in the server's cache as the guest started (hot: all of them). */
+  decodedCacheBytes: number | null
+  /** faultline: the session's use of the decoded cache (wakes, pages served privately, folios
+   * asked for, pages copied from it). */
+  sessionCache: SessionCacheStats | null
 }
 
 export interface Skipped { sizeMiB?: number; mode?: string; reason: string }
 
+/** The disk's sequential read bandwidth, measured on one size's snapshot before its runs. */
+export interface DiskRead extends SequentialRead { sizeMiB: number }
+
 export interface SweepResult {
   options: Omit<SweepOptions, 'log' | 'onProgress' | 'onImageProgress'>
+  diskReads: DiskRead[]
   machine: { kernel: string; cpus: number; memTotalBytes: number; node: string; loadAvgStart: number[]; loadAvgEnd: number[] }
   startedAt: string
   finishedAt: string
@@ -154,7 +200,7 @@ export async function ensureImage(dir: string, mib: number, seed: number, onProg
   return { raw, snap, sizeBytes, snapBytes: statSync(snap).size }
 }
 
-interface RunContext {
+export interface RunContext {
   image: ImagePair
   sizeMiB: number
   workload: Workload
@@ -162,22 +208,94 @@ interface RunContext {
   round: number
   socketPath: string
   opts: SweepOptions
+  /** A learned mode's set, recorded by recordLearnedSet (a .fllearn file). */
+  learnedSet?: string
+}
+
+function guestArgsFor(ctx: RunContext, workload: string): string[] {
+  return ['--mib', String(ctx.sizeMiB), '--workload', workload, '--seed', String(ctx.opts.seed)]
+}
+
+/** A learned mode's working set: an earlier run of the same workload (same seed, same map)
+ * served with serve --learn DIR, recorded into DIR. Returns the .fllearn file it wrote. */
+export async function recordLearnedSet(mode: string, ctx: RunContext, dir: string): Promise<string> {
+  const spec = parseMode(mode)
+  if (!spec.learned) throw new BenchError(`${mode}: not a learned mode`)
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true })
+  const server = await startFaultlineServer({ snapshotPath: ctx.image.snap, socketPath: ctx.socketPath, learnDir: dir, cpus: ctx.opts.cpus, env: ctx.opts.serverEnv })
+  try {
+    await runGuestProcess([...guestArgsFor(ctx, workloadArg(ctx.workload)), '--socket', ctx.socketPath, '--map', spec.map!], { cpus: ctx.opts.cpus, timeoutMs: 30 * 60 * 1000 })
+    await server.finish()
+  } catch (err) {
+    server.kill()
+    throw err
+  }
+  const files = readdirSync(dir).filter(f => f.endsWith('.fllearn'))
+  if (files.length !== 1) throw new BenchError(`${mode}: serve --learn ${dir} recorded ${files.length} learned sets, expected 1`)
+  return join(dir, files[0])
+}
+
+/** Folios of the decoded cache that hold their pages (or need none: zero, or never servable). */
+function foliosIn(c: CacheCounts): number {
+  return c.presentFolios + c.zeroFolios + c.unservableFolios
+}
+
+/** Hot: an earlier guest (the server's first session) touches every page of the image through
+ * the decoded cache (mapped, so misses only ask for folios); then waits until the fill workers
+ * have put every folio in. Returns the decoded bytes in the cache. */
+export async function fillDecodedCache(server: FaultlineServer, sizeMiB: number, cpus?: string): Promise<number> {
+  const earlier = await runGuestProcess(['--mib', String(sizeMiB), '--workload', 'sequential', '--socket', server.socketPath, '--map', 'cache'], { cpus, timeoutMs: 30 * 60 * 1000 })
+  await server.session(1)
+  if (earlier.map !== 'cache' || typeof earlier.folio_bytes !== 'number') {
+    throw new BenchError(`hot: the server did not map its decoded cache for the earlier guest (${server.cacheDescription ?? 'it has none'})`)
+  }
+  const folios = Math.ceil(sizeMiB * 2 ** 20 / earlier.folio_bytes)
+  const deadline = Date.now() + 10 * 60 * 1000
+  for (;;) {
+    const counts = await server.cacheCounts()
+    if (counts === null) throw new BenchError('hot: the server has no decoded cache')
+    if (foliosIn(counts) >= folios) return counts.presentBytes
+    if (Date.now() > deadline) throw new BenchError(`hot: the decoded cache holds ${foliosIn(counts)} of ${folios} folios after the earlier guest`)
+    await new Promise(r => setTimeout(r, 10))
+  }
 }
 
 /** One resume of one guest in one mode; throws if the guest or its server fails. */
 export async function runOnce(mode: string, ctx: RunContext): Promise<RunRecord> {
   const { image, opts } = ctx
-  const guestArgs = ['--mib', String(ctx.sizeMiB), '--workload', workloadArg(ctx.workload), '--seed', String(opts.seed)]
+  const spec = parseMode(mode)
+  const guestArgs = guestArgsFor(ctx, workloadArg(ctx.workload))
   if (opts.verify) guestArgs.push('--verify', image.raw)
   let server: RunningServer | undefined
-  const policy = policyOf(mode)
-  if (mode === 'eager') guestArgs.push('--source', `eager:${image.raw}`)
-  else if (mode === 'mmap') guestArgs.push('--source', `mmap:${image.raw}`)
-  else if (mode === 'uffd-c') server = await startFloorServer({ rawPath: image.raw, socketPath: ctx.socketPath, cpus: opts.cpus })
-  else if (policy !== undefined) {
-    server = await startFaultlineServer({ snapshotPath: image.snap, socketPath: ctx.socketPath, policy, cpus: opts.cpus, env: opts.serverEnv })
-  } else throw new UsageError(`unknown mode '${mode}'`)
-  if (server) guestArgs.push('--socket', ctx.socketPath)
+  let faultline: FaultlineServer | undefined
+  let decodedCacheBytes: number | null = null
+  const learnDir = spec.learned ? join(dirname(ctx.socketPath), `learn-${process.pid}`) : undefined
+  try {
+    if (spec.kind === 'eager') guestArgs.push('--source', `eager:${image.raw}`)
+    else if (spec.kind === 'mmap') guestArgs.push('--source', `mmap:${image.raw}`)
+    else if (spec.kind === 'uffd-c') server = await startFloorServer({ rawPath: image.raw, socketPath: ctx.socketPath, cpus: opts.cpus })
+    else {
+      if (learnDir !== undefined) {
+        // A copy of the recorded set, so this run's own recording changes no later run's input.
+        if (ctx.learnedSet === undefined) throw new BenchError(`${mode}: no learned set recorded for it`)
+        rmSync(learnDir, { recursive: true, force: true })
+        mkdirSync(learnDir, { recursive: true })
+        copyFileSync(ctx.learnedSet, join(learnDir, basename(ctx.learnedSet)))
+      }
+      const hot = ctx.cache === 'hot'
+      server = faultline = await startFaultlineServer({
+        snapshotPath: image.snap, socketPath: ctx.socketPath, policy: spec.policy, learnDir, sessions: hot ? 2 : 1, cpus: opts.cpus, env: opts.serverEnv,
+      })
+      if (spec.learned && !faultline.policy.startsWith('learned:')) throw new BenchError(`${mode}: the server did not take the recorded set (policy ${faultline.policy})`)
+      if (spec.map === 'cache') guestArgs.push('--map', 'cache')
+      decodedCacheBytes = hot ? await fillDecodedCache(faultline, ctx.sizeMiB, opts.cpus) : 0
+    }
+    if (server) guestArgs.push('--socket', ctx.socketPath)
+  } catch (err) {
+    server?.kill()
+    throw err
+  }
   // The server is up (snapshot index in memory, like a daemon waiting for guests): only now
   // is the cache emptied, so a cold run reads page data cold.
   if (ctx.cache === 'cold') dropPageCache(opts.cold, [image.raw, image.snap])
@@ -191,6 +309,11 @@ export async function runOnce(mode: string, ctx: RunContext): Promise<RunRecord>
   } catch (err) {
     server?.kill()
     throw err
+  } finally {
+    if (learnDir !== undefined) rmSync(learnDir, { recursive: true, force: true })
+  }
+  if (spec.map === 'cache' && guest.map !== 'cache') {
+    throw new BenchError(`${mode}: the server gave the guest anonymous memory, not its decoded cache (${faultline?.cacheDescription ?? 'it has none'})`)
   }
   return {
     sizeMiB: ctx.sizeMiB, workload: workloadLabel(ctx.workload), cache: ctx.cache, mode, round: ctx.round,
@@ -206,13 +329,16 @@ export async function runOnce(mode: string, ctx: RunContext): Promise<RunRecord>
     pagesInstalled: cost ? cost.pagesInstalled : null,
     verifiedPages: guest.verified_pages, mismatches: guest.mismatches,
     rawCachedBytes: rawCached, snapCachedBytes: snapCached,
+    map: faultline ? (guest.map as GuestMap) : null, policy: faultline?.policy ?? null,
+    decodedCacheBytes, sessionCache: cost?.session?.cache ?? null,
   }
 }
 
 /** Memory one size needs at once: the guest's RAM, the larger of the two files kept in the
- * page cache for warm runs, and a margin. */
-export function memoryNeededBytes(sizeBytes: number, snapBytes: number, marginBytes: number): number {
-  return sizeBytes + Math.max(sizeBytes, snapBytes) + marginBytes
+ * page cache for warm runs, a decoded cache of the whole image where a faultline server runs,
+ * and a margin. */
+export function memoryNeededBytes(sizeBytes: number, snapBytes: number, marginBytes: number, decodedCache = false): number {
+  return sizeBytes + (decodedCache ? sizeBytes + snapBytes : Math.max(sizeBytes, snapBytes)) + marginBytes
 }
 
 /** Runs the sweep: sizes ascending; per size, cache state, workload and round, every mode once
@@ -224,6 +350,9 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   const loadAvgStart = os.loadavg()
   const runs: RunRecord[] = []
   const skipped: Skipped[] = []
+  const diskReads: DiskRead[] = []
+  const withCache = opts.modes.some(m => parseMode(m).kind === 'faultline')
+  const learnedModes = opts.modes.filter(m => parseMode(m).learned)
   const perSizeRuns = opts.caches.length * opts.workloads.length * opts.repeat * opts.modes.length
   const totalBytes = opts.sizesMiB.reduce((s, mib) => s + mib * 2 ** 20 * perSizeRuns, 0)
   let doneBytes = 0
@@ -231,7 +360,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   for (const sizeMiB of [...opts.sizesMiB].sort((a, b) => a - b)) {
     const sizeBytes = sizeMiB * 2 ** 20
     const image = await ensureImage(opts.imageDir, sizeMiB, opts.seed, opts.onImageProgress ? (d, t) => opts.onImageProgress!(sizeMiB, d, t) : undefined)
-    const need = memoryNeededBytes(sizeBytes, image.snapBytes, opts.marginBytes ?? 2 ** 30)
+    const need = memoryNeededBytes(sizeBytes, image.snapBytes, opts.marginBytes ?? 2 ** 30, withCache)
     const avail = memAvailableBytes()
     if (need > avail) {
       const reason = `needs ${(need / 2 ** 30).toFixed(1)} GiB of memory (guest RAM + cached image + margin), ${(avail / 2 ** 30).toFixed(1)} GiB available`
@@ -241,18 +370,28 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
       opts.onProgress?.(doneBytes, totalBytes)
       continue
     }
+    const disk = { sizeMiB, ...measureSequentialRead(image.snap) }
+    diskReads.push(disk)
+    log(`disk: ${formatSequentialRead(disk)}`)
     for (const cache of opts.caches) {
-      if (cache === 'warm') { warmPageCache(image.raw); warmPageCache(image.snap) }
+      if (cache !== 'cold') { warmPageCache(image.raw); warmPageCache(image.snap) }
       for (const workload of opts.workloads) {
+        // Each learned mode's set, recorded once by an earlier run of this workload.
+        const learnedSets = new Map<string, string>()
+        for (const [i, mode] of learnedModes.entries()) {
+          const ctx: RunContext = { image, sizeMiB, workload, cache, round: -1, socketPath, opts }
+          learnedSets.set(mode, await recordLearnedSet(mode, ctx, join(opts.imageDir, `learned-${process.pid}-${i}`)))
+        }
         for (let round = 0; round < opts.repeat; round++) {
           for (const mode of opts.modes) {
-            const record = await runOnce(mode, { image, sizeMiB, workload, cache, round, socketPath, opts })
+            const record = await runOnce(mode, { image, sizeMiB, workload, cache, round, socketPath, opts, learnedSet: learnedSets.get(mode) })
             runs.push(record)
             if (record.mismatches > 0) log(`${mode} ${sizeMiB} MiB ${workloadLabel(workload)} ${cache}: ${record.mismatches} pages differ from the image`)
             doneBytes += sizeBytes
             opts.onProgress?.(doneBytes, totalBytes)
           }
         }
+        for (const set of learnedSets.values()) rmSync(dirname(set), { recursive: true, force: true })
       }
     }
   }
@@ -263,7 +402,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
       kernel: readFileSync('/proc/sys/kernel/osrelease', 'latin1').trim(), cpus: os.cpus().length,
       memTotalBytes: os.totalmem(), node: process.version, loadAvgStart, loadAvgEnd: os.loadavg(),
     },
-    startedAt, finishedAt: new Date().toISOString(), runs, skipped,
+    startedAt, finishedAt: new Date().toISOString(), runs, skipped, diskReads,
   }
 }
 

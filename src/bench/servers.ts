@@ -4,9 +4,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { arch } from 'node:process'
-import type { SessionStats } from '../server/session.js'
 import { resetPeakRss, sampleProcess, type ProcSample } from './proc.js'
-import type { ServerChildMessage } from './server-process.js'
+import type { ServerChildMessage, ServerChildOptions, PrintedSessionStats } from './server-process.js'
+import type { CacheCounts } from '../cache/decoded-cache.js'
 import { FLOOR_BINARY } from '../vm/resume-dir.js'
 import { BenchError } from './errors.js'
 
@@ -24,7 +24,9 @@ export interface ServerCost {
   /** Its own per-fault service time, median and p99, ns. */
   serviceP50Ns: number
   serviceP99Ns: number
-  session?: SessionStats
+  session?: PrintedSessionStats
+  /** The decoded cache as the session ended (faultline; null without one). */
+  cache?: CacheCounts | null
   floor?: FloorStats
 }
 
@@ -91,44 +93,88 @@ class Child {
 export interface FaultlineServerOptions {
   snapshotPath: string
   socketPath: string
-  policy: string
+  /** The --policy; undefined: none (with learnDir, the learned set when there is one). */
+  policy?: string
   /** Pin the whole server process (main thread and session workers) to these CPUs. */
   cpus?: string
   /** Extra environment (FAULTLINE_FFI, FAULTLINE_BREAKDOWN). */
   env?: NodeJS.ProcessEnv
   /** Extra node options, e.g. --max-semi-space-size=64. */
   nodeArgs?: string[]
+  /** Guests it serves before it exits (default 1), each with a worker started in advance. */
+  sessions?: number
+  /** serve --learn DIR. */
+  learnDir?: string
+  /** serve --cache-memory, bytes (0: no decoded cache). */
+  cacheMemoryBytes?: number
 }
 
-/** Starts a faultline page server process for one guest; resolves once it listens with its
- * session worker warm. */
-export async function startFaultlineServer(opts: FaultlineServerOptions): Promise<RunningServer> {
+/** A faultline server process serving `sessions` guests. */
+export interface FaultlineServer extends RunningServer {
+  /** The policy its sessions run (a learned set's, with learnDir and no policy). */
+  readonly policy: string
+  /** How its decoded cache is (null without one). */
+  readonly cacheDescription: string | null
+  /** What serving the `index`-th guest (from 1) cost, from the previous session's end (or
+   * from listening) to this one's; waits for that session to end. */
+  session(index: number, timeoutMs?: number): Promise<ServerCost>
+  /** Its decoded cache now (null without one). */
+  cacheCounts(timeoutMs?: number): Promise<CacheCounts | null>
+}
+
+type EndedMessage = Extract<ServerChildMessage, { event: 'ended' }>
+
+function sessionCost(m: EndedMessage, child: Child): ServerCost {
+  if (!m.stats) throw new BenchError(`faultline session failed: ${m.error ?? lastLine(child.stderr)}`)
+  const st = m.stats
+  return {
+    cpuNs: m.cpuNs, peakRssBytes: m.peakRssBytes, readBytes: m.readBytes, rchar: m.rchar,
+    faults: st.faults, pagesInstalled: st.pagesInstalled[0] + st.pagesInstalled[1] + st.pagesInstalled[2],
+    serviceP50Ns: st.latency.p50Ns, serviceP99Ns: st.latency.p99Ns, session: st, cache: m.cache,
+  }
+}
+
+/** Starts a faultline page server process; resolves once it listens with its session
+ * workers warm. */
+export async function startFaultlineServer(opts: FaultlineServerOptions): Promise<FaultlineServer> {
   const entry = serverEntry.pathname
-  const [file, args] = command(opts.cpus, process.execPath, [...process.execArgv, ...(opts.nodeArgs ?? []), entry, opts.snapshotPath, opts.socketPath, opts.policy])
-  const child = new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } }), 'faultline server')
+  const sessions = opts.sessions ?? 1
+  const childOptions: ServerChildOptions = { sessions, learnDir: opts.learnDir, cacheMemoryBytes: opts.cacheMemoryBytes }
+  const [file, args] = command(opts.cpus, process.execPath, [...process.execArgv, ...(opts.nodeArgs ?? []), entry,
+    opts.snapshotPath, opts.socketPath, opts.policy ?? '-', JSON.stringify(childOptions)])
+  const child = new Child(spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } }), 'faultline server')
+  child.proc.stdin!.on('error', () => { /* it exited: reported through exited */ })
   const messages = (): ServerChildMessage[] => child.stdout.split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as ServerChildMessage)
-  await child.waitFor(() => messages().some(m => m.event === 'ready'), 60000, 'listening')
+  await child.waitFor(() => messages().some(m => m.event === 'ready'), 60000 + 2000 * sessions, 'listening')
+  const ready = messages().find(m => m.event === 'ready') as Extract<ServerChildMessage, { event: 'ready' }>
+  const rejected = () => messages().find(m => m.event === 'rejected') as Extract<ServerChildMessage, { event: 'rejected' }> | undefined
+  const ended = (index: number) => messages().find(m => m.event === 'ended' && m.index === index) as EndedMessage | undefined
+  const session = async (index: number, timeoutMs = 30000): Promise<ServerCost> => {
+    await child.waitFor(() => ended(index) !== undefined || rejected() !== undefined, timeoutMs, `done with guest ${index}`)
+    const refusal = rejected()
+    if (refusal) throw new BenchError(`faultline server refused a guest: ${refusal.error}`)
+    return sessionCost(ended(index)!, child)
+  }
   return {
     pid: child.proc.pid!,
     socketPath: opts.socketPath,
+    policy: ready.policy,
+    cacheDescription: ready.cache,
+    session,
+    async cacheCounts(timeoutMs = 10000) {
+      const answers = () => messages().filter(m => m.event === 'cache') as Extract<ServerChildMessage, { event: 'cache' }>[]
+      const before = answers().length
+      child.proc.stdin!.write('cache\n')
+      await child.waitFor(() => answers().length > before, timeoutMs, 'answering how full its cache is')
+      return answers()[before].cache
+    },
     async finish(timeoutMs = 30000) {
-      const find = () => messages().find(m => m.event === 'ended' || m.event === 'rejected')
       try {
-        await child.waitFor(() => find() !== undefined, timeoutMs, 'done with its guest')
+        return await session(sessions, timeoutMs)
       } finally {
         const timer = setTimeout(() => child.proc.kill('SIGKILL'), 5000)
         await child.exited
         clearTimeout(timer)
-      }
-      const m = find()!
-      if (m.event === 'rejected') throw new BenchError(`faultline server refused the guest: ${m.error}`)
-      if (m.event !== 'ended') throw new BenchError('faultline server: unexpected message')
-      if (!m.stats) throw new BenchError(`faultline session failed: ${m.error ?? lastLine(child.stderr)}`)
-      const st = m.stats
-      return {
-        cpuNs: m.cpuNs, peakRssBytes: m.peakRssBytes, readBytes: m.readBytes, rchar: m.rchar,
-        faults: st.faults, pagesInstalled: st.pagesInstalled[0] + st.pagesInstalled[1] + st.pagesInstalled[2],
-        serviceP50Ns: st.latency.p50Ns, serviceP99Ns: st.latency.p99Ns, session: st,
       }
     },
     kill() { child.proc.kill('SIGKILL') },

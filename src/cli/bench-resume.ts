@@ -3,8 +3,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { renderMarkdown, renderResumePlot, summarize, timeTables } from '../bench/report.js'
-import { checkMode, defaultModes, runSweep, workloadLabel, type AccessPattern, type CacheState, type Workload } from '../bench/resume.js'
+import { cacheTitle, modeNotes, renderMarkdown, renderResumePlot, summarize, timeTables } from '../bench/report.js'
+import { formatSequentialRead } from '../bench/proc.js'
+import { CACHE_STATES, checkMode, defaultModes, runSweep, workloadLabel, type AccessPattern, type CacheState, type Workload } from '../bench/resume.js'
 import type { ColdMethod } from '../bench/proc.js'
 import { Progress } from './progress.js'
 import { choiceItems, listOption } from './options.js'
@@ -24,9 +25,13 @@ DIR/results.md and DIR/resume-vs-ram.svg. Needs root (userfaultfd, drop_caches).
   --patterns LIST       sequential,random (default both)
   --workloads LIST      exactly these instead of patterns x working sets, e.g.
                         random:5,random:25,sequential:100 (pattern:percent)
-  --modes LIST          eager, eager-lz4, mmap, faultline:<policy>, uffd-c
+  --modes LIST          eager, eager-lz4, mmap, faultline:<policy> (anonymous guest memory),
+                        faultline-cache:<policy> (the server's decoded cache mapped), uffd-c;
+                        faultline:learned and faultline-cache:learned prefetch the set an
+                        earlier run of the same workload recorded (serve --learn)
                         (default: all, with every built-in policy that takes no argument)
-  --cache LIST          cold,warm (default both)
+  --cache LIST          cold, warm (page cache), hot (warm, and the server's decoded cache full
+                        from an earlier guest) (default all three)
   --repeat N            rounds; tables show medians (default 3)
   --cold METHOD         drop-caches (echo 3 > /proc/sys/vm/drop_caches, default) or
                         fadvise (drop only the image and snapshot: kinder to a shared machine)
@@ -82,7 +87,7 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
   const workloads: Workload[] = values.workloads !== undefined
     ? listOption(values.workloads).map(parseWorkload)
     : patterns.flatMap(pattern => percents.map(fraction => ({ pattern, fraction })))
-  const caches = choiceItems<CacheState>('cache', listOption(values.cache ?? 'cold,warm'), ['cold', 'warm'])
+  const caches = choiceItems<CacheState>('cache', listOption(values.cache ?? CACHE_STATES.join(',')), [...CACHE_STATES])
   const repeat = Number(values.repeat ?? (quick ? 2 : 3))
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new UsageError(`--repeat: expected 1..100, got '${values.repeat}'`)
   if (values.cold !== 'drop-caches' && values.cold !== 'fadvise') throw new UsageError(`--cold: expected drop-caches or fadvise, got '${values.cold}'`)
@@ -119,9 +124,14 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
   const plotWorkload = values['plot-workload'] ?? workloadLabel(workloads.find(w => w.pattern === 'random') ?? workloads[0])
   writeFileSync(join(outDir, 'resume-vs-ram.svg'), renderResumePlot(result, plotWorkload))
   const rows = summarize(result.runs)
+  console.log('')
+  for (const d of result.diskReads) console.log(`disk, before the ${d.sizeMiB} MiB runs: ${formatSequentialRead(d)}`)
+  for (const note of modeNotes(modes)) console.log(note)
   for (const cache of caches) {
-    console.log(`\nTime until the workload is done, ms (ratio to mmap), ${cache} page cache\n`)
+    console.log(`\nTime until the workload is done, ms (ratio to mmap), ${cacheTitle(cache)}\n`)
     console.log(timeTables(rows, 'total', cache))
+    console.log(`\nTime to first access after resume starts, ms (ratio to mmap), ${cacheTitle(cache)}\n`)
+    console.log(timeTables(rows, 'first', cache))
   }
   for (const s of result.skipped) console.log(`skipped ${s.sizeMiB ?? ''} ${s.mode ?? ''}: ${s.reason}`)
   console.log(`\nwrote ${join(outDir, 'results.json')}, results.md, resume-vs-ram.svg`)

@@ -4,7 +4,8 @@
 type Command = (argv: string[]) => Promise<number>
 
 const BENCHMARKS: Record<string, { summary: string; load: () => Promise<Command> }> = {
-  resume: { summary: 'resume modes (eager, eager-lz4, mmap, faultline, uffd-c) over RAM sizes, working sets, cold/warm cache', load: async () => (await import('./bench-resume.js')).benchResumeCommand },
+  resume: { summary: 'resume modes (eager, eager-lz4, mmap, faultline anonymous and cache-mapped, learned, uffd-c) over RAM sizes, working sets, cold/warm/hot cache', load: async () => (await import('./bench-resume.js')).benchResumeCommand },
+  clones: { summary: 'N guests of one snapshot at once (mmap, faultline anonymous, faultline cache-mapped): time until all are done, host memory', load: async () => (await import('./bench-clones.js')).benchClonesCommand },
   faults: { summary: 'per-fault service time of faultline vs the C handler, pinned and unpinned, with its breakdown', load: async () => (await import('./bench-faults.js')).benchFaultsCommand },
   policies: { summary: 'one workload under every built-in fault policy: time, faults, pages installed and never touched, server CPU', load: async () => (await import('./bench-policies.js')).benchPoliciesCommand },
   trace: { summary: 'what recording a trace (serve --trace) costs fault service, medians side by side', load: async () => (await import('./bench-trace.js')).benchTraceCommand },

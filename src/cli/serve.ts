@@ -64,8 +64,8 @@ function cacheMemory(text: string | undefined): number | undefined {
   return parseSize(text, '--cache-memory')
 }
 
-/** --learn DIR: an existing, writable directory. */
-function learnDir(dir: string | undefined): string | undefined {
+/** --learn DIR: an existing, writable directory (serve and vm resume). */
+export function learnDir(dir: string | undefined): string | undefined {
   if (dir === undefined) return undefined
   let st
   try { st = statSync(dir) } catch (err) { throw new UsageError(`--learn ${dir}: ${describeError(err)}`) }

@@ -13,6 +13,7 @@ import { dropFileCache } from '../vm/pagecache.js'
 import { VmDir } from '../vm/vm-dir.js'
 import { Progress } from './progress.js'
 import { formatBytes } from '../util/format.js'
+import { learnDir } from './serve.js'
 
 export const VM_USAGE = `usage: faultline vm <image | snapshot | resume> [options]
 
@@ -42,19 +43,23 @@ export const VM_USAGE = `usage: faultline vm <image | snapshot | resume> [option
   faultline vm resume --dir VMDIR [--mode faultline|mmap|eager] [options]
       Resume the snapshot in a new QEMU, ask the guest for its checksum and compare it with
       the recorded one; prints the resume timings. Exit status 1 if they differ.
-        --mode MODE         faultline (default): anonymous RAM served by an in-process page
-                            server through native/build/libfaultline-shim.so; mmap: private
+        --mode MODE         faultline (default): RAM served by an in-process page server through
+                            native/build/libfaultline-shim.so, which maps the server's decoded
+                            cache over it (only misses reach the server); mmap: private
                             mapping of VMDIR/ram.img (extracted from mem.snap if missing);
                             eager: QEMU's own restore with RAM in the stream
         --policy NAME[:ARGS] fault policy for faultline (default ondemand), e.g. readahead:15
         --trace FILE        record faultline's faults and installs (faultline trace reads it)
+        --learn DIR         keep the pages this resume used in DIR (per snapshot, as serve
+                            --learn does); with no --policy, a later resume prefetches them
         --snapshot SNAP     serve this snapshot instead of VMDIR/mem.snap (a file or s3://)
         --cold              drop VMDIR's files from the page cache first
         --recheck           checksum a second time with all memory in: the workload's own cost
         --cpus LIST         pin QEMU and the page server to these CPUs (taskset -c)
         --json              print the report as one JSON line
 
-  faultline vm resume --dir VMDIR [--policy P] [--trace FILE] [--snapshot SNAP] -- QEMU ARGS...
+  faultline vm resume --dir VMDIR [--policy P] [--trace FILE] [--snapshot SNAP] [--learn DIR]
+                      -- QEMU ARGS...
       Resume a VM snapshotted with --qmp: runs your command line (the source's, its RAM
       backend made memory-backend-ram of the same id and size) with the shim preloaded and
       -incoming defer added, serves its RAM, loads the state and continues it, then waits
@@ -144,7 +149,7 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
     args: argv,
     options: {
       dir: { type: 'string' }, mode: { type: 'string', default: 'faultline' }, policy: { type: 'string' },
-      trace: { type: 'string' }, snapshot: { type: 'string' }, cold: { type: 'boolean' }, recheck: { type: 'boolean' },
+      trace: { type: 'string' }, snapshot: { type: 'string' }, learn: { type: 'string' }, cold: { type: 'boolean' }, recheck: { type: 'boolean' },
       cpus: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -162,6 +167,7 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
     policy: values.policy,
     tracePath: values.trace === undefined ? undefined : resolve(values.trace),
     snapshotPath: values.snapshot,
+    learnDir: learnDirOption(values.learn),
     cpus: values.cpus,
     recheck: values.recheck,
     beforeLaunch: values.cold ? () => { for (const f of vm.files) dropFileCache(f) } : undefined,
@@ -174,14 +180,14 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
   return report.match ? 0 : 1
 }
 
-async function resumeExternalCommand(vm: VmDir, command: string[], values: { mode?: string; policy?: string; trace?: string; snapshot?: string; cold?: boolean; recheck?: boolean; cpus?: string; json?: boolean }): Promise<number> {
+async function resumeExternalCommand(vm: VmDir, command: string[], values: { mode?: string; policy?: string; trace?: string; snapshot?: string; learn?: string; cold?: boolean; recheck?: boolean; cpus?: string; json?: boolean }): Promise<number> {
   if (values.mode !== 'faultline' || values.recheck || values.json || values.cpus !== undefined) {
     throw new UsageError('vm resume -- QEMU ...: only the faultline mode, without --recheck, --json or --cpus (the mmap and eager resumes of your own VM are your QEMU command line with share=off or with the stream)')
   }
   if (values.cold) for (const f of vm.files) dropFileCache(f)
   const r = await resumeExternalVm(vm, {
     command, policy: values.policy, tracePath: values.trace === undefined ? undefined : resolve(values.trace),
-    snapshotPath: values.snapshot, log: say,
+    snapshotPath: values.snapshot, learnDir: learnDirOption(values.learn), log: say,
   })
   say(`${vm.dir}: resumed (pid ${r.child.pid}): state loaded ${ms(r.stateLoadedMs)}, running ${ms(r.runningMs)} after QEMU started; serving its RAM until it exits`)
   // The terminal belongs to QEMU now: an interrupt goes to it, and it decides.
@@ -190,7 +196,7 @@ async function resumeExternalCommand(vm: VmDir, command: string[], values: { mod
   const end = await r.finished
   process.removeListener('SIGINT', ignore)
   const s = end.session
-  if (s) say(`session ended (${s.endReason}): ${s.faults} faults, pages installed ${s.pagesInstalled.join('/')} (fault/prefetch/background), ${formatBytes(s.bytesRead)} read`)
+  if (s) say(`session ended (${s.endReason}): ${describeMap(s)}; ${s.faults} faults, pages installed ${s.pagesInstalled.join('/')} (fault/prefetch/background), ${formatBytes(s.bytesRead)} read`)
   if (end.sessionError) say(`page server session failed: ${end.sessionError}`)
   return end.code ?? 1
 }
@@ -209,12 +215,25 @@ export function formatReport(vm: VmDir, r: VmDirResumeReport): string {
   ]
   const s = r.session
   if (s) {
+    lines.push(`  guest RAM: ${describeMap(s)}${s.map === 'cache' && r.cacheDescription ? ` (${r.cacheDescription})` : ''}`)
+    if (r.learnedSet !== undefined) lines.push(`  --learn: prefetched the set learned for this snapshot by earlier resumes (${r.learnedSet})`)
     lines.push(`  page server: ${s.faults} faults, pages installed ${s.pagesInstalled.join('/')} (fault/prefetch/background), ` +
       `${s.zeroPagesInstalled} zero; ${formatBytes(s.bytesRead)} read; service p50 ${(s.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(s.latency.p99Ns / 1000).toFixed(1)} µs; ` +
       `CPU ${Number.isFinite(s.cpuNs) ? `${(s.cpuNs / 1e6).toFixed(0)} ms` : '-'}`)
   }
   if (r.serverError) lines.push(`  page server session failed: ${r.serverError}`)
   return lines.join('\n')
+}
+
+function learnDirOption(dir: string | undefined): string | undefined {
+  return dir === undefined ? undefined : resolve(learnDir(dir)!)
+}
+
+/** What backed QEMU's RAM, as the session saw it. */
+function describeMap(s: { map: 'anonymous' | 'cache'; cache: { wakes: number; privatePages: number } }): string {
+  return s.map === 'cache'
+    ? `the server's decoded cache mapped over it by the shim (MAP_PRIVATE; hits never reach the server; ${s.cache.privatePages} pages served privately on misses, ${s.cache.wakes} wakes)`
+    : 'anonymous memory, every page copied in (UFFDIO_COPY): the server did not grant its decoded cache (its log says why)'
 }
 
 function ms(v: number): string {

@@ -115,6 +115,10 @@ export class FillRequests {
     poll.set(0, this.readyFd, uffd.POLLIN)
     poll.set(1, stopFd, uffd.POLLIN)
     const ready = new RunList(64)
+    // Runs whose folios are in already (a server that served this snapshot before) get no
+    // signal from a fill worker: taken now, not after the first re-check.
+    this.takeReady(ready)
+    if (install !== undefined && ready.length > 0) install(ready)
     while (this.waiting.length > 0) {
       // This thread has nothing else to do: it fills folios too (and the work gets done even
       // when no fill worker could start).

@@ -122,6 +122,8 @@ export interface ResumeExternalOptions {
   policy?: string
   tracePath?: string
   snapshotPath?: string
+  /** serve --learn DIR (see VmDirResumeOptions.learnDir). */
+  learnDir?: string
   shimPath?: string
   /** QEMU's stdio: 'inherit' hands it the terminal (its console, if that is on stdio). */
   stdio?: 'inherit' | 'pipe'
@@ -155,10 +157,11 @@ export async function resumeExternalVm(vm: VmDir, o: ResumeExternalOptions): Pro
   try {
     server = await PageServer.start({
       snapshotPath: o.snapshotPath ?? vm.path('snapshot'), socketPath: join(work, 'pages.sock'),
-      policy: o.policy, tracePath: o.tracePath, singleGuest: true,
+      policy: o.policy, tracePath: o.tracePath, learnDir: o.learnDir, singleGuest: true,
     })
     const srv = server
     cleanup.unshift(async () => { srv.stopSessions(); await srv.close() })
+    for (const line of server.startNotices) o.log?.(`server: ${line}`)
     server.on('log', (line) => o.log?.(`server: ${line}`))
     server.on('rejected', (pid, error) => o.log?.(`server: refused pid ${pid}: ${error}`))
     server.on('ended', (rec) => ended.push(rec))

@@ -27,6 +27,9 @@ export interface VmDirResumeOptions {
   tracePath?: string
   /** faultline: serve this snapshot (another file, or s3://...) instead of the dir's mem.snap. */
   snapshotPath?: string
+  /** faultline: serve --learn DIR: the session's used pages are kept in DIR for this snapshot,
+   * and without a policy a set kept there before is prefetched (learned:). */
+  learnDir?: string
   shimPath?: string
   /** Serve the faultline mode with native/build/uffd-floor (the minimal C handler, reading
    * the raw RAM, `batchPages` pages per fault) instead of faultline's page server: the floor
@@ -58,8 +61,13 @@ export interface VmDirResumeReport {
   /** Second checksum with all memory in, ms, and what it printed. */
   recheckMs?: number
   recheckHex?: string
-  /** The faultline session's counters (faults, pages installed, service time, CPU). */
+  /** The faultline session's counters (faults, pages installed, service time, CPU); its `map`
+   * says what backed QEMU's RAM: the server's decoded cache (mapped by the shim) or anonymous. */
   session?: SessionStats
+  /** faultline: how the server's decoded cache was made (undefined without one). */
+  cacheDescription?: string
+  /** faultline with learnDir: the set the session prefetched (learned:FILE), if there was one. */
+  learnedSet?: string
   serverError?: string
   /** uffd-floor's counters, when it served the guest. */
   floor?: FloorStats
@@ -93,11 +101,11 @@ export async function prepareVmDir(vm: VmDir, mode: ResumeMode, o: Pick<VmDirRes
  * a guest that runs but prints another checksum is reported with `match: false`. */
 export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmDirResumeReport> {
   const timeoutMs = o.timeoutMs ?? 300_000
-  if (o.mode !== 'faultline' && (o.policy !== undefined || o.tracePath !== undefined || o.snapshotPath !== undefined || o.floor !== undefined)) {
-    throw new VmError(`--policy, --trace and --snapshot apply to the faultline mode only, not ${o.mode}`)
+  if (o.mode !== 'faultline' && (o.policy !== undefined || o.tracePath !== undefined || o.snapshotPath !== undefined || o.floor !== undefined || o.learnDir !== undefined)) {
+    throw new VmError(`--policy, --trace, --snapshot and --learn apply to the faultline mode only, not ${o.mode}`)
   }
-  if (o.floor && (o.policy !== undefined || o.tracePath !== undefined || o.snapshotPath !== undefined)) {
-    throw new VmError('uffd-floor serves the raw RAM by itself: no --policy, --trace or --snapshot')
+  if (o.floor && (o.policy !== undefined || o.tracePath !== undefined || o.snapshotPath !== undefined || o.learnDir !== undefined)) {
+    throw new VmError('uffd-floor serves the raw RAM by itself: no --policy, --trace, --snapshot or --learn')
   }
   await prepareVmDir(vm, o.mode, o)
   const shimPath = o.shimPath ?? DEFAULT_SHIM
@@ -122,11 +130,13 @@ export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmD
       socketPath: join(socketDir, 'pages.sock'),
       policy: o.policy,
       tracePath: o.tracePath,
+      learnDir: o.learnDir,
       singleGuest: true,
     }).catch((err: unknown) => {
       rmSync(socketDir!, { recursive: true, force: true })
       throw err
     })
+    for (const line of server.startNotices) o.log?.(`server: ${line}`)
     server.on('log', (line) => o.log?.(`server: ${line}`))
     server.on('rejected', (pid, error) => o.log?.(`server: refused pid ${pid}: ${error}`))
     server.on('ended', (rec) => ended.push(rec))
@@ -166,7 +176,7 @@ export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmD
     const expected = vm.guest.checksum.hex
     return {
       mode: o.mode,
-      policy: o.mode === 'faultline' && !floor ? (o.policy ?? 'ondemand') : undefined,
+      policy: server?.policySpec,
       expected,
       checksum: r.checksum.hex,
       match: r.checksum.hex === expected && (recheckHex === undefined || recheckHex === expected),
@@ -175,6 +185,8 @@ export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmD
       recheckHex,
       session: session?.stats,
       serverError: session?.error,
+      cacheDescription: server?.cacheDescription,
+      learnedSet: server?.policySpec.startsWith('learned:') && o.learnDir !== undefined ? server.policySpec.slice('learned:'.length) : undefined,
       floor: floorStats,
     }
   } catch (err) {

@@ -16,6 +16,7 @@ import { DEFAULT_IMAGE_DIR, ensureGuestImage } from '../../src/vm/image.js'
 import { migrateFromFile, setMigrationCapabilities } from '../../src/vm/migration.js'
 import { buildQemuArgs, QemuVm } from '../../src/vm/qemu.js'
 import { resumeVmDir } from '../../src/vm/resume-dir.js'
+import { formatReport } from '../../src/cli/vm.js'
 import { snapshotTestGuest } from '../../src/vm/snapshot-guest.js'
 import { makeImage, scratchDir } from './harness.js'
 
@@ -71,6 +72,24 @@ for (const map of ['anonymous', 'cache'] as const) {
     t.ok(r.timings.firstReplyMs <= r.timings.checksumMs && r.timings.stateLoadedMs <= r.timings.runningMs)
   })
 }
+
+t.test('faultline maps its decoded cache over QEMU\'s RAM; with --learn a second resume prefetches what the first used', async (t) => {
+  const learn = join(work, 'learn')
+  mkdirSync(learn)
+  const first = await resumeVmDir(vm, { mode: 'faultline', learnDir: learn })
+  t.equal(first.match, true, 'first resume: checksum intact')
+  t.equal(first.session!.map, 'cache', 'the shim mapped the server\'s decoded cache over QEMU\'s RAM (the default)')
+  t.equal(first.policy, 'ondemand', 'nothing learned yet: ondemand')
+  t.equal(first.learnedSet, undefined)
+  t.match(formatReport(vm, first), /guest RAM: the server's decoded cache mapped over it by the shim/, 'and vm resume says so')
+  const second = await resumeVmDir(vm, { mode: 'faultline', learnDir: learn })
+  t.equal(second.match, true, 'second resume: checksum intact')
+  t.match(second.policy, /^learned:/, `the second resume prefetched the learned set (${second.policy})`)
+  t.match(formatReport(vm, second), /--learn: prefetched the set learned for this snapshot/)
+  const f1 = first.session!.faults, f2 = second.session!.faults
+  t.comment(`faults: ${f1} first, ${f2} with the learned set; workload ${first.timings.workloadMs.toFixed(0)} ms, then ${second.timings.workloadMs.toFixed(0)} ms`)
+  t.ok(f2 < f1, `fewer faults reach the server with the learned set (${f2} < ${f1})`)
+})
 
 t.test('mmap (the seed) resumes it with its memory intact', async (t) => {
   const r = await resumeVmDir(vm, { mode: 'mmap' })
