@@ -45,6 +45,8 @@ export class SessionSlot {
 
   holdTrace(fd: number): void { Atomics.store(this.words, TRACE, fd) }
   serving(): void { Atomics.store(this.words, STATE, SLOT_SERVING) }
+  /** Worker side: out of Session.run() (no longer watched), still holding its descriptors. */
+  doneServing(): void { Atomics.store(this.words, STATE, SLOT_ADMITTING) }
 
   /** Worker side: everything closed (or never held). */
   release(): void {

@@ -158,6 +158,7 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     const retainedBefore = retainedBytes()
     slot.serving()
     const stats = session.run()
+    slot.doneServing()
     const retained = retainedBefore === undefined ? undefined : retainedBytes()! - retainedBefore
     await sampling?.stop(`${HEAP_PROFILE_PREFIX}.${id}.heapprofile`)
     // A session the server ended (snapshot error, server stopping...) says why on the
