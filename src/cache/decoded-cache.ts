@@ -227,6 +227,30 @@ export class DecodedCache {
     return true
   }
 
+  /**
+   * Punches out folios holding data the cache never wrote (ABSENT, ZERO or UNSERVABLE ones
+   * with blocks in the file): a process that maps the cache outside a registered region and
+   * reads a hole puts a zero folio there, which guests would then map as the snapshot's pages.
+   * Returns how many it removed.
+   */
+  removeStrayFolios(): number {
+    const extents = uffd.dataExtents(this.fd, this.folioCount * this.folioBytes)
+    let removed = 0
+    for (let k = 0; k < extents.length; k += 2) {
+      const last = Math.floor((extents[k + 1] - 1) / this.folioBytes)
+      for (let folio = Math.floor(extents[k] / this.folioBytes); folio <= last; folio++) {
+        const s = this.states.get(folio)
+        if (s !== ABSENT && s !== ZERO && s !== UNSERVABLE) continue
+        // A filler may be taking an ABSENT folio right now: claim it first, as an eviction does.
+        if (s === ABSENT && !this.states.move(folio, ABSENT, EVICTING)) continue
+        uffd.punchHole(this.fd, folio * this.folioBytes, this.folioBytes)
+        if (s === ABSENT) this.states.set(folio, ABSENT)
+        removed++
+      }
+    }
+    return removed
+  }
+
   counts(): CacheCounts {
     const c = this.counters
     const present = Atomics.load(c, C_PRESENT)

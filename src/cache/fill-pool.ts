@@ -13,6 +13,8 @@ const entry = workerEntry(import.meta.url, new URL('./fill-worker.js', import.me
 
 export interface FillPoolOptions {
   snapshotPath: string
+  /** The server's descriptor of the snapshot, read by every worker (default: each opens the path). */
+  snapshotFd?: number
   cache: DecodedCache
   /** Fill workers (default: the machine's cores). */
   workers?: number
@@ -56,7 +58,7 @@ export class FillPool {
     const reported = new Set<number>()
     for (let i = 0; i < pool.workerCount; i++) {
       const data: FillWorkerData = {
-        index: i, snapshotPath: opts.snapshotPath, cache: opts.cache.info,
+        index: i, snapshotPath: opts.snapshotPath, snapshotFd: opts.snapshotFd ?? -1, cache: opts.cache.info,
         queue: pool.queue.buffers, notifier: pool.notifier.buffers, stats: pool.stats.buffer as SharedArrayBuffer,
       }
       const worker = new Worker(entry.url, { ...entry.options, workerData: data })

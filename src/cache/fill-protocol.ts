@@ -6,6 +6,8 @@ import type { FillQueueBuffers } from './fill-queue.js'
 export interface FillWorkerData {
   index: number
   snapshotPath: string
+  /** The server's descriptor of the snapshot (-1: open snapshotPath). */
+  snapshotFd: number
   cache: DecodedCacheInfo
   queue: FillQueueBuffers
   notifier: FillNotifierBuffers

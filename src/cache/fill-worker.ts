@@ -21,7 +21,7 @@ function main(): void {
   const notifier = new FillNotifier(data.notifier)
   const stats = new Float64Array(data.stats)
   const row = data.index * FILL_STAT_FIELDS
-  const source = SnapshotReader.open(data.snapshotPath)
+  const source = data.snapshotFd >= 0 ? SnapshotReader.fromDescriptor(data.snapshotFd, data.snapshotPath) : SnapshotReader.open(data.snapshotPath)
   const staging = Buffer.allocUnsafeSlow(cache.folioBytes)
   const priority = new Int32Array(1)
   try {

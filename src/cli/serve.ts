@@ -1,6 +1,7 @@
 // `faultline serve`: runs the page server until interrupted, one log line per guest.
+import { accessSync, constants, statSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { UsageError } from '../errors.js'
+import { describeError, UsageError } from '../errors.js'
 import { MAX_SESSIONS, MAX_WARM_WORKERS, PageServer } from '../server/page-server.js'
 import { remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url, parseSize } from '../store/s3-config.js'
@@ -26,6 +27,15 @@ export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH
                         hostname, the event's fields such as session and guestPid, msg)
   --once                exit after the first guest's session ends
 
+The decoded cache (a local snapshot's pages decompressed once, for every guest; guests that
+ask for it map it, "map": "cache", and take no fault on what it holds):
+  --cache-memory SIZE   decoded bytes it may hold, e.g. 4G (default: the whole image); past
+                        it folios are evicted; 0: no cache (every guest anonymous)
+  --fill-workers N      threads decoding into it ahead of the guests (default: the cores)
+  --cache-folios KIND   huge (default, where the host allows them) or small (4 KiB pages)
+  --learn DIR           keep each session's used pages in DIR, per snapshot; with no --policy,
+                        later sessions prefetch them (policy learned:DIR/<snapshot>.fllearn)
+
 A first SIGINT/SIGTERM stops accepting and waits for the guests being served; a second one
 ends every session now.
 
@@ -44,7 +54,25 @@ const SERVE_OPTIONS = {
   once: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   endpoint: { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
+  'cache-memory': { type: 'string' }, 'fill-workers': { type: 'string' }, 'cache-folios': { type: 'string' }, learn: { type: 'string' },
 } as const
+
+/** --cache-memory: a size, or 0 for no cache. */
+function cacheMemory(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined
+  if (text.trim() === '0') return 0
+  return parseSize(text, '--cache-memory')
+}
+
+/** --learn DIR: an existing, writable directory. */
+function learnDir(dir: string | undefined): string | undefined {
+  if (dir === undefined) return undefined
+  let st
+  try { st = statSync(dir) } catch (err) { throw new UsageError(`--learn ${dir}: ${describeError(err)}`) }
+  if (!st.isDirectory()) throw new UsageError(`--learn ${dir}: not a directory`)
+  try { accessSync(dir, constants.W_OK) } catch { throw new UsageError(`--learn ${dir}: not writable`) }
+  return dir
+}
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: joinNegativeValues(argv, SERVE_OPTIONS), options: SERVE_OPTIONS, strict: true })
@@ -68,6 +96,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
     warmWorkers: intOption('warm-workers', values['warm-workers'], 1, MAX_WARM_WORKERS, 1),
     maxSessions: intOption('max-sessions', values['max-sessions'], 1, MAX_SESSIONS, 256),
     stallTimeoutMs: values['stall-timeout'] === undefined ? undefined : intOption('stall-timeout', values['stall-timeout'], 1, 86400) * 1000,
+    cacheMemoryBytes: cacheMemory(values['cache-memory']),
+    fillWorkers: values['fill-workers'] === undefined ? undefined : intOption('fill-workers', values['fill-workers'], 1, 256),
+    cacheFolios: values['cache-folios'] === undefined ? undefined : choiceItems('cache-folios', [values['cache-folios']], ['huge', 'small'] as const)[0],
+    learnDir: learnDir(values.learn),
     remote: remote ? {
       endpoint: values.endpoint,
       cacheDir: values['cache-dir'] ?? defaults.cacheDir,
@@ -75,7 +107,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       concurrency: intOption('fetch-concurrency', values['fetch-concurrency'], 1, 1024, 8),
     } : undefined,
   })
-  const policy = values.policy ?? 'ondemand'
+  const policy = server.policySpec
   logger.info(`serving ${values.snapshot} on ${values.socket} (policy ${policy})`, { snapshot: values.snapshot, socket: values.socket, policy })
   for (const line of server.startNotices) logger.warn(line)
   if (server.store) {

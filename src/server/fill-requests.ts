@@ -10,6 +10,10 @@ import * as uffd from '../uffd/index.js'
 import type { GuestMemory } from './guest-memory.js'
 import { K_FOLIOS_REQUESTED } from './session-meters.js'
 
+/** What a session is given to use the decoded cache: the cache, and its fill workers' queue and
+ * notifier (one set per snapshot, shared by every session). */
+export interface CacheAccess { cache: DecodedCache; queue: FillQueue; notifier: FillNotifier }
+
 /** Runs of the waiting list looked at past the first that is not ready yet: fills complete in
  * about the order they were asked for. */
 const SCAN_AHEAD = 32

@@ -18,6 +18,9 @@ import { openFileCount, openFileLimit } from '../util/fd-limit.js'
 import { inputIdentities, type FileIdentity } from '../util/output-file.js'
 import { workerEntry } from '../util/worker-url.js'
 import type { SessionStats } from './session.js'
+import { DecodedCache, type CacheCounts } from '../cache/decoded-cache.js'
+import { FillPool } from '../cache/fill-pool.js'
+import { learnedSetPath, readLearnedSet, recordLearnedSession, type SnapshotIdentity } from '../trace/learned-set.js'
 import { SessionPool, type LogLevel, type SessionRecord } from './session-pool.js'
 import type { AcceptorData, AcceptorMessage, GuestHandoff } from './worker-protocol.js'
 
@@ -56,6 +59,17 @@ export interface PageServerOptions {
   /** For an s3:// snapshot: its chunk cache and how to reach the store (--cache-dir,
    * --cache-size, --endpoint); defaults from remoteStoreDefaults(). */
   remote?: Partial<ChunkStoreOptions>
+  /** Decoded bytes the snapshot's decoded cache may hold (--cache-memory; default: the whole
+   * image, never evicting; 0: no cache, every guest anonymous and every page decoded per
+   * session). */
+  cacheMemoryBytes?: number
+  /** Fill workers decoding into the cache (--fill-workers; default: the machine's cores). */
+  fillWorkers?: number
+  /** 'small' keeps the cache in 4 KiB pages even where huge folios are possible. */
+  cacheFolios?: 'huge' | 'small'
+  /** serve --learn DIR: each session's used pages are kept there per snapshot, and with no
+   * --policy the next sessions prefetch them (learned:). */
+  learnDir?: string
 }
 
 export const MAX_WARM_WORKERS = 64
@@ -115,9 +129,24 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   rejected = 0
   /** What start() had to say before anyone could listen to 'log' (warnings). */
   readonly startNotices: string[] = []
+  /** The snapshot's decoded cache and its fill workers (local snapshots, unless
+   * --cache-memory 0). */
+  private readonly cache: DecodedCache | undefined
+  private readonly fills: FillPool | undefined
+  private strayTimer: NodeJS.Timeout | undefined
+  /** The policy the sessions run (a learned set's, with --learn and no --policy). */
+  readonly policySpec: string
+  private readonly learnDir: string | undefined
+  private readonly identity: SnapshotIdentity
 
-  private constructor(opts: PageServerOptions, listenFd: number, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number, traceInputs: FileIdentity[]) {
+  private constructor(opts: PageServerOptions, listenFd: number, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number,
+    traceInputs: FileIdentity[], policySpec: string, cacheParts: CacheParts | undefined) {
     super()
+    this.cache = cacheParts?.cache
+    this.fills = cacheParts?.fills
+    this.policySpec = policySpec
+    this.learnDir = opts.learnDir
+    this.identity = snapshotIdentity(snapshot, store)
     this.store = store
     this.socketPath = opts.socketPath
     this.snapshotPath = opts.snapshotPath
@@ -131,7 +160,6 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.maxSessions = opts.maxSessions ?? 256
     this.maxPending = opts.maxPendingHandshakes ?? 128
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 5000
-    const policySpec = opts.policy ?? 'ondemand'
     this.pool = new SessionPool({
       log: (line, level) => this.emit('log', line, level),
       refused: (pid, error) => this.refused(pid, error),
@@ -144,6 +172,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
         stopFd: this.stopFd, snapshotPath: opts.snapshotPath, snapshotFd, policy: policySpec, cwd: process.cwd(),
         tracePath: opts.tracePath, traceInputs, handshakeTimeoutMs: this.handshakeTimeoutMs,
         sessionCounter: new SharedArrayBuffer(4), remote: store?.workerData(),
+        cache: this.cache?.info, fills: this.fills?.sessionData(), learn: opts.learnDir !== undefined,
       },
       warm: opts.warmWorkers ?? 1, maxSessions: this.maxSessions, singleGuest: opts.singleGuest ?? false,
       idleStartLimitMs: opts.idleStartLimitMs ?? IDLE_START_LIMIT_MS, stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
@@ -186,10 +215,12 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Owns `snapshotFd` from here: closed on failure, or by close(). */
   private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number): Promise<PageServer> {
-    let listenFd: number, traceInputs: FileIdentity[]
+    let listenFd: number, traceInputs: FileIdentity[], policySpec: string
+    let cacheParts: CacheParts | undefined
     try {
       const shape = snapshot ?? store!.snapshot.header
-      const policy = await createPolicy(opts.policy ?? 'ondemand', process.cwd(), shape)
+      policySpec = PageServer.policyFor(opts, snapshotIdentity(snapshot, store))
+      const policy = await createPolicy(policySpec, process.cwd(), shape)
       traceInputs = PageServer.traceInputs(opts, snapshot, policy)
       if (opts.tracePath) checkTracePath(opts.tracePath, traceInputs)
       if (existsSync(opts.socketPath)) {
@@ -201,12 +232,21 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       }
       // Others may connect only when other uids are allowed: SO_PEERCRED refuses the rest.
       const mode = opts.allowAnyUid || (opts.allowUids ?? []).length > 0 ? 0o666 : 0o600
+      if (snapshot !== undefined && opts.cacheMemoryBytes !== 0) cacheParts = startCache(opts, snapshot, snapshotFd)
       listenFd = uffd.listenUnix(opts.socketPath, 128, mode)
     } catch (err) {
+      await closeCache(cacheParts)
       if (snapshotFd >= 0) closeSync(snapshotFd)
       throw err
     }
-    const server = new PageServer(opts, listenFd, store, snapshot, snapshotFd, traceInputs)
+    const server = new PageServer(opts, listenFd, store, snapshot, snapshotFd, traceInputs, policySpec, cacheParts)
+    if (cacheParts !== undefined) {
+      cacheParts.log = (line, level) => server.emit('log', line, level)
+      server.startNotices.push(`decoded cache: ${cacheParts.cache.info.why}; ${formatCacheBound(cacheParts.cache)}; ${cacheParts.fills.workerCount} fill worker(s)`)
+      server.strayTimer = setInterval(() => server.removeStrays(), STRAY_CHECK_MS)
+      server.strayTimer.unref()
+    }
+    if (policySpec !== (opts.policy ?? 'ondemand')) server.startNotices.push(`--learn ${opts.learnDir}: prefetching the set learned for this snapshot (policy ${policySpec})`)
     try {
       await server.pool.fill(false)
       server.pool.markStarted()
@@ -216,6 +256,31 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       throw err instanceof FaultlineError ? err : new ServerError(describeError(err))
     }
     return server
+  }
+
+  /** The policy to run: --policy, else with --learn the snapshot's learned set when DIR holds
+   * one, else ondemand. */
+  private static policyFor(opts: PageServerOptions, identity: SnapshotIdentity): string {
+    if (opts.policy !== undefined) return opts.policy
+    if (opts.learnDir === undefined) return 'ondemand'
+    if (readLearnedSet(opts.learnDir, identity) === undefined) return 'ondemand'
+    return `learned:${learnedSetPath(opts.learnDir, identity)}`
+  }
+
+  /** How the decoded cache is, for the log and the benchmarks (undefined without one). */
+  get cacheDescription(): string | undefined { return this.cache?.info.why }
+
+  cacheCounts(): CacheCounts | undefined { return this.cache?.counts() }
+
+  /** Folios of the cache that something other than this server put there (a process mapping the
+   * cache outside a registered region reads a hole as a zero folio of the file): punched out, so
+   * guests fault and get the snapshot's pages again. */
+  private removeStrays(): void {
+    const removed = this.cache?.removeStrayFolios() ?? 0
+    if (removed > 0) {
+      this.emit('log', `decoded cache: ${removed} folio(s) were put in the cache by a process the server does not serve ` +
+        '(mapping the cache outside a registered region); punched out', 'warn')
+    }
   }
 
   /** What a session's trace must never overwrite: the snapshot, what the policy read, the
@@ -294,6 +359,14 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private endSession(rec: SessionRecord, stats: SessionStats | undefined, error: string | undefined): void {
     rec.stats = stats
     rec.error = error
+    if (this.learnDir !== undefined && stats?.usedPages !== undefined && stats.usedPages.length > 0) {
+      try {
+        const set = recordLearnedSession(this.learnDir, this.identity, stats.usedPages)
+        this.emit('log', `session ${rec.id}: learned ${stats.usedPages.length} pages for this snapshot (${set.sessions.length} session(s) kept in ${learnedSetPath(this.learnDir, this.identity)})`)
+      } catch (err) {
+        this.emit('log', `session ${rec.id}: could not keep its learned pages: ${describeError(err)}`, 'warn')
+      }
+    }
     this.active.delete(rec.id)
     this.ended.push(rec)
     this.emit('ended', rec)
@@ -405,9 +478,48 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (drain) await this.idle()
     uffd.signalEventFd(this.stopFd)
     await this.pool.exited()
+    clearInterval(this.strayTimer)
+    await closeCache(this.cache && this.fills ? { cache: this.cache, fills: this.fills } : undefined)
     uffd.closeFd(this.stopFd)
     uffd.closeFd(this.acceptorStopFd)
     if (this.snapshotFd >= 0) closeSync(this.snapshotFd)
     await this.store?.close()
   }
+}
+
+/** How often the cache is checked for folios the server did not put there. */
+const STRAY_CHECK_MS = 1000
+
+interface CacheParts { cache: DecodedCache; fills: FillPool; log?: (line: string, level?: LogLevel) => void }
+
+function snapshotIdentity(snapshot: SnapshotReader | undefined, store: ChunkStore | undefined): SnapshotIdentity {
+  const h = snapshot?.header ?? store!.snapshot.header
+  return { indexCrc: h.indexCrc, pageCount: h.pageCount, pageSize: h.pageSize }
+}
+
+/** The decoded cache of a local snapshot and its fill workers. */
+function startCache(opts: PageServerOptions, snapshot: SnapshotReader, snapshotFd: number): CacheParts {
+  const cache = DecodedCache.create(snapshot, { folios: opts.cacheFolios, limitBytes: opts.cacheMemoryBytes })
+  const parts: CacheParts = { cache, fills: undefined as unknown as FillPool }
+  try {
+    parts.fills = FillPool.start({
+      snapshotPath: opts.snapshotPath, snapshotFd, cache, workers: opts.fillWorkers,
+      log: line => parts.log?.(line, 'warn'),
+    })
+  } catch (err) {
+    cache.close()
+    throw err
+  }
+  return parts
+}
+
+async function closeCache(parts: CacheParts | undefined): Promise<void> {
+  if (parts === undefined) return
+  await parts.fills?.close()
+  parts.cache.close()
+}
+
+function formatCacheBound(cache: DecodedCache): string {
+  const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`
+  return cache.info.limitBytes >= cache.folioCount * cache.folioBytes ? `up to the whole image (${mib(cache.info.limitBytes)})` : `at most ${mib(cache.info.limitBytes)}, evicting past it`
 }

@@ -19,6 +19,10 @@ export interface SessionRecord {
   pid: number
   form: string
   bytes: number
+  /** How the guest's memory is backed: anonymous, or the decoded cache mapped over it. */
+  map?: 'anonymous' | 'cache'
+  /** The session's live counters (session-meters.ts), read while it runs. */
+  counters?: SharedArrayBuffer
   stats?: SessionStats
   error?: string
   /** Heap and ArrayBuffer bytes the session's worker held after it, less before it, collected
@@ -277,7 +281,7 @@ export class SessionPool {
           case 'invalid': store?.invalidate(m.chunk); break
           case 'rejected': this.host.refused(m.pid, m.error); break
           case 'session': {
-            const rec: SessionRecord = { id: m.id, pid: m.pid, form: m.form, bytes: m.bytes }
+            const rec: SessionRecord = { id: m.id, pid: m.pid, form: m.form, bytes: m.bytes, map: m.map, counters: m.counters }
             entry.session = rec
             this.host.sessionStarted(rec)
             this.host.changed()

@@ -20,6 +20,13 @@ import { TraceRecorder } from '../trace/recorder.js'
 import { tracePathForSession } from '../trace/format.js'
 import type { GuestHandoff, SessionWorkerData, ToSessionWorker, WorkerMessage } from './worker-protocol.js'
 import { HEAP_PROFILE_PREFIX, startHeapSampling } from './heap-profile.js'
+import { DecodedCache } from '../cache/decoded-cache.js'
+import { FillNotifier } from '../cache/fill-notifier.js'
+import { FillQueue } from '../cache/fill-queue.js'
+import { handOverCache } from './cache-handshake.js'
+import type { CacheAccess } from './fill-requests.js'
+import { COUNTER_SLOTS } from './session-meters.js'
+import { UsageRecorder } from './usage-recorder.js'
 
 /** Features asked for on a uffd faultline initialises (faultline handshake form). The events
  * keep the server's view of the guest's memory true (a discarded page reads as zeros, a moved
@@ -73,7 +80,25 @@ function openTrace(sessionId: number, pid: number, source: PageSource, regions: 
   })
 }
 
-interface Admitted { handshake: Handshake; canPoison: boolean }
+interface Admitted { handshake: Handshake; canPoison: boolean; id: number; cacheMapped: boolean }
+
+/** The snapshot's decoded cache, as this worker reaches it (undefined without one). */
+const cacheAccess: CacheAccess | undefined = data.cache !== undefined && data.fills !== undefined
+  ? { cache: DecodedCache.attach(data.cache), queue: new FillQueue(data.fills.queue), notifier: new FillNotifier(data.fills.notifier) }
+  : undefined
+
+function nextSessionId(): number {
+  return Atomics.add(new Int32Array(data.sessionCounter), 0, 1) + 1
+}
+
+/** A faultline-form guest asking for the cache gets it when the server has one and can follow
+ * its forks: a child the kernel left unregistered (no EVENT_FORK) would read the cache's holes
+ * through its own mapping, which puts zero folios into the cache every guest reads. */
+function cacheRefusal(features: number): string | undefined {
+  if (cacheAccess === undefined) return 'the server has no decoded cache (--cache-memory 0, or an object-store snapshot)'
+  if ((features & uffd.UFFD_FEATURE_EVENT_FORK) === 0) return 'the server cannot follow the guest\'s forks (no EVENT_FORK without CAP_SYS_PTRACE)'
+  return undefined
+}
 
 /** Checks a handed-over guest against its own address space and registers its memory. Throws
  * (a HandshakeError) to refuse it; the caller closes its descriptors. */
@@ -90,8 +115,23 @@ function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSou
       throw new Refusal('the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +
         'the Firecracker form (a JSON array) a registered one')
     }
-    canPoison = (negotiate(guestUffd).features & uffd.UFFD_FEATURE_POISON) !== 0
+    const features = negotiate(guestUffd).features
+    canPoison = (features & uffd.UFFD_FEATURE_POISON) !== 0
+    let id = 0
+    let cacheMapped = false
+    if (handshake.map === 'cache') {
+      const refusal = cacheRefusal(features)
+      if (refusal === undefined) {
+        // The guest maps the cache over its regions; they are registered once it has.
+        id = nextSessionId()
+        handOverCache(guest.conn, pid, handshake.regions, cacheAccess!.cache.info, id, guest.acceptedAtMs + data.handshakeTimeoutMs, data.stopFd)
+        cacheMapped = true
+      } else {
+        log(`pid ${pid}: serving anonymous memory instead of the decoded cache: ${refusal}`)
+      }
+    }
     for (const r of handshake.regions) guestUffd.register(r.start, r.lengthBytes)
+    return { handshake, canPoison, id, cacheMapped }
   } else {
     // The guest chose its uffd's features: poison only if it enabled it, and say which
     // events it lacks (the kernel, not faultline, then decides what its memory reads).
@@ -103,7 +143,7 @@ function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSou
     const lacking = EVENT_FEATURES.filter(([bit]) => (features & bit) === 0).map(([, what]) => what)
     if (lacking.length) log(`pid ${pid}: the guest's uffd lacks ${lacking.join('; ')}`)
   }
-  return { handshake, canPoison }
+  return { handshake, canPoison, id: 0, cacheMapped: false }
 }
 
 /** Serves one handed-over guest. Returns false when it was refused (this worker may take the
@@ -129,8 +169,8 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     post({ type: 'rejected', pid, error: message })
     return false
   }
-  const { handshake, canPoison } = admitted
-  const id = Atomics.add(new Int32Array(data.sessionCounter), 0, 1) + 1
+  const { handshake, canPoison, cacheMapped } = admitted
+  const id = admitted.id || nextSessionId()
   let trace: TraceRecorder | undefined
   try {
     trace = openTrace(id, pid, source, handshake.regions)
@@ -142,16 +182,22 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     post({ type: 'rejected', pid, error: message })
     return true
   }
+  const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8)
   const session = new Session({
     uffd: guestUffd, connectionFd: conn, stopFd: data.stopFd, source, policy,
     regions: handshake.regions, trace, canPoison, heartbeat: slot.words,
+    cacheAccess, cacheMapped, counters,
+    usage: data.learn ? new UsageRecorder(source.pageCount, source.pageSize, cacheMapped ? pid : 0) : undefined,
     log: line => log(`session ${id}: ${line}`),
   })
   try {
     session.start()
-    reply(conn, { ok: true, session: id, pageSize: source.pageSize })
+    const map = cacheMapped ? 'cache' : 'anonymous'
+    reply(conn, handshake.form === 'faultline'
+      ? { ok: true, session: id, pageSize: source.pageSize, map, ...(cacheMapped ? { folioBytes: cacheAccess!.cache.folioBytes } : {}) }
+      : { ok: true, session: id, pageSize: source.pageSize })
     post({
-      type: 'session', id, pid, form: handshake.form,
+      type: 'session', id, pid, form: handshake.form, map, counters,
       regions: handshake.regions.length, bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),
     })
     const sampling = HEAP_PROFILE_PREFIX !== undefined ? await startHeapSampling() : undefined

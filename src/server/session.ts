@@ -12,7 +12,7 @@ import { isDeferredSource } from '../store/deferred-source.js'
 import { TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET } from '../trace/format.js'
 import * as uffd from '../uffd/index.js'
 import { BREAKDOWN_ENABLED } from './fault-breakdown.js'
-import type { FillRequests } from './fill-requests.js'
+import { FillRequests, type CacheAccess } from './fill-requests.js'
 import { serveForkedChild } from './fork-child.js'
 import { ABSENT, BAD, DISCARDED, GONE, GuestMemory, PRESENT, type MappedRegion } from './guest-memory.js'
 import type { GuestRegion } from './handshake.js'
@@ -50,8 +50,8 @@ export interface SessionOptions {
   /** Poison pages whose snapshot data fails verification (needs UFFD_FEATURE_POISON). */
   canPoison: boolean
   log: (line: string) => void
-  /** The snapshot's decoded cache and its fill workers, when the server has them. */
-  fills?: FillRequests
+  /** The snapshot's decoded cache and its fill workers' queue, when the server has them. */
+  cacheAccess?: CacheAccess
   /** The guest's regions map the decoded cache (MAP_PRIVATE) instead of anonymous memory. */
   cacheMapped?: boolean
   /** Live counters the server reads (COUNTER_SLOTS Float64 slots). */
@@ -64,7 +64,7 @@ export interface SessionOptions {
   heartbeat?: Int32Array
 }
 
-const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_FILLS = 4, SLOT_CHILDREN = 5
+const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_CHILDREN = 4
 
 /** One address space served: the guest, or (cache-mapped) a child it forked. */
 interface GuestView {
@@ -117,10 +117,11 @@ export class Session implements PolicyContext {
     this.pageCount = opts.source.pageCount
     this.meters = new SessionMeters(opts.counters)
     this.counters = this.meters.counters
-    this.fills = opts.fills
-    this.cache = opts.fills?.cache
-    this.cacheMapped = opts.cacheMapped === true && this.cache !== undefined
     this.memory = new GuestMemory(opts.regions, this.pageSize)
+    const access = opts.cacheAccess
+    this.fills = access === undefined ? undefined : new FillRequests(access.cache, access.queue, access.notifier, this.memory, this.counters)
+    this.cache = access?.cache
+    this.cacheMapped = opts.cacheMapped === true && this.cache !== undefined
     this.startSet = new StartSet(this.pageCount)
     this.usage = opts.usage
     this.parent = this.view(opts.uffd, this.memory)
@@ -130,7 +131,6 @@ export class Session implements PolicyContext {
     this.poll.set(SLOT_CONN, opts.connectionFd, uffd.POLLIN | uffd.POLLRDHUP)
     this.poll.set(SLOT_STOP, opts.stopFd, uffd.POLLIN)
     this.poll.set(SLOT_REMOTE, -1, 0)
-    this.poll.set(SLOT_FILLS, this.fills?.readyFd ?? -1, uffd.POLLIN)
     if (isDeferredSource(opts.source)) {
       this.remote = new RemoteWaits(opts.source, this.parent.installer, this.counters)
       this.parent.installer.parking = this.remote
@@ -195,7 +195,6 @@ export class Session implements PolicyContext {
         if (poll.revents(SLOT_CONN) !== 0) this.checkConnection()
         if (poll.revents(SLOT_STOP) !== 0) this.stopped = 'server stopping'
         if (this.stopped === '' && poll.revents(SLOT_REMOTE) !== 0) this.remote!.onReady(this, this.plan)
-        if (this.stopped === '' && poll.revents(SLOT_FILLS) !== 0) this.installFilled()
       } else if (this.hasDeferred()) {
         this.retryDeferred()
       } else if (this.startSet.pending) {
@@ -204,8 +203,6 @@ export class Session implements PolicyContext {
         this.runIdle()
       } else if (this.remote !== undefined && this.remote.waiting) {
         this.remote.onReady(this, this.plan)
-      } else if (this.fills !== undefined && this.fills.waitingRuns > 0) {
-        this.installFilled()
       }
       if (this.children.length > 0) this.probeChildren()
       if (this.usage !== undefined) this.usage.maybeSample(this.memory, this.meters.clock.nowMs())
@@ -221,13 +218,13 @@ export class Session implements PolicyContext {
     if (this.idleWork && !(this.remote?.busy ?? false)) return 0
     let timeout = -1
     if (this.remote !== undefined && this.remote.waiting) timeout = REMOTE_RECHECK_MS
-    if (this.fills !== undefined && this.fills.waitingRuns > 0) timeout = FILL_RECHECK_MS
     if (this.children.length > 0 && (timeout < 0 || timeout > CHILD_PROBE_MS)) timeout = CHILD_PROBE_MS
     return timeout
   }
 
   private finish(): SessionStats {
     this.opts.trace?.close()
+    this.fills?.close()
     for (const c of this.children) c.fd.close()
     this.children.length = 0
     const bytesRead = (this.source.bytesRead ?? 0) - this.bytesReadAtStart
@@ -380,8 +377,8 @@ export class Session implements PolicyContext {
    * EEXIST wakes the thread; where it is not, it installs zeros. */
   private answerInstalled(view: GuestView, region: MappedRegion, address: number): boolean {
     const page = address - (address % this.pageSize)
-    // Huge pages, and cache-mapped guests (they always have EVENT_REMOVE): only a second
-    // thread's fault lands here, and the install woke it already, or a poisoned page.
+    // Huge pages, and a cache-mapped guest's poisoned page: a second thread's fault, woken by
+    // the install already, or the poison marker (the retry takes SIGBUS).
     if (region.pagesPerGuestPage > 1 || this.cacheMapped) { view.fd.wake(page, this.pageSize); return true }
     let done: number
     try {
@@ -406,7 +403,15 @@ export class Session implements PolicyContext {
     if (region === undefined) { this.answerUnknown(view, address); return }
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const state = region.state[guestPage]
-    if ((state === PRESENT || state === GONE) && this.answerInstalled(view, region, address)) return
+    if (this.cacheMapped && state === PRESENT) {
+      // What a cache-mapped guest has of its own (pages written, served privately) leaves only
+      // with an event; a page marked here may also be one the cache held when an install found
+      // it mapped (EEXIST) and that eviction took away since. Either way: serve it again (a
+      // second thread's fault on a page still there gets EEXIST and a wake).
+      region.state[guestPage] = ABSENT
+    } else if ((state === PRESENT || state === GONE) && this.answerInstalled(view, region, address)) {
+      return
+    }
     this.meters.fault()
     const page = region.firstPage + guestPage
     const fault = this.fault
@@ -543,36 +548,25 @@ export class Session implements PolicyContext {
     }
   }
 
-  /** Runs the fill workers have finished: installed into an anonymous guest, in order. */
-  private installFilled(): void {
-    this.ready.clear()
-    this.fills!.takeReady(this.ready)
-    if (!this.cacheMapped) this.installReady(-1)
-  }
-
-  /** Installs the ready runs; `flags` -1: a start-set run (cause prefetch: only onStart's runs
-   * wait for fills as prefetch) is traced as such, background work plainly. */
+  /** Installs the ready runs into an anonymous guest, in order. */
   private installReady(flags: number): void {
     const ready = this.ready
     const plan = this.plan
     for (let r = 0; r < ready.length; r++) {
       plan.clear()
       plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
-      const startSet = flags < 0 && ready.cause[r] === InstallCause.Prefetch
-      if (startSet) this.noteStartSet(plan)
-      this.installPlanWithoutFault(flags >= 0 ? flags : startSet ? TRACE_FLAG_START_SET : 0)
+      this.installPlanWithoutFault(flags)
       if (this.stopped !== '') return
     }
   }
 
-  /** A run of onStart's, for after the ack: fill workers take it when there are any (a
-   * cache-mapped guest then maps it; an anonymous one gets it installed as it arrives),
-   * else it is installed from the loop between faults. */
+  /** A run of onStart's, for after the ack. A cache-mapped guest's goes to the fill workers
+   * (the guest then maps it); an anonymous guest's is installed from the loop, batch by batch
+   * between faults and following them (start-set.ts): its pages are often sparse, and a fill
+   * worker would decode whole folios of pages it does not want. */
   private queueStartRun(first: number, count: number, cause: InstallCause): void {
-    const fills = this.fills
-    if (fills === undefined) { this.startSet.add(first, count, cause); return }
-    if (this.cacheMapped) fills.request(first, count, InstallCause.Prefetch)
-    else this.eachFolioPiece(first, count, (f, c) => fills.requestAndWait(f, c, cause, InstallCause.Prefetch))
+    if (this.cacheMapped) this.fills!.request(first, count, InstallCause.Prefetch)
+    else this.startSet.add(first, count, cause)
   }
 
   /** Up to START_BATCH_PAGES of onStart's runs. */
@@ -652,15 +646,13 @@ export class Session implements PolicyContext {
     const plan = this.plan
     plan.clear()
     const fills = this.fills
-    if (fills !== undefined && fills.room(InstallCause.Background) < IDLE_BATCH_PAGES) return
+    // A cache-mapped guest's background work goes to the fill workers, paced by their queue; an
+    // anonymous guest's is installed here, between faults.
+    if (this.cacheMapped && fills!.room(InstallCause.Background) < IDLE_BATCH_PAGES) return
     const more = this.policy.onIdle!(this, plan, IDLE_BATCH_PAGES)
     if (!more) this.idleWork = false
     if (plan.length === 0) return
-    if (fills === undefined) { this.installPlanWithoutFault(0); return }
-    // Background work goes to the fill workers; an anonymous guest gets it as it arrives.
-    for (let r = 0; r < plan.length; r++) {
-      if (this.cacheMapped) fills.request(plan.first[r], plan.count[r], InstallCause.Background)
-      else this.eachFolioPiece(plan.first[r], plan.count[r], (f, c) => fills.requestAndWait(f, c, InstallCause.Background, InstallCause.Background))
-    }
+    if (!this.cacheMapped) { this.installPlanWithoutFault(0); return }
+    for (let r = 0; r < plan.length; r++) fills!.request(plan.first[r], plan.count[r], InstallCause.Background)
   }
 }

@@ -1,4 +1,6 @@
 // Messages between the page server (main thread), its acceptor thread and its session workers.
+import type { DecodedCacheInfo } from '../cache/decoded-cache.js'
+import type { FillSessionData } from '../cache/fill-pool.js'
 import type { RemoteWorkerData } from '../store/chunk-store.js'
 import type { StoreRequest } from '../store/remote-page-source.js'
 import type { FileIdentity } from '../util/output-file.js'
@@ -71,6 +73,11 @@ export interface SessionWorkerData {
   /** Created in SCHED_IDLE (a replacement worker, started while guests are being served):
    * the worker returns to SCHED_OTHER once ready, before it may take a guest. */
   startIdle?: boolean
+  /** The snapshot's decoded cache and its fill workers' queue, when the server has them. */
+  cache?: DecodedCacheInfo
+  fills?: FillSessionData
+  /** serve --learn: sessions record the pages their guest used. */
+  learn?: boolean
 }
 
 /** Server -> session worker: a guest to serve, or stop (an idle worker released). */
@@ -80,7 +87,9 @@ export type WorkerMessage =
   | { type: 'idle' }
   | { type: 'log'; line: string }
   | { type: 'rejected'; pid: number; error: string }
-  | { type: 'session'; id: number; pid: number; form: string; regions: number; bytes: number }
+  | { type: 'session'; id: number; pid: number; form: string; regions: number; bytes: number; map: 'anonymous' | 'cache'
+      /** The session's live counters (session-meters.ts COUNTER_SLOTS). */
+      counters: SharedArrayBuffer }
   | { type: 'ended'; id: number; pid: number; stats?: SessionStats; error?: string
       /** What the worker held after its session, less before it, once collected (with gc exposed). */
       retainedBytes?: number }

@@ -122,6 +122,8 @@ export const O_CREAT = 0o100
 export const O_EXCL = 0o200
 export const FALLOC_FL_KEEP_SIZE = 1
 export const FALLOC_FL_PUNCH_HOLE = 2
+export const SEEK_DATA = 3, SEEK_HOLE = 4
+export const ENXIO = 6
 export const POSIX_FADV_WILLNEED = 3
 export const POSIX_FADV_DONTNEED = 4
 export const EFD_CLOEXEC = O_CLOEXEC

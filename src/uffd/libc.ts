@@ -59,6 +59,7 @@ export const libc = {
   umount2: lib.func('int umount2(const char *target, int flags)'),
   ftruncate: lib.func('int ftruncate(int fd, long length)'),
   fallocate: lib.func('int fallocate(int fd, int mode, long offset, long length)'),
+  lseek: lib.func('long lseek(int fd, long offset, int whence)'),
   pwrite: lib.func('long pwrite(int fd, void *buf, size_t count, long offset)'),
   pwriteAt: lib.func('long pwrite(int fd, intptr_t buf, size_t count, long offset)'),
   mincore: lib.func('int mincore(intptr_t addr, size_t len, void *vec)'),

@@ -107,6 +107,26 @@ export function pwriteAll(fd: number, from: Buffer, length: number, offset: numb
   }
 }
 
+/** The byte ranges of `fd` that hold data (not holes), [start, end) pairs, by SEEK_DATA and
+ * SEEK_HOLE over [0, size). */
+export function dataExtents(fd: number, size: number): number[] {
+  const out: number[] = []
+  let at = 0
+  while (at < size) {
+    const start = Number(libc.lseek(fd, at, abi.SEEK_DATA))
+    if (start < 0) {
+      if (errno() === abi.ENXIO) break // no data past `at`
+      throw new UffdError('lseek(SEEK_DATA)', errno(), `fd ${fd} at ${at}`)
+    }
+    if (start >= size) break
+    const end = Number(libc.lseek(fd, start, abi.SEEK_HOLE))
+    if (end < 0) throw new UffdError('lseek(SEEK_HOLE)', errno(), `fd ${fd} at ${start}`)
+    out.push(start, Math.min(end, size))
+    at = end
+  }
+  return out
+}
+
 /** posix_fadvise over [offset, offset+length); errors are ignored (advice only). */
 export function adviseFile(fd: number, offset: number, length: number, advice: 'willneed' | 'dontneed'): void {
   libc.posix_fadvise(fd, offset, length, advice === 'willneed' ? abi.POSIX_FADV_WILLNEED : abi.POSIX_FADV_DONTNEED)
