@@ -169,7 +169,10 @@ async function record(r, img, dir) {
   rmSync(trace, { force: true })
   rmSync(qmp, { force: true })
   const qemu = qemuArgs(img, `memory-backend-ram,id=pc.ram,size=${RAM_MIB}M`, r.append ?? 'fl.task=programs', r.drop, qmp)
-  const child = spawn('nice', ['-n', '10', 'node', CLI, 'vm', 'resume', '--dir', dir, '--policy', 'ondemand', '--trace', trace, '--', ...qemu], { stdio: ['pipe', 'pipe', 'pipe'] })
+  // Anonymous RAM (FAULTLINE_MAP=anonymous for the shim): every first touch is a fault, so the
+  // trace holds the whole access stream. Cache-mapped, the kernel would serve most pages itself.
+  const child = spawn('nice', ['-n', '10', 'node', CLI, 'vm', 'resume', '--dir', dir, '--policy', 'ondemand', '--trace', trace, '--', ...qemu],
+    { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, FAULTLINE_MAP: 'anonymous' } })
   const w = watch(child, r.name)
   const started = Date.now()
   try {

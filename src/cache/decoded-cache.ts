@@ -5,6 +5,7 @@
 // the folio, written whole with one pwrite, so no guest ever maps a folio half filled.
 import { fstatSync } from 'node:fs'
 import type { PageSource } from '../snapshot/page-source.js'
+import { isDeferredSource } from '../store/deferred-source.js'
 import * as uffd from '../uffd/index.js'
 import { createBackingFile, type BackingOptions, type CacheBacking } from './backing.js'
 import { ABSENT, EVICTING, FILLING, FolioStates, PRESENT, QUEUED, UNSERVABLE, ZERO, type FolioStateBuffers } from './folio-states.js'
@@ -46,10 +47,13 @@ export interface CacheCounts {
   fills: number
   evictions: number
   unservableFolios: number
+  /** Folios asked for and not in yet (queued or being filled). */
+  pendingFolios: number
 }
 
-/** Why fill() did not leave the folio PRESENT. */
-export type FillOutcome = 'filled' | 'already' | 'zero' | 'busy' | 'unservable'
+/** Why fill() did not leave the folio PRESENT ('not-local': an object store's chunk is not
+ * here yet; the folio is given back). */
+export type FillOutcome = 'filled' | 'already' | 'zero' | 'busy' | 'unservable' | 'not-local'
 
 export class DecodedCache {
   readonly info: DecodedCacheInfo
@@ -146,15 +150,37 @@ export class DecodedCache {
    * verification leaves the folio UNSERVABLE (lastError says why) and nothing written.
    */
   fill(folio: number, source: PageSource, staging: Buffer): FillOutcome {
-    const states = this.states
-    if (!states.move(folio, QUEUED, FILLING) && !states.move(folio, ABSENT, FILLING)) {
-      const s = states.get(folio)
+    if (!this.claim(folio)) {
+      const s = this.states.get(folio)
       return s === PRESENT ? 'already' : s === ZERO ? 'zero' : s === UNSERVABLE ? 'unservable' : 'busy'
     }
+    const outcome = this.fillClaimed(folio, source, staging)
+    if (outcome === 'not-local') this.release(folio)
+    return outcome
+  }
+
+  /** Takes an ABSENT or QUEUED folio for filling (FILLING); false when it is not to be taken. */
+  claim(folio: number): boolean {
+    return this.states.move(folio, QUEUED, FILLING) || this.states.move(folio, ABSENT, FILLING)
+  }
+
+  /** Gives back a claimed folio unfilled (its data could not be had now). */
+  release(folio: number): void {
+    this.states.move(folio, FILLING, ABSENT)
+  }
+
+  /** fill() of a folio this thread claimed. With an object-store source whose data is not
+   * local (`tryReadPages` false), 'not-local': the folio stays claimed, to be tried again. */
+  fillClaimed(folio: number, source: PageSource, staging: Buffer): FillOutcome {
+    const states = this.states
     const first = folio << this.folioShift
     const count = this.pagesIn(folio)
     try {
-      source.readPages(first, count, staging, 0)
+      if (isDeferredSource(source)) {
+        if (!source.tryReadPages(first, count, staging, 0)) return 'not-local'
+      } else {
+        source.readPages(first, count, staging, 0)
+      }
     } catch (err) {
       this.lastError = err as Error
       states.set(folio, UNSERVABLE)
@@ -169,7 +195,7 @@ export class DecodedCache {
       states.set(folio, ABSENT)
       throw err
     }
-    this.states.referenced[folio] = 1
+    states.referenced[folio] = 1
     states.set(folio, PRESENT)
     Atomics.add(this.counters, C_PRESENT, 1)
     Atomics.add(this.counters, C_FILLS, 1)
@@ -254,7 +280,13 @@ export class DecodedCache {
   counts(): CacheCounts {
     const c = this.counters
     const present = Atomics.load(c, C_PRESENT)
+    let pending = 0
+    for (let f = 0; f < this.folioCount; f++) {
+      const s = this.states.get(f)
+      if (s === QUEUED || s === FILLING) pending++
+    }
     return {
+      pendingFolios: pending,
       presentFolios: present, presentBytes: present * this.folioBytes, zeroFolios: Atomics.load(c, C_ZERO),
       fills: Atomics.load(c, C_FILLS), evictions: Atomics.load(c, C_EVICTIONS), unservableFolios: Atomics.load(c, C_UNSERVABLE),
     }

@@ -8,6 +8,8 @@ import type { DecodedCache } from './decoded-cache.js'
 import { FillNotifier, type FillNotifierBuffers } from './fill-notifier.js'
 import { FILL_STAT_FIELDS, S_BUSY_MS, S_BYTES_READ, S_FOLIOS, S_FOLIOS_BY_PRIORITY, type FillWorkerData, type FillWorkerMessage } from './fill-protocol.js'
 import { FillQueue, type FillQueueBuffers } from './fill-queue.js'
+import type { RemoteWorkerData } from '../store/chunk-store.js'
+import * as uffd from '../uffd/index.js'
 
 const entry = workerEntry(import.meta.url, new URL('./fill-worker.js', import.meta.url), new URL('../../dist/cache/fill-worker.js', import.meta.url))
 
@@ -23,6 +25,15 @@ export interface FillPoolOptions {
   /** Sessions that may wait for fills at once (default 512). */
   notifierSlots?: number
   log?: (line: string) => void
+  /** An object-store snapshot: what workers read it through, and the store they ask. */
+  remote?: { workerData: RemoteWorkerData; store: ChunkRequester }
+}
+
+/** The chunk store as fill workers need it (src/store/chunk-store.ts ChunkStore). */
+export interface ChunkRequester {
+  request(chunks: ArrayLike<number>, priority: number, waiterFd: number): void
+  invalidate(chunk: number): void
+  detach(waiterFd: number): void
 }
 
 /** What a session needs to ask for fills and hear of them. */
@@ -52,18 +63,43 @@ export class FillPool {
     this.stats = new Float64Array(new SharedArrayBuffer(this.workerCount * FILL_STAT_FIELDS * 8))
   }
 
-  static start(opts: FillPoolOptions): FillPool {
+  /** The pool's shared queue and table, its workers not started yet (startWorkers). */
+  static create(opts: FillPoolOptions): FillPool {
     const pool = new FillPool(opts)
+    pool.opts = opts
+    return pool
+  }
+
+  /** The pool with its workers started. */
+  static start(opts: FillPoolOptions): FillPool {
+    const pool = FillPool.create(opts)
+    pool.startWorkers()
+    return pool
+  }
+
+  private opts: FillPoolOptions | undefined
+
+  /** Starts the workers (once; later calls do nothing): a server starts them when the first
+   * guest that needs fills comes, so one that never needs them holds no threads for them. */
+  startWorkers(): void {
+    const opts = this.opts
+    if (opts === undefined || this.workers.length > 0 || this.closed) return
+    const pool = this
     const log = opts.log ?? (() => {})
     const reported = new Set<number>()
     for (let i = 0; i < pool.workerCount; i++) {
+      const remote = opts.remote
+      const readyFd = remote !== undefined ? uffd.createEventFd() : -1
       const data: FillWorkerData = {
         index: i, snapshotPath: opts.snapshotPath, snapshotFd: opts.snapshotFd ?? -1, cache: opts.cache.info,
         queue: pool.queue.buffers, notifier: pool.notifier.buffers, stats: pool.stats.buffer as SharedArrayBuffer,
+        ...(remote !== undefined ? { remote: remote.workerData, readyFd } : {}),
       }
       const worker = new Worker(entry.url, { ...entry.options, workerData: data })
       worker.on('message', (m: FillWorkerMessage) => {
-        if (m.type === 'unservable' && !reported.has(m.folio)) {
+        if (m.type === 'fetch') remote?.store.request(m.chunks, m.priority, readyFd)
+        else if (m.type === 'invalid') remote?.store.invalidate(m.chunk)
+        else if (m.type === 'unservable' && !reported.has(m.folio)) {
           reported.add(m.folio)
           log(`decoded cache: folio ${m.folio} not stored (its pages are served one by one): ${m.error}`)
         } else if (m.type === 'fatal') {
@@ -71,11 +107,15 @@ export class FillPool {
         }
       })
       worker.on('error', err => log(`fill worker ${i} crashed: ${err.message}`))
-      pool.exited.push(new Promise(r => worker.once('exit', () => r())))
+      pool.exited.push(new Promise(r => worker.once('exit', () => {
+        if (readyFd >= 0) { remote!.store.detach(readyFd); uffd.closeFd(readyFd) }
+        r()
+      })))
       pool.workers.push(worker)
     }
-    return pool
   }
+
+  get started(): boolean { return this.workers.length > 0 }
 
   sessionData(): FillSessionData {
     return { queue: this.queue.buffers, notifier: this.notifier.buffers }
@@ -94,8 +134,11 @@ export class FillPool {
     return out
   }
 
+  private closed = false
+
   /** Stops the workers (a fill in progress finishes first). */
   async close(): Promise<void> {
+    this.closed = true
     this.queue.stop()
     await Promise.all(this.exited)
   }

@@ -2,6 +2,8 @@
 import type { DecodedCacheInfo } from './decoded-cache.js'
 import type { FillNotifierBuffers } from './fill-notifier.js'
 import type { FillQueueBuffers } from './fill-queue.js'
+import type { RemoteWorkerData } from '../store/chunk-store.js'
+import type { StoreRequest } from '../store/remote-page-source.js'
 
 export interface FillWorkerData {
   index: number
@@ -13,9 +15,14 @@ export interface FillWorkerData {
   notifier: FillNotifierBuffers
   /** Float64 rows of FILL_STAT_FIELDS, one a worker. */
   stats: SharedArrayBuffer
+  /** An object-store snapshot: read through the chunk store (chunks asked for by message), and
+   * this worker's eventfd, signalled when a chunk it asked for is in. */
+  remote?: RemoteWorkerData
+  readyFd?: number
 }
 
 export type FillWorkerMessage =
+  | StoreRequest
   | { type: 'unservable'; folio: number; error: string }
   | { type: 'done' }
   | { type: 'fatal'; error: string }

@@ -30,11 +30,15 @@ export class FolioStates {
   readonly states: Int32Array
   readonly generations: Int32Array
   readonly referenced: Uint8Array
+  /** The highest priority (lowest number) a QUEUED folio was asked for at: a request of a
+   * higher one queues it again, not every request. */
+  readonly queuedAt: Uint8Array
 
   constructor(readonly buffers: FolioStateBuffers) {
     this.states = new Int32Array(buffers.states)
     this.generations = new Int32Array(buffers.generations)
     this.referenced = new Uint8Array(buffers.referenced)
+    this.queuedAt = new Uint8Array(buffers.queuedAt)
     this.count = this.states.length
   }
 
@@ -43,6 +47,7 @@ export class FolioStates {
       states: new SharedArrayBuffer(folios * 4),
       generations: new SharedArrayBuffer(folios * 4),
       referenced: new SharedArrayBuffer(folios),
+      queuedAt: new SharedArrayBuffer(folios),
     })
   }
 
@@ -64,4 +69,5 @@ export interface FolioStateBuffers {
   states: SharedArrayBuffer
   generations: SharedArrayBuffer
   referenced: SharedArrayBuffer
+  queuedAt: SharedArrayBuffer
 }

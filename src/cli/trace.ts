@@ -1,6 +1,6 @@
 // `faultline trace stats|export|plot|replay|simulate`: argument parsing and output only; the
 // work is in src/trace/.
-import { mkdtempSync, rmSync, writeSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { extname, join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -17,6 +17,7 @@ import { renderTraceHtml, renderTraceSvg } from '../trace/plot.js'
 import { readTrace, type Trace } from '../trace/reader.js'
 import { replayPlan, writePagesFile } from '../trace/replay.js'
 import { traceStats, type TraceStats } from '../trace/stats.js'
+import { decodeLearnedSet, isLearnedSetFile, LEARNED_DEFAULT_KEEP, learnedPages, type LearnedSet } from '../trace/learned-set.js'
 import { formatTable } from '../util/format.js'
 import { checkOutputPath, identityOf, inputIdentities, ReplacementFile } from '../util/output-file.js'
 import { decimalOption, intOption, joinNegativeValues, listOption } from './options.js'
@@ -111,9 +112,35 @@ export function formatStats(t: Trace, s: TraceStats): string {
   return lines.join('\n')
 }
 
+/** What a learned working set (serve --learn) holds: its sessions, and the set prefetched for
+ * each k of the sessions kept. */
+function learnedStats(path: string, json: boolean): string {
+  let set: LearnedSet
+  try { set = decodeLearnedSet(readFileSync(path), path) } catch (err) { throw fileError(path, err, 'cannot read learned set') }
+  const n = set.sessions.length
+  const byK = Array.from({ length: Math.min(n, LEARNED_DEFAULT_KEEP) }, (_, i) => ({ k: i + 1, pages: learnedPages(set, i + 1).length }))
+  const last = set.sessions.at(-1)?.pages, prev = set.sessions.at(-2)?.pages
+  let overlap: number | undefined
+  if (last && prev) { const p = new Set(prev); overlap = [...last].filter(x => p.has(x)).length }
+  if (json) {
+    return JSON.stringify({ path, snapshot: set.snapshot, sessions: set.sessions.map(x => ({ endedMs: x.endedMs, pages: x.pages.length })), prefetched: byK, lastTwoOverlap: overlap })
+  }
+  const h = set.snapshot
+  return [
+    `${path}: learned working set of snapshot index CRC ${h.indexCrc.toString(16).padStart(8, '0')} (${h.pageCount} pages of ${h.pageSize} bytes), ${n} session(s) kept`,
+    '',
+    formatTable(['session', 'ended', 'pages used'], set.sessions.map((x, i) => [i + 1, new Date(x.endedMs).toISOString(), x.pages.length])),
+    '',
+    formatTable([`seen in at least k of the last ${Math.min(n, LEARNED_DEFAULT_KEEP)}`, 'pages prefetched'], byK.map(b => [`k = ${b.k}`, b.pages])),
+    ...(overlap === undefined ? [] : ['', `the last two sessions share ${overlap} of ${last!.length} pages`]),
+  ].join('\n')
+}
+
 function stats(argv: string[], io: TraceIo): number {
   const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true })
-  const t = readTrace(oneFile(positionals, 'stats'))
+  const file = oneFile(positionals, 'stats')
+  if (isLearnedSetFile(file)) { io.stdout.write(`${learnedStats(file, values.json === true)}\n`); return 0 }
+  const t = readTrace(file)
   const s = traceStats(t)
   io.stdout.write(values.json ? `${JSON.stringify({ path: t.path, header: t.header, incomplete: t.incomplete, ...s })}\n` : `${formatStats(t, s)}\n`)
   return 0

@@ -6,6 +6,7 @@ import { ABSENT, FILLING, PRESENT, QUEUED, UNSERVABLE, ZERO, type DecodedCache }
 import type { FillNotifier } from '../cache/fill-notifier.js'
 import type { FillQueue } from '../cache/fill-queue.js'
 import { InstallCause, RunList } from '../policy/policy.js'
+import type { PageSource } from '../snapshot/page-source.js'
 import * as uffd from '../uffd/index.js'
 import type { GuestMemory } from './guest-memory.js'
 import { K_FOLIOS_REQUESTED } from './session-meters.js'
@@ -17,11 +18,14 @@ export interface CacheAccess { cache: DecodedCache; queue: FillQueue; notifier: 
 /** Runs of the waiting list looked at past the first that is not ready yet: fills complete in
  * about the order they were asked for. */
 const SCAN_AHEAD = 32
+/** While waiting for fills: how often they are re-checked without a wake-up. */
+const RECHECK_MS = 1000
 
 export class FillRequests {
-  /** Signalled by fill workers while this session waits for fills. */
-  readonly readyFd: number
-  private readonly slot: number
+  /** Signalled by fill workers while this session waits for fills: made on the first wait
+   * (most sessions never wait, and hold no descriptor for it). */
+  private readyFd = -1
+  private slot = -1
   /** Runs waiting for their folios, in order. */
   private waiting = new RunList(64)
   private spare = new RunList(64)
@@ -33,8 +37,12 @@ export class FillRequests {
     private readonly memory: GuestMemory,
     private readonly counters: Float64Array,
   ) {
+  }
+
+  private ensureNotified(): void {
+    if (this.readyFd >= 0) return
     this.readyFd = uffd.createEventFd()
-    this.slot = notifier.acquire(this.readyFd)
+    this.slot = this.notifier.acquire(this.readyFd)
   }
 
   get waitingRuns(): number { return this.waiting.length }
@@ -47,6 +55,7 @@ export class FillRequests {
   request(first: number, count: number, priority: number): number {
     const cache = this.cache
     const shift = cache.folioShift
+    const queuedAt = cache.states.queuedAt
     let asked = 0
     const end = first + count
     let page = first
@@ -56,10 +65,13 @@ export class FillRequests {
       const stop = Math.min(end, region.firstPage + region.pages)
       for (let folio = page >>> shift, last = (stop - 1) >>> shift; folio <= last; folio++) {
         if (cache.markQueued(folio)) {
+          queuedAt[folio] = priority
           if (this.queue.push(folio, priority)) asked++
           else cache.states.move(folio, QUEUED, ABSENT)
-        } else if (priority === 0 && cache.states.get(folio) === QUEUED) {
-          // Queued for later work: a fault moves it up (the duplicate is skipped once filled).
+        } else if (cache.states.get(folio) === QUEUED && priority < queuedAt[folio]) {
+          // Queued for later work: a more urgent request queues it again, at its priority (the
+          // entry left behind is skipped once the folio is filled).
+          queuedAt[folio] = priority
           this.queue.push(folio, priority)
         } else if (cache.states.get(folio) === PRESENT) {
           cache.touch(folio)
@@ -74,15 +86,56 @@ export class FillRequests {
   /** Asks for the run's folios at `priority` and keeps the run (to be installed with `cause`)
    * until they are in (anonymous guests). */
   requestAndWait(first: number, count: number, cause: InstallCause, priority: number): void {
+    this.ensureNotified()
     this.request(first, count, priority)
     this.waiting.add(first, count, cause)
     this.notifier.arm(this.slot, true)
   }
 
+  /** requestAndWait for each piece of [first, first+count) that lies in one folio: each piece
+   * goes in as soon as its own folio is there. */
+  requestAndWaitByFolio(first: number, count: number, cause: InstallCause, priority: number): void {
+    const shift = this.cache.folioShift
+    const end = first + count
+    for (let p = first; p < end;) {
+      const next = Math.min(end, ((p >>> shift) + 1) << shift)
+      this.requestAndWait(p, next - p, cause, priority)
+      p = next
+    }
+  }
+
+  /** Blocks until every run waited for is in, handing each to `install` as its folios arrive
+   * (nothing to install for a cache-mapped guest: it maps them). False when `stopFd` was
+   * signalled first. */
+  waitAll(stopFd: number, install: ((ready: RunList) => void) | undefined, source: PageSource, staging: Buffer): boolean {
+    const poll = new uffd.PollSet(2)
+    this.ensureNotified()
+    // With no notifier slot free, the re-check is all there is: make it short.
+    const recheckMs = this.slot >= 0 ? RECHECK_MS : 5
+    poll.set(0, this.readyFd, uffd.POLLIN)
+    poll.set(1, stopFd, uffd.POLLIN)
+    const ready = new RunList(64)
+    while (this.waiting.length > 0) {
+      // This thread has nothing else to do: it fills folios too (and the work gets done even
+      // when no fill worker could start).
+      const folio = this.queue.pop()
+      if (folio >= 0) {
+        if (this.cache.fill(folio, source, staging) === 'filled') this.notifier.notifyArmed()
+      } else {
+        poll.wait(recheckMs)
+      }
+      if (poll.wait(0) > 0 && poll.revents(1) !== 0) return false
+      ready.clear()
+      this.takeReady(ready)
+      if (install !== undefined && ready.length > 0) install(ready)
+    }
+    return true
+  }
+
   /** Moves the runs whose folios are all in (or will never be) into `ready`, in order; the
    * others keep waiting. A folio evicted before its run went in is asked for again. */
   takeReady(ready: RunList): void {
-    uffd.drainEventFd(this.readyFd)
+    if (this.readyFd >= 0) uffd.drainEventFd(this.readyFd)
     const w = this.waiting
     const keep = this.spare
     keep.clear()
@@ -116,7 +169,9 @@ export class FillRequests {
   }
 
   close(): void {
+    if (this.readyFd < 0) return
     this.notifier.release(this.slot)
     uffd.closeFd(this.readyFd)
+    this.readyFd = -1
   }
 }

@@ -92,6 +92,9 @@ export class GuestInstaller {
   traceRunFlags = -1
   /** Time zero of trace records: when the guest was acknowledged (ms). */
   resumeMs = 0
+  /** Prefetch and background installs skip the kernel's wake-up (FAULTLINE_DONTWAKE=0 turns it
+   * off, to measure it: bench policies). */
+  readonly dontWake = process.env.FAULTLINE_DONTWAKE !== '0'
   private lastError: unknown
 
   constructor(opts: InstallerOptions) {
@@ -240,12 +243,12 @@ export class GuestInstaller {
     let done: number
     try {
       if (zero) {
-        done = this.fd.zeropageAtTarget(bytes, ps)
+        done = this.fd.zeropageAtTarget(bytes, ps, this.dontWake && cause !== InstallCause.Fault)
         this.counters[K_ZERO_PAGES] += done / ps
         if (BREAKDOWN_ENABLED) { this.meters.breakdown.zeropages++; this.meters.breakdown.zeropageNs += (this.meters.clock.nowMs() - stageStart) * 1e6 }
       } else {
         target[uffd.TARGET_SRC] = this.copyBuffer.address
-        done = this.fd.copyAtTarget(bytes, ps * huge)
+        done = this.fd.copyAtTarget(bytes, ps * huge, this.dontWake && cause !== InstallCause.Fault)
         this.counters[K_BYTES_DECODED] += bytes
         if (BREAKDOWN_ENABLED) { this.meters.breakdown.copies++; this.meters.breakdown.copyNs += (this.meters.clock.nowMs() - stageStart) * 1e6 }
       }
@@ -282,6 +285,48 @@ export class GuestInstaller {
       this.log(`cannot read pages ${first}..${first + n - 1}: ${describe(err)}`)
       return READ_FAILED
     }
+  }
+
+  /** A fault at `address` outside the guest's snapshot regions: a range that grew (mremap) or
+   * that the guest registered itself. Nothing of the snapshot belongs there and anonymous
+   * memory reads as zeros; a range gone meanwhile (ENOENT) is only woken, so the thread retries
+   * against its current mappings. */
+  answerOutside(address: number): void {
+    const ps = this.pageSize
+    const page = address - (address % ps)
+    let done = ps
+    try {
+      done = this.fd.zeropage(page, ps, ps)
+    } catch (err) {
+      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return }
+      // Huge-page memory has no UFFDIO_ZEROPAGE: leave it to the wake-up.
+    }
+    if (done < ps) this.deferred.push(address) // EAGAIN: retried after the guest's events
+    else this.fd.wake(page, ps)
+  }
+
+  /** A fault at `address` on a page already installed: a second thread's fault on it (the
+   * install woke that thread already), or a page the guest dropped without us being told (a
+   * uffd without EVENT_REMOVE), which must read as zeros now. ZEROPAGE answers both: where the
+   * page is, EEXIST wakes the thread; where it is not, it installs zeros. `wakeOnly` (huge
+   * pages, a cache-mapped guest's poisoned page): only the wake. */
+  answerPresent(address: number, wakeOnly: boolean): void {
+    const ps = this.pageSize
+    const page = address - (address % ps)
+    if (wakeOnly) { this.fd.wake(page, ps); return }
+    let done: number
+    try {
+      done = this.fd.zeropage(page, ps, ps)
+    } catch (err) {
+      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return }
+      throw err
+    }
+    if (done < ps) this.deferred.push(address)
+  }
+
+  /** Wakes the threads waiting on the page at `address` (its data is there by other means). */
+  wake(address: number): void {
+    this.fd.wake(address - (address % this.pageSize), this.pageSize)
   }
 
   /** The fault in `current` lies in pages [i, i+n) of the region. */

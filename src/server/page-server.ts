@@ -10,6 +10,7 @@ import { describeError, FaultlineError } from '../errors.js'
 import type { FaultPolicy } from '../policy/policy.js'
 import { createPolicy, policyModulePath } from '../policy/registry.js'
 import { SnapshotReader } from '../snapshot/reader.js'
+import { SnapshotIndex } from '../snapshot/snapshot-index.js'
 import { checkTracePath } from '../trace/recorder.js'
 import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../store/chunk-store.js'
 import { isS3Url } from '../store/s3-config.js'
@@ -163,7 +164,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.pool = new SessionPool({
       log: (line, level) => this.emit('log', line, level),
       refused: (pid, error) => this.refused(pid, error),
-      sessionStarted: rec => { this.active.set(rec.id, rec); this.emit('session', rec) },
+      sessionStarted: rec => {
+        if (rec.map === 'cache') this.fills?.startWorkers()
+        this.active.set(rec.id, rec)
+        this.emit('session', rec)
+      },
       sessionEnded: (rec, stats, error) => this.endSession(rec, stats, error),
       changed: () => { if (!this.closing) this.dispatch() },
       waitingGuests: () => this.queue.length,
@@ -215,12 +220,13 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Owns `snapshotFd` from here: closed on failure, or by close(). */
   private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number): Promise<PageServer> {
-    let listenFd: number, traceInputs: FileIdentity[], policySpec: string
+    let listenFd: number, traceInputs: FileIdentity[], policySpec: string, policyFills = false
     let cacheParts: CacheParts | undefined
     try {
       const shape = snapshot ?? store!.snapshot.header
       policySpec = PageServer.policyFor(opts, snapshotIdentity(snapshot, store))
       const policy = await createPolicy(policySpec, process.cwd(), shape)
+      policyFills = policy.onStart !== undefined || policy.onIdle !== undefined
       traceInputs = PageServer.traceInputs(opts, snapshot, policy)
       if (opts.tracePath) checkTracePath(opts.tracePath, traceInputs)
       if (existsSync(opts.socketPath)) {
@@ -232,7 +238,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       }
       // Others may connect only when other uids are allowed: SO_PEERCRED refuses the rest.
       const mode = opts.allowAnyUid || (opts.allowUids ?? []).length > 0 ? 0o666 : 0o600
-      if (snapshot !== undefined && opts.cacheMemoryBytes !== 0) cacheParts = startCache(opts, snapshot, snapshotFd)
+      if (opts.cacheMemoryBytes !== 0) cacheParts = startCache(opts, snapshot, snapshotFd, store)
       listenFd = uffd.listenUnix(opts.socketPath, 128, mode)
     } catch (err) {
       await closeCache(cacheParts)
@@ -243,6 +249,9 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (cacheParts !== undefined) {
       cacheParts.log = (line, level) => server.emit('log', line, level)
       server.startNotices.push(`decoded cache: ${cacheParts.cache.info.why}; ${formatCacheBound(cacheParts.cache)}; ${cacheParts.fills.workerCount} fill worker(s)`)
+      // Fill workers start with the first guest that needs them (a cache-mapped one), or now
+      // for a policy that asks for pages besides faults.
+      if (policyFills) cacheParts.fills.startWorkers()
       server.strayTimer = setInterval(() => server.removeStrays(), STRAY_CHECK_MS)
       server.strayTimer.unref()
     }
@@ -497,14 +506,17 @@ function snapshotIdentity(snapshot: SnapshotReader | undefined, store: ChunkStor
   return { indexCrc: h.indexCrc, pageCount: h.pageCount, pageSize: h.pageSize }
 }
 
-/** The decoded cache of a local snapshot and its fill workers. */
-function startCache(opts: PageServerOptions, snapshot: SnapshotReader, snapshotFd: number): CacheParts {
-  const cache = DecodedCache.create(snapshot, { folios: opts.cacheFolios, limitBytes: opts.cacheMemoryBytes })
+/** The decoded cache of the snapshot and its fill workers (which read an object-store
+ * snapshot through the chunk store, several chunks in flight). */
+function startCache(opts: PageServerOptions, snapshot: SnapshotReader | undefined, snapshotFd: number, store: ChunkStore | undefined): CacheParts {
+  const geometry = snapshot ?? SnapshotIndex.parse(opts.snapshotPath, store!.snapshot.header, Buffer.from(store!.snapshot.indexBytes))
+  const cache = DecodedCache.create(geometry, { folios: opts.cacheFolios, limitBytes: opts.cacheMemoryBytes })
   const parts: CacheParts = { cache, fills: undefined as unknown as FillPool }
   try {
-    parts.fills = FillPool.start({
+    parts.fills = FillPool.create({
       snapshotPath: opts.snapshotPath, snapshotFd, cache, workers: opts.fillWorkers,
       log: line => parts.log?.(line, 'warn'),
+      remote: store === undefined ? undefined : { workerData: store.workerData(), store },
     })
   } catch (err) {
     cache.close()

@@ -4,7 +4,6 @@
 // workers, so the main event loop never waits on a fault. It reads faults and events and says
 // what to do with each; installing pages is the installer's, asking for fills FillRequests'.
 import type { DecodedCache } from '../cache/decoded-cache.js'
-import { PRESENT as FOLIO_PRESENT, UNSERVABLE, ZERO } from '../cache/decoded-cache.js'
 import type { FaultInfo, FaultPolicy, PolicyContext } from '../policy/policy.js'
 import { InstallCause, RunList } from '../policy/policy.js'
 import type { PageSource } from '../snapshot/page-source.js'
@@ -12,16 +11,18 @@ import { isDeferredSource } from '../store/deferred-source.js'
 import { TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET } from '../trace/format.js'
 import * as uffd from '../uffd/index.js'
 import { BREAKDOWN_ENABLED } from './fault-breakdown.js'
+import { CacheFaults } from './cache-faults.js'
 import { FillRequests, type CacheAccess } from './fill-requests.js'
 import { serveForkedChild } from './fork-child.js'
 import { ABSENT, BAD, DISCARDED, GONE, GuestMemory, PRESENT, type MappedRegion } from './guest-memory.js'
+import { CHILD_PROBE_MS, ForkedChildren, type GuestView } from './guest-views.js'
 import type { GuestRegion } from './handshake.js'
 import { CUR_ADDRESS, CUR_READ_START, CUR_T0, CURRENT_SLOTS, GuestInstaller, MAX_RUN_BYTES, type TraceSink } from './installer.js'
 import { RemoteWaits, REMOTE_RECHECK_MS } from './remote-waits.js'
 import { StartSet } from './start-set.js'
 import type { UsageRecorder } from './usage-recorder.js'
 import {
-  K_CACHE_PRIVATE, K_CACHE_WAKES, K_EVENTS, K_FORKS, K_LOOP_TURNS, K_REMOVED_PAGES, SessionMeters, type SessionStats,
+  K_EVENTS, K_FORKS, K_LOOP_TURNS, K_REMOVED_PAGES, SessionMeters, type SessionStats,
 } from './session-meters.js'
 
 export { MAX_RUN_BYTES, type TraceSink, type SessionStats }
@@ -32,12 +33,8 @@ export const IDLE_BATCH_PAGES = 256
 /** Pages of the start set installed between two looks at the uffd: a fault arriving meanwhile
  * waits for at most this many installs. */
 export const START_BATCH_PAGES = 64
-/** With runs waiting for fills: how often they are re-checked without a wake-up. */
-const FILL_RECHECK_MS = 1000
 /** Forked children of a cache-mapped guest served at once (each a uffd in the poll set). */
 const MAX_CHILDREN = 32
-/** How often (ms) children's uffds are probed for an exited child. */
-const CHILD_PROBE_MS = 1000
 
 export interface SessionOptions {
   uffd: uffd.Userfaultfd
@@ -66,14 +63,6 @@ export interface SessionOptions {
 
 const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_CHILDREN = 4
 
-/** One address space served: the guest, or (cache-mapped) a child it forked. */
-interface GuestView {
-  fd: uffd.Userfaultfd
-  memory: GuestMemory
-  installer: GuestInstaller
-  messages: uffd.UffdMessages
-}
-
 export class Session implements PolicyContext {
   readonly pageSize: number
   readonly pageCount: number
@@ -84,19 +73,18 @@ export class Session implements PolicyContext {
   private readonly policy: FaultPolicy
   private readonly copyBuffer = new uffd.CopySourceBuffer(MAX_RUN_BYTES)
   private readonly plan = new RunList(64)
-  private readonly ready = new RunList(64)
-  private readonly work = new RunList(64)
   private readonly poll = new uffd.PollSet(SLOT_CHILDREN + MAX_CHILDREN)
   private readonly counters: Float64Array
   private readonly fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
   private readonly current = new Float64Array(CURRENT_SLOTS)
   private readonly scratch = Buffer.alloc(256)
   private readonly parent: GuestView
-  private readonly children: GuestView[] = []
+  private readonly children: ForkedChildren
   private readonly remote: RemoteWaits | undefined
   private readonly fills: FillRequests | undefined
   private readonly cache: DecodedCache | undefined
   private readonly cacheMapped: boolean
+  private readonly cacheFaults: CacheFaults | undefined
   /** With the breakdown on: the last uffd read's time per message it returned, ns. */
   private readShareNs = 0
   /** Time zero of fault times and traces: when start() finished and the guest was acked. */
@@ -105,7 +93,6 @@ export class Session implements PolicyContext {
   private idleWork: boolean
   /** onStart's runs still to install after the ack (anonymous guests without fill workers). */
   private readonly startSet: StartSet
-  private lastChildProbe = 0
   private readonly usage: UsageRecorder | undefined
   private stopped = ''
 
@@ -122,9 +109,11 @@ export class Session implements PolicyContext {
     this.fills = access === undefined ? undefined : new FillRequests(access.cache, access.queue, access.notifier, this.memory, this.counters)
     this.cache = access?.cache
     this.cacheMapped = opts.cacheMapped === true && this.cache !== undefined
+    this.cacheFaults = this.cacheMapped ? new CacheFaults(this.fills!, this.source, this.copyBuffer, this.counters, !isDeferredSource(this.source)) : undefined
     this.startSet = new StartSet(this.pageCount)
     this.usage = opts.usage
     this.parent = this.view(opts.uffd, this.memory)
+    this.children = new ForkedChildren(this.poll, SLOT_CHILDREN, MAX_CHILDREN, this.pageSize)
     this.bytesReadAtStart = opts.source.bytesRead ?? 0
     this.idleWork = typeof this.policy.onIdle === 'function'
     this.poll.set(SLOT_UFFD, opts.uffd.fd, uffd.POLLIN)
@@ -191,7 +180,8 @@ export class Session implements PolicyContext {
         // The start set goes on between faults (each batch where the last fault showed the
         // guest to be), or a guest that faults without pause would starve it.
         if (this.startSet.pending && this.stopped === '') this.installStartBatch()
-        for (let c = 0; c < this.children.length; c++) if (poll.revents(SLOT_CHILDREN + c) !== 0) this.drainEvents(this.children[c])
+        const children = this.children.list
+        for (let c = children.length - 1; c >= 0; c--) if (this.children.readyIndex(c)) this.drainEvents(children[c])
         if (poll.revents(SLOT_CONN) !== 0) this.checkConnection()
         if (poll.revents(SLOT_STOP) !== 0) this.stopped = 'server stopping'
         if (this.stopped === '' && poll.revents(SLOT_REMOTE) !== 0) this.remote!.onReady(this, this.plan)
@@ -204,7 +194,7 @@ export class Session implements PolicyContext {
       } else if (this.remote !== undefined && this.remote.waiting) {
         this.remote.onReady(this, this.plan)
       }
-      if (this.children.length > 0) this.probeChildren()
+      if (this.children.list.length > 0) this.children.probe(this.meters.clock.nowMs())
       if (this.usage !== undefined) this.usage.maybeSample(this.memory, this.meters.clock.nowMs())
       const installer = this.parent.installer
       if (installer.stopped !== '' && this.stopped === '') this.stopped = installer.stopped
@@ -218,15 +208,14 @@ export class Session implements PolicyContext {
     if (this.idleWork && !(this.remote?.busy ?? false)) return 0
     let timeout = -1
     if (this.remote !== undefined && this.remote.waiting) timeout = REMOTE_RECHECK_MS
-    if (this.children.length > 0 && (timeout < 0 || timeout > CHILD_PROBE_MS)) timeout = CHILD_PROBE_MS
+    if (this.children.list.length > 0 && (timeout < 0 || timeout > CHILD_PROBE_MS)) timeout = CHILD_PROBE_MS
     return timeout
   }
 
   private finish(): SessionStats {
     this.opts.trace?.close()
     this.fills?.close()
-    for (const c of this.children) c.fd.close()
-    this.children.length = 0
+    this.children.closeAll()
     const bytesRead = (this.source.bytesRead ?? 0) - this.bytesReadAtStart
     const stats = this.meters.finish(this.cacheMapped ? 'cache' : 'anonymous', bytesRead, this.stopped)
     if (this.usage !== undefined) stats.usedPages = this.usage.finish(this.memory)
@@ -254,7 +243,7 @@ export class Session implements PolicyContext {
         n = view.fd.readMessages(msgs)
       } catch (err) {
         if (view === this.parent) this.stopped = `uffd read failed: ${(err as Error).message}`
-        else this.dropChild(view)
+        else this.children.drop(view)
         return
       }
       if (BREAKDOWN_ENABLED) this.noteRead(n)
@@ -309,12 +298,11 @@ export class Session implements PolicyContext {
    * lacks now (its faults wait meanwhile, as do the parent's), then runs on its own. */
   private serveFork(view: GuestView, childFd: number): void {
     this.counters[K_FORKS]++
-    if (this.cacheMapped && this.children.length < MAX_CHILDREN) {
+    if (this.cacheMapped && !this.children.full) {
       const child = this.view(new uffd.Userfaultfd(childFd), view.memory.clone())
       child.installer.resumeMs = this.resumeMs
-      this.poll.set(SLOT_CHILDREN + this.children.length, childFd, uffd.POLLIN)
-      this.children.push(child)
-      this.opts.log(`guest forked: child ${this.children.length} shares the decoded cache; its faults are served here`)
+      const n = this.children.add(child)
+      this.opts.log(`guest forked: child ${n} shares the decoded cache; its faults are served here`)
       return
     }
     const t0 = performance.now()
@@ -331,76 +319,20 @@ export class Session implements PolicyContext {
     }
   }
 
-  /** Children whose process is gone are dropped (their uffd says nothing when they exit). */
-  private probeChildren(): void {
-    const now = this.meters.clock.nowMs()
-    if (now - this.lastChildProbe < CHILD_PROBE_MS) return
-    this.lastChildProbe = now
-    for (let c = this.children.length - 1; c >= 0; c--) {
-      const child = this.children[c]
-      const r = child.memory.regions[0]
-      if (r === undefined || !child.fd.isAttached(r.start, this.pageSize)) this.dropChild(child)
-    }
-  }
-
-  private dropChild(child: GuestView): void {
-    const at = this.children.indexOf(child)
-    if (at < 0) return
-    child.fd.close()
-    this.children.splice(at, 1)
-    for (let c = 0; c < MAX_CHILDREN; c++) {
-      const v = this.children[c]
-      this.poll.set(SLOT_CHILDREN + c, v === undefined ? -1 : v.fd.fd, uffd.POLLIN)
-    }
-  }
-
-  /** A fault at an address outside the guest's snapshot regions: a range that grew (mremap)
-   * or that the guest registered itself. Nothing of the snapshot belongs there and anonymous
-   * memory reads as zeros; a range gone meanwhile (ENOENT) is only woken, so the thread
-   * retries against its current mappings. */
-  private answerUnknown(view: GuestView, address: number): void {
-    const page = address - (address % this.pageSize)
-    let done = this.pageSize
-    try {
-      done = view.fd.zeropage(page, this.pageSize, this.pageSize)
-    } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.viewGone(view); return }
-      // Huge-page memory has no UFFDIO_ZEROPAGE: leave it to the wake-up.
-    }
-    if (done < this.pageSize) view.installer.deferred.push(address) // EAGAIN: retried after the guest's events
-    else view.fd.wake(page, this.pageSize)
-  }
-
-  /** A fault on a page already installed: a second thread's fault on it (the install woke that
-   * thread already), or a page the guest dropped without us being told (a uffd without
-   * EVENT_REMOVE), which must read as zeros now. ZEROPAGE answers both: where the page is,
-   * EEXIST wakes the thread; where it is not, it installs zeros. */
-  private answerInstalled(view: GuestView, region: MappedRegion, address: number): boolean {
-    const page = address - (address % this.pageSize)
-    // Huge pages, and a cache-mapped guest's poisoned page: a second thread's fault, woken by
-    // the install already, or the poison marker (the retry takes SIGBUS).
-    if (region.pagesPerGuestPage > 1 || this.cacheMapped) { view.fd.wake(page, this.pageSize); return true }
-    let done: number
-    try {
-      done = view.fd.zeropage(page, this.pageSize, this.pageSize)
-    } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.viewGone(view); return true }
-      throw err
-    }
-    if (done < this.pageSize) view.installer.deferred.push(address)
+  /** The installer stopped serving `view`: the session ends with the guest's, a child is let go. */
+  private checkStopped(view: GuestView): boolean {
+    const why = view.installer.stopped
+    if (why === '') return false
+    if (view === this.parent) this.stopped = why
+    else this.children.drop(view)
     return true
-  }
-
-  private viewGone(view: GuestView): void {
-    if (view === this.parent) this.stopped = 'guest exited'
-    else this.dropChild(view)
   }
 
   /** The fault in `current`. */
   private handleFault(view: GuestView, flags: number, threadId: number): void {
     const address = this.current[CUR_ADDRESS]
     const region = view.memory.regionAt(address)
-    if (region === undefined) { this.answerUnknown(view, address); return }
+    if (region === undefined) { view.installer.answerOutside(address); this.checkStopped(view); return }
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const state = region.state[guestPage]
     if (this.cacheMapped && state === PRESENT) {
@@ -409,7 +341,9 @@ export class Session implements PolicyContext {
       // it mapped (EEXIST) and that eviction took away since. Either way: serve it again (a
       // second thread's fault on a page still there gets EEXIST and a wake).
       region.state[guestPage] = ABSENT
-    } else if ((state === PRESENT || state === GONE) && this.answerInstalled(view, region, address)) {
+    } else if (state === PRESENT || state === GONE) {
+      view.installer.answerPresent(address, region.pagesPerGuestPage > 1 || this.cacheMapped)
+      this.checkStopped(view)
       return
     }
     this.meters.fault()
@@ -431,40 +365,16 @@ export class Session implements PolicyContext {
     else this.installPlan(view, flags & 1, threadId)
   }
 
-  /** A cache-mapped guest's fault. Its folio in the cache: the guest only has to retry (wake).
-   * All zero in the snapshot: zero pages go into its private mapping. Otherwise the page goes
-   * into its private mapping now, decoded here, and its folio is asked of the fill workers
-   * (with 4 KiB folios, filled here instead: the same work, shared). The policy's other runs
-   * become fill requests. */
+  /** A cache-mapped guest's fault (cache-faults.ts); the policy's other runs become fill
+   * requests. */
   private serveCacheFault(view: GuestView, region: MappedRegion, guestPage: number, page: number, flags: number, threadId: number): void {
-    const cache = this.cache!
-    const fills = this.fills!
-    const folio = page >>> cache.folioShift
-    let s = cache.states.get(folio)
     const installer = view.installer
-    if (s !== FOLIO_PRESENT && cache.folioPages === 1 && this.remote === undefined && s !== ZERO && s !== UNSERVABLE) {
-      if (cache.fill(folio, this.source, this.copyBuffer.buffer) === 'filled') s = FOLIO_PRESENT
-    }
-    let installed = 0
-    if (s === FOLIO_PRESENT) {
-      cache.touch(folio)
-      view.fd.wake(this.current[CUR_ADDRESS] - (this.current[CUR_ADDRESS] % this.pageSize), this.pageSize)
-      this.counters[K_CACHE_WAKES]++
-    } else if (s === ZERO) {
-      // The folio's pages within this region, all zero pages: one ZEROPAGE ioctl.
-      const first = Math.max(0, (folio << cache.folioShift) - region.firstPage)
-      const end = Math.min(region.pages, ((folio + 1) << cache.folioShift) - region.firstPage)
-      installed = installer.installInRegion(region, first, end - first, InstallCause.Fault, true)
-    } else {
-      if (s !== UNSERVABLE) fills.request(page, 1, InstallCause.Fault)
-      installed = installer.installInRegion(region, guestPage, 1, InstallCause.Fault, true)
-      this.counters[K_CACHE_PRIVATE] += installed
-    }
-    if (installer.stopped !== '') { if (view === this.parent) this.stopped = installer.stopped; else this.dropChild(view); return }
+    const installed = this.cacheFaults!.answer(view, region, guestPage, page)
+    if (this.checkStopped(view)) return
     if (!installer.faultParked) this.faultServed(page, installed, flags, threadId)
     installer.faultParked = false
     const plan = this.plan
-    for (let r = 1; r < plan.length; r++) fills.request(plan.first[r], plan.count[r], plan.cause[r])
+    for (let r = 1; r < plan.length; r++) this.fills!.request(plan.first[r], plan.count[r], plan.cause[r])
   }
 
   private faultServed(page: number, installed: number, flags: number, threadId: number): void {
@@ -491,11 +401,7 @@ export class Session implements PolicyContext {
       const installed = installer.installRun(first, plan.count[r], plan.cause[r] as InstallCause, isFault)
       // A fault that waits for its chunk is timed and traced when it is finally served.
       if (isFault && !installer.faultParked) this.faultServed(first, installed, flags, threadId)
-      if (installer.stopped !== '') {
-        if (view === this.parent) this.stopped = installer.stopped
-        else this.dropChild(view)
-        break
-      }
+      if (this.checkStopped(view)) break
     }
     installer.traceRunFlags = -1
     installer.faultParked = false
@@ -510,54 +416,20 @@ export class Session implements PolicyContext {
 
   /** onStart of a policy that must finish before the guest runs (eager): everything goes in
    * now; with fill workers they decode it, every core at once, at fault priority (nothing
-   * else should come first), each run waiting for its own folios only. */
+   * else should come first), each piece installed (anonymous guest) as its folio arrives. */
   private installBeforeResume(): void {
-    const plan = this.plan
     const fills = this.fills
     if (fills === undefined) { this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME); return }
-    this.copyRuns(plan, this.work)
-    const runs = this.work
-    for (let r = 0; r < runs.length; r++) {
-      this.eachFolioPiece(runs.first[r], runs.count[r], (f, c) => fills.requestAndWait(f, c, runs.cause[r] as InstallCause, InstallCause.Fault))
-    }
-    const poll = new uffd.PollSet(2)
-    poll.set(0, fills.readyFd, uffd.POLLIN)
-    poll.set(1, this.opts.stopFd, uffd.POLLIN)
-    while (fills.waitingRuns > 0 && this.stopped === '') {
-      poll.wait(FILL_RECHECK_MS)
-      if (poll.revents(1) !== 0) { this.stopped = 'server stopping'; return }
-      this.ready.clear()
-      fills.takeReady(this.ready)
-      if (!this.cacheMapped) this.installReady(TRACE_FLAG_BEFORE_RESUME)
-    }
-  }
-
-  private copyRuns(from: RunList, to: RunList): void {
-    to.clear()
-    for (let r = 0; r < from.length; r++) to.add(from.first[r], from.count[r], from.cause[r] as InstallCause)
-  }
-
-  /** Calls `each` for the pieces of [first, first+count) that each lie in one folio. */
-  private eachFolioPiece(first: number, count: number, each: (first: number, count: number) => void): void {
-    const shift = this.cache!.folioShift
-    const end = first + count
-    for (let p = first; p < end;) {
-      const next = Math.min(end, ((p >>> shift) + 1) << shift)
-      each(p, next - p)
-      p = next
-    }
-  }
-
-  /** Installs the ready runs into an anonymous guest, in order. */
-  private installReady(flags: number): void {
-    const ready = this.ready
     const plan = this.plan
-    for (let r = 0; r < ready.length; r++) {
-      plan.clear()
-      plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
-      this.installPlanWithoutFault(flags)
-      if (this.stopped !== '') return
+    for (let r = 0; r < plan.length; r++) fills.requestAndWaitByFolio(plan.first[r], plan.count[r], plan.cause[r] as InstallCause, InstallCause.Fault)
+    const install = this.cacheMapped ? undefined : (ready: RunList) => {
+      for (let r = 0; r < ready.length && this.stopped === ''; r++) {
+        plan.clear()
+        plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
+        this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
+      }
     }
+    if (!fills.waitAll(this.opts.stopFd, install, this.source, this.copyBuffer.buffer)) this.stopped = 'server stopping'
   }
 
   /** A run of onStart's, for after the ack. A cache-mapped guest's goes to the fill workers
@@ -585,14 +457,13 @@ export class Session implements PolicyContext {
   }
 
   private hasDeferred(): boolean {
-    if (this.parent.installer.deferred.length > 0) return true
-    for (let c = 0; c < this.children.length; c++) if (this.children[c].installer.deferred.length > 0) return true
-    return false
+    return this.parent.installer.deferred.length > 0 || this.children.anyDeferred()
   }
 
   private retryDeferred(): void {
     this.retryDeferredOf(this.parent)
-    for (let c = this.children.length - 1; c >= 0; c--) if (c < this.children.length) this.retryDeferredOf(this.children[c])
+    const children = this.children.list
+    for (let c = children.length - 1; c >= 0; c--) if (c < children.length) this.retryDeferredOf(children[c])
   }
 
   /** Faults the kernel asked us to retry (EAGAIN while the guest's mappings changed). */
@@ -603,11 +474,11 @@ export class Session implements PolicyContext {
     const t0 = this.meters.clock.nowMs()
     for (const address of pending) {
       const region = view.memory.regionAt(address)
-      if (region === undefined) { this.answerUnknown(view, address); continue }
+      if (region === undefined) { installer.answerOutside(address); continue }
       const guestPage = Math.floor((address - region.start) / this.pageSize)
       const s = region.state[guestPage]
       if (s !== ABSENT && s !== DISCARDED && s !== BAD) {
-        view.fd.wake(address - (address % this.pageSize), this.pageSize)
+        installer.wake(address)
         continue
       }
       this.current[CUR_ADDRESS] = address
@@ -626,8 +497,8 @@ export class Session implements PolicyContext {
     if (region === undefined) return
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const s = region.state[guestPage]
-    // Installed meanwhile (by a prefetch run): the install woke the faulting thread.
-    if (s !== ABSENT && s !== DISCARDED) return
+    // Installed meanwhile (by a prefetch run, which wakes nobody): wake the faulting thread.
+    if (s !== ABSENT && s !== DISCARDED) { this.parent.installer.wake(address); return }
     this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
     this.plan.clear()
     this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)

@@ -3,7 +3,7 @@
 // index CRC, page count and page size), so the next session prefetches them unasked and a
 // server restart loses nothing. The set prefetched is the pages seen in at least k of the last n
 // sessions (default 1 of 4), the newest session's order first.
-import { closeSync, existsSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { FaultlineError, fileError } from '../errors.js'
@@ -42,6 +42,20 @@ export interface LearnedSet {
 /** The file that holds `snapshot`'s learned set in DIR. */
 export function learnedSetPath(dir: string, snapshot: SnapshotIdentity): string {
   return join(dir, `${snapshot.indexCrc.toString(16).padStart(8, '0')}-${snapshot.pageCount}x${snapshot.pageSize}.fllearn`)
+}
+
+/** True when `path` starts with a learned set's magic (it is not a trace). */
+export function isLearnedSetFile(path: string): boolean {
+  let fd: number
+  try { fd = openSync(path, 'r') } catch { return false }
+  try {
+    const head = Buffer.alloc(LEARNED_MAGIC.length)
+    return readSync(fd, head, 0, head.length, 0) === head.length && head.equals(LEARNED_MAGIC)
+  } catch {
+    return false
+  } finally {
+    closeSync(fd)
+  }
 }
 
 export function encodeLearnedSet(set: LearnedSet): Buffer {

@@ -152,9 +152,11 @@ export class Userfaultfd {
     return this.fill(abi.UFFDIO_COPY, length, pageSize)
   }
 
-  /** copy() from target[TARGET_SRC] to target[TARGET_DST]. */
-  copyAtTarget(length: number, pageSize: number): number {
-    return this.fill(abi.UFFDIO_COPY, length, pageSize)
+  /** copy() from target[TARGET_SRC] to target[TARGET_DST]. `dontWake`: no thread waits on
+   * these pages (a prefetch), so the kernel need not look for one (UFFDIO_COPY_MODE_DONTWAKE;
+   * a thread that faulted on one meanwhile is woken when its fault is read). */
+  copyAtTarget(length: number, pageSize: number, dontWake = false): number {
+    return this.fill(abi.UFFDIO_COPY, length, pageSize, dontWake ? abi.UFFDIO_COPY_MODE_DONTWAKE : 0)
   }
 
   /** UFFDIO_ZEROPAGE over `length` bytes at `dst`; same return contract as copy(). */
@@ -163,9 +165,9 @@ export class Userfaultfd {
     return this.fill(abi.UFFDIO_ZEROPAGE, length, pageSize)
   }
 
-  /** zeropage() at target[TARGET_DST]. */
-  zeropageAtTarget(length: number, pageSize: number): number {
-    return this.fill(abi.UFFDIO_ZEROPAGE, length, pageSize)
+  /** zeropage() at target[TARGET_DST]; `dontWake` as for copyAtTarget. */
+  zeropageAtTarget(length: number, pageSize: number, dontWake = false): number {
+    return this.fill(abi.UFFDIO_ZEROPAGE, length, pageSize, dontWake ? abi.UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0)
   }
 
   /** UFFDIO_POISON: later accesses to the range raise SIGBUS in the guest instead of
@@ -176,7 +178,7 @@ export class Userfaultfd {
   }
 
   /** The range starts at target[TARGET_DST]; COPY's source at target[TARGET_SRC]. */
-  private fill(request: number, length: number, pageSize: number): number {
+  private fill(request: number, length: number, pageSize: number, mode = 0): number {
     const u32 = this.u32
     const dst = this.target[TARGET_DST]
     const src = request === abi.UFFDIO_COPY ? this.target[TARGET_SRC] : -1
@@ -194,11 +196,11 @@ export class Userfaultfd {
         const s = src + done, sLow = s % TWO32
         u32[2] = sLow; u32[3] = (s - sLow) / TWO32
         u32[4] = lLow; u32[5] = (l - lLow) / TWO32
-        u32[6] = 0; u32[7] = 0
+        u32[6] = mode; u32[7] = 0
         resultWord = 8
       } else {
         u32[2] = lLow; u32[3] = (l - lLow) / TWO32
-        u32[4] = 0; u32[5] = 0
+        u32[4] = mode; u32[5] = 0
         resultWord = 6
       }
       // The kernel writes the result only on some paths (not when the guest's address space is

@@ -10,7 +10,7 @@ import { HEADER_SIZE, KIND_LZ4, KIND_ZERO } from '../../src/snapshot/format.js'
 import { SnapshotReader } from '../../src/snapshot/reader.js'
 import type { PageServer } from '../../src/server/page-server.js'
 import type { SessionStats } from '../../src/server/session.js'
-import { makeImage, runGuest, scratchDir, startServer, waitForEndedSessions } from './harness.js'
+import { makeImage, runGuest, scratchDir, startServer, waitForEndedSessions, waitUntil } from './harness.js'
 
 const MIB = 16
 const PAGES = MIB * 256
@@ -35,12 +35,15 @@ t.test('a cache-mapped guest reads the snapshot; a second guest of the same snap
   const sa = await ended(server, 1)
   t.equal(sa.map, 'cache')
   t.ok(sa.faults > 0, `first guest: ${sa.faults} faults`)
+  // The fill workers finish the folios its faults asked for (they start with the first guest).
+  t.ok(await waitUntil(() => server.cacheCounts()!.pendingFolios === 0, 30000), `the ${sa.cache.foliosRequested} folios it asked for are in`)
   const b = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential:0.3', '--verify', img.raw])
   t.equal(b.code, 0, b.stderr)
   t.equal(b.report?.mismatches, 0)
   const sb = await ended(server, 2)
   // Its pages' folios are in the cache (the first guest's faults filled them): the kernel maps
   // them, nothing reaches the server but zero-page folios it maps zeros into.
+  t.comment(JSON.stringify({ sa: { f: sa.faults, c: sa.cache, i: sa.pagesInstalled, z: sa.zeroPagesInstalled }, sb: { f: sb.faults, c: sb.cache, i: sb.pagesInstalled, z: sb.zeroPagesInstalled }, counts: server.cacheCounts() }))
   t.equal(sb.cache.privatePages, 0, 'no page served into its private memory')
   t.ok(sb.faults <= sa.faults, `second guest: ${sb.faults} faults (first: ${sa.faults})`)
   t.ok(b.report!.minflt < (0.3 * PAGES) / 4, `second guest: ${b.report?.minflt} minor faults for ${0.3 * PAGES} pages (huge mappings or fault-around)`)

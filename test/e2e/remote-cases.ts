@@ -15,7 +15,7 @@ import { SnapshotReader } from '../../src/snapshot/reader.js'
 import { startCephCluster } from '../../src/bench/ceph-cluster.js'
 import { createS3Client, resolveS3Settings } from '../../src/store/s3-config.js'
 import { FaultProxy, type ProxyAction } from '../store/fault-proxy.js'
-import { makeImage, runGuest, scratchDir, startServer } from './harness.js'
+import { makeImage, runGuest, scratchDir, startServer, waitUntil } from './harness.js'
 
 const ceph = await startCephCluster()
 t.teardown(() => ceph.stop())
@@ -177,6 +177,26 @@ t.test('one server, cold cache', async t => {
     t.ok(need.length >= 8, `${need.length} chunks the first guest did not need`)
     t.equal(store.stats.chunksFetched - before, need.length, 'each fetched once for both guests')
   })
+})
+
+t.test('cache-mapped guests from Ceph: fill workers fetch and decode whole folios into the decoded cache; the next guest maps them', async t => {
+  const { server, socket } = await remoteServer(t, { warmWorkers: 2 })
+  const store = server.store!
+  const args = ['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'random:0.2', '--seed', '7', '--verify', img.raw, '--verify-each']
+  const a = await runGuest(args)
+  t.equal(a.code, 0, a.stderr)
+  t.equal(a.report?.map, 'cache', 'an object-store snapshot has a decoded cache too')
+  t.equal(a.report?.mismatches, 0)
+  t.ok(await waitUntil(() => server.cacheCounts()!.pendingFolios === 0, 60000), 'the folios its faults asked for are in')
+  const fetched = store.stats.chunksFetched
+  t.ok(server.cacheCounts()!.fills > 0 && fetched > 0, `${server.cacheCounts()!.fills} folios filled from ${fetched} chunks`)
+  const b = await runGuest(args)
+  t.equal(b.code, 0, b.stderr)
+  t.equal(b.report?.mismatches, 0)
+  await server.idle()
+  const [, eb] = [...server.ended].sort((x, y) => x.id - y.id)
+  t.equal(eb.stats!.cache.privatePages, 0, 'the second guest found every folio in the cache')
+  t.equal(store.stats.chunksFetched, fetched, 'and fetched nothing')
 })
 
 t.test('readahead prefetches chunks ahead of a sequential guest', async t => {

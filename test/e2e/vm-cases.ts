@@ -36,24 +36,41 @@ t.test('the snapshot holds the guest as it was', async (t) => {
   t.equal(vm.has('eagerState'), false)
 })
 
-t.test('faultline (readahead:15) resumes it with its memory intact', async (t) => {
-  const trace = join(work, 'resume.trace')
-  const r = await resumeVmDir(vm, { mode: 'faultline', policy: 'readahead:15', tracePath: trace, recheck: true })
-  t.equal(r.checksum, expected, 'first checksum after resume')
-  t.equal(r.recheckHex, expected, 'second checksum')
-  t.equal(r.match, true)
-  t.equal(r.serverError, undefined)
-  const s = r.session!
-  const installed = s.pagesInstalled[0] + s.pagesInstalled[1] + s.pagesInstalled[2]
-  // QEMU's RAM started empty: every page the workload read came from the page server.
-  t.ok(installed >= vm.guest.checksum.pages, `server installed ${installed} pages, the workload read ${vm.guest.checksum.pages}`)
-  t.ok(s.faults > 0 && s.pagesInstalled[1] > 0, `faults ${s.faults}, prefetched ${s.pagesInstalled[1]}`)
-  const tr = readTrace(trace)
-  let traced = 0
-  for (let i = 0; i < tr.length; i++) traced += tr.count[i]
-  t.equal(traced, installed, 'the trace records every page installed')
-  t.ok(r.timings.firstReplyMs <= r.timings.checksumMs && r.timings.stateLoadedMs <= r.timings.runningMs)
-})
+for (const map of ['anonymous', 'cache'] as const) {
+  t.test(`faultline (readahead:15, ${map} RAM) resumes it with its memory intact`, async (t) => {
+    const trace = join(work, `resume-${map}.trace`)
+    // The shim asks for the decoded cache unless FAULTLINE_MAP says otherwise; QEMU inherits it.
+    const before = process.env.FAULTLINE_MAP
+    process.env.FAULTLINE_MAP = map
+    let r
+    try {
+      r = await resumeVmDir(vm, { mode: 'faultline', policy: 'readahead:15', tracePath: trace, recheck: true })
+    } finally {
+      if (before === undefined) delete process.env.FAULTLINE_MAP
+      else process.env.FAULTLINE_MAP = before
+    }
+    t.equal(r.checksum, expected, 'first checksum after resume')
+    t.equal(r.recheckHex, expected, 'second checksum')
+    t.equal(r.match, true)
+    t.equal(r.serverError, undefined)
+    const s = r.session!
+    t.equal(s.map, map, `QEMU's RAM was ${map}`)
+    const installed = s.pagesInstalled[0] + s.pagesInstalled[1] + s.pagesInstalled[2]
+    if (map === 'anonymous') {
+      // QEMU's RAM started empty: every page the workload read came from the page server.
+      t.ok(installed >= vm.guest.checksum.pages, `server installed ${installed} pages, the workload read ${vm.guest.checksum.pages}`)
+      t.ok(s.faults > 0 && s.pagesInstalled[1] > 0, `faults ${s.faults}, prefetched ${s.pagesInstalled[1]}`)
+    } else {
+      // The cache started empty: what QEMU read came through faults that filled its folios.
+      t.ok(s.faults > 0 && s.cache.foliosRequested > 0, `faults ${s.faults}, folios asked for ${s.cache.foliosRequested}, pages served privately ${s.cache.privatePages}`)
+    }
+    const tr = readTrace(trace)
+    let traced = 0
+    for (let i = 0; i < tr.length; i++) traced += tr.count[i]
+    t.equal(traced, installed, 'the trace records every page installed')
+    t.ok(r.timings.firstReplyMs <= r.timings.checksumMs && r.timings.stateLoadedMs <= r.timings.runningMs)
+  })
+}
 
 t.test('mmap (the seed) resumes it with its memory intact', async (t) => {
   const r = await resumeVmDir(vm, { mode: 'mmap' })
@@ -99,7 +116,8 @@ t.test('a VM of your own: snapshot over its QMP socket, resume from your command
   const end = await r.finished
   t.equal(end.code, 0, 'QEMU exited when the guest powered off')
   const s = end.session!
-  t.ok(s.pagesInstalled[0] + s.pagesInstalled[1] >= vm.guest.checksum.pages, 'its RAM came from the page server')
+  if (s.map === 'cache') t.ok(s.faults > 0 && s.cache.foliosRequested > 0, `its RAM came from the page server's decoded cache (${s.cache.foliosRequested} folios asked for)`)
+  else t.ok(s.pagesInstalled[0] + s.pagesInstalled[1] >= vm.guest.checksum.pages, 'its RAM came from the page server')
 })
 
 t.test('a corrupted RAM image gives another checksum (the check can fail)', async (t) => {
