@@ -88,7 +88,7 @@ interface Admitted { handshake: Handshake; canPoison: boolean; id: number; cache
 class TrackedNotifier extends FillNotifier {
   override acquire(eventFd: number): number {
     const s = super.acquire(eventFd)
-    if (s >= 0) slot.holdFillSlot(eventFd, s)
+    slot.holdFillSlot(eventFd, s) // -1 (no slot free): the eventfd alone is left to close
     return s
   }
 
