@@ -4,6 +4,7 @@
 // stuck in one turn of its loop (a policy that never returns) past the deadline has its worker
 // terminated, and whatever a worker that is gone still held is closed here.
 import { Worker } from 'node:worker_threads'
+import { FillNotifier } from '../cache/fill-notifier.js'
 import { describeError } from '../errors.js'
 import type { ChunkStore } from '../store/chunk-store.js'
 import * as uffd from '../uffd/index.js'
@@ -78,6 +79,8 @@ interface WorkerEntry {
 export class SessionPool {
   private readonly host: SessionPoolHost
   private readonly opts: SessionPoolOptions
+  /** The decoded cache's fill notifier, to release a slot a terminated worker held. */
+  private readonly fillNotifier: FillNotifier | undefined
   private readonly entries = new Map<Worker, WorkerEntry>()
   private closing = false
   /** Set once the server has its warm workers: later start failures are retried. */
@@ -96,6 +99,7 @@ export class SessionPool {
   constructor(host: SessionPoolHost, opts: SessionPoolOptions) {
     this.host = host
     this.opts = opts
+    this.fillNotifier = opts.workerData.fills !== undefined ? new FillNotifier(opts.workerData.fills.notifier) : undefined
   }
 
   /** Workers started so far (a refused client must not cost one). */
@@ -341,6 +345,12 @@ export class SessionPool {
   /** A worker that is gone closes nothing more: what its slot says it still held is closed
    * here (after telling the guest why), and a session it did not report ended is ended. */
   private releaseLeftovers(entry: WorkerEntry, failure: string | undefined): void {
+    const fill = entry.slot.leftFillSlot()
+    if (fill !== undefined) {
+      // Out of the notifier first: no fill worker signals the descriptor once it is closed.
+      this.fillNotifier?.release(fill.slot)
+      uffd.closeFd(fill.fd)
+    }
     const left = entry.slot.leftOpen()
     const why = entry.stopReason ?? (failure !== undefined ? `session worker failed: ${failure}` : 'session worker exited')
     if (left !== undefined) {

@@ -3,9 +3,10 @@
 // holds. The main thread reads it to see a session that stopped making progress (a policy that
 // never returns) and, once such a worker is terminated, to close what it left open.
 
-/** Int32 slots. */
-const HEARTBEAT = 0, STATE = 1, CONN = 2, UFFD = 3, TRACE = 4
-const SLOTS = 5
+/** Int32 slots. FILL_FD and FILL_SLOT: the eventfd a session registered with the decoded
+ * cache's fill notifier, and its slot there (fill workers signal it). */
+const HEARTBEAT = 0, STATE = 1, CONN = 2, UFFD = 3, TRACE = 4, FILL_FD = 5, FILL_SLOT = 6
+const SLOTS = 7
 
 /** STATE values. */
 export const SLOT_IDLE = 0
@@ -19,7 +20,7 @@ export const SLOT_RELEASED = 3
 export function createSlot(): SharedArrayBuffer {
   const sab = new SharedArrayBuffer(SLOTS * 4)
   const a = new Int32Array(sab)
-  a[CONN] = a[UFFD] = a[TRACE] = -1
+  a[CONN] = a[UFFD] = a[TRACE] = a[FILL_FD] = a[FILL_SLOT] = -1
   return sab
 }
 
@@ -44,7 +45,15 @@ export class SessionSlot {
   }
 
   holdTrace(fd: number): void { Atomics.store(this.words, TRACE, fd) }
+
+  /** Worker side: the fill notifier slot its session took for `fd` (-1, -1 once released). */
+  holdFillSlot(fd: number, fillSlot: number): void {
+    Atomics.store(this.words, FILL_SLOT, fillSlot)
+    Atomics.store(this.words, FILL_FD, fd)
+  }
   serving(): void { Atomics.store(this.words, STATE, SLOT_SERVING) }
+  /** Worker side: out of Session.run() (no longer watched), still holding its descriptors. */
+  doneServing(): void { Atomics.store(this.words, STATE, SLOT_ADMITTING) }
 
   /** Worker side: everything closed (or never held). */
   release(): void {
@@ -52,6 +61,14 @@ export class SessionSlot {
     Atomics.store(this.words, CONN, -1)
     Atomics.store(this.words, UFFD, -1)
     Atomics.store(this.words, TRACE, -1)
+  }
+
+  /** Main side, once the worker is gone: a fill notifier slot it did not release, and its
+   * eventfd (undefined when none). Not tied to the guest's descriptors: a slot is released by
+   * the session itself, whatever the state. */
+  leftFillSlot(): { fd: number; slot: number } | undefined {
+    const fd = Atomics.load(this.words, FILL_FD)
+    return fd < 0 ? undefined : { fd, slot: Atomics.load(this.words, FILL_SLOT) }
   }
 
   /** Worker side: idle again (a guest refused, its descriptors closed). */

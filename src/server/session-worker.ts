@@ -82,9 +82,25 @@ function openTrace(sessionId: number, pid: number, source: PageSource, regions: 
 
 interface Admitted { handshake: Handshake; canPoison: boolean; id: number; cacheMapped: boolean }
 
+/** The fill notifier, with the slot a session takes (and its eventfd) kept in this worker's
+ * SessionSlot: a worker the server terminates (a stalled session) cannot release it itself, and
+ * a fill worker would go on signalling a descriptor number that is not the session's any more. */
+class TrackedNotifier extends FillNotifier {
+  override acquire(eventFd: number): number {
+    const s = super.acquire(eventFd)
+    slot.holdFillSlot(eventFd, s) // -1 (no slot free): the eventfd alone is left to close
+    return s
+  }
+
+  override release(s: number): void {
+    super.release(s)
+    slot.holdFillSlot(-1, -1)
+  }
+}
+
 /** The snapshot's decoded cache, as this worker reaches it (undefined without one). */
 const cacheAccess: CacheAccess | undefined = data.cache !== undefined && data.fills !== undefined
-  ? { cache: DecodedCache.attach(data.cache), queue: new FillQueue(data.fills.queue), notifier: new FillNotifier(data.fills.notifier) }
+  ? { cache: DecodedCache.attach(data.cache), queue: new FillQueue(data.fills.queue), notifier: new TrackedNotifier(data.fills.notifier) }
   : undefined
 
 function nextSessionId(): number {
@@ -204,6 +220,7 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     const retainedBefore = retainedBytes()
     slot.serving()
     const stats = session.run()
+    slot.doneServing()
     const retained = retainedBefore === undefined ? undefined : retainedBytes()! - retainedBefore
     await sampling?.stop(`${HEAP_PROFILE_PREFIX}.${id}.heapprofile`)
     // A session the server ended (snapshot error, server stopping...) says why on the
