@@ -3,6 +3,7 @@ import { accessSync, constants, statSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { describeError, UsageError } from '../errors.js'
 import { MAX_SESSIONS, MAX_WARM_WORKERS, PageServer } from '../server/page-server.js'
+import { UNSERVABLE_ACTIONS } from '../server/unservable.js'
 import { remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url, parseSize } from '../store/s3-config.js'
 import { formatBytes } from '../util/format.js'
@@ -25,6 +26,9 @@ export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH
                         has faults waiting (a policy that never returns; default 20)
   --log-format FORMAT   text (default) or json (pino's line format: level, time, pid,
                         hostname, the event's fields such as session and guestPid, msg)
+  --on-unservable WHAT  a guest whose page can be neither served nor poisoned (its uffd lacks
+                        POISON: Firecracker's): kill (default) ends its process (SIGKILL via
+                        the pidfd taken at connect), close only ends its session
   --once                exit after the first guest's session ends
 
 The decoded cache (a local snapshot's pages decompressed once, for every guest; guests that
@@ -55,6 +59,7 @@ const SERVE_OPTIONS = {
   endpoint: { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
   'cache-memory': { type: 'string' }, 'fill-workers': { type: 'string' }, 'cache-folios': { type: 'string' }, learn: { type: 'string' },
+  'on-unservable': { type: 'string' },
 } as const
 
 /** --cache-memory: a size, or 0 for no cache. */
@@ -100,6 +105,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     fillWorkers: values['fill-workers'] === undefined ? undefined : intOption('fill-workers', values['fill-workers'], 1, 256),
     cacheFolios: values['cache-folios'] === undefined ? undefined : choiceItems('cache-folios', [values['cache-folios']], ['huge', 'small'] as const)[0],
     learnDir: learnDir(values.learn),
+    onUnservable: choiceItems('on-unservable', [values['on-unservable'] ?? 'kill'], UNSERVABLE_ACTIONS)[0],
     remote: remote ? {
       endpoint: values.endpoint,
       cacheDir: values['cache-dir'] ?? defaults.cacheDir,

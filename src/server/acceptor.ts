@@ -8,6 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import * as uffd from '../uffd/index.js'
 import { cannotBecomeJson, HandshakeError, MAX_HANDSHAKE_BYTES, parseHandshake } from './handshake.js'
+import { openPeerPidfd } from './unservable.js'
 import type { AcceptorData, AcceptorMessage } from './worker-protocol.js'
 
 const data = workerData as AcceptorData
@@ -195,8 +196,12 @@ class Acceptor {
       this.refuse(i, err.message)
       return
     }
+    // Taken now, from the connection (SO_PEERPIDFD names the process that connected, whatever
+    // happened to its pid since); a pending handshake costs no more descriptors for it.
+    const pidfd = openPeerPidfd(p.fd, p.pid)
+    if (pidfd < 0 && data.needPidfd) { this.refuse(i, `cannot open a pidfd of the guest (pid ${p.pid}): it has exited?`); return }
     this.pending.splice(i, 1)
-    post({ type: 'guest', conn: p.fd, uffd: p.fds[0], body, peer: { pid: p.pid, uid: p.uid, gid: p.gid }, acceptedAtMs: p.acceptedAtMs })
+    post({ type: 'guest', conn: p.fd, uffd: p.fds[0], pidfd, body, peer: { pid: p.pid, uid: p.uid, gid: p.gid }, acceptedAtMs: p.acceptedAtMs })
   }
 
   private expire(now: number): void {

@@ -27,6 +27,8 @@ export interface ForkServeOptions {
   meters: SessionMeters
   current: Float64Array
   cache?: DecodedCache
+  /** A page can be neither served nor poisoned: called before the child's uffd is released. */
+  failClosed?: (why: string) => void
 }
 
 export interface ForkServeResult {
@@ -90,6 +92,7 @@ class ChildFiller {
       // events are applied, then the regions are walked again; installed pages are skipped.
       while (!this.fillOnce()) this.drainEvents()
       this.refuseUnserved()
+      if (this.result.error !== undefined && !this.opts.canPoison) this.opts.failClosed?.(this.result.error)
     } catch (err) {
       if (!(err instanceof uffd.GuestGoneError)) throw err
       this.result.exited = true

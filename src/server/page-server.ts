@@ -24,6 +24,7 @@ import { FillPool } from '../cache/fill-pool.js'
 import { learnedSetPath, readLearnedSet, recordLearnedSession, type SnapshotIdentity } from '../trace/learned-set.js'
 import { SessionPool, type LogLevel, type SessionRecord } from './session-pool.js'
 import type { AcceptorData, AcceptorMessage, GuestHandoff } from './worker-protocol.js'
+import type { UnservableAction } from './unservable.js'
 
 export type { LogLevel, SessionRecord }
 
@@ -71,6 +72,9 @@ export interface PageServerOptions {
   /** serve --learn DIR: each session's used pages are kept there per snapshot, and with no
    * --policy the next sessions prefetch them (learned:). */
   learnDir?: string
+  /** A guest whose page can be neither served nor poisoned: 'kill' (default) ends its process
+   * (SIGKILL through its pidfd), 'close' only ends its session (unservable.ts). */
+  onUnservable?: UnservableAction
 }
 
 export const MAX_WARM_WORKERS = 64
@@ -178,6 +182,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
         tracePath: opts.tracePath, traceInputs, handshakeTimeoutMs: this.handshakeTimeoutMs,
         sessionCounter: new SharedArrayBuffer(4), remote: store?.workerData(),
         cache: this.cache?.info, fills: this.fills?.sessionData(), learn: opts.learnDir !== undefined,
+        onUnservable: opts.onUnservable ?? 'kill',
       },
       warm: opts.warmWorkers ?? 1, maxSessions: this.maxSessions, singleGuest: opts.singleGuest ?? false,
       idleStartLimitMs: opts.idleStartLimitMs ?? IDLE_START_LIMIT_MS, stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
@@ -325,6 +330,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       pageSize: this.shape.pageSize, pageCount: this.shape.pageCount,
       allowUids: [uid, ...(opts.allowUids ?? [])], allowAnyUid: opts.allowAnyUid ?? false,
       handshakeTimeoutMs: this.handshakeTimeoutMs, maxPending: this.pendingBound(), pendingCounter: this.pendingCounter,
+      needPidfd: (opts.onUnservable ?? 'kill') === 'kill',
     }
     const entry = workerEntry(import.meta.url, new URL('./acceptor.js', import.meta.url), new URL('../../dist/server/acceptor.js', import.meta.url))
     const acceptor = new Worker(entry.url, { ...entry.options, workerData: acceptorData })
@@ -362,6 +368,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     try { uffd.sendBytes(g.conn, Buffer.from(JSON.stringify({ ok: false, error }) + '\n')) } catch { /* gone */ }
     uffd.closeFd(g.uffd)
     uffd.closeFd(g.conn)
+    uffd.closeFd(g.pidfd)
     this.refused(g.peer.pid, error)
   }
 

@@ -357,7 +357,7 @@ export class SessionPool {
       if (left.conn >= 0) {
         try { uffd.sendBytes(left.conn, Buffer.from(JSON.stringify({ ok: false, error: why }) + '\n')) } catch { /* gone */ }
       }
-      for (const fd of [left.trace, left.uffd, left.conn]) uffd.closeFd(fd)
+      for (const fd of [left.trace, left.uffd, left.conn, left.pidfd]) uffd.closeFd(fd)
     }
     if (entry.session !== undefined) {
       this.host.sessionEnded(entry.session, undefined, why)

@@ -5,8 +5,8 @@
 
 /** Int32 slots. FILL_FD and FILL_SLOT: the eventfd a session registered with the decoded
  * cache's fill notifier, and its slot there (fill workers signal it). */
-const HEARTBEAT = 0, STATE = 1, CONN = 2, UFFD = 3, TRACE = 4, FILL_FD = 5, FILL_SLOT = 6
-const SLOTS = 7
+const HEARTBEAT = 0, STATE = 1, CONN = 2, UFFD = 3, TRACE = 4, FILL_FD = 5, FILL_SLOT = 6, PIDFD = 7
+const SLOTS = 8
 
 /** STATE values. */
 export const SLOT_IDLE = 0
@@ -20,7 +20,7 @@ export const SLOT_RELEASED = 3
 export function createSlot(): SharedArrayBuffer {
   const sab = new SharedArrayBuffer(SLOTS * 4)
   const a = new Int32Array(sab)
-  a[CONN] = a[UFFD] = a[TRACE] = a[FILL_FD] = a[FILL_SLOT] = -1
+  a[CONN] = a[UFFD] = a[TRACE] = a[FILL_FD] = a[FILL_SLOT] = a[PIDFD] = -1
   return sab
 }
 
@@ -38,9 +38,10 @@ export class SessionSlot {
   get state(): number { return Atomics.load(this.words, STATE) }
 
   /** Worker side: it now owns these descriptors. */
-  hold(conn: number, uffd: number): void {
+  hold(conn: number, uffd: number, pidfd: number): void {
     Atomics.store(this.words, CONN, conn)
     Atomics.store(this.words, UFFD, uffd)
+    Atomics.store(this.words, PIDFD, pidfd)
     Atomics.store(this.words, STATE, SLOT_ADMITTING)
   }
 
@@ -61,6 +62,7 @@ export class SessionSlot {
     Atomics.store(this.words, CONN, -1)
     Atomics.store(this.words, UFFD, -1)
     Atomics.store(this.words, TRACE, -1)
+    Atomics.store(this.words, PIDFD, -1)
   }
 
   /** Main side, once the worker is gone: a fill notifier slot it did not release, and its
@@ -78,10 +80,11 @@ export class SessionSlot {
   }
 
   /** Main side, once the worker is gone: what it still held. */
-  leftOpen(): { conn: number; uffd: number; trace: number } | undefined {
+  leftOpen(): { conn: number; uffd: number; trace: number; pidfd: number } | undefined {
     const s = this.state
     if (s !== SLOT_ADMITTING && s !== SLOT_SERVING) return undefined
-    return { conn: Atomics.load(this.words, CONN), uffd: Atomics.load(this.words, UFFD), trace: Atomics.load(this.words, TRACE) }
+    const w = this.words
+    return { conn: Atomics.load(w, CONN), uffd: Atomics.load(w, UFFD), trace: Atomics.load(w, TRACE), pidfd: Atomics.load(w, PIDFD) }
   }
 
 }

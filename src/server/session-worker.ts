@@ -27,6 +27,7 @@ import { handOverCache } from './cache-handshake.js'
 import type { CacheAccess } from './fill-requests.js'
 import { COUNTER_SLOTS } from './session-meters.js'
 import { UsageRecorder } from './usage-recorder.js'
+import { killGuest } from './unservable.js'
 
 /** Features asked for on a uffd faultline initialises (faultline handshake form). The events
  * keep the server's view of the guest's memory true (a discarded page reads as zeros, a moved
@@ -165,13 +166,14 @@ function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSou
 /** Serves one handed-over guest. Returns false when it was refused (this worker may take the
  * next one), true once its session has run (this worker then exits). */
 async function serveGuest(guest: GuestHandoff, source: PageSource, policy: FaultPolicy): Promise<boolean> {
-  const { conn, peer: { pid } } = guest
-  slot.hold(conn, guest.uffd)
+  const { conn, pidfd, peer: { pid } } = guest
+  slot.hold(conn, guest.uffd, pidfd)
   const guestUffd = new uffd.Userfaultfd(guest.uffd)
   const closeAll = (trace?: TraceSink) => {
     try { trace?.close() } catch (err) { log(`${(err as Error).message}`) }
     guestUffd.close()
     uffd.closeFd(conn)
+    uffd.closeFd(pidfd)
     slot.release()
   }
   let admitted: Admitted
@@ -199,12 +201,22 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     return true
   }
   const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8)
+  // A page neither served nor poisoned: the guest's fault would wait forever (unservable.ts).
+  // Done before its uffd is let go: a forked child's before the server releases the child's
+  // uffd (whose waiting faults would then read zeros).
+  let killed = false
+  const failClosed = (forkedChild: boolean, why: string) => {
+    if (data.onUnservable !== 'kill' || killed) return
+    killed = true
+    log(`session ${id}: ${why}; the guest's uffd cannot poison it: ${killGuest(pidfd, pid, forkedChild)} (--on-unservable kill)`)
+  }
   const session = new Session({
     uffd: guestUffd, connectionFd: conn, stopFd: data.stopFd, source, policy,
     regions: handshake.regions, trace, canPoison, heartbeat: slot.words,
     cacheAccess, cacheMapped, counters,
     usage: data.learn ? new UsageRecorder(source.pageCount, source.pageSize, cacheMapped ? pid : 0) : undefined,
     log: line => log(`session ${id}: ${line}`),
+    failClosed,
   })
   try {
     session.start()
@@ -221,6 +233,7 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     slot.serving()
     const stats = session.run()
     slot.doneServing()
+    if (session.unservable) failClosed(false, stats.endReason)
     const retained = retainedBefore === undefined ? undefined : retainedBytes()! - retainedBefore
     await sampling?.stop(`${HEAP_PROFILE_PREFIX}.${id}.heapprofile`)
     // A session the server ended (snapshot error, server stopping...) says why on the

@@ -59,6 +59,9 @@ export interface SessionOptions {
    * waits and even while it works: the server's main thread sees a turn that never ends (a
    * policy that never returns) as an even value that stops moving (session-slot.ts). */
   heartbeat?: Int32Array
+  /** Called when a page can be neither served nor poisoned, before the uffd waiting on it is
+   * let go (`forkedChild`: a forked child's fill failed); `why` names the page and the file. */
+  failClosed?: (forkedChild: boolean, why: string) => void
 }
 
 const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_CHILDREN = 4
@@ -309,6 +312,7 @@ export class Session implements PolicyContext {
     const r = serveForkedChild(childFd, view.memory.clone(), {
       source: this.source, copyBuffer: this.copyBuffer, canPoison: this.opts.canPoison, log: this.opts.log,
       meters: this.meters, current: this.current, cache: this.cache,
+      failClosed: why => this.opts.failClosed?.(true, why),
     })
     this.opts.log(`guest forked: filled ${r.children} child(ren) with ${r.pagesCopied} snapshot + ${r.zeroPages} zero pages` +
       `${r.poisonedPages ? `, ${r.poisonedPages} poisoned` : ''}${r.exited ? ' (a child exited first)' : ''} in ${Math.round(performance.now() - t0)} ms`)

@@ -5,6 +5,7 @@ import type { RemoteWorkerData } from '../store/chunk-store.js'
 import type { StoreRequest } from '../store/remote-page-source.js'
 import type { FileIdentity } from '../util/output-file.js'
 import type { SessionStats } from './session.js'
+import type { UnservableAction } from './unservable.js'
 
 /** What the acceptor thread needs: the listening socket, and enough of the snapshot to check a
  * handshake (parseHandshake is pure). */
@@ -21,6 +22,9 @@ export interface AcceptorData {
   maxPending: number
   /** Int32 [pending handshakes]: kept current by the acceptor, read by the server. */
   pendingCounter: SharedArrayBuffer
+  /** `--on-unservable kill`: a guest whose pidfd cannot be opened is refused (it could not be
+   * failed closed). */
+  needPidfd: boolean
 }
 
 /** A guest whose first message arrived and parsed: everything a session worker needs to go on.
@@ -33,6 +37,9 @@ export interface GuestHandoff {
   conn: number
   /** The one descriptor the first message carried (checked to be a userfaultfd). */
   uffd: number
+  /** A pidfd of the guest process (unservable.ts openPeerPidfd), -1 where none could be
+   * opened: what `--on-unservable kill` signals. */
+  pidfd: number
   /** The first message, as received (it parses with parseHandshake). */
   body: string
   peer: { pid: number; uid: number; gid: number }
@@ -78,6 +85,8 @@ export interface SessionWorkerData {
   fills?: FillSessionData
   /** serve --learn: sessions record the pages their guest used. */
   learn?: boolean
+  /** What happens to a guest whose page can be neither served nor poisoned. */
+  onUnservable: UnservableAction
 }
 
 /** Server -> session worker: a guest to serve, or stop (an idle worker released). */

@@ -82,6 +82,8 @@ export const SOCK_NONBLOCK = O_NONBLOCK
 export const SOCK_CLOEXEC = O_CLOEXEC
 export const SOL_SOCKET = 1
 export const SO_PEERCRED = 17
+/** getsockopt: a pidfd of the process that connected (Linux 6.5+), taken at its connect(2). */
+export const SO_PEERPIDFD = 77
 export const SCM_RIGHTS = 1
 export const MSG_CTRUNC = 0x8
 export const MSG_DONTWAIT = 0x40
@@ -146,3 +148,6 @@ export const SYS_USERFAULTFD_X64 = 323
 export const SYS_USERFAULTFD_ARM64 = 282
 export const SYS_PIDFD_OPEN = 434
 export const SYS_PIDFD_GETFD = 438
+export const SYS_PIDFD_SEND_SIGNAL = 424
+export const SIGKILL = 9
+export const ENOPROTOOPT = 92

@@ -44,6 +44,16 @@ export function pidfdOpen(pid: number): number {
   return fd
 }
 
+/** Sends `signal` to the process behind `pidfd` (never to a process that reused its pid).
+ * Returns false when that process is gone already (ESRCH). */
+export function pidfdSendSignal(pidfd: number, signal: number): boolean {
+  const r = Number(libc.syscall(abi.SYS_PIDFD_SEND_SIGNAL, 'int', pidfd, 'int', signal, 'void *', null, 'unsigned int', 0))
+  if (r === 0) return true
+  const e = errno()
+  if (e === abi.ESRCH) return false
+  throw new UffdError('pidfd_send_signal', e, `pidfd ${pidfd}`)
+}
+
 /** Duplicates descriptor `targetFd` of the process behind `pidfd` into this one. */
 export function pidfdGetfd(pidfd: number, targetFd: number): number {
   const fd = Number(libc.syscall(abi.SYS_PIDFD_GETFD, 'int', pidfd, 'int', targetFd, 'unsigned int', 0))

@@ -2,7 +2,7 @@
 // (callers read them, so hostile or odd input is easy to test): the address ranges of its
 // mappings (maps), which of them are registered in missing mode (smaps VmFlags `um`), and
 // a userfaultfd's API line (fdinfo).
-import { readSync } from 'node:fs'
+import { readdirSync, readFileSync, readSync } from 'node:fs'
 import { UFFD_FEATURE_INITIALIZED } from './abi.js'
 
 /** [start, end) of a mapping, as addresses. */
@@ -118,4 +118,27 @@ export function presentPages(fd: number, address: number, pages: number, entries
     count += on
   }
   return count
+}
+
+/** The pids of a process's children (every thread's /proc/PID/task/TID/children); [] when it
+ * is gone. */
+export function childPids(pid: number): number[] {
+  const pids: number[] = []
+  let tids: string[]
+  try { tids = readdirSync(`/proc/${pid}/task`) } catch { return pids }
+  for (const tid of tids) {
+    let text: string
+    try { text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8') } catch { continue }
+    for (const word of text.split(' ')) if (word.trim() !== '') pids.push(Number(word))
+  }
+  return pids
+}
+
+/** A process's parent pid (/proc/PID/stat, after the command name, which may hold spaces and
+ * parentheses); -1 when it is gone. */
+export function parentPid(pid: number): number {
+  let text: string
+  try { text = readFileSync(`/proc/${pid}/stat`, 'utf8') } catch { return -1 }
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[1])
 }

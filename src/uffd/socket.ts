@@ -75,6 +75,21 @@ export function peerCredentials(fd: number): PeerCredentials {
   return { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) }
 }
 
+/** A pidfd of the process that connected to socket `fd` (SO_PEERPIDFD: the kernel took it at
+ * connect(2), so it cannot name a process that reused the pid since); -1 where the kernel is
+ * older than 6.5 (the caller falls back to pidfd_open of SO_PEERCRED's pid). */
+export function peerPidfd(fd: number): number {
+  const out = Buffer.alloc(4)
+  const len = Buffer.alloc(4)
+  len.writeUInt32LE(4)
+  if (libc.getsockopt(fd, abi.SOL_SOCKET, abi.SO_PEERPIDFD, out, len) < 0) {
+    const e = errno()
+    if (e === abi.ENOPROTOOPT) return -1
+    throw new UffdError('getsockopt(SO_PEERPIDFD)', e)
+  }
+  return out.readInt32LE(0)
+}
+
 export interface ReceivedMessage {
   /** Bytes received into the buffer; 0 at end of stream; -1 when nothing is pending. */
   bytes: number

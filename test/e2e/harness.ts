@@ -63,6 +63,10 @@ export interface GuestResult {
   stderr: string
   /** The guest's JSON line, when it printed one. */
   report?: Record<string, any>
+  /** runGuest's timeout killed it (SIGKILL): it hung. */
+  timedOut: boolean
+  /** From spawn to exit. */
+  elapsedMs: number
 }
 
 /** Runs the native guest with `args`; kills it after `timeoutMs` (a hang is a failure). */
@@ -72,14 +76,16 @@ export function runGuest(args: string[], opts: { timeoutMs?: number; env?: NodeJ
     let stdout = '', stderr = ''
     child.stdout.on('data', d => { stdout += d })
     child.stderr.on('data', d => { stderr += d })
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60000)
+    const started = Date.now()
+    let timedOut = false
+    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL') }, opts.timeoutMs ?? 60000)
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       let report: Record<string, any> | undefined
       const line = stdout.trim().split('\n').pop()
       try { report = line ? JSON.parse(line) : undefined } catch { /* not JSON */ }
-      resolvePromise({ code, signal, stdout, stderr, report })
+      resolvePromise({ code, signal, stdout, stderr, report, timedOut, elapsedMs: Date.now() - started })
     })
   })
 }

@@ -2,7 +2,9 @@
 // installed. The guest touching such a page is failed closed by the mechanism its kind gets: a
 // faultline-form guest (POISON negotiated) takes SIGBUS on the poisoned page, checked with its
 // socket watchdog off, so that nothing else could have stopped it; a Firecracker-form guest
-// that did not enable POISON is told by the server, which ends its session. Every page it read
+// that did not enable POISON is killed (SIGKILL through its pidfd: --on-unservable kill, the
+// default), or with --on-unservable close told by the server, which ends its session while
+// the guest's fault waits on (only a watchdog gets it out). Every page it read
 // before was right, and the server goes on serving other guests. A bad page fails that page
 // alone: prefetching policies skip it. Snapshots damaged in their structure are refused when the
 // server starts, with the file and the fault named.
@@ -55,16 +57,31 @@ function damagePages(snap: Buffer, count: number, next: () => number): number[] 
 
 /** What a guest that touched a damaged page must show: failed closed at a damaged page, by the
  * mechanism of its form. */
-function checkFailedClosed(t: Test, r: GuestResult, damaged: number[], form: 'faultline' | 'firecracker', name: string): void {
-  t.equal(r.signal, null, `${name}: it did not hang (the test's timeout would have killed it)`)
+function checkFailedClosed(t: Test, r: GuestResult, damaged: number[], form: 'faultline' | 'firecracker', name: string, logs: string[]): void {
+  t.notOk(r.timedOut, `${name}: it did not hang (the test's timeout would have killed it)`)
   t.equal(r.report, undefined, `${name}: did not finish its workload`)
   t.notMatch(r.stderr, /verify:/, `${name}: no page it read differed from the image`)
-  const m = form === 'faultline'
-    ? /^guest: SIGBUS at page (\d+): the page server poisoned it/.exec(r.stderr)
-    : /^guest: page server closed the connection \(snapshot error: .*: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to)/.exec(r.stderr)
-  t.equal(r.code, form === 'faultline' ? 4 : 3, `${name}: exit ${r.code}: ${form === 'faultline' ? 'SIGBUS on the poisoned page' : 'told by the server'} (${r.stderr.trim()})`)
-  t.ok(m, `${name}: says so`)
-  t.ok(damaged.includes(Number(m?.[1])), `${name}: stopped at page ${m?.[1]}, one of the damaged ones`)
+  if (form === 'faultline') {
+    const m = /^guest: SIGBUS at page (\d+): the page server poisoned it/.exec(r.stderr)
+    t.equal(r.code, 4, `${name}: exit ${r.code}: SIGBUS on the poisoned page (${r.stderr.trim()})`)
+    t.ok(m, `${name}: says so`)
+    t.ok(damaged.includes(Number(m?.[1])), `${name}: stopped at page ${m?.[1]}, one of the damaged ones`)
+    return
+  }
+  // Killed by the server before its watchdog could see the session end.
+  t.equal(r.signal, 'SIGKILL', `${name}: killed by the server (code ${r.code}, signal ${r.signal}: ${r.stderr.trim()})`)
+  const m = killedLine(logs)
+  t.ok(m, `${name}: the log says why: ${logs.at(-1)}`)
+  t.ok(damaged.includes(Number(m?.[1])), `${name}: at page ${m?.[1]}, one of the damaged ones`)
+}
+
+/** The server's one line for a guest it killed: page, file, reason. */
+function killedLine(logs: string[]): RegExpExecArray | null {
+  for (const l of logs) {
+    const m = /^session \d+: snapshot error: .*live\.snap: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to).*; the guest's uffd cannot poison it: killed pid \d+ \(SIGKILL\) \(--on-unservable kill\)$/.exec(l)
+    if (m) return m
+  }
+  return null
 }
 
 t.test('damaged page data: guests fail closed at the damaged page, the server serves on', async t => {
@@ -80,21 +97,25 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   const logs: string[] = []
   server.on('log', line => logs.push(line))
   const next = prng(0xbad5eed)
-  let tried = 0, sigbus = 0, told = 0, toldRounds = 0
+  let tried = 0, sigbus = 0, killed = 0, toldRounds = 0
   for (let round = 0; round < 4; round++) {
     const snap = Buffer.from(good)
     const damaged = damagePages(snap, 1 + (next() % 4), next)
     writeFileSync(path, snap)
     tried++
     // Faultline form: the server poisons the page; without its watchdog only that SIGBUS can
-    // stop the guest. Firecracker form (the guest chose no POISON): the session ends, the
-    // guest's fault never returns, its watchdog says why.
+    // stop the guest. Firecracker form (the guest chose no POISON): the server kills it.
     const form = round % 2 === 0 ? 'faultline' : 'firecracker'
     const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', 'sequential', '--verify', img.raw, '--verify-each',
-      ...(form === 'faultline' ? ['--no-watchdog'] : [])], { timeoutMs: 30000 })
-    checkFailedClosed(t, r, damaged, form, `round ${round} (${form} form, pages ${damaged.join(', ')} damaged)`)
+      '--no-watchdog'], { timeoutMs: 30000 })
+    await server.idle()
+    const roundLogs = logs.splice(0)
+    checkFailedClosed(t, r, damaged, form, `round ${round} (${form} form, pages ${damaged.join(', ')} damaged)`, roundLogs)
+    if (form === 'faultline') {
+      t.ok(roundLogs.some(l => new RegExp(`cannot serve page (${damaged.join('|')}): .*is corrupt`).test(l)), `round ${round}: the server's log names the damaged page`)
+    }
     if (r.code === 4) sigbus++
-    else told++
+    else killed++
     // The pages before the first damaged one are fine, and the server still serves them.
     const pagesFile = join(dir, `good${round}.txt`)
     writeFileSync(pagesFile, Array.from({ length: damaged[0] }, (_, p) => p).join('\n') + '\n')
@@ -109,8 +130,6 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
     t.equal(failures.length, toldRounds, `round ${round}: sessions failed only where the page could not be poisoned`)
     if (form === 'firecracker') {
       t.match(failures.at(-1)?.stats?.endReason, new RegExp(`^snapshot error: .*: page (${damaged.join('|')}) is corrupt: `), `round ${round}: the session says which page failed`)
-    } else {
-      t.ok(logs.some(l => new RegExp(`cannot serve page (${damaged.join('|')}): .*is corrupt`).test(l)), `round ${round}: the server's log names the damaged page`)
     }
   }
   // And repaired, it serves every page again.
@@ -118,7 +137,46 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   const whole = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'sequential', '--verify', img.raw])
   t.equal(whole.code, 0, whole.stderr)
   t.equal(whole.report?.verified_pages, PAGES)
-  t.comment(`live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${told} times told by the server`)
+  t.comment(`live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${killed} times killed by the server`)
+})
+
+// Issue 15, item 1: a guest whose uffd cannot poison (Firecracker form, no watchdog: Firecracker
+// itself) used to wait forever on the corrupt page. Killed by default; left waiting with close.
+t.test('a guest that cannot be poisoned: killed (--on-unservable kill), or its session closed (close)', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, MIB, 7)
+  const snap = readFileSync(img.snap)
+  const bad = storedPages(snap).find(s => s.page >= 40)!
+  snap[bad.offset + (bad.length >> 1)] ^= 0x5a
+  const path = join(dir, 'live.snap')
+  writeFileSync(path, snap)
+  const args = (socket: string) => ['--socket', socket, '--mib', String(MIB), '--handshake', 'firecracker', '--workload', 'sequential',
+    '--verify', img.raw, '--verify-each', '--no-watchdog']
+  for (const mode of ['kill', 'close'] as const) {
+    const socket = join(dir, `${mode}.sock`)
+    const server = await startFastServer(t, { snapshotPath: path, socketPath: socket, ...(mode === 'close' ? { onUnservable: mode } : {}) })
+    const logs: string[] = []
+    server.on('log', line => logs.push(line))
+    // Bounded: under close the guest waits for ever; 5 s after its session ended is plenty.
+    const r = await runGuest(args(socket), { timeoutMs: mode === 'kill' ? 30000 : 5000 })
+    await server.idle()
+    t.notMatch(r.stderr, /verify:/, `${mode}: no page it read differed from the image`)
+    t.equal(r.report, undefined, `${mode}: it did not finish its workload`)
+    t.equal(server.ended[0]?.stats?.endReason.startsWith(`snapshot error: ${path}: page ${bad.page} is corrupt`), true,
+      `${mode}: its session ended on page ${bad.page}: ${server.ended[0]?.stats?.endReason}`)
+    if (mode === 'kill') {
+      t.notOk(r.timedOut, `kill: it did not hang (${r.elapsedMs} ms)`)
+      t.equal(r.signal, 'SIGKILL', `kill: the server killed it (signal ${r.signal}, code ${r.code})`)
+      const line = logs.find(l => / killed pid \d+ \(SIGKILL\)/.test(l))
+      t.match(line, new RegExp(`^session \\d+: snapshot error: .*live\\.snap: page ${bad.page} is corrupt: .*; the guest's uffd cannot poison it: killed pid \\d+ \\(SIGKILL\\) \\(--on-unservable kill\\)$`),
+        `kill: one line says why: ${line}`)
+      t.comment(`--on-unservable kill: the Firecracker-form guest was killed ${r.elapsedMs} ms after it started`)
+    } else {
+      t.ok(r.timedOut, `close: the guest's fault was left waiting (killed by the test's 5 s bound; signal ${r.signal}, code ${r.code}: ${r.stderr.trim()})`)
+      t.notOk(logs.some(l => / killed pid /.test(l)), 'close: nothing was killed')
+    }
+    await server.close()
+  }
 })
 
 // Issue 15, item 2: a prefetch run that held the bad page used to fail whole (readahead: SIGBUS
