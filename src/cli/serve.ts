@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util'
 import { describeError, UsageError } from '../errors.js'
 import { MAX_SESSIONS, MAX_WARM_WORKERS, PageServer } from '../server/page-server.js'
 import { UNSERVABLE_ACTIONS } from '../server/unservable.js'
+import { ServerMetrics } from '../server/metrics.js'
+import { parseListenAddress, startMetricsEndpoint, type MetricsEndpoint } from '../server/metrics-endpoint.js'
 import { remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url, parseSize } from '../store/s3-config.js'
 import { formatBytes } from '../util/format.js'
@@ -29,6 +31,7 @@ export const SERVE_USAGE = `usage: faultline serve --snapshot SNAP --socket PATH
   --on-unservable WHAT  a guest whose page can be neither served nor poisoned (its uffd lacks
                         POISON: Firecracker's): kill (default) ends its process (SIGKILL via
                         the pidfd taken at connect), close only ends its session
+  --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics (docs/operate.md)
   --once                exit after the first guest's session ends
 
 The decoded cache (a local snapshot's pages decompressed once, for every guest; guests that
@@ -59,7 +62,7 @@ const SERVE_OPTIONS = {
   endpoint: { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
   'cache-memory': { type: 'string' }, 'fill-workers': { type: 'string' }, 'cache-folios': { type: 'string' }, learn: { type: 'string' },
-  'on-unservable': { type: 'string' },
+  'on-unservable': { type: 'string' }, metrics: { type: 'string' },
 } as const
 
 /** --cache-memory: a size, or 0 for no cache. */
@@ -88,6 +91,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   for (const flag of ['endpoint', 'cache-dir', 'cache-size', 'fetch-concurrency'] as const) {
     if (!remote && values[flag] !== undefined) throw new UsageError(`serve: --${flag} only applies to an s3:// --snapshot`)
   }
+  if (values.metrics !== undefined) parseListenAddress(values.metrics)
   const logFormat = choiceItems('log-format', [values['log-format'] ?? 'text'], LOG_FORMATS)[0]
   const logger = new Logger(logFormat)
   const defaults = remoteStoreDefaults()
@@ -113,9 +117,19 @@ export async function serveCommand(argv: string[]): Promise<number> {
       concurrency: intOption('fetch-concurrency', values['fetch-concurrency'], 1, 1024, 8),
     } : undefined,
   })
+  // Listening before the first guest can be served, so every session is counted.
+  const metrics = values.metrics === undefined ? undefined : new ServerMetrics(server)
+  let endpoint: MetricsEndpoint | undefined
+  try {
+    endpoint = metrics === undefined ? undefined : await startMetricsEndpoint(values.metrics!, metrics)
+  } catch (err) {
+    await server.close()
+    throw err
+  }
   const policy = server.policySpec
   logger.info(`serving ${values.snapshot} on ${values.socket} (policy ${policy})`, { snapshot: values.snapshot, socket: values.socket, policy })
   for (const line of server.startNotices) logger.warn(line)
+  if (endpoint !== undefined) logger.info(`metrics on http://${endpoint.address}/metrics`, { metrics: endpoint.address })
   if (server.store) {
     const st = server.store.stats
     logger.info(`chunk cache ${server.store.cache.dir}: ${st.cache.entries} chunks (${formatBytes(st.cache.bytes)}) of at most ${formatBytes(server.store.cache.capacityBytes)}; ` +
@@ -171,5 +185,6 @@ export async function serveCommand(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal)
   await finished
   await server.close()
+  await endpoint?.close()
   return exitCode
 }

@@ -20,7 +20,7 @@ import { inputIdentities, type FileIdentity } from '../util/output-file.js'
 import { workerEntry } from '../util/worker-url.js'
 import type { SessionStats } from './session.js'
 import { DecodedCache, type CacheCounts } from '../cache/decoded-cache.js'
-import { FillPool } from '../cache/fill-pool.js'
+import { FillPool, type FillPoolStats } from '../cache/fill-pool.js'
 import { learnedSetPath, readLearnedSet, recordLearnedSession, type SnapshotIdentity } from '../trace/learned-set.js'
 import { SessionPool, type LogLevel, type SessionRecord } from './session-pool.js'
 import type { AcceptorData, AcceptorMessage, GuestHandoff } from './worker-protocol.js'
@@ -449,6 +449,12 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Session workers started so far (a refused client must not cost one). */
   get workersStarted(): number { return this.pool.workersStarted }
+
+  /** Connections whose first message the acceptor still awaits. */
+  pendingHandshakes(): number { return Atomics.load(new Int32Array(this.pendingCounter), 0) }
+
+  /** The fill workers' totals (undefined without a decoded cache). */
+  fillTotals(): FillPoolStats | undefined { return this.fills?.totals() }
 
   /** Resolves when no guest is being served or waits for an answer. */
   async idle(): Promise<void> {

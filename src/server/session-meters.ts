@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks'
 import * as uffd from '../uffd/index.js'
 import { BREAKDOWN_ENABLED, FaultBreakdown, type FaultBreakdownSummary } from './fault-breakdown.js'
 import { HeapGrowth, WARM_FAULTS, type HeapGrowthSummary } from './heap-growth.js'
-import { LatencyHistogram } from './latency-histogram.js'
+import { HISTOGRAM_CELLS, LatencyHistogram } from './latency-histogram.js'
 
 /** Counter slots. Pages installed by cause take three consecutive slots (K_PAGES + cause). */
 export const K_FAULTS = 0
@@ -35,6 +35,8 @@ export const K_POISONED = 16
 /** Pages a prefetch or background run skipped because they failed verification. */
 export const K_BAD_SKIPPED = 17
 export const COUNTER_SLOTS = 18
+/** A session's shared memory: COUNTER_SLOTS counters, then its service-time histogram. */
+export const SESSION_METER_BYTES = (COUNTER_SLOTS + HISTOGRAM_CELLS) * 8
 
 export interface SessionCacheStats {
   wakes: number
@@ -77,7 +79,7 @@ export interface SessionStats {
 
 export class SessionMeters {
   readonly counters: Float64Array
-  readonly histogram = new LatencyHistogram()
+  readonly histogram: LatencyHistogram
   readonly breakdown = new FaultBreakdown()
   readonly heap = new HeapGrowth()
   /** The fault path's clock: performance.now() allocates a heap number per call. */
@@ -85,9 +87,11 @@ export class SessionMeters {
   private readonly startMs = performance.now()
   private readonly cpuAtStartNs = threadCpuNs()
 
-  /** `shared`: COUNTER_SLOTS Float64 slots the server reads live (default: private ones). */
+  /** `shared`: SESSION_METER_BYTES the server reads live (default: private ones). */
   constructor(shared?: SharedArrayBuffer) {
-    this.counters = new Float64Array(shared ?? new ArrayBuffer(COUNTER_SLOTS * 8))
+    const buffer = shared ?? new ArrayBuffer(SESSION_METER_BYTES)
+    this.counters = new Float64Array(buffer, 0, COUNTER_SLOTS)
+    this.histogram = new LatencyHistogram(new Float64Array(buffer, COUNTER_SLOTS * 8, HISTOGRAM_CELLS))
   }
 
   /** Counts a fault on an absent page; at the WARM_FAULTS-th, marks the heap. */

@@ -25,7 +25,7 @@ import { FillNotifier } from '../cache/fill-notifier.js'
 import { FillQueue } from '../cache/fill-queue.js'
 import { handOverCache } from './cache-handshake.js'
 import type { CacheAccess } from './fill-requests.js'
-import { COUNTER_SLOTS } from './session-meters.js'
+import { SESSION_METER_BYTES } from './session-meters.js'
 import { UsageRecorder } from './usage-recorder.js'
 import { killGuest } from './unservable.js'
 
@@ -200,7 +200,7 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     post({ type: 'rejected', pid, error: message })
     return true
   }
-  const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8)
+  const counters = new SharedArrayBuffer(SESSION_METER_BYTES)
   // A page neither served nor poisoned: the guest's fault would wait forever (unservable.ts).
   // Done before its uffd is let go: a forked child's before the server releases the child's
   // uffd (whose waiting faults would then read zeros).

@@ -51,7 +51,7 @@ export interface SessionOptions {
   cacheAccess?: CacheAccess
   /** The guest's regions map the decoded cache (MAP_PRIVATE) instead of anonymous memory. */
   cacheMapped?: boolean
-  /** Live counters the server reads (COUNTER_SLOTS Float64 slots). */
+  /** Live counters and service-time histogram the server reads (SESSION_METER_BYTES). */
   counters?: SharedArrayBuffer
   /** Records which pages the guest used, for `serve --learn`. */
   usage?: UsageRecorder
