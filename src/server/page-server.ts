@@ -3,84 +3,31 @@
 // workers (session-pool.ts), one guest each, some kept warm so a guest never waits for a worker
 // to start. It hands checked guests to warm workers within --max-sessions (the rest wait, up to
 // the handshake deadline), and keeps one descriptor of the snapshot open for its lifetime.
+// Its options are checked in server-options.ts, its decoded cache is server-cache.ts'.
 import { EventEmitter } from 'node:events'
-import { closeSync, constants, existsSync, lstatSync, openSync, statSync, unlinkSync } from 'node:fs'
-import { Worker } from 'node:worker_threads'
+import { closeSync, constants, openSync, statSync, unlinkSync } from 'node:fs'
 import { describeError, FaultlineError } from '../errors.js'
-import type { FaultPolicy } from '../policy/policy.js'
-import { createPolicy, policyModulePath } from '../policy/registry.js'
+import { createPolicy } from '../policy/registry.js'
 import { SnapshotReader } from '../snapshot/reader.js'
-import { SnapshotIndex } from '../snapshot/snapshot-index.js'
 import { checkTracePath } from '../trace/recorder.js'
-import { ChunkStore, remoteStoreDefaults, type ChunkStoreOptions } from '../store/chunk-store.js'
+import { ChunkStore, remoteStoreDefaults } from '../store/chunk-store.js'
 import { isS3Url } from '../store/s3-config.js'
 import * as uffd from '../uffd/index.js'
-import { openFileCount, openFileLimit } from '../util/fd-limit.js'
-import { inputIdentities, type FileIdentity } from '../util/output-file.js'
-import { workerEntry } from '../util/worker-url.js'
+import type { FileIdentity } from '../util/output-file.js'
 import type { SessionStats } from './session.js'
-import { DecodedCache, type CacheCounts } from '../cache/decoded-cache.js'
-import { FillPool, type FillPoolStats } from '../cache/fill-pool.js'
-import { learnedSetPath, readLearnedSet, recordLearnedSession, type SnapshotIdentity } from '../trace/learned-set.js'
+import type { DecodedCache, CacheCounts } from '../cache/decoded-cache.js'
+import type { FillPool, FillPoolStats } from '../cache/fill-pool.js'
+import { learnedSetPath, recordLearnedSession, type SnapshotIdentity } from '../trace/learned-set.js'
 import { SessionPool, type LogLevel, type SessionRecord } from './session-pool.js'
-import type { AcceptorData, AcceptorMessage, GuestHandoff } from './worker-protocol.js'
-import type { UnservableAction } from './unservable.js'
+import type { GuestHandoff } from './worker-protocol.js'
+import { AcceptorThread, pendingBound } from './acceptor-thread.js'
+import { closeCache, formatCacheBound, startCache, STRAY_CHECK_MS, type CacheParts } from './server-cache.js'
+import {
+  checkOptions, DEFAULT_STALL_TIMEOUT_MS, policyFor, prepareSocketPath, ServerError, snapshotIdentity, traceInputs, type PageServerOptions,
+} from './server-options.js'
 
+export { MAX_PENDING_HANDSHAKES, MAX_SESSIONS, MAX_WARM_WORKERS, ServerError, type PageServerOptions } from './server-options.js'
 export type { LogLevel, SessionRecord }
-
-export interface PageServerOptions {
-  socketPath: string
-  snapshotPath: string
-  /** `--policy` spec; default ondemand. */
-  policy?: string
-  tracePath?: string
-  /** Peer uids allowed besides our own (the socket is then made connectable by others too:
-   * SO_PEERCRED does the refusing). */
-  allowUids?: number[]
-  allowAnyUid?: boolean
-  /** Workers kept waiting for the next guest (1..MAX_WARM_WORKERS, default 1). */
-  warmWorkers?: number
-  /** A replacement worker getting ready in SCHED_IDLE is raised after this long even when no
-   * guest waits for it (default 2000 ms). */
-  idleStartLimitMs?: number
-  /** Guests served at once (1..MAX_SESSIONS, default 256); more wait for a slot, up to the
-   * handshake timeout. */
-  maxSessions?: number
-  /** Serve one guest: no worker starts after the first one takes a guest, so nothing but that
-   * guest's session runs in the process (benchmarks measure the server's own cost). */
-  singleGuest?: boolean
-  handshakeTimeoutMs?: number
-  /** Connections whose first message is awaited, at most (default 128); more wait in the
-   * socket's backlog. */
-  maxPendingHandshakes?: number
-  /** A session whose loop has not moved for this long while its guest has faults waiting is
-   * ended and its guest failed closed (default 20000 ms). */
-  stallTimeoutMs?: number
-  /** Files a --trace must not overwrite, besides the snapshot and the policy's inputs. */
-  protectedFiles?: FileIdentity[]
-  /** For an s3:// snapshot: its chunk cache and how to reach the store (--cache-dir,
-   * --cache-size, --endpoint); defaults from remoteStoreDefaults(). */
-  remote?: Partial<ChunkStoreOptions>
-  /** Decoded bytes the snapshot's decoded cache may hold (--cache-memory; default: the whole
-   * image, never evicting; 0: no cache, every guest anonymous and every page decoded per
-   * session). */
-  cacheMemoryBytes?: number
-  /** Fill workers decoding into the cache (--fill-workers; default: the machine's cores). */
-  fillWorkers?: number
-  /** 'small' keeps the cache in 4 KiB pages even where huge folios are possible. */
-  cacheFolios?: 'huge' | 'small'
-  /** serve --learn DIR: each session's used pages are kept there per snapshot, and with no
-   * --policy the next sessions prefetch them (learned:). */
-  learnDir?: string
-  /** A guest whose page can be neither served nor poisoned: 'kill' (default) ends its process
-   * (SIGKILL through its pidfd), 'close' only ends its session (unservable.ts). */
-  onUnservable?: UnservableAction
-}
-
-export const MAX_WARM_WORKERS = 64
-export const MAX_SESSIONS = 4096
-export const MAX_PENDING_HANDSHAKES = 4096
-const DEFAULT_STALL_TIMEOUT_MS = 20000
 
 export interface PageServerEvents {
   /** A line for the operator; `level` is 'warn' for what went wrong (default 'info'). */
@@ -90,19 +37,10 @@ export interface PageServerEvents {
   ended: [record: SessionRecord]
 }
 
-export class ServerError extends FaultlineError {
-  override readonly code: string = 'FL_ERR_SERVER'
-}
-
 /** A replacement worker getting ready in SCHED_IDLE is raised after this long regardless. */
 const IDLE_START_LIMIT_MS = 2000
 
 interface QueuedGuest { guest: GuestHandoff; deadlineMs: number }
-
-function checkBound(name: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) throw new ServerError(`--${name}: expected ${min}..${max}, got ${value}`)
-  return value
-}
 
 export class PageServer extends EventEmitter<PageServerEvents> {
   readonly socketPath: string
@@ -125,7 +63,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private readonly pool: SessionPool
   private readonly queue: QueuedGuest[] = []
   private queueTimer: NodeJS.Timeout | undefined
-  private acceptor: Worker | undefined
+  private acceptor: AcceptorThread | undefined
   private acceptorExited: Promise<unknown> = Promise.resolve()
   private closing = false
   private closed: Promise<void> | undefined
@@ -192,9 +130,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Checks the snapshot and policy, listens, starts the warm worker(s), then accepts. */
   static async start(opts: PageServerOptions): Promise<PageServer> {
-    checkBound('warm-workers', opts.warmWorkers ?? 1, 1, MAX_WARM_WORKERS)
-    checkBound('max-sessions', opts.maxSessions ?? 256, 1, MAX_SESSIONS)
-    checkBound('max-pending-handshakes', opts.maxPendingHandshakes ?? 128, 1, MAX_PENDING_HANDSHAKES)
+    checkOptions(opts)
     if (!isS3Url(opts.snapshotPath)) return PageServer.startLocal(opts)
     const store = await ChunkStore.open(opts.snapshotPath, { ...remoteStoreDefaults(), ...opts.remote })
     try {
@@ -225,24 +161,16 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Owns `snapshotFd` from here: closed on failure, or by close(). */
   private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number): Promise<PageServer> {
-    let listenFd: number, traceInputs: FileIdentity[], policySpec: string, policyFills = false
+    let listenFd: number, protectedInputs: FileIdentity[], policySpec: string, policyFills = false
     let cacheParts: CacheParts | undefined
     try {
       const shape = snapshot ?? store!.snapshot.header
-      policySpec = PageServer.policyFor(opts, snapshotIdentity(snapshot, store))
+      policySpec = policyFor(opts, snapshotIdentity(snapshot, store))
       const policy = await createPolicy(policySpec, process.cwd(), shape)
       policyFills = policy.onStart !== undefined || policy.onIdle !== undefined
-      traceInputs = PageServer.traceInputs(opts, snapshot, policy)
-      if (opts.tracePath) checkTracePath(opts.tracePath, traceInputs)
-      if (existsSync(opts.socketPath)) {
-        if (!lstatSync(opts.socketPath).isSocket()) throw new ServerError(`--socket ${opts.socketPath}: exists and is not a socket`)
-        let live = false
-        try { uffd.closeFd(uffd.connectUnix(opts.socketPath)); live = true } catch { /* stale */ }
-        if (live) throw new ServerError(`--socket ${opts.socketPath}: another server is listening there`)
-        unlinkSync(opts.socketPath)
-      }
-      // Others may connect only when other uids are allowed: SO_PEERCRED refuses the rest.
-      const mode = opts.allowAnyUid || (opts.allowUids ?? []).length > 0 ? 0o666 : 0o600
+      protectedInputs = traceInputs(opts, snapshot, policy)
+      if (opts.tracePath) checkTracePath(opts.tracePath, protectedInputs)
+      const mode = prepareSocketPath(opts)
       if (opts.cacheMemoryBytes !== 0) cacheParts = startCache(opts, snapshot, snapshotFd, store)
       listenFd = uffd.listenUnix(opts.socketPath, 128, mode)
     } catch (err) {
@@ -250,7 +178,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       if (snapshotFd >= 0) closeSync(snapshotFd)
       throw err
     }
-    const server = new PageServer(opts, listenFd, store, snapshot, snapshotFd, traceInputs, policySpec, cacheParts)
+    const server = new PageServer(opts, listenFd, store, snapshot, snapshotFd, protectedInputs, policySpec, cacheParts)
     if (cacheParts !== undefined) {
       cacheParts.log = (line, level) => server.emit('log', line, level)
       server.startNotices.push(`decoded cache: ${cacheParts.cache.info.why}; ${formatCacheBound(cacheParts.cache)}; ${cacheParts.fills.workerCount} fill worker(s)`)
@@ -272,15 +200,6 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     return server
   }
 
-  /** The policy to run: --policy, else with --learn the snapshot's learned set when DIR holds
-   * one, else ondemand. */
-  private static policyFor(opts: PageServerOptions, identity: SnapshotIdentity): string {
-    if (opts.policy !== undefined) return opts.policy
-    if (opts.learnDir === undefined) return 'ondemand'
-    if (readLearnedSet(opts.learnDir, identity) === undefined) return 'ondemand'
-    return `learned:${learnedSetPath(opts.learnDir, identity)}`
-  }
-
   /** How the decoded cache is, for the log and the benchmarks (undefined without one). */
   get cacheDescription(): string | undefined { return this.cache?.info.why }
 
@@ -297,65 +216,22 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     }
   }
 
-  /** What a session's trace must never overwrite: the snapshot, what the policy read, the
-   * policy module, and what the caller names. */
-  private static traceInputs(opts: PageServerOptions, snapshot: SnapshotReader | undefined, policy: FaultPolicy): FileIdentity[] {
-    const out: FileIdentity[] = [...(opts.protectedFiles ?? [])]
-    if (snapshot) out.push({ dev: snapshot.dev, ino: snapshot.ino, name: `the snapshot ${opts.snapshotPath}` })
-    const module = policyModulePath(opts.policy ?? 'ondemand')
-    const files = [...(policy.inputFiles ?? []).map(path => ({ path, name: `the policy's input ${path}` }))]
-    if (module) files.push({ path: module, name: `the policy module ${module}` })
-    return [...out, ...inputIdentities(files)]
-  }
-
-  /** Pending handshakes at most: --max-pending-handshakes, and no more than half the
-   * descriptors still free (the rest are for the sessions), so that a flood of silent clients
-   * cannot take the descriptors a guest's session needs. */
-  private pendingBound(): number {
-    const limit = openFileLimit()
-    if (limit === undefined) return this.maxPending
-    const free = Math.max(0, limit - openFileCount())
-    const bound = Math.max(1, Math.min(this.maxPending, Math.floor(free / 2)))
-    if (bound < this.maxPending) {
-      this.startNotices.push(`descriptor limit ${limit} (${free} free): at most ${bound} handshakes pending at once instead of ${this.maxPending}`)
-    }
-    return bound
-  }
-
   /** Resolves once the acceptor thread accepts. */
   private startAcceptor(opts: PageServerOptions): Promise<void> {
     const uid = process.getuid?.() ?? 0
-    const acceptorData: AcceptorData = {
+    this.acceptor = new AcceptorThread({
       listenFd: this.listenFd, stopFd: this.acceptorStopFd,
       pageSize: this.shape.pageSize, pageCount: this.shape.pageCount,
       allowUids: [uid, ...(opts.allowUids ?? [])], allowAnyUid: opts.allowAnyUid ?? false,
-      handshakeTimeoutMs: this.handshakeTimeoutMs, maxPending: this.pendingBound(), pendingCounter: this.pendingCounter,
+      handshakeTimeoutMs: this.handshakeTimeoutMs, maxPending: pendingBound(this.maxPending, this.startNotices), pendingCounter: this.pendingCounter,
       needPidfd: (opts.onUnservable ?? 'kill') === 'kill',
-    }
-    const entry = workerEntry(import.meta.url, new URL('./acceptor.js', import.meta.url), new URL('../../dist/server/acceptor.js', import.meta.url))
-    const acceptor = new Worker(entry.url, { ...entry.options, workerData: acceptorData })
-    this.acceptor = acceptor
-    this.acceptorExited = new Promise(r => acceptor.once('exit', r))
-    let listening!: () => void
-    let failure = 'exited'
-    const ready = new Promise<void>((resolve, reject) => {
-      listening = resolve
-      acceptor.once('exit', () => reject(new ServerError(`acceptor thread failed to start: ${failure}`)))
+    }, {
+      guest: g => this.onGuest(g),
+      rejected: (pid, error) => this.refused(pid, error),
+      log: line => this.emit('log', line, 'warn'),
     })
-    acceptor.on('message', (m: AcceptorMessage) => {
-      switch (m.type) {
-        case 'listening': listening(); break
-        case 'guest': this.onGuest(m); break
-        case 'rejected': this.refused(m.pid, m.error); break
-        case 'log': this.emit('log', m.line, 'warn'); break
-        case 'fatal':
-          failure = m.error
-          this.emit('log', `acceptor failed: ${m.error}; no new guests are accepted`, 'warn')
-          break
-      }
-    })
-    acceptor.on('error', err => this.emit('log', `acceptor crashed: ${describeError(err)}; no new guests are accepted`, 'warn'))
-    return ready
+    this.acceptorExited = this.acceptor.exited
+    return this.acceptor.ready
   }
 
   private refused(pid: number, error: string): void {
@@ -509,42 +385,3 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   }
 }
 
-/** How often the cache is checked for folios the server did not put there. */
-const STRAY_CHECK_MS = 1000
-
-interface CacheParts { cache: DecodedCache; fills: FillPool; log?: (line: string, level?: LogLevel) => void }
-
-function snapshotIdentity(snapshot: SnapshotReader | undefined, store: ChunkStore | undefined): SnapshotIdentity {
-  const h = snapshot?.header ?? store!.snapshot.header
-  return { indexCrc: h.indexCrc, pageCount: h.pageCount, pageSize: h.pageSize }
-}
-
-/** The decoded cache of the snapshot and its fill workers (which read an object-store
- * snapshot through the chunk store, several chunks in flight). */
-function startCache(opts: PageServerOptions, snapshot: SnapshotReader | undefined, snapshotFd: number, store: ChunkStore | undefined): CacheParts {
-  const geometry = snapshot ?? SnapshotIndex.parse(opts.snapshotPath, store!.snapshot.header, Buffer.from(store!.snapshot.indexBytes))
-  const cache = DecodedCache.create(geometry, { folios: opts.cacheFolios, limitBytes: opts.cacheMemoryBytes })
-  const parts: CacheParts = { cache, fills: undefined as unknown as FillPool }
-  try {
-    parts.fills = FillPool.create({
-      snapshotPath: opts.snapshotPath, snapshotFd, cache, workers: opts.fillWorkers,
-      log: line => parts.log?.(line, 'warn'),
-      remote: store === undefined ? undefined : { workerData: store.workerData(), store },
-    })
-  } catch (err) {
-    cache.close()
-    throw err
-  }
-  return parts
-}
-
-async function closeCache(parts: CacheParts | undefined): Promise<void> {
-  if (parts === undefined) return
-  await parts.fills?.close()
-  parts.cache.close()
-}
-
-function formatCacheBound(cache: DecodedCache): string {
-  const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`
-  return cache.info.limitBytes >= cache.folioCount * cache.folioBytes ? `up to the whole image (${mib(cache.info.limitBytes)})` : `at most ${mib(cache.info.limitBytes)}, evicting past it`
-}
