@@ -79,7 +79,7 @@ export class GuestInstaller {
   /** Why serving must stop ('' while it goes on): the guest went away, or a page it waits on
    * can be neither served nor poisoned. */
   stopped = ''
-  /** The stop is a page that could not be served to a guest waiting on it. */
+  /** The stop is a page that could be neither served nor poisoned to a guest waiting on it. */
   unservable = false
   /** Faults to retry after the guest's pending events (EAGAIN), as guest addresses. */
   deferred: number[] = []

@@ -99,20 +99,22 @@ export class RemoteWaits implements RunParking {
   private fail(message: string, first: number, count: number, faultAddress: number): void {
     const installer = this.installer
     installer.log(`cannot serve pages ${first}..${first + count - 1}: ${message}`)
-    this.poisonAt(faultAddress)
-    for (let k = 0; k < this.waitingFaults.length; k += 2) this.poisonAt(this.waitingFaults[k])
-    for (let k = 0; k < this.retrying.length; k += 2) this.poisonAt(this.retrying[k])
+    let poisoned = this.poisonAt(faultAddress)
+    for (let k = 0; k < this.waitingFaults.length; k += 2) poisoned = this.poisonAt(this.waitingFaults[k]) && poisoned
+    for (let k = 0; k < this.retrying.length; k += 2) poisoned = this.poisonAt(this.retrying[k]) && poisoned
     installer.stopped = `object store error: ${message}`
-    installer.unservable = true
+    // A fault left neither served nor poisoned waits for ever: the guest must be failed closed.
+    if (!poisoned) installer.unservable = true
   }
 
-  private poisonAt(address: number): void {
+  /** Poisons the page a fault at `address` waits on; false when it could not be. */
+  private poisonAt(address: number): boolean {
     const installer = this.installer
     const region = installer.memory.regionAt(address)
-    if (region === undefined) return
+    if (region === undefined) return true
     const unit = region.pagesPerGuestPage
     let i = Math.floor((address - region.start) / installer.pageSize)
     i -= i % unit
-    if (installer.canPoison) installer.poison(region, i, unit)
+    return installer.canPoison && installer.poison(region, i, unit)
   }
 }

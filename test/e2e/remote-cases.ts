@@ -318,6 +318,16 @@ t.test('failures', async t => {
       t.equal(r.code, 0, r.stderr)
       t.equal(r.report?.mismatches, 0)
     })
+
+    t.test('retries exhausted, a guest that cannot be poisoned (Firecracker form): killed, and the log says why', async t => {
+      inject(Array(4).fill({ status: 500, code: 'InternalError' }))
+      const r = await runGuest([...oneChunk(), '--handshake', 'firecracker', '--no-watchdog'], { timeoutMs: 30000 })
+      t.notOk(r.timedOut, `it did not hang (${r.elapsedMs} ms)`)
+      t.equal(r.signal, 'SIGKILL', 'killed by the server (--on-unservable kill, the default)')
+      await server.idle()
+      t.match(logs.join('\n'), new RegExp(`session \\d+: object store error: ${URL}: GET bytes=\\d+-\\d+: server error \\(InternalError, HTTP 500\\).*; the guest's uffd cannot poison it: killed pid \\d+ \\(SIGKILL\\) \\(--on-unservable kill\\)`),
+        'one line: the object, the reason, the kill')
+    })
   })
 
   t.test('a missing object or wrong keys stop the server from starting, with the reason', async t => {
