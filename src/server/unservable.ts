@@ -20,31 +20,35 @@ export function openPeerPidfd(conn: number, pid: number): number {
   try { return uffd.pidfdOpen(pid) } catch { return -1 }
 }
 
-/** SIGKILLs the children of `pid` (each opened as a pidfd, then checked to be its child
- * still, so a reused pid is never signalled); returns how many. */
-function killChildren(pid: number): number {
-  let killed = 0
+/** Pidfds of the children of `pid`, each checked after it was opened to be its child still (so
+ * a pid reused since is never among them). */
+function openChildren(pid: number): number[] {
+  const fds: number[] = []
   for (const child of uffd.childPids(pid)) {
     let fd: number
     try { fd = uffd.pidfdOpen(child) } catch { continue }
-    try {
-      if (uffd.parentPid(child) === pid && uffd.pidfdSendSignal(fd, uffd.SIGKILL)) killed++
-    } finally {
-      uffd.closeFd(fd)
-    }
+    if (uffd.parentPid(child) === pid) fds.push(fd)
+    else uffd.closeFd(fd)
   }
-  return killed
+  return fds
 }
 
 /** Ends the guest behind `pidfd` (SIGKILL) and, with `children`, the processes it forked
  * (a forked child's fill failed: the fork event names its uffd, not its pid, so every child
- * of the guest goes; they are listed before the guest is killed, while they are still its
- * children). Returns what was done, for the log line. */
+ * of the guest goes). The children are opened while they are still its children, then the
+ * guest is killed (before it could react to a child's death), then they are. Returns what was
+ * done, for the log line. */
 export function killGuest(pidfd: number, pid: number, children: boolean): string {
   if (pidfd < 0) return `could not kill pid ${pid}: no pidfd of it was opened at connect`
-  const forked = children ? killChildren(pid) : 0
-  let sent: boolean
-  try { sent = uffd.pidfdSendSignal(pidfd, uffd.SIGKILL) } catch (err) { return `could not kill pid ${pid}: ${(err as Error).message}` }
+  const childFds = children ? openChildren(pid) : []
+  let sent: boolean | string
+  try { sent = uffd.pidfdSendSignal(pidfd, uffd.SIGKILL) } catch (err) { sent = (err as Error).message }
+  let forked = 0
+  for (const fd of childFds) {
+    try { if (uffd.pidfdSendSignal(fd, uffd.SIGKILL)) forked++ } catch { /* gone */ }
+    uffd.closeFd(fd)
+  }
   const also = forked > 0 ? ` and ${forked} child(ren) it forked` : ''
+  if (typeof sent === 'string') return `could not kill pid ${pid}: ${sent}${also ? `; killed${also.slice(4)}` : ''}`
   return sent ? `killed pid ${pid}${also} (SIGKILL)` : `pid ${pid} had exited already${also ? `; killed${also.slice(4)}` : ''}`
 }
