@@ -108,7 +108,7 @@ function watch(child, label) {
       return new Promise((res, rej) => {
         const timer = setTimeout(() => rej(new Error(`${label}: no ${what} within ${timeoutMs / 1000} s (last: ${lines.slice(-3).join(' | ')})`)), timeoutMs)
         waiters.push({ re, resolve: (l) => { clearTimeout(timer); res(l) } })
-        exited.then(e => { clearTimeout(timer); rej(new Error(`${label}: exited (${e.signal ?? e.code}) before ${what} (last: ${lines.slice(-3).join(' | ')})`)) })
+        void exited.then(e => { clearTimeout(timer); rej(new Error(`${label}: exited (${e.signal ?? e.code}) before ${what} (last: ${lines.slice(-3).join(' | ')})`)) })
       })
     },
   }
@@ -183,7 +183,7 @@ async function record(r, img, dir) {
     }
     const done = await w.waitFor(/^FAULTLINE-(RAN|ERROR)/, 1_800_000, 'FAULTLINE-RAN')
     const m = /^FAULTLINE-RAN \S+ (\d+) (\d+)/.exec(done)
-    if (!m || m[1] !== '0') {
+    if (m?.[1] !== '0') {
       // The guest prints the end of the program's output next.
       await new Promise(res => setTimeout(res, 2000))
       throw new Error(`${r.name}: the program failed: ${w.lines.slice(w.lines.indexOf(done)).join(' | ')}`)

@@ -84,15 +84,14 @@ export class FillPool {
   startWorkers(): void {
     const opts = this.opts
     if (opts === undefined || this.workers.length > 0 || this.closed) return
-    const pool = this
     const log = opts.log ?? (() => {})
     const reported = new Set<number>()
-    for (let i = 0; i < pool.workerCount; i++) {
+    for (let i = 0; i < this.workerCount; i++) {
       const remote = opts.remote
       const readyFd = remote !== undefined ? uffd.createEventFd() : -1
       const data: FillWorkerData = {
         index: i, snapshotPath: opts.snapshotPath, snapshotFd: opts.snapshotFd ?? -1, cache: opts.cache.info,
-        queue: pool.queue.buffers, notifier: pool.notifier.buffers, stats: pool.stats.buffer as SharedArrayBuffer,
+        queue: this.queue.buffers, notifier: this.notifier.buffers, stats: this.stats.buffer as SharedArrayBuffer,
         ...(remote !== undefined ? { remote: remote.workerData, readyFd } : {}),
       }
       const worker = new Worker(entry.url, { ...entry.options, workerData: data })
@@ -107,11 +106,11 @@ export class FillPool {
         }
       })
       worker.on('error', err => log(`fill worker ${i} crashed: ${err.message}`))
-      pool.exited.push(new Promise(r => worker.once('exit', () => {
+      this.exited.push(new Promise(r => worker.once('exit', () => {
         if (readyFd >= 0) { remote!.store.detach(readyFd); uffd.closeFd(readyFd) }
         r()
       })))
-      pool.workers.push(worker)
+      this.workers.push(worker)
     }
   }
 

@@ -5,7 +5,7 @@
 import { ABSENT, FILLING, PRESENT, QUEUED, UNSERVABLE, ZERO, type DecodedCache } from '../cache/decoded-cache.js'
 import type { FillNotifier } from '../cache/fill-notifier.js'
 import type { FillQueue } from '../cache/fill-queue.js'
-import { InstallCause, RunList } from '../policy/policy.js'
+import { type InstallCause, RunList } from '../policy/policy.js'
 import type { PageSource } from '../snapshot/page-source.js'
 import * as uffd from '../uffd/index.js'
 import type { GuestMemory } from './guest-memory.js'

@@ -191,7 +191,7 @@ export class Session implements PolicyContext {
         this.installStartBatch()
       } else if (this.idleWork && !(this.remote?.busy ?? false)) {
         this.runIdle()
-      } else if (this.remote !== undefined && this.remote.waiting) {
+      } else if (this.remote?.waiting) {
         this.remote.onReady(this, this.plan)
       }
       if (this.children.list.length > 0) this.children.probe(this.meters.clock.nowMs())
@@ -207,7 +207,7 @@ export class Session implements PolicyContext {
     if (this.startSet.pending) return 0
     if (this.idleWork && !(this.remote?.busy ?? false)) return 0
     let timeout = -1
-    if (this.remote !== undefined && this.remote.waiting) timeout = REMOTE_RECHECK_MS
+    if (this.remote?.waiting) timeout = REMOTE_RECHECK_MS
     if (this.children.list.length > 0 && (timeout < 0 || timeout > CHILD_PROBE_MS)) timeout = CHILD_PROBE_MS
     return timeout
   }

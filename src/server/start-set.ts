@@ -3,7 +3,7 @@
 // set says where the guest is in that order: the batches go on from there, so the guest finds
 // its next pages installed instead of faulting on each of them; the runs it passed over are
 // installed at the end (a guest thread behind the others may still want them).
-import { InstallCause, RunList } from '../policy/policy.js'
+import { type InstallCause, RunList } from '../policy/policy.js'
 
 export class StartSet {
   private readonly runs = new RunList(64)

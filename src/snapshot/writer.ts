@@ -96,7 +96,7 @@ export async function createSnapshot(rawPath: string, snapPath: string, opts: Cr
       throw new FaultlineError(`${rawPath}: raw image is ${imageSize} bytes; at most ${most} with ${pageSize}-byte pages ` +
         `(the index, ${INDEX_ENTRY_SIZE} bytes a page, is held in memory; a larger --page-size takes more)`)
     }
-    const { indexOffset, dataOffset } = layoutFor(pageSize, pageCount)
+    const { indexOffset, dataOffset } = layoutFor(pageCount)
 
     const blockPages = Math.max(1, Math.floor((opts.blockBytes ?? DEFAULT_BLOCK_BYTES) / pageSize))
     const blockBytes = blockPages * pageSize

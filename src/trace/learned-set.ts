@@ -3,7 +3,7 @@
 // index CRC, page count and page size), so the next session prefetches them unasked and a
 // server restart loses nothing. The set prefetched is the pages seen in at least k of the last n
 // sessions (default 1 of 4), the newest session's order first.
-import { closeSync, constants, existsSync, openSync, readFileSync, readSync, renameSync, statSync, writeSync } from 'node:fs'
+import { closeSync, constants, existsSync, openSync, readSync, renameSync, statSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { FaultlineError, fileError } from '../errors.js'

@@ -1,7 +1,7 @@
 // Summaries of a trace: pages, working-set growth, fault rate, service latency, installs by
 // cause. Pure functions over a read Trace; the CLI formats them.
 import {
-  InstallCause, TRACE_CAUSE_NAMES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE,
+  InstallCause, type TRACE_CAUSE_NAMES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE,
 } from './format.js'
 import { timeOrder, type Trace } from './reader.js'
 

@@ -64,6 +64,7 @@ export function createDetachedTmpfsFile(parent: string, options: string): number
   } finally {
     if (mounted && libc.umount2(dir, abi.MNT_DETACH) < 0) {
       // Still mounted (it never is once mount succeeded): say so rather than hide a mount.
+      // biome-ignore lint/correctness/noUnsafeFinally: a leftover mount matters more than the error it replaces
       throw new UffdError('umount2', errno(), dir)
     }
     try { rmdirSync(dir) } catch { /* gone */ }

@@ -136,7 +136,7 @@ export function sendWithFds(fd: number, body: Buffer, fds: number[]): number {
     control.writeBigUInt64LE(BigInt(16 + 4 * fds.length), 0)
     control.writeInt32LE(abi.SOL_SOCKET, 8)
     control.writeInt32LE(abi.SCM_RIGHTS, 12)
-    fds.forEach((f, i) => control.writeInt32LE(f, 16 + 4 * i))
+    for (let i = 0; i < fds.length; i++) control.writeInt32LE(fds[i], 16 + 4 * i)
   }
   const msg = Buffer.alloc(56)
   msg.writeBigUInt64LE(BigInt(addressOf(iov)), 16)

@@ -114,7 +114,6 @@ export class QemuVm {
   /** hrtime ns when QMP answered its capabilities negotiation. */
   qmpReadyAtNs = 0
   private readonly child: ChildProcess
-  private readonly workDir: string
   private stderrTail = ''
   private exitInfo?: QemuExit
 
@@ -123,7 +122,6 @@ export class QemuVm {
     this.options = options
     this.args = args
     this.child = child
-    this.workDir = workDir
     this.launchedAtNs = launchedAtNs
     if (child.pid === undefined) throw new VmError(`${options.name}: QEMU did not start`)
     this.pid = child.pid

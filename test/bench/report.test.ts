@@ -83,7 +83,7 @@ t.test('fault-cost summary pairs with both C servers per round; the breakdown ad
   const ns = Object.fromEntries(b.map(r => [r.stage, r.nsPerFault]))
   t.equal(ns['uffd read(2)'], 1000)
   t.equal(ns['pread(2) of stored bytes'], 1000, 'source read (3 µs) split in equal thirds')
-  t.equal(ns['UFFDIO_COPY'], 2000)
+  t.equal(ns.UFFDIO_COPY, 2000)
   t.equal(ns['JS and FFI overhead (the rest)'], 8000 - 1000 - 3000 - 2000 - 500)
   t.equal(ns['service time (sum)'], 8000)
 })

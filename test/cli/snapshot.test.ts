@@ -30,7 +30,7 @@ t.test('create, info, verify, extract', async (t) => {
   const c = await run(['create', raw, snap, '--chunk-pages', '4'])
   t.equal(c.code, 0)
   t.equal(c.stderr, '')
-  t.match(c.stdout, new RegExp(`^${escape(snap)}: 11 pages of 4096 \\(zero 4, lz4 4, raw 3\\), 41060 -> \\d+ bytes \\(ratio \\d+\\.\\d\\d\\), \\d+\\.\\d\\d s, \\d+\\.\\d MB/s\\n$`))
+  t.match(c.stdout, new RegExp(`^${escapeRegExp(snap)}: 11 pages of 4096 \\(zero 4, lz4 4, raw 3\\), 41060 -> \\d+ bytes \\(ratio \\d+\\.\\d\\d\\), \\d+\\.\\d\\d s, \\d+\\.\\d MB/s\\n$`))
 
   const j = await run(['info', snap, '--json'])
   t.equal(j.code, 0)
@@ -131,7 +131,7 @@ t.test('errors are one line, name the file or argument, exit 1 or 2', async (t) 
 t.test('help and FAULTLINE_DEBUG', async (t) => {
   const h = await run(['--help'])
   t.equal(h.code, 0)
-  t.match(h.stdout, /^usage:\n  faultline snapshot create RAW SNAP \[--page-size N\] \[--chunk-pages N\]\n/)
+  t.match(h.stdout, /^usage:\n {2}faultline snapshot create RAW SNAP \[--page-size N\] \[--chunk-pages N\]\n/)
   t.same(await run(['info', '--help']), { code: 0, stdout: 'usage: faultline snapshot info SNAP|s3://BUCKET/KEY [--json] [--endpoint URL]\n', stderr: '' })
   const d = await run(['info', '/nonexistent/x.snap'], { FAULTLINE_DEBUG: '1' })
   t.equal(d.code, 1)
@@ -175,6 +175,6 @@ t.test('progress: silent unless a TTY, throttled, percent / MB/s / ETA', async (
   t.same([formatBytes(512), formatBytes(1536), formatBytes(5 * 2 ** 30)], ['512 B', '1.5 KiB', '5.0 GiB'])
 })
 
-function escape(s: string): string {
+function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 }

@@ -1,7 +1,6 @@
 // workingset:TRACE: which pages a trace's working set holds, and the runs installed up front.
 import t from 'tap'
 import { pagesToRuns, WorkingSetPolicy } from '../../src/policy/workingset.js'
-import { PolicyArgumentError } from '../../src/policy/registry.js'
 import { readTrace, workingSetPages } from '../../src/trace/reader.js'
 import { TRACE_FLAG_BEFORE_RESUME } from '../../src/trace/format.js'
 import { faults, writeTrace } from '../trace/fixtures.js'

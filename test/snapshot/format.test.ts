@@ -19,7 +19,7 @@ import {
 
 function header(over: Partial<SnapshotHeader> = {}): SnapshotHeader {
   const pageCount = 10
-  const { indexOffset, dataOffset } = layoutFor(4096, pageCount)
+  const { indexOffset, dataOffset } = layoutFor(pageCount)
   return {
     version: 1,
     headerSize: 4096,
@@ -88,7 +88,7 @@ t.test('decodeHeader rejects each inconsistency with a precise message', async (
     ['page size too big', patched(h, (b) => b.writeUInt32LE(131072, H.pageSize)), /page size 131072 is not/],
     ['page size too small', patched(h, (b) => b.writeUInt32LE(2048, H.pageSize)), /page size 2048 is not/],
     ['chunk pages 0', patched(h, (b) => b.writeUInt32LE(0, H.chunkPages)), /chunk pages 0 is not in 1\.\.65536$/],
-    ['no pages', patched(header({ pageCount: 0, imageSizeBytes: 0, ...layoutFor(4096, 0), zeroPages: 0, lz4Pages: 0, rawPages: 0 }), () => {}), /snapshot has no pages/],
+    ['no pages', patched(header({ pageCount: 0, imageSizeBytes: 0, ...layoutFor(0), zeroPages: 0, lz4Pages: 0, rawPages: 0 }), () => {}), /snapshot has no pages/],
     ['page count vs image size', patched(h, (b) => b.writeBigUInt64LE(20000n, H.imageSize)), /page count 10 does not match image size 20000 \(5 pages of 4096\)$/],
     ['index offset', patched(h, (b) => b.writeBigUInt64LE(4100n, H.indexOffset)), /index offset 4100, expected 4096$/],
     ['data offset', patched(h, (b) => b.writeBigUInt64LE(4096n, H.dataOffset)), /data offset 4096, expected 4256$/],

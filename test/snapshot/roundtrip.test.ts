@@ -167,7 +167,7 @@ t.test('48-bit offsets: an index past 4 GiB of data', async (t) => {
   const pages = 65537
   const idx = Buffer.alloc(pages * 16)
   for (let p = 0; p < pages; p++) encodeIndexEntry(idx, p * 16, { offset: p * ps, kind: KIND_RAW, length: ps, crc: 0 })
-  const { indexOffset, dataOffset } = layoutFor(ps, pages)
+  const { indexOffset, dataOffset } = layoutFor(pages)
   const header = {
     version: 1, headerSize: 4096, pageSize: ps, chunkPages: 64, pageCount: pages, imageSizeBytes: pages * ps,
     indexOffset, dataOffset, dataSizeBytes: pages * ps, indexCrc: crc32(idx), checksumAlgorithm: 1,

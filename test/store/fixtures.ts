@@ -56,9 +56,9 @@ export class MemoryRangeSource implements RangeSource {
     this.inflight++
     this.maxInflight = Math.max(this.maxInflight, this.inflight)
     try {
-      if (this.gate) await this.gate
+      if (this.gate !== undefined) await this.gate
       const hold = this.holds.get(start)
-      if (hold) await hold
+      if (hold !== undefined) await hold
       await new Promise(r => setImmediate(r))
       const fault = start >= 4096 && length > 0 ? this.faults.shift() : undefined
       if (fault?.kind === 'fail') { this.stats.failures++; throw fault.error }
