@@ -21,6 +21,8 @@ export const UFFDIO_CONTINUE = iowr(0x07, 32)
 export const UFFDIO_POISON = iowr(0x08, 32)
 /** ioctl on /dev/userfaultfd that returns a new uffd: _IO(0xAA, 0x00). */
 export const USERFAULTFD_IOC_NEW = 0xaa00
+/** userfaultfd(2) flag: the uffd handles faults from user space only (allowed unprivileged). */
+export const UFFD_USER_MODE_ONLY = 1
 
 // UFFDIO_API features.
 export const UFFD_FEATURE_PAGEFAULT_FLAG_WP = 1 << 0

@@ -29,7 +29,11 @@ export function featureNames(features: number): string[] {
 }
 
 /** Creates a uffd (O_CLOEXEC|O_NONBLOCK) with userfaultfd(2), or /dev/userfaultfd when the
- * syscall is refused (vm.unprivileged_userfaultfd=0 but the device is accessible). */
+ * syscall is refused (vm.unprivileged_userfaultfd=0 but the device is accessible), or else one
+ * for user-mode faults only (UFFD_USER_MODE_ONLY, allowed unprivileged since Linux 5.11), as
+ * native/uffd.c does. Every uffd faultline creates itself (the feature probe, the rehearsal's
+ * scratch mapping) covers memory only its own JavaScript touches, so user mode is enough;
+ * guests bring their own. */
 export function openUserfaultfd(): number {
   const flags = abi.O_CLOEXEC | abi.O_NONBLOCK
   const fd = Number(libc.syscall(SYS_USERFAULTFD, 'int', flags))
@@ -37,12 +41,14 @@ export function openUserfaultfd(): number {
   const sysErr = errno()
   if (sysErr !== EPERM && sysErr !== EACCES) throw new UffdError('userfaultfd', sysErr)
   const dev = libc.open('/dev/userfaultfd', abi.O_RDWR | abi.O_CLOEXEC, 0)
-  if (dev < 0) throw new UffdPermissionError(sysErr)
-  const viaDev = libc.ioctlInt(dev, abi.USERFAULTFD_IOC_NEW, flags)
-  const devErr = errno()
-  libc.close(dev)
-  if (viaDev < 0) throw new UffdPermissionError(devErr)
-  return viaDev
+  if (dev >= 0) {
+    const viaDev = libc.ioctlInt(dev, abi.USERFAULTFD_IOC_NEW, flags)
+    libc.close(dev)
+    if (viaDev >= 0) return viaDev
+  }
+  const userMode = Number(libc.syscall(SYS_USERFAULTFD, 'int', flags | abi.UFFD_USER_MODE_ONLY))
+  if (userMode >= 0) return userMode
+  throw new UffdPermissionError(sysErr)
 }
 
 let probedFeatures = -1
