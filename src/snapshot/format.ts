@@ -1,4 +1,4 @@
-// Snapshot format version 1 (README "Snapshot format"): constants, header and index entry
+// Snapshot format version 1 (docs/snapshot-format.md): constants, header and index entry
 // encoding, and the errors a malformed or corrupt snapshot raises.
 
 import { crc32 } from 'node:zlib'
