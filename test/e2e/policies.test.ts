@@ -259,7 +259,7 @@ t.test('background:TRACE fills the trace\'s pages first, in its order, then the 
   t.ok(rest.every((p, i) => i === 0 || p > rest[i - 1]), 'then ascending addresses')
 })
 
-t.test('a user policy module (docs/policies.md's example) serves a downward scan', async t => {
+t.test('a user policy module (the docs/policies.md example) serves a downward scan', async t => {
   const dir = scratchDir(t)
   const img = await IMAGE
   const pages = join(dir, 'down.txt')
