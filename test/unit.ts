@@ -5,10 +5,15 @@
 import { readdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { ensureDist } from './e2e/dist.js'
 
 /** Not in the unit tier: real guests and servers (e2e/), the C programs and QEMU (native/),
  * every CLI command spawned many times (usage), the reader's fuzz (20 s of CPU). */
 export const NOT_UNIT = ['e2e/', 'native/', 'cli/usage.test.ts', 'snapshot/fuzz.test.ts']
+
+// Session and fill workers run dist/, and modules that start them refuse a stale one: build
+// it first when a source is newer (most runs: nothing to do).
+ensureDist()
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const files = readdirSync(here, { recursive: true, encoding: 'utf8' })
