@@ -79,8 +79,8 @@ export class FillPool {
 
   private opts: FillPoolOptions | undefined
 
-  /** Starts the workers (once; later calls do nothing): a server starts them when the first
-   * guest that needs fills comes, so one that never needs them holds no threads for them. */
+  /** Starts the workers (once; later calls do nothing). A server starts them once its warm
+   * session workers are up, so that they compete with nothing else for the cores. */
   startWorkers(): void {
     const opts = this.opts
     if (opts === undefined || this.workers.length > 0 || this.closed) return

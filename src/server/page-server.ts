@@ -165,7 +165,6 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       log: (line, level) => this.emit('log', line, level),
       refused: (pid, error) => this.refused(pid, error),
       sessionStarted: rec => {
-        if (rec.map === 'cache') this.fills?.startWorkers()
         this.active.set(rec.id, rec)
         this.emit('session', rec)
       },
@@ -220,13 +219,12 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Owns `snapshotFd` from here: closed on failure, or by close(). */
   private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number): Promise<PageServer> {
-    let listenFd: number, traceInputs: FileIdentity[], policySpec: string, policyFills = false
+    let listenFd: number, traceInputs: FileIdentity[], policySpec: string
     let cacheParts: CacheParts | undefined
     try {
       const shape = snapshot ?? store!.snapshot.header
       policySpec = PageServer.policyFor(opts, snapshotIdentity(snapshot, store))
       const policy = await createPolicy(policySpec, process.cwd(), shape)
-      policyFills = policy.onStart !== undefined || policy.onIdle !== undefined
       traceInputs = PageServer.traceInputs(opts, snapshot, policy)
       if (opts.tracePath) checkTracePath(opts.tracePath, traceInputs)
       if (existsSync(opts.socketPath)) {
@@ -249,15 +247,16 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (cacheParts !== undefined) {
       cacheParts.log = (line, level) => server.emit('log', line, level)
       server.startNotices.push(`decoded cache: ${cacheParts.cache.info.why}; ${formatCacheBound(cacheParts.cache)}; ${cacheParts.fills.workerCount} fill worker(s)`)
-      // Fill workers start with the first guest that needs them (a cache-mapped one), or now
-      // for a policy that asks for pages besides faults.
-      if (policyFills) cacheParts.fills.startWorkers()
       server.strayTimer = setInterval(() => server.removeStrays(), STRAY_CHECK_MS)
       server.strayTimer.unref()
     }
     if (policySpec !== (opts.policy ?? 'ondemand')) server.startNotices.push(`--learn ${opts.learnDir}: prefetching the set learned for this snapshot (policy ${policySpec})`)
     try {
       await server.pool.fill(false)
+      // Fill workers boot after the warm session workers (they compete for the same cores), but
+      // before any guest: one started with the first cache-mapped guest came ~100 ms late, and a
+      // short guest had every fault served privately before the first fill.
+      cacheParts?.fills.startWorkers()
       server.pool.markStarted()
       await server.startAcceptor(opts)
     } catch (err) {
