@@ -21,5 +21,9 @@ const files = readdirSync(here, { recursive: true, encoding: 'utf8' })
   .sort()
 for (const f of files) {
   // A file that throws while loading fails on its own; the files after it still run.
-  try { await import(`./${f}`) } catch (err) { t.fail(`test/${f}: ${(err as Error).stack ?? err}`) }
+  try {
+    await import(`./${f}`)
+  } catch (err) {
+    t.fail(`test/${f}: ${(err as Error).stack ?? err}`)
+  }
 }

@@ -5,7 +5,13 @@
 
 /** Int32 slots. FILL_FD and FILL_SLOT: the eventfd a session registered with the decoded
  * cache's fill notifier, and its slot there (fill workers signal it). */
-const HEARTBEAT = 0, STATE = 1, CONN = 2, UFFD = 3, TRACE = 4, FILL_FD = 5, FILL_SLOT = 6
+const HEARTBEAT = 0,
+  STATE = 1,
+  CONN = 2,
+  UFFD = 3,
+  TRACE = 4,
+  FILL_FD = 5,
+  FILL_SLOT = 6
 const SLOTS = 7
 
 /** STATE values. */
@@ -34,8 +40,12 @@ export class SessionSlot {
     this.words = new Int32Array(sab)
   }
 
-  get heartbeat(): number { return Atomics.load(this.words, HEARTBEAT) }
-  get state(): number { return Atomics.load(this.words, STATE) }
+  get heartbeat(): number {
+    return Atomics.load(this.words, HEARTBEAT)
+  }
+  get state(): number {
+    return Atomics.load(this.words, STATE)
+  }
 
   /** Worker side: it now owns these descriptors. */
   hold(conn: number, uffd: number): void {
@@ -44,16 +54,22 @@ export class SessionSlot {
     Atomics.store(this.words, STATE, SLOT_ADMITTING)
   }
 
-  holdTrace(fd: number): void { Atomics.store(this.words, TRACE, fd) }
+  holdTrace(fd: number): void {
+    Atomics.store(this.words, TRACE, fd)
+  }
 
   /** Worker side: the fill notifier slot its session took for `fd` (-1, -1 once released). */
   holdFillSlot(fd: number, fillSlot: number): void {
     Atomics.store(this.words, FILL_SLOT, fillSlot)
     Atomics.store(this.words, FILL_FD, fd)
   }
-  serving(): void { Atomics.store(this.words, STATE, SLOT_SERVING) }
+  serving(): void {
+    Atomics.store(this.words, STATE, SLOT_SERVING)
+  }
   /** Worker side: out of Session.run() (no longer watched), still holding its descriptors. */
-  doneServing(): void { Atomics.store(this.words, STATE, SLOT_ADMITTING) }
+  doneServing(): void {
+    Atomics.store(this.words, STATE, SLOT_ADMITTING)
+  }
 
   /** Worker side: everything closed (or never held). */
   release(): void {
@@ -83,5 +99,4 @@ export class SessionSlot {
     if (s !== SLOT_ADMITTING && s !== SLOT_SERVING) return undefined
     return { conn: Atomics.load(this.words, CONN), uffd: Atomics.load(this.words, UFFD), trace: Atomics.load(this.words, TRACE) }
   }
-
 }

@@ -21,9 +21,7 @@ import { CUR_ADDRESS, CUR_READ_START, CUR_T0, CURRENT_SLOTS, GuestInstaller, MAX
 import { RemoteWaits, REMOTE_RECHECK_MS } from './remote-waits.js'
 import { StartSet } from './start-set.js'
 import type { UsageRecorder } from './usage-recorder.js'
-import {
-  K_EVENTS, K_FORKS, K_LOOP_TURNS, K_REMOVED_PAGES, SessionMeters, type SessionStats,
-} from './session-meters.js'
+import { K_EVENTS, K_FORKS, K_LOOP_TURNS, K_REMOVED_PAGES, SessionMeters, type SessionStats } from './session-meters.js'
 
 export { MAX_RUN_BYTES, type TraceSink, type SessionStats }
 
@@ -61,7 +59,11 @@ export interface SessionOptions {
   heartbeat?: Int32Array
 }
 
-const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_CHILDREN = 4
+const SLOT_UFFD = 0,
+  SLOT_CONN = 1,
+  SLOT_STOP = 2,
+  SLOT_REMOTE = 3,
+  SLOT_CHILDREN = 4
 
 export class Session implements PolicyContext {
   readonly pageSize: number
@@ -129,19 +131,31 @@ export class Session implements PolicyContext {
 
   private view(fd: uffd.Userfaultfd, memory: GuestMemory): GuestView {
     const installer = new GuestInstaller({
-      uffd: fd, memory, source: this.source, copyBuffer: this.copyBuffer, cache: this.cache,
-      canPoison: this.opts.canPoison, meters: this.meters, current: this.current, trace: this.opts.trace, log: this.opts.log,
+      uffd: fd,
+      memory,
+      source: this.source,
+      copyBuffer: this.copyBuffer,
+      cache: this.cache,
+      canPoison: this.opts.canPoison,
+      meters: this.meters,
+      current: this.current,
+      trace: this.opts.trace,
+      log: this.opts.log,
     })
     return { fd, memory, installer, messages: new uffd.UffdMessages(64) }
   }
 
   // PolicyContext: pages are snapshot pages of the guest (the parent's layout).
-  get ranges(): Array<{ firstPage: number; pageCount: number }> { return this.memory.ranges() }
+  get ranges(): Array<{ firstPage: number; pageCount: number }> {
+    return this.memory.ranges()
+  }
   isResident(page: number): boolean {
     if (this.memory.isResident(page)) return true
     return this.cacheMapped && this.fills!.isCovered(page)
   }
-  kindOf(page: number): number { return this.source.kindOf(page) }
+  kindOf(page: number): number {
+    return this.source.kindOf(page)
+  }
 
   /** Serves a fault at `address` as if the uffd had reported it (a read fault of thread 0):
    * the warm worker's rehearsal on memory of its own (rehearsal.ts). */
@@ -223,7 +237,9 @@ export class Session implements PolicyContext {
   }
 
   /** The installer stopped the session because a page could not be served (not poisoned). */
-  get unservable(): boolean { return this.parent.installer.unservable }
+  get unservable(): boolean {
+    return this.parent.installer.unservable
+  }
 
   private checkConnection(): void {
     // A guest has nothing to say after the handshake: data is drained, EOF/HUP ends it.
@@ -307,11 +323,18 @@ export class Session implements PolicyContext {
     }
     const t0 = performance.now()
     const r = serveForkedChild(childFd, view.memory.clone(), {
-      source: this.source, copyBuffer: this.copyBuffer, canPoison: this.opts.canPoison, log: this.opts.log,
-      meters: this.meters, current: this.current, cache: this.cache,
+      source: this.source,
+      copyBuffer: this.copyBuffer,
+      canPoison: this.opts.canPoison,
+      log: this.opts.log,
+      meters: this.meters,
+      current: this.current,
+      cache: this.cache,
     })
-    this.opts.log(`guest forked: filled ${r.children} child(ren) with ${r.pagesCopied} snapshot + ${r.zeroPages} zero pages` +
-      `${r.poisonedPages ? `, ${r.poisonedPages} poisoned` : ''}${r.exited ? ' (a child exited first)' : ''} in ${Math.round(performance.now() - t0)} ms`)
+    this.opts.log(
+      `guest forked: filled ${r.children} child(ren) with ${r.pagesCopied} snapshot + ${r.zeroPages} zero pages` +
+        `${r.poisonedPages ? `, ${r.poisonedPages} poisoned` : ''}${r.exited ? ' (a child exited first)' : ''} in ${Math.round(performance.now() - t0)} ms`,
+    )
     // A page the child could neither get nor have poisoned would read as zeros there: fail closed.
     if (r.error !== undefined && !this.opts.canPoison) {
       this.stopped = r.error
@@ -332,7 +355,11 @@ export class Session implements PolicyContext {
   private handleFault(view: GuestView, flags: number, threadId: number): void {
     const address = this.current[CUR_ADDRESS]
     const region = view.memory.regionAt(address)
-    if (region === undefined) { view.installer.answerOutside(address); this.checkStopped(view); return }
+    if (region === undefined) {
+      view.installer.answerOutside(address)
+      this.checkStopped(view)
+      return
+    }
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const state = region.state[guestPage]
     if (this.cacheMapped && state === PRESENT) {
@@ -419,16 +446,21 @@ export class Session implements PolicyContext {
    * else should come first), each piece installed (anonymous guest) as its folio arrives. */
   private installBeforeResume(): void {
     const fills = this.fills
-    if (fills === undefined) { this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME); return }
+    if (fills === undefined) {
+      this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
+      return
+    }
     const plan = this.plan
     for (let r = 0; r < plan.length; r++) fills.requestAndWaitByFolio(plan.first[r], plan.count[r], plan.cause[r] as InstallCause, InstallCause.Fault)
-    const install = this.cacheMapped ? undefined : (ready: RunList) => {
-      for (let r = 0; r < ready.length && this.stopped === ''; r++) {
-        plan.clear()
-        plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
-        this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
-      }
-    }
+    const install = this.cacheMapped
+      ? undefined
+      : (ready: RunList) => {
+          for (let r = 0; r < ready.length && this.stopped === ''; r++) {
+            plan.clear()
+            plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
+            this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
+          }
+        }
     if (!fills.waitAll(this.opts.stopFd, install, this.source, this.copyBuffer.buffer)) this.stopped = 'server stopping'
   }
 
@@ -474,7 +506,10 @@ export class Session implements PolicyContext {
     const t0 = this.meters.clock.nowMs()
     for (const address of pending) {
       const region = view.memory.regionAt(address)
-      if (region === undefined) { installer.answerOutside(address); continue }
+      if (region === undefined) {
+        installer.answerOutside(address)
+        continue
+      }
       const guestPage = Math.floor((address - region.start) / this.pageSize)
       const s = region.state[guestPage]
       if (s !== ABSENT && s !== DISCARDED && s !== BAD) {
@@ -498,7 +533,10 @@ export class Session implements PolicyContext {
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const s = region.state[guestPage]
     // Installed meanwhile (by a prefetch run, which wakes nobody): wake the faulting thread.
-    if (s !== ABSENT && s !== DISCARDED) { this.parent.installer.wake(address); return }
+    if (s !== ABSENT && s !== DISCARDED) {
+      this.parent.installer.wake(address)
+      return
+    }
     this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
     this.plan.clear()
     this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
@@ -523,7 +561,10 @@ export class Session implements PolicyContext {
     const more = this.policy.onIdle!(this, plan, IDLE_BATCH_PAGES)
     if (!more) this.idleWork = false
     if (plan.length === 0) return
-    if (!this.cacheMapped) { this.installPlanWithoutFault(0); return }
+    if (!this.cacheMapped) {
+      this.installPlanWithoutFault(0)
+      return
+    }
     for (let r = 0; r < plan.length; r++) fills!.request(plan.first[r], plan.count[r], InstallCause.Background)
   }
 }

@@ -13,7 +13,9 @@ import { ensureDist } from './dist.js'
 export const ROOT = REPO_ROOT
 export const GUEST = join(ROOT, 'native/build/guest')
 
-interface Teardown { teardown(fn: () => unknown): void }
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
 
 export function scratchDir(t: Teardown, prefix = 'fl-e2e-'): string {
   if (!existsSync(GUEST)) throw new Error(`${GUEST} is missing: run npm install (it builds native/)`)
@@ -22,7 +24,11 @@ export function scratchDir(t: Teardown, prefix = 'fl-e2e-'): string {
   return dir
 }
 
-export interface ImageFiles { raw: string; snap: string; sizeBytes: number }
+export interface ImageFiles {
+  raw: string
+  snap: string
+  sizeBytes: number
+}
 
 /** A synthetic image of `mib` MiB and its snapshot in `dir`. */
 export async function makeImage(dir: string, mib: number, seed = 1, name = 'mem'): Promise<ImageFiles> {
@@ -69,16 +75,25 @@ export interface GuestResult {
 export function runGuest(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; binary?: string } = {}): Promise<GuestResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(opts.binary ?? GUEST, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env })
-    let stdout = '', stderr = ''
-    child.stdout.on('data', d => { stdout += d })
-    child.stderr.on('data', d => { stderr += d })
+    let stdout = '',
+      stderr = ''
+    child.stdout.on('data', d => {
+      stdout += d
+    })
+    child.stderr.on('data', d => {
+      stderr += d
+    })
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60000)
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       let report: Record<string, any> | undefined
       const line = stdout.trim().split('\n').pop()
-      try { report = line ? JSON.parse(line) : undefined } catch { /* not JSON */ }
+      try {
+        report = line ? JSON.parse(line) : undefined
+      } catch {
+        /* not JSON */
+      }
       resolvePromise({ code, signal, stdout, stderr, report })
     })
   })

@@ -22,10 +22,21 @@ const PAGES = MIB * 256
 /** xorshift32, seeded: the same damage on every run. */
 function prng(seed: number): () => number {
   let s = seed >>> 0 || 1
-  return () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s }
+  return () => {
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
+    return s
+  }
 }
 
-interface Stored { page: number; offset: number; length: number }
+interface Stored {
+  page: number
+  offset: number
+  length: number
+}
 
 /** The stored (non-zero) pages of a snapshot file, from its index. */
 function storedPages(snap: Buffer): Stored[] {
@@ -59,10 +70,17 @@ function checkFailedClosed(t: Test, r: GuestResult, damaged: number[], form: 'fa
   t.equal(r.signal, null, `${name}: it did not hang (the test's timeout would have killed it)`)
   t.equal(r.report, undefined, `${name}: did not finish its workload`)
   t.notMatch(r.stderr, /verify:/, `${name}: no page it read differed from the image`)
-  const m = form === 'faultline'
-    ? /^guest: SIGBUS at page (\d+): the page server poisoned it/.exec(r.stderr)
-    : /^guest: page server closed the connection \(snapshot error: .*: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to)/.exec(r.stderr)
-  t.equal(r.code, form === 'faultline' ? 4 : 3, `${name}: exit ${r.code}: ${form === 'faultline' ? 'SIGBUS on the poisoned page' : 'told by the server'} (${r.stderr.trim()})`)
+  const m =
+    form === 'faultline'
+      ? /^guest: SIGBUS at page (\d+): the page server poisoned it/.exec(r.stderr)
+      : /^guest: page server closed the connection \(snapshot error: .*: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to)/.exec(
+          r.stderr,
+        )
+  t.equal(
+    r.code,
+    form === 'faultline' ? 4 : 3,
+    `${name}: exit ${r.code}: ${form === 'faultline' ? 'SIGBUS on the poisoned page' : 'told by the server'} (${r.stderr.trim()})`,
+  )
   t.ok(m, `${name}: says so`)
   t.ok(damaged.includes(Number(m?.[1])), `${name}: stopped at page ${m?.[1]}, one of the damaged ones`)
 }
@@ -80,7 +98,10 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   const logs: string[] = []
   server.on('log', line => logs.push(line))
   const next = prng(0xbad5eed)
-  let tried = 0, sigbus = 0, told = 0, toldRounds = 0
+  let tried = 0,
+    sigbus = 0,
+    told = 0,
+    toldRounds = 0
   for (let round = 0; round < 4; round++) {
     const snap = Buffer.from(good)
     const damaged = damagePages(snap, 1 + (next() % 4), next)
@@ -90,8 +111,23 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
     // stop the guest. Firecracker form (the guest chose no POISON): the session ends, the
     // guest's fault never returns, its watchdog says why.
     const form = round % 2 === 0 ? 'faultline' : 'firecracker'
-    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', 'sequential', '--verify', img.raw, '--verify-each',
-      ...(form === 'faultline' ? ['--no-watchdog'] : [])], { timeoutMs: 30000 })
+    const r = await runGuest(
+      [
+        '--socket',
+        socket,
+        '--mib',
+        String(MIB),
+        '--handshake',
+        form,
+        '--workload',
+        'sequential',
+        '--verify',
+        img.raw,
+        '--verify-each',
+        ...(form === 'faultline' ? ['--no-watchdog'] : []),
+      ],
+      { timeoutMs: 30000 },
+    )
     checkFailedClosed(t, r, damaged, form, `round ${round} (${form} form, pages ${damaged.join(', ')} damaged)`)
     if (r.code === 4) sigbus++
     else told++
@@ -108,9 +144,16 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
     const failures = server.ended.filter(s => s.stats?.endReason.startsWith('snapshot error'))
     t.equal(failures.length, toldRounds, `round ${round}: sessions failed only where the page could not be poisoned`)
     if (form === 'firecracker') {
-      t.match(failures.at(-1)?.stats?.endReason, new RegExp(`^snapshot error: .*: page (${damaged.join('|')}) is corrupt: `), `round ${round}: the session says which page failed`)
+      t.match(
+        failures.at(-1)?.stats?.endReason,
+        new RegExp(`^snapshot error: .*: page (${damaged.join('|')}) is corrupt: `),
+        `round ${round}: the session says which page failed`,
+      )
     } else {
-      t.ok(logs.some(l => new RegExp(`cannot serve page (${damaged.join('|')}): .*is corrupt`).test(l)), `round ${round}: the server's log names the damaged page`)
+      t.ok(
+        logs.some(l => new RegExp(`cannot serve page (${damaged.join('|')}): .*is corrupt`).test(l)),
+        `round ${round}: the server's log names the damaged page`,
+      )
     }
   }
   // And repaired, it serves every page again.
@@ -118,7 +161,9 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   const whole = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'sequential', '--verify', img.raw])
   t.equal(whole.code, 0, whole.stderr)
   t.equal(whole.report?.verified_pages, PAGES)
-  t.comment(`live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${told} times told by the server`)
+  t.comment(
+    `live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${told} times told by the server`,
+  )
 })
 
 // Issue 15, item 2: a prefetch run that held the bad page used to fail whole (readahead: SIGBUS
@@ -135,20 +180,25 @@ t.test('one corrupt page fails that page alone, under prefetching policies too',
   const path = join(dir, 'one-bad.snap')
   writeFileSync(path, snap)
   const p = bad.page
-  const good = join(dir, 'good.txt'), onBad = join(dir, 'bad.txt')
+  const good = join(dir, 'good.txt'),
+    onBad = join(dir, 'bad.txt')
   writeFileSync(good, `0\n${p - 3}\n${p - 2}\n${p - 1}\n`)
   writeFileSync(onBad, `${p}\n`)
   for (const policy of ['readahead:15', 'eager', 'background']) {
     const socket = join(dir, `${policy.replace(':', '-')}.sock`)
     const server = await startFastServer(t, { snapshotPath: path, socketPath: socket, policy })
     // Held a while after its workload, so a background fill reaches the bad page meanwhile.
-    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${good}`, '--verify', img.raw, '--hold-ms', '1500'], { timeoutMs: 30000 })
+    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${good}`, '--verify', img.raw, '--hold-ms', '1500'], {
+      timeoutMs: 30000,
+    })
     t.notMatch(r.stderr, /verify:/, `${policy}: no page it read was wrong`)
     t.equal(r.code, 0, `${policy}: a guest touching pages 0, ${p - 3}..${p - 1} (page ${p} is bad) runs to the end: ${r.stderr.trim()}`)
     t.equal(r.report?.verified_pages, 4, `${policy}: its pages verified`)
     await server.idle()
     t.equal(server.ended[0]?.stats?.endReason, 'guest disconnected', `${policy}: its session ended because the guest left, not on the bad page`)
-    const hit = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${onBad}`, '--verify', img.raw, '--no-watchdog'], { timeoutMs: 20000 })
+    const hit = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${onBad}`, '--verify', img.raw, '--no-watchdog'], {
+      timeoutMs: 20000,
+    })
     t.equal(hit.code, 4, `${policy}: a guest touching page ${p} takes SIGBUS there`)
     t.match(hit.stderr, new RegExp(`^guest: SIGBUS at page ${p}: `), `${policy}: at that page`)
     await server.close()
@@ -161,15 +211,42 @@ t.test('structural damage is refused when the server starts', async t => {
   const good = readFileSync(img.snap)
   const cases: Array<[string, (b: Buffer) => Buffer, RegExp]> = [
     ['truncated', b => b.subarray(0, b.length - 100), /: truncated: file is \d+ bytes, the snapshot it describes is \d+$/],
-    ['bad magic', b => { b[0] ^= 1; return b }, /: not a faultline snapshot/],
-    ['header checksum', b => { b[24] ^= 1; return b }, /: header checksum mismatch/],
-    ['index checksum', b => { b[HEADER_SIZE + 20] ^= 1; return b }, /: index checksum mismatch/],
+    [
+      'bad magic',
+      b => {
+        b[0] ^= 1
+        return b
+      },
+      /: not a faultline snapshot/,
+    ],
+    [
+      'header checksum',
+      b => {
+        b[24] ^= 1
+        return b
+      },
+      /: header checksum mismatch/,
+    ],
+    [
+      'index checksum',
+      b => {
+        b[HEADER_SIZE + 20] ^= 1
+        return b
+      },
+      /: index checksum mismatch/,
+    ],
     ['trailing bytes', b => Buffer.concat([b, Buffer.alloc(10)]), /: 10 unexpected bytes after the end of data/],
   ]
   for (const [name, damage, expected] of cases) {
     const path = join(dir, `${name.replace(/ /g, '-')}.snap`)
     writeFileSync(path, damage(Buffer.from(good)))
-    const err = await PageServer.start({ snapshotPath: path, socketPath: join(dir, 'x.sock') }).then(s => { void s.close(); return undefined }, e => e as Error)
+    const err = await PageServer.start({ snapshotPath: path, socketPath: join(dir, 'x.sock') }).then(
+      s => {
+        void s.close()
+        return undefined
+      },
+      e => e as Error,
+    )
     t.ok(err instanceof FaultlineError, `${name}: refused with a FaultlineError`)
     t.match(err?.message, new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}${expected.source}`), `${name}: ${err?.message}`)
   }

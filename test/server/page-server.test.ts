@@ -13,7 +13,7 @@ import { connect, exchange, notAUserfaultfd, readReply, send, startFastServer } 
 
 const PS = 4096
 
-t.test('serves this process\'s own memory, refuses bad clients, stops cleanly', async t => {
+t.test("serves this process's own memory, refuses bad clients, stops cleanly", async t => {
   const dir = scratchDir(t, 'fl-page-server-')
   const img = await makeImage(dir, 1, 4)
   const raw = readFileSync(img.raw)

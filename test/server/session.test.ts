@@ -26,19 +26,31 @@ async function scratchSession(t: { teardown(fn: () => unknown): void }, policy: 
   const scratch = uffd.mapAnonymous(source.pageCount * PS)
   fd.api(0)
   fd.register(scratch.address, scratch.length)
-  t.teardown(() => { uffd.unmap(scratch); fd.close(); source.close() })
+  t.teardown(() => {
+    uffd.unmap(scratch)
+    fd.close()
+    source.close()
+  })
   const logs: string[] = []
   const session = new Session({
-    uffd: fd, connectionFd: -1, stopFd: -1, source, policy,
+    uffd: fd,
+    connectionFd: -1,
+    stopFd: -1,
+    source,
+    policy,
     regions: [{ start: scratch.address, lengthBytes: scratch.length, snapshotOffset: 0, pageSize: PS }],
-    canPoison: false, log: line => logs.push(line),
+    canPoison: false,
+    log: line => logs.push(line),
   })
   /** Pages [first, first+count) of the scratch memory that differ from the raw image, or are
    * not installed: those are not read (a read would wait for a fault nobody serves). */
   const mismatches = (first: number, count: number) => {
     const bad: Array<number | string> = []
     for (let p = first; p < first + count; p++) {
-      if (!session.isResident(p)) { bad.push(`${p} absent`); continue }
+      if (!session.isResident(p)) {
+        bad.push(`${p} absent`)
+        continue
+      }
       if (scratch.bytes.compare(raw, p * PS, (p + 1) * PS, p * PS, (p + 1) * PS) !== 0) bad.push(p)
     }
     return bad
@@ -51,7 +63,7 @@ async function scratchSession(t: { teardown(fn: () => unknown): void }, policy: 
   return { session, scratch, source, mismatches, zeroInRaw, logs }
 }
 
-t.test('a fault installs its page and the policy\'s readahead, with the snapshot\'s bytes', async t => {
+t.test("a fault installs its page and the policy's readahead, with the snapshot's bytes", async t => {
   const { session, scratch, mismatches, zeroInRaw } = await scratchSession(t, new ReadaheadPolicy(15))
   const c = session.meters.counters
   session.rehearseFault(scratch.address + 32 * PS + 123)
@@ -77,7 +89,7 @@ t.test('a fault installs its page and the policy\'s readahead, with the snapshot
   t.same(mismatches(48, 16), [])
 })
 
-t.test('readahead is clipped at the end of the guest\'s memory', async t => {
+t.test("readahead is clipped at the end of the guest's memory", async t => {
   const { session, scratch, source, mismatches } = await scratchSession(t, new ReadaheadPolicy(15))
   const last = source.pageCount - 1
   session.rehearseFault(scratch.address + last * PS)

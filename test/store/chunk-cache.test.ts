@@ -31,7 +31,7 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
   return { layout, stored, root, open, entryBytes }
 }
 
-t.test('an entry is the chunk\'s stored bytes behind a checked header', async t => {
+t.test("an entry is the chunk's stored bytes behind a checked header", async t => {
   const { layout, stored, open, entryBytes } = await setup(t)
   t.equal(layout.chunkCount, 4)
   const { cache } = open(1 << 30)
@@ -43,8 +43,12 @@ t.test('an entry is the chunk\'s stored bytes behind a checked header', async t 
   const file = readFileSync(cache.pathOf(1))
   t.equal(checkEntry(file, 1, layout), undefined, 'header and CRC check out')
   t.same(file.subarray(ENTRY_HEADER_SIZE), stored(1))
-  t.match(checkEntry(file, 2, layout), /./, 'the same file is not chunk 2\'s entry')
-  t.same(readdirSync(cache.dir).filter(n => n.endsWith('.tmp')), [], 'no temporary file left')
+  t.match(checkEntry(file, 2, layout), /./, "the same file is not chunk 2's entry")
+  t.same(
+    readdirSync(cache.dir).filter(n => n.endsWith('.tmp')),
+    [],
+    'no temporary file left',
+  )
 })
 
 t.test('over its size it evicts the least recently used ready chunk first', async t => {
@@ -52,8 +56,13 @@ t.test('over its size it evicts the least recently used ready chunk first', asyn
   // Room for chunks 0, 1 and 2 but not a fourth (slack: capacity / 16).
   const capacity = entryBytes(0) + entryBytes(1) + entryBytes(2) + Math.floor(entryBytes(3) / 2)
   const { cache, table } = open(capacity)
-  for (const c of [0, 1, 2]) { await cache.put(c, stored(c)); Atomics.store(table.state, c, CHUNK_READY) }
-  table.touch(1); table.touch(0); table.touch(2) // 1 is now the least recently used
+  for (const c of [0, 1, 2]) {
+    await cache.put(c, stored(c))
+    Atomics.store(table.state, c, CHUNK_READY)
+  }
+  table.touch(1)
+  table.touch(0)
+  table.touch(2) // 1 is now the least recently used
   await cache.put(3, stored(3))
   t.notOk(cache.has(1), 'chunk 1 evicted')
   t.equal(Atomics.load(table.state, 1), CHUNK_ABSENT, 'and marked absent before its file went')
@@ -86,7 +95,7 @@ t.test('entries of an earlier run are adopted, then verified before use; a bad o
   t.equal(cache.stats.rejected, 2)
 })
 
-t.test('another snapshot\'s entries go first when room is needed', async t => {
+t.test("another snapshot's entries go first when room is needed", async t => {
   const { stored, open, entryBytes } = await setup(t)
   const other = open(1 << 30, undefined, OTHER_ID)
   await other.cache.put(0, stored(0))
@@ -101,11 +110,11 @@ t.test('another snapshot\'s entries go first when room is needed', async t => {
   const { cache } = open(capacity)
   await cache.put(1, stored(1))
   await cache.put(2, stored(2))
-  t.ok(otherEntries.filter(e => existsSync(e)).length < 2, 'the other snapshot\'s entries were evicted (oldest first, as many as needed)')
-  t.ok(cache.has(1) && cache.has(2), 'this snapshot\'s entries stay')
+  t.ok(otherEntries.filter(e => existsSync(e)).length < 2, "the other snapshot's entries were evicted (oldest first, as many as needed)")
+  t.ok(cache.has(1) && cache.has(2), "this snapshot's entries stay")
 })
 
-t.test('one server per cache directory; a dead owner\'s lock is taken over', async t => {
+t.test("one server per cache directory; a dead owner's lock is taken over", async t => {
   const { open } = await setup(t)
   const { cache } = open(1 << 30)
   t.equal(readFileSync(join(cache.dir, 'lock'), 'utf8'), `${process.pid}\n`)
