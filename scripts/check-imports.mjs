@@ -29,15 +29,24 @@ export function importViolations(srcDir) {
     const file = join(e.parentPath, e.name)
     const rel = relative(srcDir, file)
     const from = roomOf(rel)
-    if (!ROOMS.includes(from)) { out.push(`${rel}: src/${from}/ is not a room of scripts/check-imports.mjs`); continue }
+    if (!ROOMS.includes(from)) {
+      out.push(`${rel}: src/${from}/ is not a room of scripts/check-imports.mjs`)
+      continue
+    }
     const text = readFileSync(file, 'utf8')
     for (const m of text.matchAll(IMPORT)) {
       const spec = m[1] ?? m[2]
       if (!spec.startsWith('.')) continue
       const target = relative(srcDir, resolve(dirname(file), spec))
-      if (target.startsWith('..')) { out.push(`${rel}: imports ${spec}, outside src/`); continue }
+      if (target.startsWith('..')) {
+        out.push(`${rel}: imports ${spec}, outside src/`)
+        continue
+      }
       const to = roomOf(target)
-      if (!ROOMS.includes(to)) { out.push(`${rel}: imports ${spec}: src/${to}/ is not a room`); continue }
+      if (!ROOMS.includes(to)) {
+        out.push(`${rel}: imports ${spec}: src/${to}/ is not a room`)
+        continue
+      }
       if (ROOMS.indexOf(to) > ROOMS.indexOf(from)) {
         const line = text.slice(0, m.index + m[0].indexOf(spec)).split('\n').length
         out.push(`${rel}:${line}: ${from}/ imports ${spec} from ${to}/, a room above it (order: ${ROOMS.join(' <- ')})`)

@@ -36,7 +36,9 @@ if (opts.help) {
   console.log('usage: node scripts/soak.js [--seconds 180] [--actors 6] [--seed 1] [--mib 32] [--json]')
   process.exit(0)
 }
-const SECONDS = positive('seconds'), ACTORS = positive('actors'), MIB = positive('mib')
+const SECONDS = positive('seconds'),
+  ACTORS = positive('actors'),
+  MIB = positive('mib')
 let seed = positive('seed')
 
 /** @param {'seconds' | 'actors' | 'seed' | 'mib'} name */
@@ -51,21 +53,37 @@ function positive(name) {
 
 /** xorshift32 on the --seed: the same mix of actors for the same seed. */
 function next() {
-  seed ^= seed << 13; seed >>>= 0; seed ^= seed >>> 17; seed ^= seed << 5; seed >>>= 0
+  seed ^= seed << 13
+  seed >>>= 0
+  seed ^= seed >>> 17
+  seed ^= seed << 5
+  seed >>>= 0
   return seed
 }
 /** @param {number} n */
 const below = n => next() % n
 
 const counts = {
-  goodGuests: 0, goodVerified: 0, pagesVerified: 0, pagesCheckedAfterActions: 0, forkChildren: 0,
-  hostileSent: 0, hostileRefused: 0, killed: 0, killedAfterFinishing: 0,
-  sessions: 0, faultsServed: 0, sessionErrors: 0, rejectedByServer: 0,
+  goodGuests: 0,
+  goodVerified: 0,
+  pagesVerified: 0,
+  pagesCheckedAfterActions: 0,
+  forkChildren: 0,
+  hostileSent: 0,
+  hostileRefused: 0,
+  killed: 0,
+  killedAfterFinishing: 0,
+  sessions: 0,
+  faultsServed: 0,
+  sessionErrors: 0,
+  rejectedByServer: 0,
   /** @type {string[]} */ lost: [],
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'fl-soak-'))
-const raw = join(dir, 'mem.raw'), snap = join(dir, 'mem.snap'), socket = join(dir, 's.sock')
+const raw = join(dir, 'mem.raw'),
+  snap = join(dir, 'mem.snap'),
+  socket = join(dir, 's.sock')
 writeSyntheticImage(raw, MIB * 2 ** 20, { seed: 7 })
 await createSnapshot(raw, snap)
 const fdCount = () => readdirSync('/proc/self/fd').length
@@ -76,17 +94,24 @@ const server = await PageServer.start({ snapshotPath: snap, socketPath: socket, 
 /** @type {string[]} */
 const serverLog = []
 server.on('log', (/** @type {string} */ l) => serverLog.push(l))
-server.on('rejected', () => { counts.rejectedByServer++ })
+server.on('rejected', () => {
+  counts.rejectedByServer++
+})
 server.on('ended', (/** @type {any} */ rec) => {
   counts.sessions++
   counts.faultsServed += rec.stats?.faults ?? 0
-  if (rec.error) { counts.sessionErrors++; counts.lost.push(`session ${rec.id}: ${rec.error}`) }
+  if (rec.error) {
+    counts.sessionErrors++
+    counts.lost.push(`session ${rec.id}: ${rec.error}`)
+  }
 })
 // The baseline: after one guest, with the pool warm again and the counts steady (each
 // worker's event loop holds a few descriptors while it starts and ends).
 await runGuest(['--workload', 'random:0.01'])
 await settle(() => server.active.size === 0, 10000)
-const fds0 = await steady(fdCount), threads0 = await steady(threadCount), rss0 = rssMiB()
+const fds0 = await steady(fdCount),
+  threads0 = await steady(threadCount),
+  rss0 = rssMiB()
 let rssPeak = rss0
 
 /** @param {() => boolean} cond @param {number} ms */
@@ -99,11 +124,15 @@ async function settle(cond, ms) {
 /** The value of `count` once it has not changed for a second (or after 30 s). @param {() => number} count */
 async function steady(count) {
   const deadline = Date.now() + 30000
-  let value = count(), since = Date.now()
+  let value = count(),
+    since = Date.now()
   while (Date.now() - since < 1000 && Date.now() < deadline) {
     await new Promise(r => setTimeout(r, 100))
     const v = count()
-    if (v !== value) { value = v; since = Date.now() }
+    if (v !== value) {
+      value = v
+      since = Date.now()
+    }
   }
   return value
 }
@@ -112,9 +141,14 @@ async function steady(count) {
 function runGuest(args, killAfterMs) {
   return new Promise(resolvePromise => {
     const child = spawn(GUEST, ['--socket', socket, '--mib', String(MIB / 2), '--verify', raw, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = '', err = ''
-    child.stdout.on('data', d => { out += d })
-    child.stderr.on('data', d => { err += d })
+    let out = '',
+      err = ''
+    child.stdout.on('data', d => {
+      out += d
+    })
+    child.stderr.on('data', d => {
+      err += d
+    })
     const hang = setTimeout(() => child.kill('SIGKILL'), 120000)
     const kill = killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), killAfterMs)
     child.on('close', (code, signal) => {
@@ -122,7 +156,11 @@ function runGuest(args, killAfterMs) {
       if (kill) clearTimeout(kill)
       /** @type {any} */
       let report
-      try { report = JSON.parse(out.trim().split('\n').pop() ?? '') } catch { /* none */ }
+      try {
+        report = JSON.parse(out.trim().split('\n').pop() ?? '')
+      } catch {
+        /* none */
+      }
       resolvePromise({ code, signal, err, report, hung: signal === 'SIGKILL' && killAfterMs === undefined })
     })
   })
@@ -190,14 +228,21 @@ async function hostileClient() {
   const fd = uffd.connectUnix(socket)
   try {
     if (body) {
-      try { uffd.sendWithFds(fd, Buffer.from(body), fds) } catch { /* refused before it was all sent */ }
+      try {
+        uffd.sendWithFds(fd, Buffer.from(body), fds)
+      } catch {
+        /* refused before it was all sent */
+      }
     }
     const buf = Buffer.alloc(4096)
     let text = ''
     const deadline = Date.now() + 10000
     for (;;) {
       const n = uffd.receiveBytes(fd, buf)
-      if (n > 0) { text += buf.toString('utf8', 0, n); continue }
+      if (n > 0) {
+        text += buf.toString('utf8', 0, n)
+        continue
+      }
       if (n === 0 || text.includes('\n') || Date.now() > deadline) break
       await new Promise(r => setTimeout(r, 10))
     }
@@ -226,8 +271,10 @@ const tty = process.stderr.isTTY === true
 const status = setInterval(() => {
   if (!tty) return
   const s = Math.round((Date.now() - startAt) / 1000)
-  process.stderr.write(`\r\x1b[2Ksoak ${s}/${SECONDS} s: ${counts.goodVerified}/${counts.goodGuests} guests verified, ` +
-    `${counts.hostileRefused}/${counts.hostileSent} hostile refused, ${counts.killed} killed, ${counts.faultsServed} faults, ${counts.lost.length} lost`)
+  process.stderr.write(
+    `\r\x1b[2Ksoak ${s}/${SECONDS} s: ${counts.goodVerified}/${counts.goodGuests} guests verified, ` +
+      `${counts.hostileRefused}/${counts.hostileSent} hostile refused, ${counts.killed} killed, ${counts.faultsServed} faults, ${counts.lost.length} lost`,
+  )
 }, 500)
 await Promise.all(Array.from({ length: ACTORS }, actor))
 clearInterval(status)
@@ -236,7 +283,8 @@ if (tty) process.stderr.write('\r\x1b[2K')
 const idle = await settle(() => server.active.size === 0, 30000)
 if (!idle) counts.lost.push(`${server.active.size} session(s) still active 30 s after the last guest`)
 await settle(() => fdCount() === fds0 && threadCount() === threads0, 30000)
-const fds = await steady(fdCount), threads = await steady(threadCount)
+const fds = await steady(fdCount),
+  threads = await steady(threadCount)
 if (fds !== fds0) counts.lost.push(`descriptors: ${fds0} before, ${fds} after`)
 if (threads !== threads0) counts.lost.push(`threads: ${threads0} before, ${threads} after`)
 const crashed = serverLog.filter(l => /worker (crashed|failed)/.test(l))
@@ -247,13 +295,23 @@ uffd.unmap(mem)
 rmSync(dir, { recursive: true, force: true })
 
 const summary = {
-  seconds: Math.round((Date.now() - startAt) / 1000), actors: ACTORS, seed: Number(opts.seed),
-  guestsServed: counts.goodVerified, guestsStarted: counts.goodGuests, pagesVerified: counts.pagesVerified,
-  pagesCheckedAfterActions: counts.pagesCheckedAfterActions, forkChildrenVerified: counts.forkChildren,
-  sessions: counts.sessions, faultsServed: counts.faultsServed,
-  inputsRejected: counts.rejectedByServer, hostileSent: counts.hostileSent, hostileRefused: counts.hostileRefused,
-  guestsKilled: counts.killed, killedAfterFinishing: counts.killedAfterFinishing,
-  fds: { before: fds0, after: fds }, threads: { before: threads0, after: threads },
+  seconds: Math.round((Date.now() - startAt) / 1000),
+  actors: ACTORS,
+  seed: Number(opts.seed),
+  guestsServed: counts.goodVerified,
+  guestsStarted: counts.goodGuests,
+  pagesVerified: counts.pagesVerified,
+  pagesCheckedAfterActions: counts.pagesCheckedAfterActions,
+  forkChildrenVerified: counts.forkChildren,
+  sessions: counts.sessions,
+  faultsServed: counts.faultsServed,
+  inputsRejected: counts.rejectedByServer,
+  hostileSent: counts.hostileSent,
+  hostileRefused: counts.hostileRefused,
+  guestsKilled: counts.killed,
+  killedAfterFinishing: counts.killedAfterFinishing,
+  fds: { before: fds0, after: fds },
+  threads: { before: threads0, after: threads },
   rssMiB: { start: Math.round(rss0), peak: Math.round(rssPeak), end: Math.round(rssEnd) },
   lost: counts.lost,
 }
@@ -261,11 +319,15 @@ if (opts.json) {
   console.log(JSON.stringify(summary))
 } else {
   console.log(`soak: ${summary.seconds} s, ${ACTORS} actors, seed ${summary.seed}`)
-  console.log(`  guests served and verified  ${summary.guestsServed} of ${summary.guestsStarted} (${summary.pagesVerified} pages verified, ` +
-    `${summary.pagesCheckedAfterActions} more checked after discard/unmap/mremap/fork, ${summary.forkChildrenVerified} forked children verified)`)
+  console.log(
+    `  guests served and verified  ${summary.guestsServed} of ${summary.guestsStarted} (${summary.pagesVerified} pages verified, ` +
+      `${summary.pagesCheckedAfterActions} more checked after discard/unmap/mremap/fork, ${summary.forkChildrenVerified} forked children verified)`,
+  )
   console.log(`  sessions / faults served    ${summary.sessions} / ${summary.faultsServed}`)
-  console.log(`  inputs rejected             ${summary.inputsRejected} (${summary.hostileRefused} of ${summary.hostileSent} hostile clients answered with an error; ` +
-    'the rest: guests killed before their handshake was answered)')
+  console.log(
+    `  inputs rejected             ${summary.inputsRejected} (${summary.hostileRefused} of ${summary.hostileSent} hostile clients answered with an error; ` +
+      'the rest: guests killed before their handshake was answered)',
+  )
   console.log(`  guests killed mid-workload  ${summary.guestsKilled} (${summary.killedAfterFinishing} finished first)`)
   console.log(`  descriptors / threads       ${fds0} -> ${fds} / ${threads0} -> ${threads}`)
   console.log(`  server RSS (MiB)            start ${summary.rssMiB.start}, peak ${summary.rssMiB.peak}, end ${summary.rssMiB.end}`)

@@ -54,8 +54,7 @@ export function formatCliError(err: unknown, env: NodeJS.ProcessEnv = process.en
 export function fileError(path: string, err: unknown, doing?: string): FaultlineError {
   if (err instanceof FaultlineError) return err
   const e = err as NodeJS.ErrnoException
-  const what =
-    typeof e?.code === 'string' ? (SYSTEM_ERRORS[e.code] ?? e.code) : describeError(err)
+  const what = typeof e?.code === 'string' ? (SYSTEM_ERRORS[e.code] ?? e.code) : describeError(err)
   return new FaultlineError(`${path}: ${doing ? `${doing}: ` : ''}${what}`, { cause: err })
 }
 

@@ -25,14 +25,24 @@ export function startCephCluster(opts: { memMb?: number } = {}): Promise<CephClu
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, FAULTLINE_CEPH_MEM_MB: String(opts.memMb ?? 1024) },
     })
-    let out = '', err = ''
-    child.stdout.on('data', d => { out += d })
-    child.stderr.on('data', d => { err += d })
+    let out = '',
+      err = ''
+    child.stdout.on('data', d => {
+      out += d
+    })
+    child.stderr.on('data', d => {
+      err += d
+    })
     child.on('error', reject)
     child.on('close', code => {
       const line = out.trim().split('\n').pop() ?? ''
       if (code !== 0 || !line.startsWith('export ')) {
-        const why = err.trim().split('\n').filter(l => l.startsWith('start.sh:')).pop() ?? `exit ${code}`
+        const why =
+          err
+            .trim()
+            .split('\n')
+            .filter(l => l.startsWith('start.sh:'))
+            .pop() ?? `exit ${code}`
         reject(new FaultlineError(`scripts/ceph/start.sh failed: ${why.replace(/^start.sh: /, '')} (install the packages with scripts/ceph/install.sh)`))
         return
       }
@@ -43,8 +53,12 @@ export function startCephCluster(opts: { memMb?: number } = {}): Promise<CephClu
       }
       const dir = env.FAULTLINE_CEPH_DIR
       resolvePromise({
-        env, endpoint: env.AWS_ENDPOINT_URL_S3, dir,
-        stop: () => { spawnSync(join(SCRIPTS, 'stop.sh'), [dir], { stdio: 'ignore' }) },
+        env,
+        endpoint: env.AWS_ENDPOINT_URL_S3,
+        dir,
+        stop: () => {
+          spawnSync(join(SCRIPTS, 'stop.sh'), [dir], { stdio: 'ignore' })
+        },
       })
     })
   })

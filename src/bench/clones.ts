@@ -12,7 +12,7 @@ import { ensureImage, workloadArg, type ImagePair, type Workload } from './resum
 import { startFaultlineServer, type FaultlineServer, type ServerCost } from './servers.js'
 
 export const CLONE_MODES = ['mmap', 'faultline', 'faultline-cache'] as const
-export type CloneMode = typeof CLONE_MODES[number]
+export type CloneMode = (typeof CLONE_MODES)[number]
 
 /** Guests at most: each has a session worker started before the clock starts (the server's
  * warm-worker bound). */
@@ -121,17 +121,33 @@ function measureMemory(mode: CloneMode, image: ImagePair, guests: HeldGuest[], s
   const cached = cachedBytes(file)
   if (cached === undefined) throw new BenchError(`fincore ${file}: cannot tell its bytes in the page cache (util-linux fincore is needed)`)
   return {
-    shmemBytes, guestAnonBytes, pageCacheBytes: cached, hostMemoryBytes: shmemBytes + guestAnonBytes + cached,
+    shmemBytes,
+    guestAnonBytes,
+    pageCacheBytes: cached,
+    hostMemoryBytes: shmemBytes + guestAnonBytes + cached,
     serverAnonBytes: server ? anonBytes(server.pid) : null,
   }
 }
 
 /** One round of one mode: the server (faultline modes) is up with a worker per guest before
  * the clock starts; then every guest is launched at once. */
-async function runRound(mode: CloneMode, round: number, image: ImagePair, socketPath: string, opts: ClonesOptions): Promise<{ round: CloneRound; cacheDescription: string | null }> {
-  const server = mode === 'mmap' ? undefined : await startFaultlineServer({
-    snapshotPath: image.snap, socketPath, policy: opts.policy, sessions: opts.guests, env: opts.serverEnv,
-  })
+async function runRound(
+  mode: CloneMode,
+  round: number,
+  image: ImagePair,
+  socketPath: string,
+  opts: ClonesOptions,
+): Promise<{ round: CloneRound; cacheDescription: string | null }> {
+  const server =
+    mode === 'mmap'
+      ? undefined
+      : await startFaultlineServer({
+          snapshotPath: image.snap,
+          socketPath,
+          policy: opts.policy,
+          sessions: opts.guests,
+          env: opts.serverEnv,
+        })
   const guests: HeldGuest[] = []
   try {
     const input = mode === 'mmap' ? image.raw : image.snap
@@ -144,8 +160,18 @@ async function runRound(mode: CloneMode, round: number, image: ImagePair, socket
       warmPageCache(image.raw)
       warmPageCache(image.snap)
     }
-    const args = ['--mib', String(opts.mib), '--workload', workloadArg(opts.workload), '--seed', String(opts.seed),
-      '--verify', image.raw, '--hold-ms', String(HOLD_MS)]
+    const args = [
+      '--mib',
+      String(opts.mib),
+      '--workload',
+      workloadArg(opts.workload),
+      '--seed',
+      String(opts.seed),
+      '--verify',
+      image.raw,
+      '--hold-ms',
+      String(HOLD_MS),
+    ]
     if (mode === 'mmap') args.push('--source', `mmap:${image.raw}`)
     else args.push('--socket', socketPath, '--map', mode === 'faultline-cache' ? 'cache' : 'anonymous')
     // Each guest waits at a gate once spawned; all are let go together.
@@ -156,17 +182,23 @@ async function runRound(mode: CloneMode, round: number, image: ImagePair, socket
     for (const g of guests) g.release()
     let done = 0
     opts.onProgress?.(mode, round, 0, opts.guests)
-    const reports: GuestReport[] = await Promise.all(guests.map(g => g.report.then(r => {
-      opts.onProgress?.(mode, round, ++done, opts.guests)
-      return r
-    })))
+    const reports: GuestReport[] = await Promise.all(
+      guests.map(g =>
+        g.report.then(r => {
+          opts.onProgress?.(mode, round, ++done, opts.guests)
+          return r
+        }),
+      ),
+    )
     if (server) await settledCache(server)
     // Every guest is alive and done: measured now.
     const memory = measureMemory(mode, image, guests, server)
     const maps: Record<string, number> = {}
     for (const r of reports) maps[r.map ?? 'file'] = (maps[r.map ?? 'file'] ?? 0) + 1
     if (mode === 'faultline-cache' && (maps.cache ?? 0) !== opts.guests) {
-      throw new BenchError(`faultline-cache: ${opts.guests - (maps.cache ?? 0)} of ${opts.guests} guests got anonymous memory, not the decoded cache (${server?.cacheDescription ?? 'no cache'})`)
+      throw new BenchError(
+        `faultline-cache: ${opts.guests - (maps.cache ?? 0)} of ${opts.guests} guests got anonymous memory, not the decoded cache (${server?.cacheDescription ?? 'no cache'})`,
+      )
     }
     await Promise.all(guests.map(g => g.stop()))
     let serverFaults: number | null = null
@@ -179,14 +211,17 @@ async function runRound(mode: CloneMode, round: number, image: ImagePair, socket
     return {
       cacheDescription: server?.cacheDescription ?? null,
       round: {
-        round, ...memory, launchMs,
+        round,
+        ...memory,
+        launchMs,
         allDoneMs: (Math.max(...reports.map(r => r.t0_ns + r.total_ns)) - Math.min(...reports.map(r => r.t0_ns))) / 1e6,
         mismatches: reports.reduce((s, r) => s + r.mismatches, 0),
         verifiedPages: reports.reduce((s, r) => s + r.verified_pages, 0),
         resumeMs: reports.map(r => r.resume_ns / 1e6),
         firstAccessMs: reports.map(r => (r.first_access_ns ?? NaN) / 1e6),
         totalMs: reports.map(r => r.total_ns / 1e6),
-        serverFaults, maps,
+        serverFaults,
+        maps,
       },
     }
   } catch (err) {
@@ -199,7 +234,8 @@ async function runRound(mode: CloneMode, round: number, image: ImagePair, socket
 
 /** Runs every mode `repeat` times, interleaved, and reports each mode's medians. */
 export async function runClones(opts: ClonesOptions): Promise<ClonesResult> {
-  if (!Number.isInteger(opts.guests) || opts.guests < 1 || opts.guests > MAX_CLONES) throw new BenchError(`--guests: expected 1..${MAX_CLONES}, got ${opts.guests}`)
+  if (!Number.isInteger(opts.guests) || opts.guests < 1 || opts.guests > MAX_CLONES)
+    throw new BenchError(`--guests: expected 1..${MAX_CLONES}, got ${opts.guests}`)
   const startedAt = new Date().toISOString()
   const loadAvgStart = os.loadavg()
   const image = await ensureImage(opts.imageDir, opts.mib, opts.seed, opts.onImageProgress)
@@ -218,15 +254,25 @@ export async function runClones(opts: ClonesOptions): Promise<ClonesResult> {
   return {
     options,
     machine: {
-      kernel: os.release(), cpus: os.cpus().length, memTotalBytes: os.totalmem(), node: process.version,
-      loadAvgStart, loadAvgEnd: os.loadavg(),
+      kernel: os.release(),
+      cpus: os.cpus().length,
+      memTotalBytes: os.totalmem(),
+      node: process.version,
+      loadAvgStart,
+      loadAvgEnd: os.loadavg(),
     },
-    startedAt, finishedAt: new Date().toISOString(), cacheDescription,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    cacheDescription,
     modes: opts.modes.map(mode => {
       const rs = rounds.get(mode)!
       return {
-        mode, allDoneMs: median(rs.map(r => r.allDoneMs)), hostMemoryBytes: median(rs.map(r => r.hostMemoryBytes)),
-        mismatches: rs.reduce((s, r) => s + r.mismatches, 0), verifiedPages: rs.reduce((s, r) => s + r.verifiedPages, 0), rounds: rs,
+        mode,
+        allDoneMs: median(rs.map(r => r.allDoneMs)),
+        hostMemoryBytes: median(rs.map(r => r.hostMemoryBytes)),
+        mismatches: rs.reduce((s, r) => s + r.mismatches, 0),
+        verifiedPages: rs.reduce((s, r) => s + r.verifiedPages, 0),
+        rounds: rs,
       }
     }),
   }

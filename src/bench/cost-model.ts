@@ -67,10 +67,12 @@ export function loadCostModel(path = DEFAULT_COST_MODEL): CostModel {
   }
   for (const tier of STORAGE_TIERS) {
     const v = model.byteNs?.[tier]
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new CostModelError(`${path}: byteNs.${tier} must be a number of ns >= 0, got ${JSON.stringify(v)}`)
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+      throw new CostModelError(`${path}: byteNs.${tier} must be a number of ns >= 0, got ${JSON.stringify(v)}`)
   }
   const chunk = model.remoteChunkNs
-  if (chunk !== null && (typeof chunk !== 'number' || !Number.isFinite(chunk) || chunk < 0)) throw new CostModelError(`${path}: remoteChunkNs must be ns >= 0 or null, got ${JSON.stringify(chunk)}`)
+  if (chunk !== null && (typeof chunk !== 'number' || !Number.isFinite(chunk) || chunk < 0))
+    throw new CostModelError(`${path}: remoteChunkNs must be ns >= 0 or null, got ${JSON.stringify(chunk)}`)
   return {
     ...(model as CostModel),
     sources: model.sources ?? {},

@@ -61,7 +61,7 @@ function readWhole(path: string): number {
   const fd = openSync(path, 'r')
   try {
     const t0 = process.hrtime.bigint()
-    for (let at = 0; ;) {
+    for (let at = 0; ; ) {
       const n = readSync(fd, buf, 0, buf.length, at)
       if (n === 0) break
       at += n
@@ -87,17 +87,35 @@ export async function measureCosts(opts: CostBenchOptions): Promise<CostBenchRes
       if (s.cold) dropFileCache(image.snap)
       else warmPageCache(image.snap)
       const server = await startFaultlineServer({
-        snapshotPath: image.snap, socketPath, policy: s.policy, env: { FAULTLINE_BREAKDOWN: s.timers ? '1' : '0' },
+        snapshotPath: image.snap,
+        socketPath,
+        policy: s.policy,
+        env: { FAULTLINE_BREAKDOWN: s.timers ? '1' : '0' },
       })
       try {
-        const guest = await runGuestProcess(['--socket', socketPath, '--mib', String(opts.mib), '--workload', s.workload,
-          '--seed', String(opts.seed)], { timeoutMs: 600_000 })
+        const guest = await runGuestProcess(['--socket', socketPath, '--mib', String(opts.mib), '--workload', s.workload, '--seed', String(opts.seed)], {
+          timeoutMs: 600_000,
+        })
         const cost = await server.finish()
         const st = cost.session!
         runs.push({
-          round, name: s.name, workload: s.workload, policy: s.policy, cold: s.cold, timers: s.timers, faults: st.faults,
-          workloadNs: guest.workload_ns, breakdown: st.breakdown,
-          stats: { faults: st.faults, pagesInstalled: st.pagesInstalled, zeroPagesInstalled: st.zeroPagesInstalled, copyIoctls: st.copyIoctls, bytesDecoded: st.bytesDecoded, bytesRead: st.bytesRead },
+          round,
+          name: s.name,
+          workload: s.workload,
+          policy: s.policy,
+          cold: s.cold,
+          timers: s.timers,
+          faults: st.faults,
+          workloadNs: guest.workload_ns,
+          breakdown: st.breakdown,
+          stats: {
+            faults: st.faults,
+            pagesInstalled: st.pagesInstalled,
+            zeroPagesInstalled: st.zeroPagesInstalled,
+            copyIoctls: st.copyIoctls,
+            bytesDecoded: st.bytesDecoded,
+            bytesRead: st.bytesRead,
+          },
         })
       } catch (err) {
         server.kill()
@@ -110,10 +128,18 @@ export async function measureCosts(opts: CostBenchOptions): Promise<CostBenchRes
 }
 
 /** Per-unit costs from the runs: medians over rounds of each session's totals. */
-export function deriveModel(runs: CostRun[], bulk: CostBenchResult['bulkRead'], pageSize: number, opts: Pick<CostBenchOptions, 'command' | 'remote' | 'mib' | 'rounds'>): CostModel {
+export function deriveModel(
+  runs: CostRun[],
+  bulk: CostBenchResult['bulkRead'],
+  pageSize: number,
+  opts: Pick<CostBenchOptions, 'command' | 'remote' | 'mib' | 'rounds'>,
+): CostModel {
   const of = (name: string) => runs.filter(r => r.name === name)
   const med = (rs: CostRun[], f: (r: CostRun) => number) => median(rs.map(f))
-  const one = of('one page a fault'), plain = of('one page a fault, no timers'), runs64 = of('64-page runs'), cold = of('64-page runs, cold')
+  const one = of('one page a fault'),
+    plain = of('one page a fault, no timers'),
+    runs64 = of('64-page runs'),
+    cold = of('64-page runs, cold')
   const b = (r: CostRun) => r.breakdown!
   const copyIoctls = (r: CostRun) => b(r).copies
   const dataPages = (r: CostRun) => r.stats.bytesDecoded / pageSize
@@ -153,11 +179,19 @@ export function deriveModel(runs: CostRun[], bulk: CostBenchResult['bulkRead'], 
     'zeroInstallNs, zeroPageNs': `UFFDIO_ZEROPAGE ${f(zero1)} for 1 page, ${f(zeroN)} for ${nZero.toFixed(1)} pages`,
     'readNs, decodePageNs': `source read (pread + LZ4 + CRC-32) less its bytes: ${f(read1)} for 1 page, ${f(readN)} for ${nRead.toFixed(1)} pages`,
     'byteNs.warm': `reading the ${(bulk.bytes / 2 ** 20).toFixed(1)} MiB snapshot whole in 1 MiB reads from the page cache (${(1e3 / warmByteNs).toFixed(0)} MB/s); bulk cold read ${(1e3 / coldBulkByteNs).toFixed(0)} MB/s`,
-    'byteNs.cold': 'the 64-page-run sessions\' source reads with the snapshot dropped from the page cache, less the warm ones, per byte read, plus a warm byte',
-    remote: remote ? `${remote.source}: a chunk GET ${remote.getMs} ms, ${remote.mibPerSecond} MiB/s` : 'not measured (give --remote-get-ms and --remote-mib-s from faultline bench remote)',
+    'byteNs.cold': "the 64-page-run sessions' source reads with the snapshot dropped from the page cache, less the warm ones, per byte read, plus a warm byte",
+    remote: remote
+      ? `${remote.source}: a chunk GET ${remote.getMs} ms, ${remote.mibPerSecond} MiB/s`
+      : 'not measured (give --remote-get-ms and --remote-mib-s from faultline bench remote)',
   }
   return {
-    faultNs, installNs, copyPageNs, zeroInstallNs, zeroPageNs, readNs, decodePageNs,
+    faultNs,
+    installNs,
+    copyPageNs,
+    zeroInstallNs,
+    zeroPageNs,
+    readNs,
+    decodePageNs,
     byteNs: { warm: warmByteNs, cold: coldByteNs, remote: remote ? 1e9 / (remote.mibPerSecond * 2 ** 20) : 0 },
     remoteChunkNs: remote ? remote.getMs * 1e6 : null,
     sources,

@@ -27,7 +27,9 @@ export class DelayProxy {
   }
 
   /** `http://127.0.0.1:PORT` for an HTTP target. */
-  get url(): string { return `http://127.0.0.1:${this.port}` }
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`
+  }
 
   static start(opts: DelayProxyOptions): Promise<DelayProxy> {
     const delay = Math.max(0, opts.oneWayDelayMs)
@@ -46,7 +48,10 @@ export class DelayProxy {
         upstream.on('data', d => toClient.push(d))
         client.on('end', () => toUpstream.end())
         upstream.on('end', () => toClient.end())
-        const fail = () => { client.destroy(); upstream.destroy() }
+        const fail = () => {
+          client.destroy()
+          upstream.destroy()
+        }
         client.on('error', fail)
         upstream.on('error', fail)
         client.on('close', () => toUpstream.end())
@@ -85,12 +90,18 @@ class DelayedPipe {
     this.delayMs = delayMs
   }
 
-  holdUntil(time: number): void { this.notBefore = time }
+  holdUntil(time: number): void {
+    this.notBefore = time
+  }
 
-  push(data: Buffer): void { this.enqueue(data) }
+  push(data: Buffer): void {
+    this.enqueue(data)
+  }
 
   /** Ends the destination after what is queued. */
-  end(): void { this.enqueue(null) }
+  end(): void {
+    this.enqueue(null)
+  }
 
   private enqueue(data: Buffer | null): void {
     this.queue.push({ due: Math.max(performance.now() + this.delayMs, this.notBefore), data })
@@ -108,7 +119,10 @@ class DelayedPipe {
     const now = performance.now()
     while (this.queue.length > 0 && this.queue[0].due <= now) {
       const { data } = this.queue.shift()!
-      if (this.to.destroyed) { this.queue.length = 0; return }
+      if (this.to.destroyed) {
+        this.queue.length = 0
+        return
+      }
       if (data === null) this.to.end()
       else this.to.write(data)
     }

@@ -92,20 +92,32 @@ export interface FaultCostResult {
   components: ComponentCosts
 }
 
-async function runOne(image: ImagePair, cfg: FaultServerConfig, pinned: boolean, opts: FaultCostOptions, socketPath: string): Promise<{ cost: ServerCost; perFaultNs: number; mismatches: number }> {
+async function runOne(
+  image: ImagePair,
+  cfg: FaultServerConfig,
+  pinned: boolean,
+  opts: FaultCostOptions,
+  socketPath: string,
+): Promise<{ cost: ServerCost; perFaultNs: number; mismatches: number }> {
   const cpus = pinned ? opts.cpu : undefined
-  const server = cfg.kind === 'uffd-c'
-    ? await startFloorServer(cfg.source === 'snapshot' ? { snapshotPath: image.snap, socketPath, cpus } : { rawPath: image.raw, socketPath, cpus })
-    : await startFaultlineServer({
-      snapshotPath: image.snap, socketPath, policy: 'ondemand', cpus,
-      env: { FAULTLINE_FFI: cfg.ffi ?? 'koffi', FAULTLINE_CODEC: cfg.codec ?? 'native', FAULTLINE_BREAKDOWN: cfg.timers ? '1' : '0' },
-      // A young generation no session fills, emptied as the session starts (--expose-gc), so
-      // its growth = what the fault path allocated.
-      nodeArgs: ['--min-semi-space-size=128', '--max-semi-space-size=128', '--expose-gc'],
-    })
+  const server =
+    cfg.kind === 'uffd-c'
+      ? await startFloorServer(cfg.source === 'snapshot' ? { snapshotPath: image.snap, socketPath, cpus } : { rawPath: image.raw, socketPath, cpus })
+      : await startFaultlineServer({
+          snapshotPath: image.snap,
+          socketPath,
+          policy: 'ondemand',
+          cpus,
+          env: { FAULTLINE_FFI: cfg.ffi ?? 'koffi', FAULTLINE_CODEC: cfg.codec ?? 'native', FAULTLINE_BREAKDOWN: cfg.timers ? '1' : '0' },
+          // A young generation no session fills, emptied as the session starts (--expose-gc), so
+          // its growth = what the fault path allocated.
+          nodeArgs: ['--min-semi-space-size=128', '--max-semi-space-size=128', '--expose-gc'],
+        })
   try {
-    const guest = await runGuestProcess(['--socket', socketPath, '--mib', String(opts.mib), '--workload', `random:${opts.fraction}`,
-      '--seed', String(opts.seed), '--verify', image.raw], { cpus, timeoutMs: 10 * 60 * 1000 })
+    const guest = await runGuestProcess(
+      ['--socket', socketPath, '--mib', String(opts.mib), '--workload', `random:${opts.fraction}`, '--seed', String(opts.seed), '--verify', image.raw],
+      { cpus, timeoutMs: 10 * 60 * 1000 },
+    )
     const cost = await server.finish()
     return { cost, perFaultNs: guest.workload_ns / Math.max(1, cost.faults), mismatches: guest.mismatches }
   } catch (err) {
@@ -126,9 +138,16 @@ export async function measureFaultCost(opts: FaultCostOptions): Promise<FaultCos
       for (const cfg of opts.servers) {
         const r = await runOne(image, cfg, pinned, opts, socketPath)
         runs.push({
-          server: cfg.name, pinned, round, faults: r.cost.faults, perFaultNs: r.perFaultNs,
-          serviceP50Ns: r.cost.serviceP50Ns, serverCpuPerFaultNs: r.cost.cpuNs / Math.max(1, r.cost.faults),
-          breakdown: r.cost.session?.breakdown, heap: r.cost.session?.heap, mismatches: r.mismatches,
+          server: cfg.name,
+          pinned,
+          round,
+          faults: r.cost.faults,
+          perFaultNs: r.perFaultNs,
+          serviceP50Ns: r.cost.serviceP50Ns,
+          serverCpuPerFaultNs: r.cost.cpuNs / Math.max(1, r.cost.faults),
+          breakdown: r.cost.session?.breakdown,
+          heap: r.cost.session?.heap,
+          mismatches: r.mismatches,
         })
         opts.onRun?.(runs.length, total)
       }
@@ -146,7 +165,14 @@ export function measureComponents(snapPath: string, seed: number, samplePages = 
   const codec = lz4()
   const ps = reader.pageSize
   let state = seed >>> 0 || 1
-  const next = () => { state ^= state << 13; state >>>= 0; state ^= state >>> 17; state ^= state << 5; state >>>= 0; return state }
+  const next = () => {
+    state ^= state << 13
+    state >>>= 0
+    state ^= state >>> 17
+    state ^= state << 5
+    state >>>= 0
+    return state
+  }
   const pages: number[] = []
   let zeros = 0
   for (let k = 0; k < samplePages; k++) {
@@ -170,13 +196,19 @@ export function measureComponents(snapPath: string, seed: number, samplePages = 
     return median(batch)
   }
   try {
-    const preadNs = time(k => { readSync(fd, stored[k], 0, stored[k].length, dataOffset + index.storedOffset(pages[k])) })
+    const preadNs = time(k => {
+      readSync(fd, stored[k], 0, stored[k].length, dataOffset + index.storedOffset(pages[k]))
+    })
     for (let k = 0; k < pages.length; k++) {
       if (index.kindOf(pages[k]) === 1) codec.decodeBlock(stored[k], decoded[k], 0, stored[k].length)
       else stored[k].copy(decoded[k])
     }
-    const lz4DecodeNs = time(k => { if (index.kindOf(pages[k]) === 1) codec.decodeBlock(stored[k], out, 0, stored[k].length) })
-    const crc32Ns = time(k => { crc32(decoded[k]) })
+    const lz4DecodeNs = time(k => {
+      if (index.kindOf(pages[k]) === 1) codec.decodeBlock(stored[k], out, 0, stored[k].length)
+    })
+    const crc32Ns = time(k => {
+      crc32(decoded[k])
+    })
     const native = nativeCodec()
     const args = runArgs()
     args[A_WORDS] = native.addressOf(index.words)
@@ -190,7 +222,10 @@ export function measureComponents(snapPath: string, seed: number, samplePages = 
       if (native.decodeRun(args) >= 0) throw new Error(`${snapPath}: page ${pages[k]} did not decode`)
     })
     let sink = 0
-    const indexLookupNs = time(k => { const p = pages[k]; sink += index.kindOf(p) + index.runStart(p) + index.runEnd(p) })
+    const indexLookupNs = time(k => {
+      const p = pages[k]
+      sink += index.kindOf(p) + index.runStart(p) + index.runEnd(p)
+    })
     if (sink === -1) throw new Error('unreachable')
     return { preadNs, lz4DecodeNs, crc32Ns, nativeDecodeNs, indexLookupNs, zeroFraction: zeros / samplePages }
   } finally {
@@ -228,8 +263,13 @@ export function summarizeFaultCost(runs: FaultRun[]): FaultSummaryRow[] {
         return ratios.length ? median(ratios) : NaN
       }
       rows.push({
-        server, pinned, perFaultNs: median(g.map(r => r.perFaultNs)), serviceP50Ns: median(g.map(r => r.serviceP50Ns)),
-        serverCpuPerFaultNs: median(g.map(r => r.serverCpuPerFaultNs)), vsSameWork: vs(SAME_WORK_SERVER), vsFloor: vs(RAW_FLOOR_SERVER),
+        server,
+        pinned,
+        perFaultNs: median(g.map(r => r.perFaultNs)),
+        serviceP50Ns: median(g.map(r => r.serviceP50Ns)),
+        serverCpuPerFaultNs: median(g.map(r => r.serverCpuPerFaultNs)),
+        vsSameWork: vs(SAME_WORK_SERVER),
+        vsFloor: vs(RAW_FLOOR_SERVER),
         heapBytesPerFault: heapBytesPerFault(g),
       })
     }
@@ -237,7 +277,11 @@ export function summarizeFaultCost(runs: FaultRun[]): FaultSummaryRow[] {
   return rows
 }
 
-export interface BreakdownRow { stage: string; nsPerFault: number; share: number }
+export interface BreakdownRow {
+  stage: string
+  nsPerFault: number
+  share: number
+}
 
 /** Mean time per fault of each stage, from the timed runs of one server configuration; the
  * source read is split into pread / decode (LZ4 and CRC, or the native codec's one call) in
@@ -251,9 +295,13 @@ export function breakdownRows(runs: FaultRun[], components: ComponentCosts, code
   const source = per(x => x.sourceReadNs)
   const copy = per(x => x.copyNs)
   const zero = per(x => x.zeropageNs)
-  const decode: Array<[string, number]> = codec === 'native'
-    ? [['LZ4 decode + CRC-32 check (native codec)', components.nativeDecodeNs]]
-    : [['LZ4 decode', components.lz4DecodeNs], ['CRC-32 check', components.crc32Ns]]
+  const decode: Array<[string, number]> =
+    codec === 'native'
+      ? [['LZ4 decode + CRC-32 check (native codec)', components.nativeDecodeNs]]
+      : [
+          ['LZ4 decode', components.lz4DecodeNs],
+          ['CRC-32 check', components.crc32Ns],
+        ]
   const parts = components.preadNs + components.indexLookupNs + decode.reduce((sum, [, ns]) => sum + ns, 0)
   const split = (ns: number) => (parts > 0 ? source * (ns / parts) : 0)
   const js = service - read - source - copy - zero

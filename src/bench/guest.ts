@@ -34,7 +34,6 @@ export interface GuestReport {
   [key: string]: unknown
 }
 
-
 export interface GuestRunOptions {
   /** Pin the guest to these CPUs (taskset -c LIST). */
   cpus?: string
@@ -47,16 +46,25 @@ export function runGuestProcess(args: string[], opts: GuestRunOptions = {}): Pro
   const [file, argv] = opts.cpus === undefined ? [GUEST_BINARY, args] : ['taskset', ['-c', opts.cpus, GUEST_BINARY, ...args]]
   return new Promise((resolvePromise, reject) => {
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = '', err = ''
-    child.stdout.on('data', d => { out += d })
-    child.stderr.on('data', d => { err += d })
+    let out = '',
+      err = ''
+    child.stdout.on('data', d => {
+      out += d
+    })
+    child.stderr.on('data', d => {
+      err += d
+    })
     const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs)
     child.on('error', e => reject(new BenchError(`${file}: ${e.message} (run npm install to build native/)`)))
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer)
       const line = out.trim().split('\n').pop() ?? ''
       let report: GuestReport | undefined
-      try { report = JSON.parse(line) } catch { /* below */ }
+      try {
+        report = JSON.parse(line)
+      } catch {
+        /* below */
+      }
       if (code !== 0 || !report) {
         const why = signal ? `was killed by ${signal}${signal === 'SIGKILL' && timer ? ` after ${opts.timeoutMs} ms` : ''}` : `exited ${code}`
         reject(new BenchError(`guest ${args.join(' ')} ${why}: ${err.trim().split('\n').pop() ?? ''}`))
@@ -95,20 +103,35 @@ function processState(pid: number): string | undefined {
 export function startHeldGuest(args: string[], opts: { gate?: boolean } = {}): HeldGuest {
   const [file, argv] = opts.gate ? ['/bin/sh', ['-c', 'kill -STOP $$ && exec "$0" "$@"', GUEST_BINARY, ...args]] : [GUEST_BINARY, args]
   const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = '', err = ''
+  let out = '',
+    err = ''
   const closed = new Promise<void>(r => child.on('close', () => r()))
   const report = new Promise<GuestReport>((resolvePromise, reject) => {
     child.stdout.on('data', d => {
       out += d
       const nl = out.indexOf('\n')
       if (nl < 0) return
-      try { resolvePromise(JSON.parse(out.slice(0, nl)) as GuestReport) } catch { reject(new BenchError(`guest printed no report: ${out.slice(0, 200)}`)) }
+      try {
+        resolvePromise(JSON.parse(out.slice(0, nl)) as GuestReport)
+      } catch {
+        reject(new BenchError(`guest printed no report: ${out.slice(0, 200)}`))
+      }
     })
-    child.stderr.on('data', d => { err += d })
+    child.stderr.on('data', d => {
+      err += d
+    })
     child.on('error', e => reject(new BenchError(`${file}: ${e.message} (run npm install to build native/)`)))
-    child.on('close', (code, signal) => reject(new BenchError(`guest ${args.join(' ')} ${signal ? `was killed by ${signal}` : `exited ${code}`} before reporting: ${err.trim().split('\n').pop() ?? ''}`)))
+    child.on('close', (code, signal) =>
+      reject(
+        new BenchError(
+          `guest ${args.join(' ')} ${signal ? `was killed by ${signal}` : `exited ${code}`} before reporting: ${err.trim().split('\n').pop() ?? ''}`,
+        ),
+      ),
+    )
   })
-  report.catch(() => { /* the caller awaits it */ })
+  report.catch(() => {
+    /* the caller awaits it */
+  })
   const pid = child.pid ?? -1
   return {
     pid,
@@ -123,7 +146,9 @@ export function startHeldGuest(args: string[], opts: { gate?: boolean } = {}): H
         await new Promise(r => setTimeout(r, 1))
       }
     },
-    release() { process.kill(pid, 'SIGCONT') },
+    release() {
+      process.kill(pid, 'SIGCONT')
+    },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
       await closed

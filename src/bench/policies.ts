@@ -14,7 +14,6 @@ import { runGuestProcess, type GuestReport } from './guest.js'
 import { ensureImage, type ImagePair } from './resume.js'
 import { BenchError } from './errors.js'
 
-
 export interface PolicyBenchOptions {
   /** Where the image, snapshot, recorded trace and sockets go. */
   dir: string
@@ -57,14 +56,26 @@ export interface PolicyBenchResult {
 /** A deterministic mixed workload over `pages` pages: four sequential scans advancing 16 pages
  * at a time in turn, with 4 random pages between turns (about 31% of the pages). */
 export function mixedWorkload(pages: number, seed: number): number[] {
-  let s = (seed >>> 0) || 1
-  const rand = () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s }
+  let s = seed >>> 0 || 1
+  const rand = () => {
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
+    return s
+  }
   const scanLength = Math.floor(pages / 16)
   const scans = [0, 1, 2, 3].map(k => Math.floor((pages * k) / 4) + (rand() % Math.max(1, Math.floor(pages / 4) - scanLength)))
   const done = [0, 0, 0, 0]
   const seen = new Uint8Array(pages)
   const order: number[] = []
-  const touch = (p: number) => { if (!seen[p]) { seen[p] = 1; order.push(p) } }
+  const touch = (p: number) => {
+    if (!seen[p]) {
+      seen[p] = 1
+      order.push(p)
+    }
+  }
   while (done.some(d => d < scanLength)) {
     for (let k = 0; k < 4; k++) {
       for (let i = 0; i < 16 && done[k] < scanLength; i++) touch(scans[k] + done[k]++)
@@ -126,12 +137,30 @@ export async function runPolicyBench(opts: PolicyBenchOptions): Promise<PolicyBe
     workloadArg = `pages:${file}`
   }
   const touchedFile = join(opts.dir, 'touched.bin')
-  const guestArgs = (socket: string) => ['--socket', socket, '--mib', String(opts.mib), '--workload', workloadArg,
-    '--seed', String(opts.seed), '--verify', image.raw, '--touched-out', touchedFile]
+  const guestArgs = (socket: string) => [
+    '--socket',
+    socket,
+    '--mib',
+    String(opts.mib),
+    '--workload',
+    workloadArg,
+    '--seed',
+    String(opts.seed),
+    '--verify',
+    image.raw,
+    '--touched-out',
+    touchedFile,
+  ]
 
   // The recording run (also warms the page cache for every policy alike).
   const recordedTrace = join(opts.dir, 'recorded.fltrace')
-  const recorder = await PageServer.start({ snapshotPath: image.snap, socketPath: join(opts.dir, 'record.sock'), policy: 'ondemand', tracePath: recordedTrace, singleGuest: true })
+  const recorder = await PageServer.start({
+    snapshotPath: image.snap,
+    socketPath: join(opts.dir, 'record.sock'),
+    policy: 'ondemand',
+    tracePath: recordedTrace,
+    singleGuest: true,
+  })
   let touched: Set<number>
   try {
     const before = recorder.ended.length
@@ -151,10 +180,17 @@ export async function runPolicyBench(opts: PolicyBenchOptions): Promise<PolicyBe
     for (const [i, policy] of policies.entries()) {
       names[policy] = (await createPolicy(policy)).name
       // A worker per round, all started now: none starts while a measured guest runs.
-      servers.set(policy, await PageServer.start({
-        snapshotPath: image.snap, socketPath: join(opts.dir, `p${i}.sock`), policy, tracePath: join(opts.dir, `p${i}.fltrace`),
-        warmWorkers: opts.rounds, singleGuest: true,
-      }))
+      servers.set(
+        policy,
+        await PageServer.start({
+          snapshotPath: image.snap,
+          socketPath: join(opts.dir, `p${i}.sock`),
+          policy,
+          tracePath: join(opts.dir, `p${i}.fltrace`),
+          warmWorkers: opts.rounds,
+          singleGuest: true,
+        }),
+      )
       runs[policy] = []
     }
     const total = opts.rounds * policies.length
@@ -178,11 +214,16 @@ export async function runPolicyBench(opts: PolicyBenchOptions): Promise<PolicyBe
         const untouched = untouchedPages(tracePath, readTouched(touchedFile), 0)
         rmSync(tracePath)
         runs[policy].push({
-          totalNs: report.total_ns, resumeNs: report.resume_ns, workloadNs: report.workload_ns,
-          faults: st.faults, pagesInstalled: installed,
+          totalNs: report.total_ns,
+          resumeNs: report.resume_ns,
+          workloadNs: report.workload_ns,
+          faults: st.faults,
+          pagesInstalled: installed,
           pagesUntouched: untouched,
-          serverCpuNs: st.cpuNs, faultP50Ns: st.latency.p50Ns,
-          verifiedPages: report.verified_pages, mismatches: report.mismatches,
+          serverCpuNs: st.cpuNs,
+          faultP50Ns: st.latency.p50Ns,
+          verifiedPages: report.verified_pages,
+          mismatches: report.mismatches,
         })
         opts.onProgress?.(++done, total)
       }

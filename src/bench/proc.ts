@@ -7,7 +7,6 @@ import { basename } from 'node:path'
 import { formatBytes } from '../util/format.js'
 import { BenchError } from './errors.js'
 
-
 export interface ProcIo {
   /** Bytes this process caused to be fetched from storage (page-cache misses). */
   readBytes: number
@@ -65,7 +64,11 @@ function readProc(path: string): string {
 export function processCpuNs(pid: number | 'self'): number {
   let sum = 0
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try { sum += parseSchedstat(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1')) } catch { /* exited meanwhile */ }
+    try {
+      sum += parseSchedstat(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1'))
+    } catch {
+      /* exited meanwhile */
+    }
   }
   return sum
 }
@@ -114,7 +117,12 @@ export function dropPageCache(method: ColdMethod, files: string[]): void {
       }
     }
   } catch (err) {
-    const detail = String((err as { stderr?: Buffer }).stderr ?? '').trim().split('\n')[0] || (err as NodeJS.ErrnoException).code || (err as Error).message
+    const detail =
+      String((err as { stderr?: Buffer }).stderr ?? '')
+        .trim()
+        .split('\n')[0] ||
+      (err as NodeJS.ErrnoException).code ||
+      (err as Error).message
     throw new BenchError(`cannot drop the page cache (${method}): ${detail}${method === 'drop-caches' ? ' (needs root; or use --cold fadvise)' : ''}`)
   }
 }
@@ -150,7 +158,7 @@ export function cachedBytes(path: string): number | undefined {
 /** RssAnon of /proc/PID/status: the process's private anonymous memory resident now. */
 export function parseRssAnon(status: string): number {
   const m = /^RssAnon:\s*(\d+) kB$/m.exec(status)
-  if (!m) throw new BenchError('/proc/PID/status: no \'RssAnon\' field')
+  if (!m) throw new BenchError("/proc/PID/status: no 'RssAnon' field")
   return Number(m[1]) * 1024
 }
 
@@ -168,7 +176,9 @@ export function shmemFileBytes(pid: number): number {
   const seen = new Set<string>()
   let total = 0
   let fds: string[]
-  try { fds = readdirSync(`/proc/${pid}/fd`) } catch (err) {
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`)
+  } catch (err) {
     throw new BenchError(`/proc/${pid}/fd: cannot list (${(err as NodeJS.ErrnoException).code}): is the process gone?`)
   }
   for (const fd of fds) {
@@ -180,12 +190,18 @@ export function shmemFileBytes(pid: number): number {
       if (seen.has(id)) continue
       seen.add(id)
       total += st.blocks * 512
-    } catch { /* closed meanwhile */ }
+    } catch {
+      /* closed meanwhile */
+    }
   }
   return total
 }
 
-export interface SequentialRead { path: string; bytes: number; ns: number }
+export interface SequentialRead {
+  path: string
+  bytes: number
+  ns: number
+}
 
 /**
  * The disk's sequential read bandwidth as `dd if=PATH of=/dev/null bs=1M` sees it: PATH is
@@ -212,7 +228,8 @@ export function measureSequentialRead(path: string, bufferBytes = 1 << 20): Sequ
 
 /** `1.23 GB/s (196 MiB of synthetic-512MiB-seed1.snap read cold in 1 MiB reads, as dd bs=1M)`. */
 export function formatSequentialRead(r: SequentialRead): string {
-  return `sequential read ${(r.bytes / (r.ns / 1e9) / 1e9).toFixed(2)} GB/s (${formatBytes(r.bytes)} of ${basename(r.path)} read cold, ` +
+  return (
+    `sequential read ${(r.bytes / (r.ns / 1e9) / 1e9).toFixed(2)} GB/s (${formatBytes(r.bytes)} of ${basename(r.path)} read cold, ` +
     'dropped from the page cache with fadvise, in 1 MiB reads as dd bs=1M)'
+  )
 }
-

@@ -61,7 +61,6 @@ export interface RemoteRun {
   mismatches: number
 }
 
-
 /** CPUs this process may run on now (`taskset -p`'s hex mask). */
 function currentMask(): string {
   const out = spawnSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' })
@@ -100,13 +99,19 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
     return n
   }
   const guest = (socket: string, workload: string, round: number, pinned: boolean): Promise<GuestReport> =>
-    runGuestProcess(['--socket', socket, '--mib', String(o.mib), '--workload', workload, '--seed', String(round + 1),
-      '--verify', o.rawPath, '--touched-out', touchedFile], { cpus: pinned ? o.cpu : undefined, timeoutMs: 600_000 })
+    runGuestProcess(
+      ['--socket', socket, '--mib', String(o.mib), '--workload', workload, '--seed', String(round + 1), '--verify', o.rawPath, '--touched-out', touchedFile],
+      { cpus: pinned ? o.cpu : undefined, timeoutMs: 600_000 },
+    )
 
   async function serve(opts: Partial<PageServerOptions>, run: (server: PageServer, socket: string) => Promise<void>): Promise<void> {
     const socket = join(o.workDir, `s${cellNo}.sock`)
     const server = await PageServer.start({ snapshotPath: o.snapshotPath, socketPath: socket, warmWorkers: 1, ...opts })
-    try { await run(server, socket) } finally { await server.close() }
+    try {
+      await run(server, socket)
+    } finally {
+      await server.close()
+    }
   }
   const lastSession = async (server: PageServer, count: number): Promise<SessionStats> => {
     while (server.ended.length < count) await new Promise(r => setTimeout(r, 5))
@@ -114,11 +119,21 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
     if (!rec.stats) throw new BenchError(`session ${rec.id} failed: ${rec.error}`)
     return rec.stats
   }
-  const record = (base: Omit<RemoteRun, 'workloadNs' | 'faults' | 'faultP50Ns' | 'faultP99Ns' | 'remoteWaits' | 'pagesTouched' | 'neededStoredBytes' | 'mismatches'>,
-    g: GuestReport, st: SessionStats): void => {
+  const record = (
+    base: Omit<RemoteRun, 'workloadNs' | 'faults' | 'faultP50Ns' | 'faultP99Ns' | 'remoteWaits' | 'pagesTouched' | 'neededStoredBytes' | 'mismatches'>,
+    g: GuestReport,
+    st: SessionStats,
+  ): void => {
     runs.push({
-      ...base, workloadNs: g.workload_ns, faults: st.faults, faultP50Ns: st.latency.p50Ns, faultP99Ns: st.latency.p99Ns,
-      remoteWaits: st.remoteWaits, pagesTouched: g.pages_touched, neededStoredBytes: needed(), mismatches: g.mismatches,
+      ...base,
+      workloadNs: g.workload_ns,
+      faults: st.faults,
+      faultP50Ns: st.latency.p50Ns,
+      faultP99Ns: st.latency.p99Ns,
+      remoteWaits: st.remoteWaits,
+      pagesTouched: g.pages_touched,
+      neededStoredBytes: needed(),
+      mismatches: g.mismatches,
     })
     o.onRun?.(++cellNo, total)
   }
@@ -149,7 +164,8 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
             for (const rtt of o.rttsMs) {
               const endpoint = rtt > 0 ? proxies.get(rtt)!.url : o.endpoint
               const cacheDir = join(o.workDir, `cache-${cellNo}`)
-              await serve({ policy, snapshotPath: o.url, remote: { endpoint, env: o.env, cacheDir, cacheSizeBytes: 2 ** 30, concurrency: o.concurrency } },
+              await serve(
+                { policy, snapshotPath: o.url, remote: { endpoint, env: o.env, cacheDir, cacheSizeBytes: 2 ** 30, concurrency: o.concurrency } },
                 async (server, socket) => {
                   const store = server.store!
                   for (const source of ['cold', 'warm'] as const) {
@@ -160,7 +176,8 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
                     await store.idle()
                     record({ round, pinned, workload, policy, source, rttMs: rtt, ...fetchedSince(store, before) }, g, st)
                   }
-                })
+                },
+              )
               rmSync(cacheDir, { recursive: true, force: true })
             }
           }
@@ -168,18 +185,29 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
           const cacheDir = join(o.workDir, `cache-small-${cellNo}`)
           const needBytes = await (async () => {
             let n = 0
-            await serve({ policy: 'ondemand', snapshotPath: o.url, remote: { endpoint: o.endpoint, env: o.env, cacheDir, cacheSizeBytes: 2 ** 30, concurrency: o.concurrency } },
+            await serve(
+              {
+                policy: 'ondemand',
+                snapshotPath: o.url,
+                remote: { endpoint: o.endpoint, env: o.env, cacheDir, cacheSizeBytes: 2 ** 30, concurrency: o.concurrency },
+              },
               async (server, socket) => {
                 await guest(socket, workload, round, pinned)
                 await lastSession(server, 1)
                 await server.store!.idle()
                 n = server.store!.cache.bytes
-              })
+              },
+            )
             rmSync(cacheDir, { recursive: true, force: true })
             return n
           })()
           const small = Math.max(Math.floor(needBytes / 2), 2 * (o.concurrency + 1) * (maxChunkBytes(index) + 4096))
-          await serve({ policy: 'ondemand', snapshotPath: o.url, remote: { endpoint: o.endpoint, env: o.env, cacheDir, cacheSizeBytes: small, concurrency: o.concurrency } },
+          await serve(
+            {
+              policy: 'ondemand',
+              snapshotPath: o.url,
+              remote: { endpoint: o.endpoint, env: o.env, cacheDir, cacheSizeBytes: small, concurrency: o.concurrency },
+            },
             async (server, socket) => {
               const store = server.store!
               await guest(socket, workload, round, pinned)
@@ -188,8 +216,21 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteRun[]
               const before = { bytes: store.stats.bytesFetched, gets: store.stats.chunkGets }
               const g = await guest(socket, workload, round, pinned)
               const st = await lastSession(server, 2)
-              record({ round, pinned, workload, policy: `ondemand, cache ${(small / 2 ** 20).toFixed(1)} MiB`, source: 'warm-small', rttMs: 0, ...fetchedSince(store, before) }, g, st)
-            })
+              record(
+                {
+                  round,
+                  pinned,
+                  workload,
+                  policy: `ondemand, cache ${(small / 2 ** 20).toFixed(1)} MiB`,
+                  source: 'warm-small',
+                  rttMs: 0,
+                  ...fetchedSince(store, before),
+                },
+                g,
+                st,
+              )
+            },
+          )
           rmSync(cacheDir, { recursive: true, force: true })
         }
       }

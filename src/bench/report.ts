@@ -46,18 +46,31 @@ export function summarize(runs: RunRecord[]): SummaryRow[] {
   const rows: SummaryRow[] = []
   for (const g of groups.values()) {
     const f = g[0]
-    const ratio = (pick: (r: RunRecord) => number) => median(g.flatMap(r => {
-      const m = mmap.get(`${key(r)}|${r.round}`)
-      return m && pick(m) > 0 && Number.isFinite(pick(r)) ? [pick(r) / pick(m)] : []
-    }))
+    const ratio = (pick: (r: RunRecord) => number) =>
+      median(
+        g.flatMap(r => {
+          const m = mmap.get(`${key(r)}|${r.round}`)
+          return m && pick(m) > 0 && Number.isFinite(pick(r)) ? [pick(r) / pick(m)] : []
+        }),
+      )
     rows.push({
-      sizeMiB: f.sizeMiB, workload: f.workload, cache: f.cache, mode: f.mode, runs: g.length,
-      firstAccessNs: med(g, r => r.firstAccessNs), resumeNs: med(g, r => r.resumeNs),
-      workloadNs: med(g, r => r.workloadNs), totalNs: med(g, r => r.totalNs),
-      totalVsMmap: ratio(r => r.totalNs), firstAccessVsMmap: ratio(r => r.firstAccessNs),
-      storageReadBytes: med(g, r => r.storageReadBytes), serverCpuNs: med(g, r => r.serverCpuNs),
-      serverPeakRssBytes: med(g, r => r.serverPeakRssBytes), faults: med(g, r => r.faults),
-      serviceP50Ns: med(g, r => r.serviceP50Ns), mismatches: g.reduce((s, r) => s + r.mismatches, 0),
+      sizeMiB: f.sizeMiB,
+      workload: f.workload,
+      cache: f.cache,
+      mode: f.mode,
+      runs: g.length,
+      firstAccessNs: med(g, r => r.firstAccessNs),
+      resumeNs: med(g, r => r.resumeNs),
+      workloadNs: med(g, r => r.workloadNs),
+      totalNs: med(g, r => r.totalNs),
+      totalVsMmap: ratio(r => r.totalNs),
+      firstAccessVsMmap: ratio(r => r.firstAccessNs),
+      storageReadBytes: med(g, r => r.storageReadBytes),
+      serverCpuNs: med(g, r => r.serverCpuNs),
+      serverPeakRssBytes: med(g, r => r.serverPeakRssBytes),
+      faults: med(g, r => r.faults),
+      serviceP50Ns: med(g, r => r.serviceP50Ns),
+      mismatches: g.reduce((s, r) => s + r.mismatches, 0),
     })
   }
   return rows
@@ -89,11 +102,17 @@ export function timeTables(rows: SummaryRow[], pick: 'total' | 'first', cache: C
   const lines: string[][] = []
   for (const size of unique(mine.map(r => r.sizeMiB)).sort((a, b) => a - b)) {
     for (const workload of unique(mine.filter(r => r.sizeMiB === size).map(r => r.workload))) {
-      lines.push([formatSize(size), workload, ...modes.map(m => {
-        const r = at.get(`${size}|${workload}|${cache}|${m}`)
-        if (!r) return '-'
-        return pick === 'total' ? `${formatMs(r.totalNs)} (${formatRatio(r.totalVsMmap)})` : `${formatMs(r.firstAccessNs)} (${formatRatio(r.firstAccessVsMmap)})`
-      })])
+      lines.push([
+        formatSize(size),
+        workload,
+        ...modes.map(m => {
+          const r = at.get(`${size}|${workload}|${cache}|${m}`)
+          if (!r) return '-'
+          return pick === 'total'
+            ? `${formatMs(r.totalNs)} (${formatRatio(r.totalVsMmap)})`
+            : `${formatMs(r.firstAccessNs)} (${formatRatio(r.firstAccessVsMmap)})`
+        }),
+      ])
     }
   }
   return formatTable(['RAM', 'workload', ...modes], lines, { markdown: true })
@@ -103,29 +122,40 @@ export function timeTables(rows: SummaryRow[], pick: 'total' | 'first', cache: C
 export function costTable(rows: SummaryRow[], cache: CacheState, sizeMiB?: number): string {
   const mine = rows.filter(r => r.cache === cache && (sizeMiB === undefined || r.sizeMiB === sizeMiB))
   const fmtBytes = (b: number) => (Number.isFinite(b) ? formatBytes(Math.round(b)) : '-')
-  return formatTable(['RAM', 'workload', 'mode', 'read from storage', 'server CPU ms', 'server peak RSS', 'faults', 'service p50 µs'],
-    mine.map(r => [formatSize(r.sizeMiB), r.workload, r.mode, fmtBytes(r.storageReadBytes),
-      Number.isFinite(r.serverCpuNs) ? (r.serverCpuNs / 1e6).toFixed(1) : '-', fmtBytes(r.serverPeakRssBytes),
-      Number.isFinite(r.faults) ? Math.round(r.faults) : '-', Number.isFinite(r.serviceP50Ns) ? (r.serviceP50Ns / 1000).toFixed(1) : '-']),
-    { markdown: true })
+  return formatTable(
+    ['RAM', 'workload', 'mode', 'read from storage', 'server CPU ms', 'server peak RSS', 'faults', 'service p50 µs'],
+    mine.map(r => [
+      formatSize(r.sizeMiB),
+      r.workload,
+      r.mode,
+      fmtBytes(r.storageReadBytes),
+      Number.isFinite(r.serverCpuNs) ? (r.serverCpuNs / 1e6).toFixed(1) : '-',
+      fmtBytes(r.serverPeakRssBytes),
+      Number.isFinite(r.faults) ? Math.round(r.faults) : '-',
+      Number.isFinite(r.serviceP50Ns) ? (r.serviceP50Ns / 1000).toFixed(1) : '-',
+    ]),
+    { markdown: true },
+  )
 }
 
 /** How a table names a cache state. */
 export function cacheTitle(cache: CacheState): string {
-  return cache === 'hot' ? 'hot (page cache warm, and the server\'s decoded cache full from an earlier guest)' : `${cache} page cache`
+  return cache === 'hot' ? "hot (page cache warm, and the server's decoded cache full from an earlier guest)" : `${cache} page cache`
 }
 
 /** What the reader must know about the modes a table shows, one line each. */
 export function modeNotes(modes: string[]): string[] {
   const notes = [
-    '`faultline:<policy>`: the guest\'s memory is anonymous, each page copied in (UFFDIO_COPY); ' +
-      '`faultline-cache:<policy>`: the server\'s decoded cache is mapped over it (MAP_PRIVATE), only misses reach the server. ' +
+    "`faultline:<policy>`: the guest's memory is anonymous, each page copied in (UFFDIO_COPY); " +
+      "`faultline-cache:<policy>`: the server's decoded cache is mapped over it (MAP_PRIVATE), only misses reach the server. " +
       'Hot: an earlier guest of the same server touched every page, so the decoded cache holds them all; for eager, mmap ' +
       'and uffd-c (no decoded cache) hot is warm.',
   ]
   if (modes.some(m => m.endsWith(':learned'))) {
-    notes.push('`learned` modes: the set was recorded (serve --learn) by an earlier run of the same workload, same seed: ' +
-      'REAP\'s stable-working-set case, the guest touching what it touched before; not a prediction of a different input.')
+    notes.push(
+      '`learned` modes: the set was recorded (serve --learn) by an earlier run of the same workload, same seed: ' +
+        "REAP's stable-working-set case, the guest touching what it touched before; not a prediction of a different input.",
+    )
   }
   return notes
 }
@@ -138,17 +168,28 @@ export function renderMarkdown(result: SweepResult, command: string): string {
   const out: string[] = []
   out.push('# Resume benchmark', '')
   out.push(`Command: \`${command}\``, '')
-  out.push(`Machine: Linux ${m.kernel}, ${m.cpus} CPUs, ${formatBytes(m.memTotalBytes)} RAM, Node ${m.node}; ` +
-    `load average ${m.loadAvgStart.map(x => x.toFixed(1)).join(' ')} at the start, ${m.loadAvgEnd.map(x => x.toFixed(1)).join(' ')} at the end; ` +
-    `${result.startedAt} to ${result.finishedAt}.`, '')
-  out.push(`Each cell: median of ${o.repeat} run(s), and in brackets the median ratio to \`mmap\` in the same rounds ` +
-    `(runs of all modes interleaved). Cold = page cache emptied before each run (${o.cold}); the page servers are ` +
-    `started before that with the snapshot's index in memory. ${o.cpus ? `Guest and server pinned to CPU ${o.cpus}.` : 'Unpinned.'} ` +
-    `${o.verify ? 'Every touched page was verified against the raw image after each run (not timed).' : ''}`, '')
+  out.push(
+    `Machine: Linux ${m.kernel}, ${m.cpus} CPUs, ${formatBytes(m.memTotalBytes)} RAM, Node ${m.node}; ` +
+      `load average ${m.loadAvgStart.map(x => x.toFixed(1)).join(' ')} at the start, ${m.loadAvgEnd.map(x => x.toFixed(1)).join(' ')} at the end; ` +
+      `${result.startedAt} to ${result.finishedAt}.`,
+    '',
+  )
+  out.push(
+    `Each cell: median of ${o.repeat} run(s), and in brackets the median ratio to \`mmap\` in the same rounds ` +
+      `(runs of all modes interleaved). Cold = page cache emptied before each run (${o.cold}); the page servers are ` +
+      `started before that with the snapshot's index in memory. ${o.cpus ? `Guest and server pinned to CPU ${o.cpus}.` : 'Unpinned.'} ` +
+      `${o.verify ? 'Every touched page was verified against the raw image after each run (not timed).' : ''}`,
+    '',
+  )
   const mismatches = result.runs.reduce((s, r) => s + r.mismatches, 0)
   out.push(`Memory check: ${result.runs.reduce((s, r) => s + r.verifiedPages, 0)} touched pages verified, ${mismatches} mismatches.`, '')
   if (result.skipped.length) {
-    out.push('Skipped:', '', ...result.skipped.map(s => `- ${s.sizeMiB !== undefined ? formatSize(s.sizeMiB) : ''}${s.mode ? ` ${s.mode}` : ''}: ${s.reason}`), '')
+    out.push(
+      'Skipped:',
+      '',
+      ...result.skipped.map(s => `- ${s.sizeMiB !== undefined ? formatSize(s.sizeMiB) : ''}${s.mode ? ` ${s.mode}` : ''}: ${s.reason}`),
+      '',
+    )
   }
   for (const d of result.diskReads ?? []) out.push(`Disk, before the ${formatSize(d.sizeMiB)} runs: ${formatSequentialRead(d)}.`, '')
   out.push(...modeNotes(rows.map(r => r.mode)).map(n => `${n}`), '')
@@ -162,9 +203,12 @@ export function renderMarkdown(result: SweepResult, command: string): string {
     const largest = Math.max(...rows.filter(r => r.cache === cache).map(r => r.sizeMiB))
     out.push(`## Costs at ${formatSize(largest)}, ${cacheTitle(cache)} (medians)`, '', costTable(rows, cache, largest), '')
   }
-  out.push('Read from storage: /proc/PID/io read_bytes of the guest and the server. Server CPU: all its threads, ' +
-    'from the moment it listens to the end of the session. Peak RSS: VmHWM, reset when it starts listening. ' +
-    'Faults: served by the uffd server, or taken by the guest itself (eager, mmap).', '')
+  out.push(
+    'Read from storage: /proc/PID/io read_bytes of the guest and the server. Server CPU: all its threads, ' +
+      'from the moment it listens to the end of the session. Peak RSS: VmHWM, reset when it starts listening. ' +
+      'Faults: served by the uffd server, or taken by the guest itself (eager, mmap).',
+    '',
+  )
   return out.join('\n')
 }
 
@@ -182,7 +226,12 @@ export function renderResumePlot(result: SweepResult, workload: string): string 
   }))
   return renderSvgPlot({
     title: 'Resume time (until the workload is done) vs guest RAM',
-    xLabel: 'guest RAM', yLabel: 'time, ms (log)', panels, logX: true, logY: true,
-    formatX: formatSize, formatY: v => String(+v.toPrecision(3)),
+    xLabel: 'guest RAM',
+    yLabel: 'time, ms (log)',
+    panels,
+    logX: true,
+    logY: true,
+    formatX: formatSize,
+    formatY: v => String(+v.toPrecision(3)),
   })
 }

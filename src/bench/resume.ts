@@ -10,12 +10,20 @@ import { BUILTIN_POLICIES, createPolicy } from '../policy/registry.js'
 import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
 import { runGuestProcess, type GuestReport } from './guest.js'
-import { cachedBytes, dropPageCache, formatSequentialRead, measureSequentialRead, memAvailableBytes, warmPageCache, type ColdMethod, type SequentialRead } from './proc.js'
+import {
+  cachedBytes,
+  dropPageCache,
+  formatSequentialRead,
+  measureSequentialRead,
+  memAvailableBytes,
+  warmPageCache,
+  type ColdMethod,
+  type SequentialRead,
+} from './proc.js'
 import { startFaultlineServer, startFloorServer, type FaultlineServer, type RunningServer, type ServerCost } from './servers.js'
 import { BenchError } from './errors.js'
 import type { CacheCounts } from '../cache/decoded-cache.js'
 import type { SessionCacheStats } from '../server/session-meters.js'
-
 
 /** cold: nothing in the page cache; warm: the image and snapshot in the page cache, the
  * server's decoded cache empty; hot: besides, the server already served this snapshot to an
@@ -82,12 +90,21 @@ export function checkMode(mode: string): void {
 export async function defaultModes(): Promise<string[]> {
   const policies: string[] = []
   for (const name of Object.keys(BUILTIN_POLICIES)) {
-    try { await createPolicy(name); policies.push(name) } catch { /* needs arguments */ }
+    try {
+      await createPolicy(name)
+      policies.push(name)
+    } catch {
+      /* needs arguments */
+    }
   }
   return [
-    'eager', 'eager-lz4', 'mmap',
-    ...policies.filter(p => p !== 'eager').map(p => `faultline:${p}`), `faultline:${LEARNED_MODE_POLICY}`,
-    ...policies.map(p => `faultline-cache:${p}`), `faultline-cache:${LEARNED_MODE_POLICY}`,
+    'eager',
+    'eager-lz4',
+    'mmap',
+    ...policies.filter(p => p !== 'eager').map(p => `faultline:${p}`),
+    `faultline:${LEARNED_MODE_POLICY}`,
+    ...policies.map(p => `faultline-cache:${p}`),
+    `faultline-cache:${LEARNED_MODE_POLICY}`,
     'uffd-c',
   ]
 }
@@ -164,10 +181,16 @@ export interface RunRecord {
   sessionCache: SessionCacheStats | null
 }
 
-export interface Skipped { sizeMiB?: number; mode?: string; reason: string }
+export interface Skipped {
+  sizeMiB?: number
+  mode?: string
+  reason: string
+}
 
 /** The disk's sequential read bandwidth, measured on one size's snapshot before its runs. */
-export interface DiskRead extends SequentialRead { sizeMiB: number }
+export interface DiskRead extends SequentialRead {
+  sizeMiB: number
+}
 
 export interface SweepResult {
   options: Omit<SweepOptions, 'log' | 'onProgress' | 'onImageProgress'>
@@ -179,7 +202,12 @@ export interface SweepResult {
   skipped: Skipped[]
 }
 
-export interface ImagePair { raw: string; snap: string; sizeBytes: number; snapBytes: number }
+export interface ImagePair {
+  raw: string
+  snap: string
+  sizeBytes: number
+  snapBytes: number
+}
 
 /** The synthetic image of `mib` MiB and its snapshot under `dir`, generated on first use and
  * reused afterwards (written under temporary names, so a half-written file is never reused). */
@@ -223,9 +251,18 @@ export async function recordLearnedSet(mode: string, ctx: RunContext, dir: strin
   if (!spec.learned) throw new BenchError(`${mode}: not a learned mode`)
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const server = await startFaultlineServer({ snapshotPath: ctx.image.snap, socketPath: ctx.socketPath, learnDir: dir, cpus: ctx.opts.cpus, env: ctx.opts.serverEnv })
+  const server = await startFaultlineServer({
+    snapshotPath: ctx.image.snap,
+    socketPath: ctx.socketPath,
+    learnDir: dir,
+    cpus: ctx.opts.cpus,
+    env: ctx.opts.serverEnv,
+  })
   try {
-    await runGuestProcess([...guestArgsFor(ctx, workloadArg(ctx.workload)), '--socket', ctx.socketPath, '--map', spec.map!], { cpus: ctx.opts.cpus, timeoutMs: 30 * 60 * 1000 })
+    await runGuestProcess([...guestArgsFor(ctx, workloadArg(ctx.workload)), '--socket', ctx.socketPath, '--map', spec.map!], {
+      cpus: ctx.opts.cpus,
+      timeoutMs: 30 * 60 * 1000,
+    })
     await server.finish()
   } catch (err) {
     server.kill()
@@ -245,12 +282,15 @@ function foliosIn(c: CacheCounts): number {
  * the decoded cache (mapped, so misses only ask for folios); then waits until the fill workers
  * have put every folio in. Returns the decoded bytes in the cache. */
 export async function fillDecodedCache(server: FaultlineServer, sizeMiB: number, cpus?: string): Promise<number> {
-  const earlier = await runGuestProcess(['--mib', String(sizeMiB), '--workload', 'sequential', '--socket', server.socketPath, '--map', 'cache'], { cpus, timeoutMs: 30 * 60 * 1000 })
+  const earlier = await runGuestProcess(['--mib', String(sizeMiB), '--workload', 'sequential', '--socket', server.socketPath, '--map', 'cache'], {
+    cpus,
+    timeoutMs: 30 * 60 * 1000,
+  })
   await server.session(1)
   if (earlier.map !== 'cache' || typeof earlier.folio_bytes !== 'number') {
     throw new BenchError(`hot: the server did not map its decoded cache for the earlier guest (${server.cacheDescription ?? 'it has none'})`)
   }
-  const folios = Math.ceil(sizeMiB * 2 ** 20 / earlier.folio_bytes)
+  const folios = Math.ceil((sizeMiB * 2 ** 20) / earlier.folio_bytes)
   const deadline = Date.now() + 10 * 60 * 1000
   for (;;) {
     const counts = await server.cacheCounts()
@@ -285,9 +325,16 @@ export async function runOnce(mode: string, ctx: RunContext): Promise<RunRecord>
       }
       const hot = ctx.cache === 'hot'
       server = faultline = await startFaultlineServer({
-        snapshotPath: image.snap, socketPath: ctx.socketPath, policy: spec.policy, learnDir, sessions: hot ? 2 : 1, cpus: opts.cpus, env: opts.serverEnv,
+        snapshotPath: image.snap,
+        socketPath: ctx.socketPath,
+        policy: spec.policy,
+        learnDir,
+        sessions: hot ? 2 : 1,
+        cpus: opts.cpus,
+        env: opts.serverEnv,
       })
-      if (spec.learned && !faultline.policy.startsWith('learned:')) throw new BenchError(`${mode}: the server did not take the recorded set (policy ${faultline.policy})`)
+      if (spec.learned && !faultline.policy.startsWith('learned:'))
+        throw new BenchError(`${mode}: the server did not take the recorded set (policy ${faultline.policy})`)
       if (spec.map === 'cache') guestArgs.push('--map', 'cache')
       decodedCacheBytes = hot ? await fillDecodedCache(faultline, ctx.sizeMiB, opts.cpus) : 0
     }
@@ -316,21 +363,37 @@ export async function runOnce(mode: string, ctx: RunContext): Promise<RunRecord>
     throw new BenchError(`${mode}: the server gave the guest anonymous memory, not its decoded cache (${faultline?.cacheDescription ?? 'it has none'})`)
   }
   return {
-    sizeMiB: ctx.sizeMiB, workload: workloadLabel(ctx.workload), cache: ctx.cache, mode, round: ctx.round,
-    firstAccessNs: guest.first_access_ns ?? NaN, resumeNs: guest.resume_ns, workloadNs: guest.workload_ns, totalNs: guest.total_ns,
+    sizeMiB: ctx.sizeMiB,
+    workload: workloadLabel(ctx.workload),
+    cache: ctx.cache,
+    mode,
+    round: ctx.round,
+    firstAccessNs: guest.first_access_ns ?? NaN,
+    resumeNs: guest.resume_ns,
+    workloadNs: guest.workload_ns,
+    totalNs: guest.total_ns,
     storageReadBytes: guest.io_read_bytes + (cost?.readBytes ?? 0),
-    guestReadBytes: guest.io_read_bytes, serverReadBytes: cost ? cost.readBytes : null,
+    guestReadBytes: guest.io_read_bytes,
+    serverReadBytes: cost ? cost.readBytes : null,
     logicalReadBytes: guest.io_rchar + (cost?.rchar ?? 0),
-    serverCpuNs: cost ? cost.cpuNs : null, guestCpuNs: guest.cpu_ns,
-    serverPeakRssBytes: cost ? cost.peakRssBytes : null, guestPeakRssBytes: guest.maxrss_kb * 1024,
+    serverCpuNs: cost ? cost.cpuNs : null,
+    guestCpuNs: guest.cpu_ns,
+    serverPeakRssBytes: cost ? cost.peakRssBytes : null,
+    guestPeakRssBytes: guest.maxrss_kb * 1024,
     faults: cost ? cost.faults : guest.minflt + guest.majflt,
-    guestMajorFaults: guest.majflt, guestMinorFaults: guest.minflt,
-    serviceP50Ns: cost ? cost.serviceP50Ns : null, serviceP99Ns: cost ? cost.serviceP99Ns : null,
+    guestMajorFaults: guest.majflt,
+    guestMinorFaults: guest.minflt,
+    serviceP50Ns: cost ? cost.serviceP50Ns : null,
+    serviceP99Ns: cost ? cost.serviceP99Ns : null,
     pagesInstalled: cost ? cost.pagesInstalled : null,
-    verifiedPages: guest.verified_pages, mismatches: guest.mismatches,
-    rawCachedBytes: rawCached, snapCachedBytes: snapCached,
-    map: faultline ? (guest.map as GuestMap) : null, policy: faultline?.policy ?? null,
-    decodedCacheBytes, sessionCache: cost?.session?.cache ?? null,
+    verifiedPages: guest.verified_pages,
+    mismatches: guest.mismatches,
+    rawCachedBytes: rawCached,
+    snapCachedBytes: snapCached,
+    map: faultline ? (guest.map as GuestMap) : null,
+    policy: faultline?.policy ?? null,
+    decodedCacheBytes,
+    sessionCache: cost?.session?.cache ?? null,
   }
 }
 
@@ -374,7 +437,10 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
     diskReads.push(disk)
     log(`disk: ${formatSequentialRead(disk)}`)
     for (const cache of opts.caches) {
-      if (cache !== 'cold') { warmPageCache(image.raw); warmPageCache(image.snap) }
+      if (cache !== 'cold') {
+        warmPageCache(image.raw)
+        warmPageCache(image.snap)
+      }
       for (const workload of opts.workloads) {
         // Each learned mode's set, recorded once by an earlier run of this workload.
         const learnedSets = new Map<string, string>()
@@ -399,10 +465,18 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   return {
     options: withoutCallbacks(opts),
     machine: {
-      kernel: readFileSync('/proc/sys/kernel/osrelease', 'latin1').trim(), cpus: os.cpus().length,
-      memTotalBytes: os.totalmem(), node: process.version, loadAvgStart, loadAvgEnd: os.loadavg(),
+      kernel: readFileSync('/proc/sys/kernel/osrelease', 'latin1').trim(),
+      cpus: os.cpus().length,
+      memTotalBytes: os.totalmem(),
+      node: process.version,
+      loadAvgStart,
+      loadAvgEnd: os.loadavg(),
     },
-    startedAt, finishedAt: new Date().toISOString(), runs, skipped, diskReads,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    runs,
+    skipped,
+    diskReads,
   }
 }
 

@@ -29,22 +29,22 @@ export type PrintedSessionStats = Omit<SessionStats, 'usedPages'> & { usedPageCo
 export type ServerChildMessage =
   | { event: 'ready'; pid: number; policy: string; cache: string | null }
   | {
-    event: 'ended'
-    /** Sessions ended so far, this one included. */
-    index: number
-    stats?: PrintedSessionStats
-    error?: string
-    /** CPU time of the whole process (all threads) since ready or the previous session's end, ns. */
-    cpuNs: number
-    /** Peak RSS over the same span (VmHWM, reset at ready and at each session's end), and RSS at ready. */
-    peakRssBytes: number
-    readyRssBytes: number
-    /** Storage bytes the process read over the same span (/proc/self/io). */
-    readBytes: number
-    rchar: number
-    /** The decoded cache as this session ended (null without one). */
-    cache: CacheCounts | null
-  }
+      event: 'ended'
+      /** Sessions ended so far, this one included. */
+      index: number
+      stats?: PrintedSessionStats
+      error?: string
+      /** CPU time of the whole process (all threads) since ready or the previous session's end, ns. */
+      cpuNs: number
+      /** Peak RSS over the same span (VmHWM, reset at ready and at each session's end), and RSS at ready. */
+      peakRssBytes: number
+      readyRssBytes: number
+      /** Storage bytes the process read over the same span (/proc/self/io). */
+      readBytes: number
+      rchar: number
+      /** The decoded cache as this session ended (null without one). */
+      cache: CacheCounts | null
+    }
   | { event: 'rejected'; error: string }
   /** The answer to a `cache` line on stdin: the decoded cache now (null without one). */
   | { event: 'cache'; cache: CacheCounts | null }
@@ -64,11 +64,20 @@ async function main(): Promise<void> {
   const o = (optionsJson ? JSON.parse(optionsJson) : {}) as ServerChildOptions
   const sessions = o.sessions ?? 1
   const server = await PageServer.start({
-    snapshotPath, socketPath, policy: policyArg === '-' ? undefined : policyArg, singleGuest: true,
-    warmWorkers: sessions, maxSessions: sessions, learnDir: o.learnDir, cacheMemoryBytes: o.cacheMemoryBytes,
+    snapshotPath,
+    socketPath,
+    policy: policyArg === '-' ? undefined : policyArg,
+    singleGuest: true,
+    warmWorkers: sessions,
+    maxSessions: sessions,
+    learnDir: o.learnDir,
+    cacheMemoryBytes: o.cacheMemoryBytes,
   })
   server.on('log', line => process.stderr.write(`server: ${line}\n`))
-  server.on('rejected', (_pid, error) => { say({ event: 'rejected', error }); void server.close().then(() => process.exit(1)) })
+  server.on('rejected', (_pid, error) => {
+    say({ event: 'rejected', error })
+    void server.close().then(() => process.exit(1))
+  })
   for (const line of server.startNotices) process.stderr.write(`server: ${line}\n`)
   resetPeakRss('self')
   const readyRss = parseProcStatus(readFileSync('/proc/self/status', 'latin1')).rssBytes
@@ -80,11 +89,21 @@ async function main(): Promise<void> {
     const io = parseProcIo(readFileSync('/proc/self/io', 'latin1'))
     const mem = parseProcStatus(readFileSync('/proc/self/status', 'latin1'))
     say({
-      event: 'ended', index: ++index, stats: printable(rec.stats), error: rec.error,
-      cpuNs: (cpu.user + cpu.system) * 1000, peakRssBytes: mem.peakRssBytes, readyRssBytes: readyRss,
-      readBytes: io.readBytes - io0.readBytes, rchar: io.rchar - io0.rchar, cache: server.cacheCounts() ?? null,
+      event: 'ended',
+      index: ++index,
+      stats: printable(rec.stats),
+      error: rec.error,
+      cpuNs: (cpu.user + cpu.system) * 1000,
+      peakRssBytes: mem.peakRssBytes,
+      readyRssBytes: readyRss,
+      readBytes: io.readBytes - io0.readBytes,
+      rchar: io.rchar - io0.rchar,
+      cache: server.cacheCounts() ?? null,
     })
-    if (index >= sessions) { void server.close().then(() => process.exit(0)); return }
+    if (index >= sessions) {
+      void server.close().then(() => process.exit(0))
+      return
+    }
     io0 = io
     cpu0 = process.cpuUsage()
     resetPeakRss('self')

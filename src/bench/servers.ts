@@ -10,7 +10,6 @@ import type { CacheCounts } from '../cache/decoded-cache.js'
 import { FLOOR_BINARY } from '../vm/resume-dir.js'
 import { BenchError } from './errors.js'
 
-
 /** What a server process cost while it served one guest. */
 export interface ServerCost {
   cpuNs: number
@@ -67,11 +66,20 @@ class Child {
   stdout = ''
   stderr = ''
   readonly exited: Promise<number | null>
-  constructor(readonly proc: ChildProcess, readonly name: string) {
-    proc.stdout!.setEncoding('utf8').on('data', (s: string) => { this.stdout += s })
-    proc.stderr!.setEncoding('utf8').on('data', (s: string) => { this.stderr += s })
+  constructor(
+    readonly proc: ChildProcess,
+    readonly name: string,
+  ) {
+    proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      this.stdout += s
+    })
+    proc.stderr!.setEncoding('utf8').on('data', (s: string) => {
+      this.stderr += s
+    })
     this.exited = new Promise(resolve => proc.on('close', code => resolve(code)))
-    proc.on('error', () => { /* reported through exited */ })
+    proc.on('error', () => {
+      /* reported through exited */
+    })
   }
 
   /** Waits until `ready(stdout, stderr)` holds; fails if the child exits or time runs out. */
@@ -128,9 +136,16 @@ function sessionCost(m: EndedMessage, child: Child): ServerCost {
   if (!m.stats) throw new BenchError(`faultline session failed: ${m.error ?? lastLine(child.stderr)}`)
   const st = m.stats
   return {
-    cpuNs: m.cpuNs, peakRssBytes: m.peakRssBytes, readBytes: m.readBytes, rchar: m.rchar,
-    faults: st.faults, pagesInstalled: st.pagesInstalled[0] + st.pagesInstalled[1] + st.pagesInstalled[2],
-    serviceP50Ns: st.latency.p50Ns, serviceP99Ns: st.latency.p99Ns, session: st, cache: m.cache,
+    cpuNs: m.cpuNs,
+    peakRssBytes: m.peakRssBytes,
+    readBytes: m.readBytes,
+    rchar: m.rchar,
+    faults: st.faults,
+    pagesInstalled: st.pagesInstalled[0] + st.pagesInstalled[1] + st.pagesInstalled[2],
+    serviceP50Ns: st.latency.p50Ns,
+    serviceP99Ns: st.latency.p99Ns,
+    session: st,
+    cache: m.cache,
   }
 }
 
@@ -140,11 +155,24 @@ export async function startFaultlineServer(opts: FaultlineServerOptions): Promis
   const entry = serverEntry.pathname
   const sessions = opts.sessions ?? 1
   const childOptions: ServerChildOptions = { sessions, learnDir: opts.learnDir, cacheMemoryBytes: opts.cacheMemoryBytes }
-  const [file, args] = command(opts.cpus, process.execPath, [...process.execArgv, ...(opts.nodeArgs ?? []), entry,
-    opts.snapshotPath, opts.socketPath, opts.policy ?? '-', JSON.stringify(childOptions)])
+  const [file, args] = command(opts.cpus, process.execPath, [
+    ...process.execArgv,
+    ...(opts.nodeArgs ?? []),
+    entry,
+    opts.snapshotPath,
+    opts.socketPath,
+    opts.policy ?? '-',
+    JSON.stringify(childOptions),
+  ])
   const child = new Child(spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } }), 'faultline server')
-  child.proc.stdin!.on('error', () => { /* it exited: reported through exited */ })
-  const messages = (): ServerChildMessage[] => child.stdout.split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as ServerChildMessage)
+  child.proc.stdin!.on('error', () => {
+    /* it exited: reported through exited */
+  })
+  const messages = (): ServerChildMessage[] =>
+    child.stdout
+      .split('\n')
+      .filter(l => l.startsWith('{'))
+      .map(l => JSON.parse(l) as ServerChildMessage)
   await child.waitFor(() => messages().some(m => m.event === 'ready'), 60000 + 2000 * sessions, 'listening')
   const ready = messages().find(m => m.event === 'ready') as Extract<ServerChildMessage, { event: 'ready' }>
   const rejected = () => messages().find(m => m.event === 'rejected') as Extract<ServerChildMessage, { event: 'rejected' }> | undefined
@@ -177,7 +205,9 @@ export async function startFaultlineServer(opts: FaultlineServerOptions): Promis
         clearTimeout(timer)
       }
     },
-    kill() { child.proc.kill('SIGKILL') },
+    kill() {
+      child.proc.kill('SIGKILL')
+    },
   }
 }
 
@@ -226,13 +256,20 @@ export async function startFloorServer(opts: FloorServerOptions): Promise<Runnin
         throw new BenchError(`uffd-floor printed no stats: ${lastLine(child.stderr) || '(nothing)'}`)
       }
       return {
-        cpuNs: after.cpuNs - before.cpuNs, peakRssBytes: after.peakRssBytes,
-        readBytes: after.readBytes - before.readBytes, rchar: after.rchar - before.rchar,
-        faults: stats.faults, pagesInstalled: stats.pages_copied + (stats.pages_zeroed ?? 0),
-        serviceP50Ns: stats.service_median_ns ?? NaN, serviceP99Ns: stats.service_p99_ns ?? NaN, floor: stats,
+        cpuNs: after.cpuNs - before.cpuNs,
+        peakRssBytes: after.peakRssBytes,
+        readBytes: after.readBytes - before.readBytes,
+        rchar: after.rchar - before.rchar,
+        faults: stats.faults,
+        pagesInstalled: stats.pages_copied + (stats.pages_zeroed ?? 0),
+        serviceP50Ns: stats.service_median_ns ?? NaN,
+        serviceP99Ns: stats.service_p99_ns ?? NaN,
+        floor: stats,
       }
     },
-    kill() { child.proc.kill('SIGKILL') },
+    kill() {
+      child.proc.kill('SIGKILL')
+    },
   }
 }
 

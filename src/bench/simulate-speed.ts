@@ -31,14 +31,29 @@ export function syntheticAccesses(pages: number, seed: number, faultNs: number):
   const order = mixedWorkload(pages, seed)
   const n = order.length
   const access: AccessOrder = {
-    source: `mixed workload over ${pages} pages (seed ${seed})`, length: n, page: Uint32Array.from(order), threadId: new Uint32Array(n).fill(1),
-    timeNs: Float64Array.from({ length: n }, (_, i) => (i + 1) * 1000), write: new Uint8Array(n), gapNs: new Float64Array(n).fill(1000 + faultNs), threads: 1, skipped: 0,
+    source: `mixed workload over ${pages} pages (seed ${seed})`,
+    length: n,
+    page: Uint32Array.from(order),
+    threadId: new Uint32Array(n).fill(1),
+    timeNs: Float64Array.from({ length: n }, (_, i) => (i + 1) * 1000),
+    write: new Uint8Array(n),
+    gapNs: new Float64Array(n).fill(1000 + faultNs),
+    threads: 1,
+    skipped: 0,
   }
   const kinds = new Uint8Array(pages).fill(1)
   for (let p = 0; p < pages; p += 4) kinds[p] = 0
   const storedBytes = new Uint32Array(pages).fill(2048)
   for (let p = 0; p < pages; p += 4) storedBytes[p] = 0
-  const space: SimSpace = { pageSize: 4096, pageCount: pages, regions: [{ address: 0x7f0000000000, firstPage: 0, pageCount: pages }], kinds, storedBytes, chunkPages: 64, pagesFrom: 'synthetic' }
+  const space: SimSpace = {
+    pageSize: 4096,
+    pageCount: pages,
+    regions: [{ address: 0x7f0000000000, firstPage: 0, pageCount: pages }],
+    kinds,
+    storedBytes,
+    chunkPages: 64,
+    pagesFrom: 'synthetic',
+  }
   return { access, space }
 }
 

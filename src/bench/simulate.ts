@@ -25,7 +25,9 @@ export const SIM_IDLE_BATCH_PAGES = 256
  * START_BATCH_PAGES). */
 export const SIM_START_BATCH_PAGES = 64
 
-const ABSENT = 0, PRESENT = 1, OUTSIDE = 2
+const ABSENT = 0,
+  PRESENT = 1,
+  OUTSIDE = 2
 
 /** A trace's access order: each snapshot page once, in order of first touch. */
 export interface AccessOrder {
@@ -80,15 +82,25 @@ export function accessOrder(t: Trace): AccessOrder {
     busyUntil = Math.max(busyUntil, time + t.latencyNs[i])
     if (seen.has(p)) continue
     seen.add(p)
-    if (!inRegion(p)) { skipped++; continue }
+    if (!inRegion(p)) {
+      skipped++
+      continue
+    }
     idx.push(i)
     gaps.push(quiet)
     quiet = 0
   }
   const n = idx.length
   const a: AccessOrder = {
-    source: t.path, length: n, page: new Uint32Array(n), threadId: new Uint32Array(n), timeNs: new Float64Array(n),
-    write: new Uint8Array(n), gapNs: Float64Array.from(gaps), threads: 0, skipped,
+    source: t.path,
+    length: n,
+    page: new Uint32Array(n),
+    threadId: new Uint32Array(n),
+    timeNs: new Float64Array(n),
+    write: new Uint8Array(n),
+    gapNs: Float64Array.from(gaps),
+    threads: 0,
+    skipped,
   }
   const threads = new Set<number>()
   for (let k = 0; k < n; k++) {
@@ -118,14 +130,28 @@ export function simSpace(t: Trace, map?: PageMap): SimSpace {
   }
   if (map) {
     if (map.pageSize !== h.pageSize || map.pageCount !== h.snapshotPages) {
-      throw new SimulationError(`${map.source}: ${map.pageCount} pages of ${map.pageSize} bytes, but ${t.path} was recorded on a snapshot of ${h.snapshotPages} pages of ${h.pageSize}: not its snapshot`)
+      throw new SimulationError(
+        `${map.source}: ${map.pageCount} pages of ${map.pageSize} bytes, but ${t.path} was recorded on a snapshot of ${h.snapshotPages} pages of ${h.pageSize}: not its snapshot`,
+      )
     }
-    return { pageSize: h.pageSize, pageCount: h.snapshotPages, regions: h.regions, kinds: map.kinds, storedBytes: map.storedBytes, chunkPages: map.chunkPages, pagesFrom: map.source }
+    return {
+      pageSize: h.pageSize,
+      pageCount: h.snapshotPages,
+      regions: h.regions,
+      kinds: map.kinds,
+      storedBytes: map.storedBytes,
+      chunkPages: map.chunkPages,
+      pagesFrom: map.source,
+    }
   }
   const stored = Math.round(h.pageSize * UNKNOWN_PAGE_STORED_FRACTION)
   return {
-    pageSize: h.pageSize, pageCount: h.snapshotPages, regions: h.regions,
-    kinds: new Uint8Array(h.snapshotPages).fill(1), storedBytes: new Uint32Array(h.snapshotPages).fill(stored), chunkPages: 64,
+    pageSize: h.pageSize,
+    pageCount: h.snapshotPages,
+    regions: h.regions,
+    kinds: new Uint8Array(h.snapshotPages).fill(1),
+    storedBytes: new Uint32Array(h.snapshotPages).fill(stored),
+    chunkPages: 64,
     pagesFrom: `none (every page taken as LZ4 with ${stored} bytes stored: give --snapshot or --page-map for the real kinds)`,
   }
 }
@@ -206,7 +232,8 @@ class SimSession implements PolicyContext {
     this.chunkPages = space.chunkPages
     this.model = model
     this.remote = tier === 'remote'
-    if (this.remote && model.remoteChunkNs === null) throw new SimulationError('--storage remote: the cost model has no remote constants (remoteChunkNs is null): measure them or pick warm or cold')
+    if (this.remote && model.remoteChunkNs === null)
+      throw new SimulationError('--storage remote: the cost model has no remote constants (remoteChunkNs is null): measure them or pick warm or cold')
     this.byteNs = model.byteNs[tier]
     this.fetched = new Uint8Array(this.remote ? Math.ceil(space.pageCount / space.chunkPages) : 0)
   }
@@ -231,13 +258,19 @@ class SimSession implements PolicyContext {
       let i = Math.max(0, plan.first[r])
       const end = Math.min(this.pageCount, plan.first[r] + plan.count[r])
       while (i < end) {
-        if (state[i] !== ABSENT) { i++; continue }
+        if (state[i] !== ABSENT) {
+          i++
+          continue
+        }
         const zero = this.kinds[i] === 0
         let j = i + 1
         const limit = Math.min(end, i + this.maxRunPages)
         while (j < limit && state[j] === ABSENT && this.regionStart[j] === 0 && (this.kinds[j] === 0) === zero) j++
         ns += this.install(i, j, zero)
-        for (let p = i; p < j; p++) { state[p] = PRESENT; this.installedMask[p] = 1 }
+        for (let p = i; p < j; p++) {
+          state[p] = PRESENT
+          this.installedMask[p] = 1
+        }
         if (readyAt !== undefined) readyAt.fill(startNs + ns, i, j)
         this.installedByCause[cause] += j - i
         i = j
@@ -316,11 +349,20 @@ export function simulatePolicy(policy: FaultPolicy, access: AccessOrder, space: 
   const readyAt = s.readyAt
   const fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
   const state = s.state
-  const pages = access.page, gaps = access.gapNs
+  const pages = access.page,
+    gaps = access.gapNs
   let idle = typeof policy.onIdle === 'function'
-  let faults = 0, stallNs = 0, idleWaitNs = 0, startWaitNs = 0, backgroundNs = 0, startSetNs = 0, idleCalls = 0
-  let pagesStartSet = 0, startSetWaits = 0
-  let now = 0, serverAt = 0
+  let faults = 0,
+    stallNs = 0,
+    idleWaitNs = 0,
+    startWaitNs = 0,
+    backgroundNs = 0,
+    startSetNs = 0,
+    idleCalls = 0
+  let pagesStartSet = 0,
+    startSetWaits = 0
+  let now = 0,
+    serverAt = 0
   /** The server has just answered the uffd: a start batch goes in before it looks again, even
    * if the guest's next fault comes at once. */
   let turn = false
@@ -344,7 +386,10 @@ export function simulatePolicy(policy: FaultPolicy, access: AccessOrder, space: 
   const scale = opts.gapScale ?? 1
   for (let k = 0; k < access.length; k++) {
     now += scale * (k === 0 ? gaps[0] : Math.max(0, gaps[k] - overheadNs))
-    while (starting && (serverAt < now || (turn && serverAt <= now))) { turn = false; startBatch() }
+    while (starting && (serverAt < now || (turn && serverAt <= now))) {
+      turn = false
+      startBatch()
+    }
     turn = false
     while (!starting && idle && serverAt < now) {
       plan.clear()
@@ -355,7 +400,10 @@ export function simulatePolicy(policy: FaultPolicy, access: AccessOrder, space: 
       serverAt += ns
       lastWasStart = false
       if (!more) idle = false
-      else if (ns === 0) { serverAt = now; break } // asked for nothing this time: it gets the next gap
+      else if (ns === 0) {
+        serverAt = now
+        break
+      } // asked for nothing this time: it gets the next gap
     }
     const p = pages[k]
     if (state[p] !== ABSENT) {
@@ -400,14 +448,30 @@ export function simulatePolicy(policy: FaultPolicy, access: AccessOrder, space: 
   for (let k = 0; k < access.length; k++) touchedInstalled += mask[pages[k]]
   const ms = (ns: number): number => ns / 1e6
   return {
-    trace: access.source, spec: opts.spec ?? policy.name, policy: policy.name, accesses: access.length, faults,
-    pagesInstalled: total, pagesByCause: { fault: byFault, prefetch: byPrefetch, background: byBackground },
-    pagesBeforeResume, pagesStartSet, startSetWaits, wastedPages: total - touchedInstalled, zeroPages: s.zeroPages, installs: s.installs,
-    reads: s.reads, bytesRead: s.bytesRead, chunksFetched: s.chunksFetched,
+    trace: access.source,
+    spec: opts.spec ?? policy.name,
+    policy: policy.name,
+    accesses: access.length,
+    faults,
+    pagesInstalled: total,
+    pagesByCause: { fault: byFault, prefetch: byPrefetch, background: byBackground },
+    pagesBeforeResume,
+    pagesStartSet,
+    startSetWaits,
+    wastedPages: total - touchedInstalled,
+    zeroPages: s.zeroPages,
+    installs: s.installs,
+    reads: s.reads,
+    bytesRead: s.bytesRead,
+    chunksFetched: s.chunksFetched,
     estimatedMs: ms(beforeResumeNs + stallNs + idleWaitNs + startWaitNs),
     estimate: {
-      beforeResumeMs: ms(beforeResumeNs), faultStallMs: ms(stallNs), idleWaitMs: ms(idleWaitNs), startSetWaitMs: ms(startWaitNs),
-      backgroundMs: ms(backgroundNs), startSetMs: ms(startSetNs),
+      beforeResumeMs: ms(beforeResumeNs),
+      faultStallMs: ms(stallNs),
+      idleWaitMs: ms(idleWaitNs),
+      startSetWaitMs: ms(startWaitNs),
+      backgroundMs: ms(backgroundNs),
+      startSetMs: ms(startSetNs),
     },
     idleCalls,
   }

@@ -10,7 +10,6 @@ import { runGuestProcess } from './guest.js'
 import { ensureImage } from './resume.js'
 import { BenchError } from './errors.js'
 
-
 export interface TraceOverheadOptions {
   dir: string
   mib: number
@@ -23,7 +22,13 @@ export interface TraceOverheadOptions {
   onProgress?: (done: number, total: number) => void
 }
 
-export interface OverheadRun { faultP50Ns: number; faultMeanNs: number; cpuPerFaultNs: number; workloadNs: number; faults: number }
+export interface OverheadRun {
+  faultP50Ns: number
+  faultMeanNs: number
+  cpuPerFaultNs: number
+  workloadNs: number
+  faults: number
+}
 
 export interface TraceOverheadResult {
   plain: OverheadRun[]
@@ -90,8 +95,11 @@ export async function runTraceOverhead(opts: TraceOverheadOptions): Promise<Trac
         const r = await runGuestProcess(['--socket', server.socketPath, ...args], { cpus: opts.guestCpus, timeoutMs: 600_000 })
         const st = await ended(server, before)
         const run: OverheadRun = {
-          faultP50Ns: st.latency.p50Ns, faultMeanNs: st.latency.meanNs, cpuPerFaultNs: st.cpuNs / Math.max(1, st.faults),
-          workloadNs: r.workload_ns, faults: st.faults,
+          faultP50Ns: st.latency.p50Ns,
+          faultMeanNs: st.latency.meanNs,
+          cpuPerFaultNs: st.cpuNs / Math.max(1, st.faults),
+          workloadNs: r.workload_ns,
+          faults: st.faults,
         }
         ;(server === plain ? result.plain : result.traced).push(run)
         opts.onProgress?.(round * 2 + (server === order[0] ? 1 : 2), opts.rounds * 2)

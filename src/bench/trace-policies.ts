@@ -27,7 +27,17 @@ export interface TraceEntry {
 
 /** `{self}` is the trace being simulated; `{run1}` the same program's run 1 (only on its other
  * runs: the learned set, tested on a run it was not learned from). */
-export const DEFAULT_TRACE_POLICIES = ['ondemand', 'readahead', 'readahead:63', 'adaptive', 'eager', 'background', 'workingset:{self}', 'workingset:{run1}', 'primed:{run1}']
+export const DEFAULT_TRACE_POLICIES = [
+  'ondemand',
+  'readahead',
+  'readahead:63',
+  'adaptive',
+  'eager',
+  'background',
+  'workingset:{self}',
+  'workingset:{run1}',
+  'primed:{run1}',
+]
 
 const TRACE_FILE = /^(.*)\.fltrace(\.gz)?$/
 
@@ -40,18 +50,31 @@ export function loadTraceSet(dir: string): TraceEntry[] {
   const manifest = join(root, 'manifest.json')
   if (existsSync(manifest)) {
     let m: { traces?: Array<{ trace: string; pageMap?: string; program?: string; run?: number; what?: string; ramMiB?: number }> }
-    try { m = JSON.parse(readFileSync(manifest, 'utf8')) } catch (err) { throw new BenchError(`${manifest}: not valid JSON (${(err as Error).message})`) }
+    try {
+      m = JSON.parse(readFileSync(manifest, 'utf8'))
+    } catch (err) {
+      throw new BenchError(`${manifest}: not valid JSON (${(err as Error).message})`)
+    }
     if (!Array.isArray(m.traces) || m.traces.length === 0) throw new BenchError(`${manifest}: lists no traces`)
     return m.traces.map(e => {
       const name = TRACE_FILE.exec(e.trace)?.[1] ?? e.trace
       const guess = splitRun(name)
-      const entry: TraceEntry = { name, path: join(root, e.trace), program: e.program ?? guess.program, run: e.run ?? guess.run, what: e.what, ramMiB: e.ramMiB }
+      const entry: TraceEntry = {
+        name,
+        path: join(root, e.trace),
+        program: e.program ?? guess.program,
+        run: e.run ?? guess.run,
+        what: e.what,
+        ramMiB: e.ramMiB,
+      }
       if (e.pageMap) entry.pageMap = join(root, e.pageMap)
       for (const f of [entry.path, entry.pageMap]) if (f && !existsSync(f)) throw new BenchError(`${manifest}: lists ${f}, which is missing`)
       return entry
     })
   }
-  const files = readdirSync(root).filter(f => TRACE_FILE.test(f)).sort()
+  const files = readdirSync(root)
+    .filter(f => TRACE_FILE.test(f))
+    .sort()
   if (files.length === 0) throw new UsageError(`--traces ${dir}: no *.fltrace or *.fltrace.gz files (and no manifest.json)`)
   return files.map(f => {
     const name = TRACE_FILE.exec(f)![1]
@@ -110,13 +133,22 @@ export async function runTracePolicies(o: TracePolicyOptions): Promise<TracePoli
     for (const spec of o.policies) {
       let resolved: string | undefined = spec.replaceAll('{self}', entry.path)
       if (resolved.includes('{run1}')) resolved = run1 ? resolved.replaceAll('{run1}', run1.path) : undefined
-      cells.push(resolved === undefined ? undefined : simulatePolicy(await createPolicy(resolved), access, space, { model: o.model, tier: o.tier, spec, gapScale: o.gapScale }))
+      cells.push(
+        resolved === undefined
+          ? undefined
+          : simulatePolicy(await createPolicy(resolved), access, space, { model: o.model, tier: o.tier, spec, gapScale: o.gapScale }),
+      )
       o.onProgress?.(++done, total)
     }
     const regionPages = t.header.regions.reduce((n, r) => n + r.pageCount, 0)
     rows.push({
-      entry, accesses: access.length, threads: access.threads, regionMiB: (regionPages * t.header.pageSize) / 2 ** 20,
-      durationMs: access.length ? access.timeNs[access.length - 1] / 1e6 : 0, pagesFrom: space.pagesFrom, cells,
+      entry,
+      accesses: access.length,
+      threads: access.threads,
+      regionMiB: (regionPages * t.header.pageSize) / 2 ** 20,
+      durationMs: access.length ? access.timeNs[access.length - 1] / 1e6 : 0,
+      pagesFrom: space.pagesFrom,
+      cells,
     })
   }
   return { policies: o.policies, rows }
@@ -148,8 +180,13 @@ export function renderTracePoliciesSvg(r: TracePolicyResult, title: string): str
     values: row.cells.map(c => (c && base >= 0 && row.cells[base] ? c.estimatedMs / row.cells[base]!.estimatedMs : NaN)),
   }))
   const all = groups.flatMap(g => g.values).filter(v => Number.isFinite(v) && v > 0)
-  const lo = Math.max(1e-3, 10 ** Math.floor(Math.log10(Math.min(0.1, ...all)))), hi = 10 ** Math.ceil(Math.log10(Math.max(10, ...all)))
-  const bar = 9, gap = 14, left = 70, top = 40, height = 300
+  const lo = Math.max(1e-3, 10 ** Math.floor(Math.log10(Math.min(0.1, ...all)))),
+    hi = 10 ** Math.ceil(Math.log10(Math.max(10, ...all)))
+  const bar = 9,
+    gap = 14,
+    left = 70,
+    top = 40,
+    height = 300
   const groupWidth = r.policies.length * bar + gap
   const width = left + groups.length * groupWidth + 20
   const legendTop = top + height + 90
@@ -160,8 +197,10 @@ export function renderTracePoliciesSvg(r: TracePolicyResult, title: string): str
   ]
   for (let e = Math.log10(lo); e <= Math.log10(hi); e++) {
     const v = 10 ** e
-    out.push(`<line x1="${left}" x2="${width - 20}" y1="${y(v)}" y2="${y(v)}" stroke="${v === 1 ? '#000' : '#ddd'}"/>`,
-      `<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v >= 1 ? v : v.toFixed(-e)}x</text>`)
+    out.push(
+      `<line x1="${left}" x2="${width - 20}" y1="${y(v)}" y2="${y(v)}" stroke="${v === 1 ? '#000' : '#ddd'}"/>`,
+      `<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v >= 1 ? v : v.toFixed(-e)}x</text>`,
+    )
   }
   out.push(`<text transform="translate(16 ${top + height / 2}) rotate(-90)" text-anchor="middle">estimated time / ondemand's (log)</text>`)
   groups.forEach((g, gi) => {
@@ -169,16 +208,22 @@ export function renderTracePoliciesSvg(r: TracePolicyResult, title: string): str
     g.values.forEach((v, pi) => {
       if (!Number.isFinite(v)) return
       // No wait at all (a background fill inside the quiet gaps) sits on the axis floor.
-      const yv = y(Math.max(v, lo)), y1 = y(1)
-      out.push(`<rect x="${x0 + pi * bar}" y="${Math.min(yv, y1)}" width="${bar - 1}" height="${Math.max(1, Math.abs(y1 - yv))}" fill="${PALETTE[pi % PALETTE.length]}"><title>${escapeXml(`${g.name} ${columnLabel(r.policies[pi])}: ${v.toFixed(3)}x`)}</title></rect>`)
+      const yv = y(Math.max(v, lo)),
+        y1 = y(1)
+      out.push(
+        `<rect x="${x0 + pi * bar}" y="${Math.min(yv, y1)}" width="${bar - 1}" height="${Math.max(1, Math.abs(y1 - yv))}" fill="${PALETTE[pi % PALETTE.length]}"><title>${escapeXml(`${g.name} ${columnLabel(r.policies[pi])}: ${v.toFixed(3)}x`)}</title></rect>`,
+      )
     })
     out.push(`<text transform="translate(${x0 + (r.policies.length * bar) / 2} ${top + height + 10}) rotate(40)" font-size="10">${escapeXml(g.name)}</text>`)
   })
   r.policies.forEach((p, i) => {
-    const lx = left + (i % 3) * 220, ly = legendTop + Math.floor(i / 3) * 18
-    out.push(`<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`, `<text x="${lx + 14}" y="${ly}">${escapeXml(columnLabel(p))}</text>`)
+    const lx = left + (i % 3) * 220,
+      ly = legendTop + Math.floor(i / 3) * 18
+    out.push(
+      `<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/>`,
+      `<text x="${lx + 14}" y="${ly}">${escapeXml(columnLabel(p))}</text>`,
+    )
   })
   out.push('</svg>')
   return `${out.join('\n')}\n`
 }
-

@@ -15,7 +15,6 @@ import { VmDir } from '../vm/vm-dir.js'
 import { dropPageCache, memAvailableBytes, warmPageCache, type ColdMethod } from './proc.js'
 import type { CacheState } from './resume.js'
 
-
 export type Pinning = 'unpinned' | 'pinned'
 
 /** `eager`, `mmap`, `faultline:<policy>`, `uffd-c` or `uffd-c:<pages per fault>`. */
@@ -115,7 +114,7 @@ export interface VmSweepResult {
 async function ensureCheckpoint(o: VmSweepOptions, sizeMiB: number, needEager: boolean): Promise<VmCheckpointRecord> {
   const dir = join(o.checkpointDir, `${sizeMiB}M`)
   const workloadMiB = o.workloadFraction === undefined ? defaultWorkloadMiB(sizeMiB) : Math.floor(sizeMiB * o.workloadFraction)
-  const image = await ensureGuestImage(o.imageDir, (l) => o.log?.(l))
+  const image = await ensureGuestImage(o.imageDir, l => o.log?.(l))
   let vm: VmDir | undefined
   try {
     const old = existsSync(join(dir, 'vm.json')) ? VmDir.open(dir) : undefined
@@ -127,14 +126,28 @@ async function ensureCheckpoint(o: VmSweepOptions, sizeMiB: number, needEager: b
   if (!vm) {
     o.log?.(`${sizeMiB} MiB: booting and checkpointing the guest into ${dir} (kept for later runs)`)
     vm = await snapshotTestGuest({
-      dir, image, ramMiB: sizeMiB, workloadMiB, eager: needEager, keepRaw: true,
-      log: (l) => o.log?.(`${sizeMiB} MiB: ${l}`), onProgress: o.onSnapshotProgress, timeoutMs: o.timeoutMs,
+      dir,
+      image,
+      ramMiB: sizeMiB,
+      workloadMiB,
+      eager: needEager,
+      keepRaw: true,
+      log: l => o.log?.(`${sizeMiB} MiB: ${l}`),
+      onProgress: o.onSnapshotProgress,
+      timeoutMs: o.timeoutMs,
     })
   }
   const m = vm.guest
   return {
-    sizeMiB, dir, reused, workloadMiB: m.workloadMiB, bootMs: m.bootMs, checkpointMs: m.checkpointMs,
-    snapshotBytes: m.snapshotBytes, stateBytes: m.stateBytes, eagerStateBytes: m.eagerStateBytes,
+    sizeMiB,
+    dir,
+    reused,
+    workloadMiB: m.workloadMiB,
+    bootMs: m.bootMs,
+    checkpointMs: m.checkpointMs,
+    snapshotBytes: m.snapshotBytes,
+    stateBytes: m.stateBytes,
+    eagerStateBytes: m.eagerStateBytes,
   }
 }
 
@@ -150,23 +163,36 @@ function failed(base: Omit<VmRunRecord, 'ok' | 'stateLoadedMs' | 'firstReplyMs' 
   return { ...base, ok: false, error, stateLoadedMs: NaN, firstReplyMs: NaN, checksumMs: NaN, workloadMs: NaN, recheckMs: NaN }
 }
 
-export function toRecord(base: Omit<VmRunRecord, 'ok' | 'stateLoadedMs' | 'firstReplyMs' | 'checksumMs' | 'workloadMs' | 'recheckMs'>, r: VmDirResumeReport): VmRunRecord {
+export function toRecord(
+  base: Omit<VmRunRecord, 'ok' | 'stateLoadedMs' | 'firstReplyMs' | 'checksumMs' | 'workloadMs' | 'recheckMs'>,
+  r: VmDirResumeReport,
+): VmRunRecord {
   const t = r.timings
   const rec: VmRunRecord = {
-    ...base, ok: r.match, stateLoadedMs: t.stateLoadedMs, firstReplyMs: t.firstReplyMs, checksumMs: t.checksumMs,
-    workloadMs: t.workloadMs, recheckMs: r.recheckMs ?? NaN,
+    ...base,
+    ok: r.match,
+    stateLoadedMs: t.stateLoadedMs,
+    firstReplyMs: t.firstReplyMs,
+    checksumMs: t.checksumMs,
+    workloadMs: t.workloadMs,
+    recheckMs: r.recheckMs ?? NaN,
   }
   if (!r.match) rec.error = `checksum ${r.checksum}${r.recheckHex ? `/${r.recheckHex}` : ''}, recorded ${r.expected}`
   if (r.session) {
     const s = r.session
     Object.assign(rec, {
-      faults: s.faults, pagesInstalled: s.pagesInstalled[0] + s.pagesInstalled[1] + s.pagesInstalled[2],
-      serverCpuMs: Number.isFinite(s.cpuNs) ? s.cpuNs / 1e6 : undefined, serviceP50Us: s.latency.p50Ns / 1000, bytesRead: s.bytesRead,
+      faults: s.faults,
+      pagesInstalled: s.pagesInstalled[0] + s.pagesInstalled[1] + s.pagesInstalled[2],
+      serverCpuMs: Number.isFinite(s.cpuNs) ? s.cpuNs / 1e6 : undefined,
+      serviceP50Us: s.latency.p50Ns / 1000,
+      bytesRead: s.bytesRead,
     })
   } else if (r.floor) {
     const f = r.floor
     Object.assign(rec, {
-      faults: f.faults, pagesInstalled: f.pages_copied, bytesRead: typeof f.bytes_read === 'number' ? f.bytes_read : undefined,
+      faults: f.faults,
+      pagesInstalled: f.pages_copied,
+      bytesRead: typeof f.bytes_read === 'number' ? f.bytes_read : undefined,
       serviceP50Us: f.service_median_ns === null ? undefined : f.service_median_ns / 1000,
     })
   }
@@ -200,7 +226,11 @@ export async function runVmSweep(o: VmSweepOptions): Promise<VmSweepResult> {
     let cp: VmCheckpointRecord
     let vm: VmDir
     try {
-      cp = await ensureCheckpoint(o, sizeMiB, plans.some((p) => p.mode === 'eager'))
+      cp = await ensureCheckpoint(
+        o,
+        sizeMiB,
+        plans.some(p => p.mode === 'eager'),
+      )
       checkpoints.push(cp)
       vm = VmDir.open(cp.dir)
       for (const p of plans) await prepareVmDir(vm, p.mode, { ...p.options, log: o.log, timeoutMs: o.timeoutMs })
@@ -222,7 +252,10 @@ export async function runVmSweep(o: VmSweepOptions): Promise<VmSweepResult> {
               try {
                 if (cache === 'warm') for (const f of filesOf(vm, plan)) warmPageCache(f)
                 const r = await resumeVmDir(vm, {
-                  mode: plan.mode, ...plan.options, recheck: true, timeoutMs: o.timeoutMs,
+                  mode: plan.mode,
+                  ...plan.options,
+                  recheck: true,
+                  timeoutMs: o.timeoutMs,
                   cpus: pinning === 'pinned' ? o.cpus : undefined,
                   beforeLaunch: cache === 'cold' ? () => dropPageCache(o.cold, vm.files) : undefined,
                 })
@@ -231,9 +264,12 @@ export async function runVmSweep(o: VmSweepOptions): Promise<VmSweepResult> {
                 rec = failed(base, (err as Error).message)
               }
               runs.push(rec)
-              o.log?.(`${sizeMiB} MiB ${cache} ${pinning} ${plan.label.padEnd(22)} round ${round + 1}: ` + (rec.error && !Number.isFinite(rec.checksumMs)
-                ? `FAILED: ${rec.error}`
-                : `first reply ${rec.firstReplyMs.toFixed(0)} ms, checksum ${rec.checksumMs.toFixed(0)} ms (workload ${rec.workloadMs.toFixed(0)} ms, again ${rec.recheckMs.toFixed(0)} ms)${rec.ok ? '' : ` MISMATCH ${rec.error}`}`))
+              o.log?.(
+                `${sizeMiB} MiB ${cache} ${pinning} ${plan.label.padEnd(22)} round ${round + 1}: ` +
+                  (rec.error && !Number.isFinite(rec.checksumMs)
+                    ? `FAILED: ${rec.error}`
+                    : `first reply ${rec.firstReplyMs.toFixed(0)} ms, checksum ${rec.checksumMs.toFixed(0)} ms (workload ${rec.workloadMs.toFixed(0)} ms, again ${rec.recheckMs.toFixed(0)} ms)${rec.ok ? '' : ` MISMATCH ${rec.error}`}`),
+              )
               o.onProgress?.(++done, total)
             }
           }
@@ -244,17 +280,39 @@ export async function runVmSweep(o: VmSweepOptions): Promise<VmSweepResult> {
     }
   }
   let qemu = ''
-  try { qemu = readQemuVersion() } catch { /* every run failed and says why */ }
+  try {
+    qemu = readQemuVersion()
+  } catch {
+    /* every run failed and says why */
+  }
   return {
     options: {
-      sizesMiB: o.sizesMiB, modes: o.modes, caches: o.caches, pinnings: o.pinnings, cpus: o.cpus, repeat: o.repeat,
-      checkpointDir: o.checkpointDir, imageDir: o.imageDir, workloadFraction: o.workloadFraction, cold: o.cold,
-      marginBytes: o.marginBytes, timeoutMs: o.timeoutMs,
+      sizesMiB: o.sizesMiB,
+      modes: o.modes,
+      caches: o.caches,
+      pinnings: o.pinnings,
+      cpus: o.cpus,
+      repeat: o.repeat,
+      checkpointDir: o.checkpointDir,
+      imageDir: o.imageDir,
+      workloadFraction: o.workloadFraction,
+      cold: o.cold,
+      marginBytes: o.marginBytes,
+      timeoutMs: o.timeoutMs,
     },
     machine: {
-      kernel: os.release(), cpus: os.cpus().length, memTotalBytes: os.totalmem(), node: process.version, qemu,
-      loadAvgStart, loadAvgEnd: os.loadavg(),
+      kernel: os.release(),
+      cpus: os.cpus().length,
+      memTotalBytes: os.totalmem(),
+      node: process.version,
+      qemu,
+      loadAvgStart,
+      loadAvgEnd: os.loadavg(),
     },
-    startedAt, finishedAt: new Date().toISOString(), checkpoints, runs, skipped,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    checkpoints,
+    runs,
+    skipped,
   }
 }

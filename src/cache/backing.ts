@@ -29,7 +29,11 @@ export interface BackingOptions {
 const SYSFS = '/sys/kernel/mm/transparent_hugepage'
 
 function readSysfs(name: string): string | undefined {
-  try { return readFileSync(`${SYSFS}/${name}`, 'utf8').trim() } catch { return undefined }
+  try {
+    return readFileSync(`${SYSFS}/${name}`, 'utf8').trim()
+  } catch {
+    return undefined
+  }
 }
 
 /** The bracketed choice of a sysfs list ("always [never] ..."). */
@@ -77,14 +81,22 @@ export function createBackingFile(imageBytes: number, opts: BackingOptions): Bac
       fd = uffd.createUnattachedTmpfsFile(options)
     } catch (err) {
       if (!(err instanceof uffd.UffdError && err.op === 'fsopen' && err.errno === uffd.ENOSYS)) throw err
-      fd = uffd.createDetachedTmpfsFile(opts.mountParent ?? tmpdir(), Object.entries(options).map(([k, v]) => `${k}=${v}`).join(','))
+      fd = uffd.createDetachedTmpfsFile(
+        opts.mountParent ?? tmpdir(),
+        Object.entries(options)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(','),
+      )
     }
     try {
       uffd.truncateFile(fd, size)
       const folioBytes = probeFolioBytes(fd, opts.pageSize)
       if (folioBytes > opts.pageSize) {
         return {
-          fd, backing: 'tmpfs-huge', folioBytes, sizeBytes: size,
+          fd,
+          backing: 'tmpfs-huge',
+          folioBytes,
+          sizeBytes: size,
           why: `huge folios (${folioBytes / 2 ** 20} MiB) on a private tmpfs mounted huge=within_size (shmem_enabled is ${shmem ?? 'absent'})`,
         }
       }
@@ -95,12 +107,18 @@ export function createBackingFile(imageBytes: number, opts: BackingOptions): Bac
     }
     uffd.closeFile(fd)
   } catch (err) {
-    mountError = err instanceof uffd.UffdError && (err.op === 'mount' || err.op === 'fsopen')
-      ? `mounting a tmpfs with huge folios was refused (${err.errnoName}: needs CAP_SYS_ADMIN)`
-      : (err as Error).message
+    mountError =
+      err instanceof uffd.UffdError && (err.op === 'mount' || err.op === 'fsopen')
+        ? `mounting a tmpfs with huge folios was refused (${err.errnoName}: needs CAP_SYS_ADMIN)`
+        : (err as Error).message
   }
-  return memfd(imageBytes, opts.pageSize, 'memfd', `4 KiB pages in a memfd: shmem_enabled is ${shmem ?? 'absent'} and ${mountError}; ` +
-    'hits cost ~0.5 µs a page instead of ~15 ns (run as root, or set shmem_enabled to within_size)')
+  return memfd(
+    imageBytes,
+    opts.pageSize,
+    'memfd',
+    `4 KiB pages in a memfd: shmem_enabled is ${shmem ?? 'absent'} and ${mountError}; ` +
+      'hits cost ~0.5 µs a page instead of ~15 ns (run as root, or set shmem_enabled to within_size)',
+  )
 }
 
 function memfd(imageBytes: number, pageSize: number, backing: CacheBacking, why: string): BackingFile {

@@ -11,7 +11,12 @@ import { createBackingFile, type BackingOptions, type CacheBacking } from './bac
 import { ABSENT, EVICTING, FILLING, FolioStates, PRESENT, QUEUED, UNSERVABLE, ZERO, type FolioStateBuffers } from './folio-states.js'
 
 /** Slots of the shared counters (Int32, changed with Atomics). */
-const C_PRESENT = 0, C_FILLS = 1, C_EVICTIONS = 2, C_UNSERVABLE = 3, C_CLOCK = 4, C_ZERO = 5
+const C_PRESENT = 0,
+  C_FILLS = 1,
+  C_EVICTIONS = 2,
+  C_UNSERVABLE = 3,
+  C_CLOCK = 4,
+  C_ZERO = 5
 const COUNTERS = 8
 
 /** What a worker thread needs to use the cache (structured-clonable). */
@@ -96,12 +101,22 @@ export class DecodedCache {
       guestFd = uffd.reopenReadOnly(file.fd)
       const st = fstatSync(file.fd)
       const folioCount = Math.ceil(source.pageCount / (file.folioBytes / source.pageSize))
-      const limit = opts.limitBytes === undefined ? folioCount * file.folioBytes : Math.max(file.folioBytes, opts.limitBytes - (opts.limitBytes % file.folioBytes))
+      const limit =
+        opts.limitBytes === undefined ? folioCount * file.folioBytes : Math.max(file.folioBytes, opts.limitBytes - (opts.limitBytes % file.folioBytes))
       const cache = new DecodedCache({
-        fd: file.fd, guestFd, backing: file.backing, folioBytes: file.folioBytes, sizeBytes: file.sizeBytes,
-        pageSize: source.pageSize, pageCount: source.pageCount, limitBytes: limit,
-        dev: st.dev, ino: st.ino, why: file.why,
-        states: FolioStates.allocate(folioCount).buffers, counters: new SharedArrayBuffer(COUNTERS * 4),
+        fd: file.fd,
+        guestFd,
+        backing: file.backing,
+        folioBytes: file.folioBytes,
+        sizeBytes: file.sizeBytes,
+        pageSize: source.pageSize,
+        pageCount: source.pageCount,
+        limitBytes: limit,
+        dev: st.dev,
+        ino: st.ino,
+        why: file.why,
+        states: FolioStates.allocate(folioCount).buffers,
+        counters: new SharedArrayBuffer(COUNTERS * 4),
       })
       cache.owner = true
       cache.markZeroFolios(source)
@@ -125,19 +140,30 @@ export class DecodedCache {
       const end = Math.min(source.pageCount, first + this.folioPages)
       let p = first
       while (p < end && source.kindOf(p) === 0) p++
-      if (p === end) { this.states.set(f, ZERO); zero++ }
+      if (p === end) {
+        this.states.set(f, ZERO)
+        zero++
+      }
     }
     this.counters[C_ZERO] = zero
   }
 
-  folioOf(page: number): number { return page >>> this.folioShift }
+  folioOf(page: number): number {
+    return page >>> this.folioShift
+  }
 
   /** State of the folio holding snapshot page `page`. */
-  stateOfPage(page: number): number { return this.states.get(page >>> this.folioShift) }
+  stateOfPage(page: number): number {
+    return this.states.get(page >>> this.folioShift)
+  }
 
   /** First snapshot page of `folio`, and how many of its pages the snapshot has. */
-  firstPageOf(folio: number): number { return folio << this.folioShift }
-  pagesIn(folio: number): number { return Math.min(this.folioPages, this.pageCount - (folio << this.folioShift)) }
+  firstPageOf(folio: number): number {
+    return folio << this.folioShift
+  }
+  pagesIn(folio: number): number {
+    return Math.min(this.folioPages, this.pageCount - (folio << this.folioShift))
+  }
 
   /** Marks an ABSENT folio QUEUED; true when the caller should enqueue it. */
   markQueued(folio: number): boolean {
@@ -231,7 +257,10 @@ export class DecodedCache {
       const folio = (Atomics.add(counters, C_CLOCK, 1) >>> 0) % this.folioCount
       sweeps++
       if (this.states.get(folio) !== PRESENT) continue
-      if (this.states.referenced[folio] !== 0) { this.states.referenced[folio] = 0; continue }
+      if (this.states.referenced[folio] !== 0) {
+        this.states.referenced[folio] = 0
+        continue
+      }
       this.evict(folio)
     }
   }
@@ -287,8 +316,12 @@ export class DecodedCache {
     }
     return {
       pendingFolios: pending,
-      presentFolios: present, presentBytes: present * this.folioBytes, zeroFolios: Atomics.load(c, C_ZERO),
-      fills: Atomics.load(c, C_FILLS), evictions: Atomics.load(c, C_EVICTIONS), unservableFolios: Atomics.load(c, C_UNSERVABLE),
+      presentFolios: present,
+      presentBytes: present * this.folioBytes,
+      zeroFolios: Atomics.load(c, C_ZERO),
+      fills: Atomics.load(c, C_FILLS),
+      evictions: Atomics.load(c, C_EVICTIONS),
+      unservableFolios: Atomics.load(c, C_UNSERVABLE),
     }
   }
 

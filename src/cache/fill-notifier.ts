@@ -6,7 +6,10 @@ import * as uffd from '../uffd/index.js'
 /** Per slot: eventfd (-1 free), armed (1 while its session has runs waiting for fills), and
  * how many workers are signalling it right now (its owner closes the eventfd only at 0). */
 const WORDS = 3
-export interface FillNotifierBuffers { words: SharedArrayBuffer; slots: number }
+export interface FillNotifierBuffers {
+  words: SharedArrayBuffer
+  slots: number
+}
 
 export class FillNotifier {
   readonly slots: number
@@ -37,7 +40,9 @@ export class FillNotifier {
     const w = this.w
     Atomics.store(w, WORDS * slot + 1, 0)
     Atomics.store(w, WORDS * slot, -1)
-    while (Atomics.load(w, WORDS * slot + 2) !== 0) { /* a worker is inside one write(2) */ }
+    while (Atomics.load(w, WORDS * slot + 2) !== 0) {
+      /* a worker is inside one write(2) */
+    }
   }
 
   arm(slot: number, armed: boolean): void {

@@ -37,7 +37,10 @@ export interface ChunkRequester {
 }
 
 /** What a session needs to ask for fills and hear of them. */
-export interface FillSessionData { queue: FillQueueBuffers; notifier: FillNotifierBuffers }
+export interface FillSessionData {
+  queue: FillQueueBuffers
+  notifier: FillNotifierBuffers
+}
 
 export interface FillPoolStats {
   workers: number
@@ -84,15 +87,19 @@ export class FillPool {
   startWorkers(): void {
     const opts = this.opts
     if (opts === undefined || this.workers.length > 0 || this.closed) return
-    const pool = this
     const log = opts.log ?? (() => {})
     const reported = new Set<number>()
-    for (let i = 0; i < pool.workerCount; i++) {
+    for (let i = 0; i < this.workerCount; i++) {
       const remote = opts.remote
       const readyFd = remote !== undefined ? uffd.createEventFd() : -1
       const data: FillWorkerData = {
-        index: i, snapshotPath: opts.snapshotPath, snapshotFd: opts.snapshotFd ?? -1, cache: opts.cache.info,
-        queue: pool.queue.buffers, notifier: pool.notifier.buffers, stats: pool.stats.buffer as SharedArrayBuffer,
+        index: i,
+        snapshotPath: opts.snapshotPath,
+        snapshotFd: opts.snapshotFd ?? -1,
+        cache: opts.cache.info,
+        queue: this.queue.buffers,
+        notifier: this.notifier.buffers,
+        stats: this.stats.buffer as SharedArrayBuffer,
         ...(remote !== undefined ? { remote: remote.workerData, readyFd } : {}),
       }
       const worker = new Worker(entry.url, { ...entry.options, workerData: data })
@@ -107,15 +114,24 @@ export class FillPool {
         }
       })
       worker.on('error', err => log(`fill worker ${i} crashed: ${err.message}`))
-      pool.exited.push(new Promise(r => worker.once('exit', () => {
-        if (readyFd >= 0) { remote!.store.detach(readyFd); uffd.closeFd(readyFd) }
-        r()
-      })))
-      pool.workers.push(worker)
+      this.exited.push(
+        new Promise(r =>
+          worker.once('exit', () => {
+            if (readyFd >= 0) {
+              remote!.store.detach(readyFd)
+              uffd.closeFd(readyFd)
+            }
+            r()
+          }),
+        ),
+      )
+      this.workers.push(worker)
     }
   }
 
-  get started(): boolean { return this.workers.length > 0 }
+  get started(): boolean {
+    return this.workers.length > 0
+  }
 
   sessionData(): FillSessionData {
     return { queue: this.queue.buffers, notifier: this.notifier.buffers }

@@ -21,13 +21,12 @@ export interface FillWorkerData {
   readyFd?: number
 }
 
-export type FillWorkerMessage =
-  | StoreRequest
-  | { type: 'unservable'; folio: number; error: string }
-  | { type: 'done' }
-  | { type: 'fatal'; error: string }
+export type FillWorkerMessage = StoreRequest | { type: 'unservable'; folio: number; error: string } | { type: 'done' } | { type: 'fatal'; error: string }
 
 /** Per worker row: folios filled, by priority (fault, prefetch, background), stored bytes read,
  * ms spent filling. */
-export const S_FOLIOS = 0, S_FOLIOS_BY_PRIORITY = 1, S_BYTES_READ = 4, S_BUSY_MS = 5
+export const S_FOLIOS = 0,
+  S_FOLIOS_BY_PRIORITY = 1,
+  S_BYTES_READ = 4,
+  S_BUSY_MS = 5
 export const FILL_STAT_FIELDS = 6

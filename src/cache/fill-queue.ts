@@ -5,14 +5,22 @@
 // already taken is skipped by whoever pops it.
 
 /** Priorities, highest first; the same numbers as InstallCause. */
-export const FILL_FAULT = 0, FILL_PREFETCH = 1, FILL_BACKGROUND = 2
+export const FILL_FAULT = 0,
+  FILL_PREFETCH = 1,
+  FILL_BACKGROUND = 2
 const RINGS = 3
 
 /** Header words: lock, sequence (bumped on every push), stopped; then per ring head, tail. */
-const H_LOCK = 0, H_SEQ = 1, H_STOP = 2, H_RINGS = 3
+const H_LOCK = 0,
+  H_SEQ = 1,
+  H_STOP = 2,
+  H_RINGS = 3
 const HEADER = H_RINGS + 2 * RINGS
 
-export interface FillQueueBuffers { words: SharedArrayBuffer; capacity: number }
+export interface FillQueueBuffers {
+  words: SharedArrayBuffer
+  capacity: number
+}
 
 export class FillQueue {
   readonly capacity: number
@@ -32,7 +40,9 @@ export class FillQueue {
 
   private lock(): void {
     const w = this.w
-    while (Atomics.compareExchange(w, H_LOCK, 0, 1) !== 0) { /* a few instructions' hold: spin */ }
+    while (Atomics.compareExchange(w, H_LOCK, 0, 1) !== 0) {
+      /* a few instructions' hold: spin */
+    }
   }
 
   private unlock(): void {
@@ -45,7 +55,8 @@ export class FillQueue {
     const cap = this.capacity
     const at = H_RINGS + 2 * priority
     this.lock()
-    const head = w[at], tail = w[at + 1]
+    const head = w[at],
+      tail = w[at + 1]
     const ok = ((tail - head) | 0) < cap
     if (ok) {
       w[HEADER + priority * cap + (tail & (cap - 1))] = folio
@@ -87,7 +98,9 @@ export class FillQueue {
   }
 
   /** The sequence word's value: wait(seen) returns once it moved past it (or on timeout). */
-  sequence(): number { return Atomics.load(this.w, H_SEQ) }
+  sequence(): number {
+    return Atomics.load(this.w, H_SEQ)
+  }
 
   /** Blocks the calling worker until something is pushed after `seen`, stop(), or timeout. */
   wait(seen: number, timeoutMs: number): void {
@@ -100,5 +113,7 @@ export class FillQueue {
     Atomics.notify(this.w, H_SEQ)
   }
 
-  get stopped(): boolean { return Atomics.load(this.w, H_STOP) !== 0 }
+  get stopped(): boolean {
+    return Atomics.load(this.w, H_STOP) !== 0
+  }
 }

@@ -67,12 +67,17 @@ function main(): void {
     remote!.drainReady()
     for (let k = parked.length - 1; k >= 0; k--) {
       const folio = parked[k]
-      const first = cache.firstPageOf(folio), count = cache.pagesIn(folio)
+      const first = cache.firstPageOf(folio),
+        count = cache.pagesIn(folio)
       let done = remote!.failure(first, count) !== undefined
-      if (done) cache.release(folio) // a session faulting there gets the store's error itself
+      if (done)
+        cache.release(folio) // a session faulting there gets the store's error itself
       else if (remote!.availablePages(first, count) === count) done = fill(folio, parkedPriority[k])
       else remote!.request(first, count, parkedPriority[k])
-      if (done) { parked.splice(k, 1); parkedPriority.splice(k, 1) }
+      if (done) {
+        parked.splice(k, 1)
+        parkedPriority.splice(k, 1)
+      }
     }
   }
 
@@ -84,7 +89,8 @@ function main(): void {
       const folio = parked.length < MAX_PARKED ? queue.pop(priority) : -1
       if (folio >= 0) {
         if (!cache.claim(folio)) continue // filled, or taken, since it was asked for
-        const first = cache.firstPageOf(folio), count = cache.pagesIn(folio)
+        const first = cache.firstPageOf(folio),
+          count = cache.pagesIn(folio)
         if (remote === undefined || remote.availablePages(first, count) === count) {
           if (fill(folio, priority[0])) continue
         }

@@ -51,18 +51,26 @@ export class FolioStates {
     })
   }
 
-  get(folio: number): number { return Atomics.load(this.states, folio) }
+  get(folio: number): number {
+    return Atomics.load(this.states, folio)
+  }
 
   /** Moves `folio` from `from` to `to`; false when it was not in `from`. */
   move(folio: number, from: number, to: number): boolean {
     return Atomics.compareExchange(this.states, folio, from, to) === from
   }
 
-  set(folio: number, to: number): void { Atomics.store(this.states, folio, to) }
+  set(folio: number, to: number): void {
+    Atomics.store(this.states, folio, to)
+  }
 
-  generation(folio: number): number { return Atomics.load(this.generations, folio) }
+  generation(folio: number): number {
+    return Atomics.load(this.generations, folio)
+  }
 
-  bumpGeneration(folio: number): void { Atomics.add(this.generations, folio, 1) }
+  bumpGeneration(folio: number): void {
+    Atomics.add(this.generations, folio, 1)
+  }
 }
 
 export interface FolioStateBuffers {

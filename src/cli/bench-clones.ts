@@ -40,14 +40,25 @@ export async function benchClonesCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      guests: { type: 'string' }, mib: { type: 'string' }, cache: { type: 'string', default: 'warm' },
-      workload: { type: 'string', default: 'random:25' }, modes: { type: 'string' }, policy: { type: 'string', default: 'ondemand' },
-      repeat: { type: 'string' }, cold: { type: 'string', default: 'drop-caches' }, images: { type: 'string' },
-      seed: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      guests: { type: 'string' },
+      mib: { type: 'string' },
+      cache: { type: 'string', default: 'warm' },
+      workload: { type: 'string', default: 'random:25' },
+      modes: { type: 'string' },
+      policy: { type: 'string', default: 'ondemand' },
+      repeat: { type: 'string' },
+      cold: { type: 'string', default: 'drop-caches' },
+      images: { type: 'string' },
+      seed: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_CLONES_USAGE); return 0 }
+  if (values.help) {
+    console.log(BENCH_CLONES_USAGE)
+    return 0
+  }
   const guests = intOption('guests', values.guests, 1, MAX_CLONES, 16)
   const mib = intOption('mib', values.mib, 1, 65536, 256)
   const [cache] = choiceItems<'cold' | 'warm'>('cache', [values.cache!], ['cold', 'warm'])
@@ -63,9 +74,20 @@ export async function benchClonesCommand(argv: string[]): Promise<number> {
   let imageProgress: Progress | undefined
   let finishedRounds = 0
   const result = await runClones({
-    guests, mib, cache, cold, workload, modes, repeat, seed, policy: values.policy!,
+    guests,
+    mib,
+    cache,
+    cold,
+    workload,
+    modes,
+    repeat,
+    seed,
+    policy: values.policy!,
     imageDir: resolve(values.images ?? repoPath('.cache/bench-images')),
-    log: line => { progress.clear(); console.error(`bench: ${line}`) },
+    log: line => {
+      progress.clear()
+      console.error(`bench: ${line}`)
+    },
     onImageProgress: (done, all) => {
       imageProgress ??= new Progress(`image ${mib} MiB`, all)
       imageProgress.update(done, all)
@@ -97,10 +119,18 @@ export function renderClones(result: ClonesResult, command: string): string {
     }
     const firstAccess = median(m.rounds.flatMap(r => r.firstAccessMs))
     const faults = m.rounds[0].serverFaults === null ? '-' : String(Math.round(median(m.rounds.map(r => r.serverFaults!))))
-    return [m.mode, `${m.allDoneMs.toFixed(1)}${ratio(m.allDoneMs, mmap?.allDoneMs)}`,
+    return [
+      m.mode,
+      `${m.allDoneMs.toFixed(1)}${ratio(m.allDoneMs, mmap?.allDoneMs)}`,
       `${formatBytes(m.hostMemoryBytes)}${ratio(m.hostMemoryBytes, mmap?.hostMemoryBytes)}`,
-      mem(r => r.shmemBytes), mem(r => r.guestAnonBytes), mem(r => r.pageCacheBytes), mem(r => r.serverAnonBytes),
-      firstAccess.toFixed(2), faults, String(m.mismatches)]
+      mem(r => r.shmemBytes),
+      mem(r => r.guestAnonBytes),
+      mem(r => r.pageCacheBytes),
+      mem(r => r.serverAnonBytes),
+      firstAccess.toFixed(2),
+      faults,
+      String(m.mismatches),
+    ]
   })
   return [
     `${command}`,
@@ -109,9 +139,23 @@ export function renderClones(result: ClonesResult, command: string): string {
       `${result.modes.reduce((s, m) => s + m.verifiedPages, 0)} touched pages verified`,
     ...(result.cacheDescription ? [`decoded cache: ${result.cacheDescription}`] : []),
     '',
-    formatTable(['mode', 'all done ms', 'host memory', 'shmem', 'guests\' anon', 'page cache', 'server anon (not summed)', 'first access p50 ms', 'server faults', 'mismatches'], rows),
+    formatTable(
+      [
+        'mode',
+        'all done ms',
+        'host memory',
+        'shmem',
+        "guests' anon",
+        'page cache',
+        'server anon (not summed)',
+        'first access p50 ms',
+        'server faults',
+        'mismatches',
+      ],
+      rows,
+    ),
     '',
-    'host memory = shmem the server holds (decoded cache) + the guests\' anonymous memory + the page cache of the file the mode reads ' +
+    "host memory = shmem the server holds (decoded cache) + the guests' anonymous memory + the page cache of the file the mode reads " +
       '(mmap: the raw image, faultline: the snapshot), measured once every guest is done and while all are alive.',
   ].join('\n')
 }

@@ -30,14 +30,22 @@ export async function benchCostsCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      mib: { type: 'string', default: '64' }, rounds: { type: 'string', default: '5' }, seed: { type: 'string', default: '1' },
-      images: { type: 'string', default: '.cache/bench-images' }, out: { type: 'string', default: 'bench-results/costs' },
-      'remote-get-ms': { type: 'string' }, 'remote-mib-s': { type: 'string' }, 'remote-source': { type: 'string' },
+      mib: { type: 'string', default: '64' },
+      rounds: { type: 'string', default: '5' },
+      seed: { type: 'string', default: '1' },
+      images: { type: 'string', default: '.cache/bench-images' },
+      out: { type: 'string', default: 'bench-results/costs' },
+      'remote-get-ms': { type: 'string' },
+      'remote-mib-s': { type: 'string' },
+      'remote-source': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_COSTS_USAGE); return 0 }
+  if (values.help) {
+    console.log(BENCH_COSTS_USAGE)
+    return 0
+  }
   const mib = intOption('mib', values.mib!, 8, 4096)
   const rounds = intOption('rounds', values.rounds!, 1, 50)
   const seed = intOption('seed', values.seed!, 0, 2 ** 31)
@@ -45,7 +53,8 @@ export async function benchCostsCommand(argv: string[]): Promise<number> {
   if (remoteGiven !== 0 && remoteGiven !== 3) throw new UsageError('--remote-get-ms, --remote-mib-s and --remote-source go together')
   let remote: { getMs: number; mibPerSecond: number; source: string } | undefined
   if (remoteGiven === 3) {
-    const getMs = Number(values['remote-get-ms']), mibPerSecond = Number(values['remote-mib-s'])
+    const getMs = Number(values['remote-get-ms']),
+      mibPerSecond = Number(values['remote-mib-s'])
     if (!(getMs >= 0)) throw new UsageError(`--remote-get-ms: expected a number of ms >= 0, got '${values['remote-get-ms']}'`)
     if (!(mibPerSecond > 0)) throw new UsageError(`--remote-mib-s: expected a bandwidth > 0, got '${values['remote-mib-s']}'`)
     remote = { getMs, mibPerSecond, source: values['remote-source']! }

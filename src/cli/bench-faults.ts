@@ -4,14 +4,22 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { breakdownRows, FAULT_SERVERS, measureFaultCost, RAW_FLOOR_SERVER, SAME_WORK_SERVER, summarizeFaultCost, syscallsPerFault, type FaultCostResult } from '../bench/fault-cost.js'
+import {
+  breakdownRows,
+  FAULT_SERVERS,
+  measureFaultCost,
+  RAW_FLOOR_SERVER,
+  SAME_WORK_SERVER,
+  summarizeFaultCost,
+  syscallsPerFault,
+  type FaultCostResult,
+} from '../bench/fault-cost.js'
 import { WARM_FAULTS } from '../server/heap-growth.js'
 import { Progress } from './progress.js'
 import { formatTable } from '../util/format.js'
 import { choiceItems } from './options.js'
 import { repoPath } from '../util/repo.js'
 import { UsageError } from '../errors.js'
-
 
 export const BENCH_FAULTS_USAGE = `usage: faultline bench faults [options]
 
@@ -36,15 +44,27 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      mib: { type: 'string', default: '256' }, fraction: { type: 'string', default: '0.1' }, repeat: { type: 'string', default: '5' },
-      cpu: { type: 'string', default: '0' }, ffi: { type: 'string', default: 'koffi,ffi-napi' },
-      codec: { type: 'string', default: 'native,npm' }, images: { type: 'string' },
-      out: { type: 'string', default: 'bench-results' }, seed: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h' },
+      mib: { type: 'string', default: '256' },
+      fraction: { type: 'string', default: '0.1' },
+      repeat: { type: 'string', default: '5' },
+      cpu: { type: 'string', default: '0' },
+      ffi: { type: 'string', default: 'koffi,ffi-napi' },
+      codec: { type: 'string', default: 'native,npm' },
+      images: { type: 'string' },
+      out: { type: 'string', default: 'bench-results' },
+      seed: { type: 'string', default: '1' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_FAULTS_USAGE); return 0 }
-  const mib = Number(values.mib), fraction = Number(values.fraction), repeat = Number(values.repeat), seed = Number(values.seed)
+  if (values.help) {
+    console.log(BENCH_FAULTS_USAGE)
+    return 0
+  }
+  const mib = Number(values.mib),
+    fraction = Number(values.fraction),
+    repeat = Number(values.repeat),
+    seed = Number(values.seed)
   if (!Number.isInteger(mib) || mib < 1) throw new UsageError(`--mib: expected a whole number of MiB, got '${values.mib}'`)
   if (!(fraction > 0 && fraction <= 1)) throw new UsageError(`--fraction: expected a number in (0, 1], got '${values.fraction}'`)
   if (!Number.isInteger(repeat) || repeat < 1) throw new UsageError(`--repeat: expected a positive integer, got '${values.repeat}'`)
@@ -58,7 +78,12 @@ export async function benchFaultsCommand(argv: string[]): Promise<number> {
   mkdirSync(outDir, { recursive: true })
   const progress = new Progress('fault cost runs', 1)
   const result = await measureFaultCost({
-    mib, fraction, repeat, seed, cpu: values.cpu!, servers,
+    mib,
+    fraction,
+    repeat,
+    seed,
+    cpu: values.cpu!,
+    servers,
     imageDir: resolve(values.images ?? repoPath('.cache/bench-images')),
     onRun: progress.update,
   })
@@ -78,32 +103,71 @@ export function renderFaultCost(result: FaultCostResult, command: string): strin
   const ratio = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)}x` : '-')
   const rows = summarizeFaultCost(result.runs)
   const o = result.options
-  const out: string[] = [`Command: \`${command}\``, '',
+  const out: string[] = [
+    `Command: \`${command}\``,
+    '',
     `${o.mib} MiB guest, random ${o.fraction * 100}% of its pages (one fault each), warm page cache, ${o.repeat} rounds, medians; ` +
-    `pinned = guest and the whole server process on CPU ${o.cpu} (taskset).`, '',
-    formatTable(['server', 'pinned', 'per fault µs (guest)', `vs ${SAME_WORK_SERVER} (same work)`, `vs ${RAW_FLOOR_SERVER} (raw copy)`, 'service p50 µs (server)', 'server CPU µs/fault', 'heap B/fault', `heap B/fault from fault ${WARM_FAULTS}`],
-      rows.map(r => [r.server, r.pinned ? 'yes' : 'no', us(r.perFaultNs), ratio(r.vsSameWork), ratio(r.vsFloor), us(r.serviceP50Ns), us(r.serverCpuPerFaultNs),
-        bytes(r.heapBytesPerFault.all), bytes(r.heapBytesPerFault.warm)]),
-      { markdown: true }), '',
-    'Heap: growth of the session thread\'s young generation per fault (fixed 128 MiB semi-spaces, emptied as the session ' +
-    `starts, so no scavenge runs), over the whole session and from its ${WARM_FAULTS}th fault on, when V8 has optimised the read loop too.`, '',
-    'Per fault (guest) = the guest\'s workload time / faults: the whole round trip as the guest sees it. Service p50 is each ' +
-    'server\'s own clock: the C servers from read(2) of the message to the end of the install (UFFDIO_COPY or ZEROPAGE); ' +
-    'faultline from after the read to the end of the install (read excluded).', '']
+      `pinned = guest and the whole server process on CPU ${o.cpu} (taskset).`,
+    '',
+    formatTable(
+      [
+        'server',
+        'pinned',
+        'per fault µs (guest)',
+        `vs ${SAME_WORK_SERVER} (same work)`,
+        `vs ${RAW_FLOOR_SERVER} (raw copy)`,
+        'service p50 µs (server)',
+        'server CPU µs/fault',
+        'heap B/fault',
+        `heap B/fault from fault ${WARM_FAULTS}`,
+      ],
+      rows.map(r => [
+        r.server,
+        r.pinned ? 'yes' : 'no',
+        us(r.perFaultNs),
+        ratio(r.vsSameWork),
+        ratio(r.vsFloor),
+        us(r.serviceP50Ns),
+        us(r.serverCpuPerFaultNs),
+        bytes(r.heapBytesPerFault.all),
+        bytes(r.heapBytesPerFault.warm),
+      ]),
+      { markdown: true },
+    ),
+    '',
+    "Heap: growth of the session thread's young generation per fault (fixed 128 MiB semi-spaces, emptied as the session " +
+      `starts, so no scavenge runs), over the whole session and from its ${WARM_FAULTS}th fault on, when V8 has optimised the read loop too.`,
+    '',
+    "Per fault (guest) = the guest's workload time / faults: the whole round trip as the guest sees it. Service p50 is each " +
+      "server's own clock: the C servers from read(2) of the message to the end of the install (UFFDIO_COPY or ZEROPAGE); " +
+      'faultline from after the read to the end of the install (read excluded).',
+    '',
+  ]
   const c = result.components
   for (const cfg of FAULT_SERVERS.filter(s => s.timers)) {
     for (const pinned of [true, false]) {
       const timed = result.runs.filter(r => r.server === cfg.name && r.pinned === pinned)
       const b = breakdownRows(timed, c, cfg.codec!)
       if (b.length === 0) continue
-      out.push(`Breakdown, faultline with ${cfg.ffi} and the ${cfg.codec} codec, ${pinned ? 'pinned' : 'unpinned'} (stage timers on; ${syscallsPerFault(timed).toFixed(2)} system calls ` +
-        `a fault):`, '',
-        formatTable(['stage', 'µs per fault', 'share'], b.map(r => [r.stage, us(r.nsPerFault), `${(100 * r.share).toFixed(0)}%`]), { markdown: true }), '')
+      out.push(
+        `Breakdown, faultline with ${cfg.ffi} and the ${cfg.codec} codec, ${pinned ? 'pinned' : 'unpinned'} (stage timers on; ${syscallsPerFault(timed).toFixed(2)} system calls ` +
+          `a fault):`,
+        '',
+        formatTable(
+          ['stage', 'µs per fault', 'share'],
+          b.map(r => [r.stage, us(r.nsPerFault), `${(100 * r.share).toFixed(0)}%`]),
+          { markdown: true },
+        ),
+        '',
+      )
     }
   }
-  out.push(`Measured in isolation on the same snapshot (per non-zero page, ${(100 * c.zeroFraction).toFixed(0)}% of pages are zero): ` +
-    `pread ${us(c.preadNs)} µs; npm codec: LZ4 decode ${us(c.lz4DecodeNs)} µs, CRC-32 ${us(c.crc32Ns)} µs; native codec, both in one call: ` +
-    `${us(c.nativeDecodeNs)} µs; index lookup ${us(c.indexLookupNs)} µs; ` +
-    'the fault loop\'s source-read time is split in these proportions.', '')
+  out.push(
+    `Measured in isolation on the same snapshot (per non-zero page, ${(100 * c.zeroFraction).toFixed(0)}% of pages are zero): ` +
+      `pread ${us(c.preadNs)} µs; npm codec: LZ4 decode ${us(c.lz4DecodeNs)} µs, CRC-32 ${us(c.crc32Ns)} µs; native codec, both in one call: ` +
+      `${us(c.nativeDecodeNs)} µs; index lookup ${us(c.indexLookupNs)} µs; ` +
+      "the fault loop's source-read time is split in these proportions.",
+    '',
+  )
   return out.join('\n')
 }

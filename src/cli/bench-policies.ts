@@ -5,7 +5,15 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { runPolicyBench, type PolicyRun } from '../bench/policies.js'
-import { columnLabel, DEFAULT_TRACE_POLICIES, loadTraceSet, renderTracePoliciesSvg, runTracePolicies, winner, type TracePolicyResult } from '../bench/trace-policies.js'
+import {
+  columnLabel,
+  DEFAULT_TRACE_POLICIES,
+  loadTraceSet,
+  renderTracePoliciesSvg,
+  runTracePolicies,
+  winner,
+  type TracePolicyResult,
+} from '../bench/trace-policies.js'
 import { UsageError } from '../errors.js'
 import { DEFAULT_COST_MODEL, describeCostModel, loadCostModel, STORAGE_TIERS, type StorageTier } from '../bench/cost-model.js'
 import { Progress } from './progress.js'
@@ -43,14 +51,26 @@ export async function benchPoliciesCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      mib: { type: 'string', default: '64' }, workload: { type: 'string', default: 'mixed' },
-      rounds: { type: 'string', default: '3' }, seed: { type: 'string', default: '1' }, policies: { type: 'string' },
-      dir: { type: 'string' }, markdown: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      traces: { type: 'string' }, storage: { type: 'string' }, costs: { type: 'string' }, 'gap-scale': { type: 'string' }, out: { type: 'string' },
+      mib: { type: 'string', default: '64' },
+      workload: { type: 'string', default: 'mixed' },
+      rounds: { type: 'string', default: '3' },
+      seed: { type: 'string', default: '1' },
+      policies: { type: 'string' },
+      dir: { type: 'string' },
+      markdown: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      traces: { type: 'string' },
+      storage: { type: 'string' },
+      costs: { type: 'string' },
+      'gap-scale': { type: 'string' },
+      out: { type: 'string' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_POLICIES_USAGE); return 0 }
+  if (values.help) {
+    console.log(BENCH_POLICIES_USAGE)
+    return 0
+  }
   if (values.traces !== undefined) return tracesCommand(argv, values)
   for (const flag of ['storage', 'costs', 'gap-scale', 'out'] as const) if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --traces DIR`)
   const mib = intOption('mib', values.mib!, 1, 65536)
@@ -61,8 +81,15 @@ export async function benchPoliciesCommand(argv: string[]): Promise<number> {
   const runProgress = new Progress('policy runs', 1)
   try {
     const result = await runPolicyBench({
-      dir, mib, workload: values.workload!, rounds, seed,
-      policies: values.policies?.split(',').map(s => s.trim()).filter(Boolean),
+      dir,
+      mib,
+      workload: values.workload!,
+      rounds,
+      seed,
+      policies: values.policies
+        ?.split(',')
+        .map(s => s.trim())
+        .filter(Boolean),
       onImageProgress: imageProgress.update,
       onProgress: (done, total) => runProgress.update(done, total),
     })
@@ -74,27 +101,55 @@ export async function benchPoliciesCommand(argv: string[]): Promise<number> {
       const runs = result.runs[p]
       const total = med(runs, r => r.totalNs)
       return [
-        result.names[p].split(result.recordedTrace).join('REC'), ms(total), `${(total / baseTotal).toFixed(2)}x`, ms(med(runs, r => r.resumeNs)),
-        Math.round(med(runs, r => r.faults)), Math.round(med(runs, r => r.pagesInstalled)), Math.round(med(runs, r => r.pagesUntouched)),
-        ms(med(runs, r => r.serverCpuNs)), (med(runs, r => r.faultP50Ns) / 1000).toFixed(1),
+        result.names[p].split(result.recordedTrace).join('REC'),
+        ms(total),
+        `${(total / baseTotal).toFixed(2)}x`,
+        ms(med(runs, r => r.resumeNs)),
+        Math.round(med(runs, r => r.faults)),
+        Math.round(med(runs, r => r.pagesInstalled)),
+        Math.round(med(runs, r => r.pagesUntouched)),
+        ms(med(runs, r => r.serverCpuNs)),
+        (med(runs, r => r.faultP50Ns) / 1000).toFixed(1),
       ]
     })
     const verified = result.policies.reduce((s, p) => s + result.runs[p].reduce((a, r) => a + r.verifiedPages, 0), 0)
     const mismatches = result.policies.reduce((s, p) => s + result.runs[p].reduce((a, r) => a + r.mismatches, 0), 0)
-    console.log(`guest: ${mib} MiB, workload ${result.workload} (${result.pagesTouched} distinct pages touched), ${rounds} round(s), medians; ` +
-      `REC = a trace recorded under ondemand on the same workload\n`)
-    console.log(formatTable(['policy', 'total ms', `vs ${result.policies[0]}`, 'resume ms', 'faults', 'pages installed',
-      'installed never touched', 'server CPU ms', 'fault p50 µs'], rows, { markdown: values.markdown }))
+    console.log(
+      `guest: ${mib} MiB, workload ${result.workload} (${result.pagesTouched} distinct pages touched), ${rounds} round(s), medians; ` +
+        `REC = a trace recorded under ondemand on the same workload\n`,
+    )
+    console.log(
+      formatTable(
+        [
+          'policy',
+          'total ms',
+          `vs ${result.policies[0]}`,
+          'resume ms',
+          'faults',
+          'pages installed',
+          'installed never touched',
+          'server CPU ms',
+          'fault p50 µs',
+        ],
+        rows,
+        { markdown: values.markdown },
+      ),
+    )
     console.log(`\nmemory verified: ${verified} touched pages compared with the raw image, ${mismatches} mismatches`)
-    console.log('total = resume + workload, as the guest measures it; server CPU = the session thread\'s CPU time;\n' +
-      'installed never touched = pages the session\'s trace shows installed minus those the guest reports touching')
+    console.log(
+      "total = resume + workload, as the guest measures it; server CPU = the session thread's CPU time;\n" +
+        "installed never touched = pages the session's trace shows installed minus those the guest reports touching",
+    )
     return mismatches === 0 ? 0 : 1
   } finally {
     if (!values.dir) rmSync(dir, { recursive: true, force: true })
   }
 }
 
-async function tracesCommand(argv: string[], values: { traces?: string; policies?: string; storage?: string; costs?: string; 'gap-scale'?: string; out?: string; markdown?: boolean }): Promise<number> {
+async function tracesCommand(
+  argv: string[],
+  values: { traces?: string; policies?: string; storage?: string; costs?: string; 'gap-scale'?: string; out?: string; markdown?: boolean },
+): Promise<number> {
   for (const flag of ['mib', 'workload', 'rounds', 'seed', 'dir']) {
     if (argv.includes(`--${flag}`)) throw new UsageError(`--${flag} is for live runs, not with --traces (which simulates recorded traces)`)
   }
@@ -110,13 +165,23 @@ async function tracesCommand(argv: string[], values: { traces?: string; policies
   progress.done()
   const command = `faultline bench policies ${argv.join(' ')}`
   const date = new Date().toISOString().slice(0, 10)
-  const md = formatTraceTables(result, { command, date, markdown: values.markdown === true || values.out !== undefined, modelLines: describeCostModel(model, costs, storage) })
-  console.log(values.markdown || values.out ? md : formatTraceTables(result, { command, date, markdown: false, modelLines: describeCostModel(model, costs, storage) }))
+  const md = formatTraceTables(result, {
+    command,
+    date,
+    markdown: values.markdown === true || values.out !== undefined,
+    modelLines: describeCostModel(model, costs, storage),
+  })
+  console.log(
+    values.markdown || values.out ? md : formatTraceTables(result, { command, date, markdown: false, modelLines: describeCostModel(model, costs, storage) }),
+  )
   if (values.out) {
     const out = resolve(values.out)
     mkdirSync(out, { recursive: true })
     writeFileSync(join(out, 'results.md'), `${md}\n`)
-    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ command, date, storage, gapScale, costModel: { path: costs, ...model }, policies, rows: result.rows }, null, 2)}\n`)
+    writeFileSync(
+      join(out, 'results.json'),
+      `${JSON.stringify({ command, date, storage, gapScale, costModel: { path: costs, ...model }, policies, rows: result.rows }, null, 2)}\n`,
+    )
     writeFileSync(join(out, 'policies.svg'), renderTracePoliciesSvg(result, `estimated time relative to ondemand per trace (${storage} storage; ${date})`))
     console.error(`faultline: wrote ${join(out, 'results.md')}, results.json and policies.svg`)
   }
@@ -134,10 +199,23 @@ export function formatTraceTables(r: TracePolicyResult, o: { command: string; da
   const time = r.rows.map(row => {
     const b = base >= 0 ? row.cells[base] : undefined
     const best = winner(row, learned, r.policies)
-    return [row.entry.name, b ? b.estimatedMs.toFixed(1) : '-', ...row.cells.map(c => cell(c && b ? c.estimatedMs / b.estimatedMs : undefined, 2)), best >= 0 ? labels[best] : '-']
+    return [
+      row.entry.name,
+      b ? b.estimatedMs.toFixed(1) : '-',
+      ...row.cells.map(c => cell(c && b ? c.estimatedMs / b.estimatedMs : undefined, 2)),
+      best >= 0 ? labels[best] : '-',
+    ]
   })
   const wasted = r.rows.map(row => [row.entry.name, ...row.cells.map(c => (c ? `${c.wastedPages}` : '-'))])
-  const traces = r.rows.map(row => [row.entry.name, row.entry.what ?? '-', `${row.regionMiB.toFixed(0)} MiB`, row.accesses, row.threads, row.durationMs.toFixed(0), row.pagesFrom.split(' (')[0]])
+  const traces = r.rows.map(row => [
+    row.entry.name,
+    row.entry.what ?? '-',
+    `${row.regionMiB.toFixed(0)} MiB`,
+    row.accesses,
+    row.threads,
+    row.durationMs.toFixed(0),
+    row.pagesFrom.split(' (')[0],
+  ])
   const md = { markdown: o.markdown }
   return [
     `Command: \`${o.command}\` (${o.date}); simulated with trace simulate's session model, no guest.`,

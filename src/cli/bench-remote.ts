@@ -37,7 +37,6 @@ or AWS_ENDPOINT_URL) it starts a throwaway Ceph cluster (scripts/ceph/start.sh) 
   --out DIR          where results go (default bench-results)
   --seed N           image seed (default 1)`
 
-
 function list(name: string, text: string): string[] {
   const items = listOption(text)
   if (items.length === 0) throw new UsageError(`--${name}: expected a comma-separated list, got '${text}'`)
@@ -54,20 +53,34 @@ export async function benchRemoteCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      mib: { type: 'string', default: '32' }, workload: { type: 'string', default: 'random:0.25,sequential' },
-      policies: { type: 'string', default: 'ondemand,readahead:128' }, rtt: { type: 'string', default: '0,1,10' },
-      rounds: { type: 'string', default: '3' }, cpu: { type: 'string', default: '0' }, pin: { type: 'string', default: 'both' },
-      concurrency: { type: 'string', default: '8' }, endpoint: { type: 'string' }, out: { type: 'string', default: 'bench-results' },
-      seed: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h' },
+      mib: { type: 'string', default: '32' },
+      workload: { type: 'string', default: 'random:0.25,sequential' },
+      policies: { type: 'string', default: 'ondemand,readahead:128' },
+      rtt: { type: 'string', default: '0,1,10' },
+      rounds: { type: 'string', default: '3' },
+      cpu: { type: 'string', default: '0' },
+      pin: { type: 'string', default: 'both' },
+      concurrency: { type: 'string', default: '8' },
+      endpoint: { type: 'string' },
+      out: { type: 'string', default: 'bench-results' },
+      seed: { type: 'string', default: '1' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_REMOTE_USAGE); return 0 }
+  if (values.help) {
+    console.log(BENCH_REMOTE_USAGE)
+    return 0
+  }
   const mib = whole('mib', values.mib!)
   const rounds = whole('rounds', values.rounds!)
   const concurrency = whole('concurrency', values.concurrency!)
   const seed = whole('seed', values.seed!, 0)
-  const rttsMs = list('rtt', values.rtt!).map(r => { const n = Number(r); if (!(n >= 0)) throw new UsageError(`--rtt: '${r}' is not a number of ms`); return n })
+  const rttsMs = list('rtt', values.rtt!).map(r => {
+    const n = Number(r)
+    if (!(n >= 0)) throw new UsageError(`--rtt: '${r}' is not a number of ms`)
+    return n
+  })
   if (!/^\d+$/.test(values.cpu!)) throw new UsageError(`--cpu: expected one CPU number, got '${values.cpu}'`)
   const pinModes = { both: [true, false], yes: [true], no: [false] }[values.pin as 'both' | 'yes' | 'no']
   if (!pinModes) throw new UsageError(`--pin: expected both, yes or no, got '${values.pin}'`)
@@ -75,7 +88,8 @@ export async function benchRemoteCommand(argv: string[]): Promise<number> {
   const workDir = mkdtempSync(join(tmpdir(), 'fl-bench-remote-'))
   let ceph: CephCluster | undefined
   try {
-    const raw = join(workDir, 'mem.raw'), snap = join(workDir, 'mem.snap')
+    const raw = join(workDir, 'mem.raw'),
+      snap = join(workDir, 'mem.snap')
     writeSyntheticImage(raw, mib * 2 ** 20, { seed })
     await createSnapshot(raw, snap)
     let env: NodeJS.ProcessEnv = process.env
@@ -95,9 +109,21 @@ export async function benchRemoteCommand(argv: string[]): Promise<number> {
     }
     const progress = new Progress('remote bench runs', 1)
     const runs = await runRemoteBench({
-      snapshotPath: snap, rawPath: raw, url, endpoint: settings.endpoint!, env: { ...env, AWS_ENDPOINT_URL_S3: settings.endpoint },
-      mib, workloads: list('workload', values.workload!), policies: list('policies', values.policies!), rttsMs, rounds,
-      cpu: values.cpu, pinModes, workDir, concurrency, onRun: progress.update,
+      snapshotPath: snap,
+      rawPath: raw,
+      url,
+      endpoint: settings.endpoint!,
+      env: { ...env, AWS_ENDPOINT_URL_S3: settings.endpoint },
+      mib,
+      workloads: list('workload', values.workload!),
+      policies: list('policies', values.policies!),
+      rttsMs,
+      rounds,
+      cpu: values.cpu,
+      pinModes,
+      workDir,
+      concurrency,
+      onRun: progress.update,
     })
     progress.done()
     const command = `faultline bench remote ${argv.join(' ')}`.trim()
@@ -150,10 +176,18 @@ export function summarizeRemoteBench(runs: RemoteRun[]): RemoteSummaryRow[] {
     const local = runs.filter(r => r.source === 'local' && r.pinned === r0.pinned && r.workload === r0.workload && r.policy === localPolicy)
     const workloadNs = median(g.map(r => r.workloadNs))
     rows.push({
-      pinned: r0.pinned, workload: r0.workload, policy: r0.policy, source: r0.source, rttMs: r0.rttMs, workloadNs,
+      pinned: r0.pinned,
+      workload: r0.workload,
+      policy: r0.policy,
+      source: r0.source,
+      rttMs: r0.rttMs,
+      workloadNs,
       vsLocal: workloadNs / median(local.map(r => r.workloadNs)),
-      faultP50Ns: median(g.map(r => r.faultP50Ns)), faultP99Ns: median(g.map(r => r.faultP99Ns)),
-      remoteWaits: median(g.map(r => r.remoteWaits)), gets: median(g.map(r => r.gets)), getP50Ms: median(g.map(r => r.getP50Ms)),
+      faultP50Ns: median(g.map(r => r.faultP50Ns)),
+      faultP99Ns: median(g.map(r => r.faultP99Ns)),
+      remoteWaits: median(g.map(r => r.remoteWaits)),
+      gets: median(g.map(r => r.gets)),
+      getP50Ms: median(g.map(r => r.getP50Ms)),
       bytesFetched: median(g.map(r => r.bytesFetched)),
       fetchedPerNeeded: median(g.map(r => r.bytesFetched / Math.max(1, r.neededStoredBytes))),
       fetchedPerTouched: median(g.map(r => r.bytesFetched / Math.max(1, r.pagesTouched * 4096))),
@@ -167,20 +201,56 @@ export function renderRemoteBench(runs: RemoteRun[], o: { command: string; mib: 
   const us = (ns: number) => (ns / 1000).toFixed(ns < 100_000 ? 1 : 0)
   const ms = (ns: number) => (ns / 1e6).toFixed(1)
   const sourceName = { local: 'local file', cold: 's3 cold cache', warm: 's3 warm cache', 'warm-small': 's3 warm, small cache' }
-  const out = [`Command: \`${o.command}\``, '',
+  const out = [
+    `Command: \`${o.command}\``,
+    '',
     `${o.mib} MiB guest, ${o.rounds} rounds, medians; ${o.concurrency} GETs in flight at most; pinned = the guest and every ` +
-    `thread of the server on CPU ${o.cpu} (taskset), radosgw unpinned. RTT = round trip added by the delay proxy (0: straight ` +
-    'to radosgw on loopback). Warm = a second guest from the same server (its chunk cache holds what the first fetched); ' +
-    'small cache = half the bytes the first guest needed.', '',
-    formatTable(['pinned', 'workload', 'policy', 'source', 'RTT ms', 'workload ms', 'vs local', 'fault p50 µs', 'fault p99 µs',
-      'faults waited', 'GETs', 'GET p50 ms', 'fetched KiB', 'fetched / needed', 'fetched / touched'],
-    rows.map(r => [r.pinned ? 'yes' : 'no', r.workload, r.policy, sourceName[r.source], r.source === 'local' ? '-' : String(r.rttMs),
-      ms(r.workloadNs), `${r.vsLocal.toFixed(2)}x`, us(r.faultP50Ns), us(r.faultP99Ns), String(r.remoteWaits), String(r.gets),
-      r.gets > 0 ? r.getP50Ms.toFixed(1) : '-',
-      (r.bytesFetched / 1024).toFixed(0), r.source === 'local' ? '-' : r.fetchedPerNeeded.toFixed(2), r.source === 'local' ? '-' : r.fetchedPerTouched.toFixed(2)]),
-    { markdown: true }), '',
+      `thread of the server on CPU ${o.cpu} (taskset), radosgw unpinned. RTT = round trip added by the delay proxy (0: straight ` +
+      'to radosgw on loopback). Warm = a second guest from the same server (its chunk cache holds what the first fetched); ' +
+      'small cache = half the bytes the first guest needed.',
+    '',
+    formatTable(
+      [
+        'pinned',
+        'workload',
+        'policy',
+        'source',
+        'RTT ms',
+        'workload ms',
+        'vs local',
+        'fault p50 µs',
+        'fault p99 µs',
+        'faults waited',
+        'GETs',
+        'GET p50 ms',
+        'fetched KiB',
+        'fetched / needed',
+        'fetched / touched',
+      ],
+      rows.map(r => [
+        r.pinned ? 'yes' : 'no',
+        r.workload,
+        r.policy,
+        sourceName[r.source],
+        r.source === 'local' ? '-' : String(r.rttMs),
+        ms(r.workloadNs),
+        `${r.vsLocal.toFixed(2)}x`,
+        us(r.faultP50Ns),
+        us(r.faultP99Ns),
+        String(r.remoteWaits),
+        String(r.gets),
+        r.gets > 0 ? r.getP50Ms.toFixed(1) : '-',
+        (r.bytesFetched / 1024).toFixed(0),
+        r.source === 'local' ? '-' : r.fetchedPerNeeded.toFixed(2),
+        r.source === 'local' ? '-' : r.fetchedPerTouched.toFixed(2),
+      ]),
+      { markdown: true },
+    ),
+    '',
     'fetched / needed: chunk bytes fetched over the stored (compressed) bytes of the pages the guest touched, the read ' +
-    'amplification of 64-page chunks; fetched / touched: over the raw bytes the guest touched. Fault p50/p99: the server\'s ' +
-    'service time of a fault, waits for the store included.', '']
+      "amplification of 64-page chunks; fetched / touched: over the raw bytes the guest touched. Fault p50/p99: the server's " +
+      'service time of a fault, waits for the store included.',
+    '',
+  ]
   return out.join('\n')
 }

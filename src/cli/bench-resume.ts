@@ -12,7 +12,6 @@ import { choiceItems, listOption } from './options.js'
 import { repoPath } from '../util/repo.js'
 import { UsageError } from '../errors.js'
 
-
 export const BENCH_RESUME_USAGE = `usage: faultline bench resume [--quick] [options]
 
 Resumes the native guest in every mode, interleaved, and writes DIR/results.json,
@@ -66,16 +65,30 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      quick: { type: 'boolean' }, sizes: { type: 'string' }, 'working-sets': { type: 'string' },
-      patterns: { type: 'string' }, workloads: { type: 'string' }, modes: { type: 'string' }, cache: { type: 'string' },
-      repeat: { type: 'string' }, cold: { type: 'string', default: 'drop-caches' }, cpus: { type: 'string' },
-      ffi: { type: 'string', default: 'koffi' }, images: { type: 'string' }, out: { type: 'string', default: 'bench-results' },
-      'plot-workload': { type: 'string' }, seed: { type: 'string', default: '1' }, 'no-verify': { type: 'boolean' },
+      quick: { type: 'boolean' },
+      sizes: { type: 'string' },
+      'working-sets': { type: 'string' },
+      patterns: { type: 'string' },
+      workloads: { type: 'string' },
+      modes: { type: 'string' },
+      cache: { type: 'string' },
+      repeat: { type: 'string' },
+      cold: { type: 'string', default: 'drop-caches' },
+      cpus: { type: 'string' },
+      ffi: { type: 'string', default: 'koffi' },
+      images: { type: 'string' },
+      out: { type: 'string', default: 'bench-results' },
+      'plot-workload': { type: 'string' },
+      seed: { type: 'string', default: '1' },
+      'no-verify': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_RESUME_USAGE); return 0 }
+  if (values.help) {
+    console.log(BENCH_RESUME_USAGE)
+    return 0
+  }
   const quick = values.quick ?? false
   const sizesMiB = listOption(values.sizes ?? (quick ? '256M,512M' : '256M,512M,1G,2G,4G,8G')).map(parseSizeMiB)
   const percents = listOption(values['working-sets'] ?? (quick ? '5,25' : '5,25,100')).map(p => {
@@ -84,9 +97,10 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
     return n / 100
   })
   const patterns = choiceItems<AccessPattern>('patterns', listOption(values.patterns ?? 'random,sequential'), ['sequential', 'random'])
-  const workloads: Workload[] = values.workloads !== undefined
-    ? listOption(values.workloads).map(parseWorkload)
-    : patterns.flatMap(pattern => percents.map(fraction => ({ pattern, fraction })))
+  const workloads: Workload[] =
+    values.workloads !== undefined
+      ? listOption(values.workloads).map(parseWorkload)
+      : patterns.flatMap(pattern => percents.map(fraction => ({ pattern, fraction })))
   const caches = choiceItems<CacheState>('cache', listOption(values.cache ?? CACHE_STATES.join(',')), [...CACHE_STATES])
   const repeat = Number(values.repeat ?? (quick ? 2 : 3))
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new UsageError(`--repeat: expected 1..100, got '${values.repeat}'`)
@@ -110,12 +124,23 @@ export async function benchResumeCommand(argv: string[]): Promise<number> {
     if (done >= total) imageProgress.done()
   }
   const result = await runSweep({
-    sizesMiB, workloads, modes, caches, repeat, seed,
+    sizesMiB,
+    workloads,
+    modes,
+    caches,
+    repeat,
+    seed,
     imageDir: resolve(values.images ?? repoPath('.cache/bench-images')),
-    cold: values.cold as ColdMethod, cpus: values.cpus, verify: !values['no-verify'],
+    cold: values.cold as ColdMethod,
+    cpus: values.cpus,
+    verify: !values['no-verify'],
     serverEnv: values.ffi === 'ffi-napi' ? { FAULTLINE_FFI: 'ffi-napi' } : undefined,
-    log: line => { progress.clear(); console.error(`bench: ${line}`) },
-    onProgress: progress.update, onImageProgress,
+    log: line => {
+      progress.clear()
+      console.error(`bench: ${line}`)
+    },
+    onProgress: progress.update,
+    onImageProgress,
   })
   progress.done()
   const command = `faultline bench resume ${argv.join(' ')}`.trim()

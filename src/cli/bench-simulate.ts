@@ -21,19 +21,40 @@ export async function benchSimulateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      pages: { type: 'string', default: '4194304' }, policies: { type: 'string', default: 'ondemand,readahead,adaptive,background' },
-      rounds: { type: 'string', default: '5' }, seed: { type: 'string', default: '1' }, costs: { type: 'string' },
-      markdown: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      pages: { type: 'string', default: '4194304' },
+      policies: { type: 'string', default: 'ondemand,readahead,adaptive,background' },
+      rounds: { type: 'string', default: '5' },
+      seed: { type: 'string', default: '1' },
+      costs: { type: 'string' },
+      markdown: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_SIMULATE_USAGE); return 0 }
+  if (values.help) {
+    console.log(BENCH_SIMULATE_USAGE)
+    return 0
+  }
   const pages = intOption('pages', values.pages!, 1024, 2 ** 28)
   const rounds = intOption('rounds', values.rounds!, 1, 100)
   const seed = intOption('seed', values.seed!, 0, 2 ** 31)
-  const rows = await measureSimulateSpeed({ pages, rounds, seed, policies: listOption(values.policies!), model: loadCostModel(values.costs ?? DEFAULT_COST_MODEL) })
-  console.log(`faultline bench simulate ${argv.join(' ')}`.trim() + `: ${new Date().toISOString().slice(0, 10)}, node ${process.version}, medians of ${rounds} round(s) after a warm-up`)
-  console.log(formatTable(['policy', 'accesses', 'faults', 'accesses/s', 'ms a round (median)'],
-    rows.map(r => [r.policy, r.accesses, r.faults, `${(r.accessesPerSecond / 1e6).toFixed(2)} M`, (r.accesses / r.accessesPerSecond * 1000).toFixed(0)]), { markdown: values.markdown }))
+  const rows = await measureSimulateSpeed({
+    pages,
+    rounds,
+    seed,
+    policies: listOption(values.policies!),
+    model: loadCostModel(values.costs ?? DEFAULT_COST_MODEL),
+  })
+  console.log(
+    `faultline bench simulate ${argv.join(' ')}`.trim() +
+      `: ${new Date().toISOString().slice(0, 10)}, node ${process.version}, medians of ${rounds} round(s) after a warm-up`,
+  )
+  console.log(
+    formatTable(
+      ['policy', 'accesses', 'faults', 'accesses/s', 'ms a round (median)'],
+      rows.map(r => [r.policy, r.accesses, r.faults, `${(r.accessesPerSecond / 1e6).toFixed(2)} M`, ((r.accesses / r.accessesPerSecond) * 1000).toFixed(0)]),
+      { markdown: values.markdown },
+    ),
+  )
   return 0
 }

@@ -14,7 +14,6 @@ import { choiceItems, listOption } from './options.js'
 import { repoPath } from '../util/repo.js'
 import { UsageError } from '../errors.js'
 
-
 export const BENCH_VM_USAGE = `usage: faultline bench vm [options]
 
 Boots the test guest once per RAM size (kept in --checkpoints), then resumes it in every mode,
@@ -42,15 +41,27 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      sizes: { type: 'string', default: '256M,512M,1G,2G,4G' }, modes: { type: 'string' }, cache: { type: 'string', default: 'warm,cold' },
-      cold: { type: 'string', default: 'fadvise' }, pin: { type: 'string' }, cpus: { type: 'string' }, repeat: { type: 'string', default: '3' },
-      'workload-fraction': { type: 'string' }, checkpoints: { type: 'string' }, image: { type: 'string' }, timeout: { type: 'string', default: '900' },
-      out: { type: 'string', default: 'bench-results' }, help: { type: 'boolean', short: 'h' },
+      sizes: { type: 'string', default: '256M,512M,1G,2G,4G' },
+      modes: { type: 'string' },
+      cache: { type: 'string', default: 'warm,cold' },
+      cold: { type: 'string', default: 'fadvise' },
+      pin: { type: 'string' },
+      cpus: { type: 'string' },
+      repeat: { type: 'string', default: '3' },
+      'workload-fraction': { type: 'string' },
+      checkpoints: { type: 'string' },
+      image: { type: 'string' },
+      timeout: { type: 'string', default: '900' },
+      out: { type: 'string', default: 'bench-results' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(BENCH_VM_USAGE); return 0 }
-  const sizesMiB = listOption(values.sizes!).map((s) => parseRamMiB(s, '--sizes'))
+  if (values.help) {
+    console.log(BENCH_VM_USAGE)
+    return 0
+  }
+  const sizesMiB = listOption(values.sizes!).map(s => parseRamMiB(s, '--sizes'))
   const modes = values.modes ? listOption(values.modes) : VM_DEFAULT_MODES
   modes.forEach(planMode)
   const caches = choiceItems<CacheState>('cache', listOption(values.cache!), ['warm', 'cold'])
@@ -59,7 +70,8 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
   const repeat = Number(values.repeat)
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 100) throw new UsageError(`--repeat: expected 1..100, got '${values.repeat}'`)
   const fraction = values['workload-fraction'] === undefined ? undefined : Number(values['workload-fraction'])
-  if (fraction !== undefined && !(fraction > 0 && fraction <= 0.75)) throw new UsageError(`--workload-fraction: expected a number in (0, 0.75], got '${values['workload-fraction']}'`)
+  if (fraction !== undefined && !(fraction > 0 && fraction <= 0.75))
+    throw new UsageError(`--workload-fraction: expected a number in (0, 0.75], got '${values['workload-fraction']}'`)
   const timeoutS = Number(values.timeout)
   if (!(timeoutS > 0)) throw new UsageError(`--timeout: expected seconds > 0, got '${values.timeout}'`)
   const outDir = resolve(values.out!)
@@ -68,11 +80,22 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
   const progress = new Progress('vm sweep', 1)
   const snapProgress = new Progress('compress RAM', 1)
   const result = await runVmSweep({
-    sizesMiB, modes, caches, pinnings, cpus: values.cpus, repeat, workloadFraction: fraction,
+    sizesMiB,
+    modes,
+    caches,
+    pinnings,
+    cpus: values.cpus,
+    repeat,
+    workloadFraction: fraction,
     checkpointDir: resolve(values.checkpoints ?? repoPath('.cache/vm-bench')),
     imageDir: resolve(values.image ?? DEFAULT_IMAGE_DIR),
-    cold: values.cold as ColdMethod, timeoutMs: timeoutS * 1000,
-    log: (line) => { progress.clear(); snapProgress.clear(); console.error(`bench vm: ${line}`) },
+    cold: values.cold as ColdMethod,
+    timeoutMs: timeoutS * 1000,
+    log: line => {
+      progress.clear()
+      snapProgress.clear()
+      console.error(`bench vm: ${line}`)
+    },
     onProgress: progress.update,
     onSnapshotProgress: snapProgress.update,
   })
@@ -97,7 +120,7 @@ export async function benchVmCommand(argv: string[]): Promise<number> {
   }
   for (const s of result.skipped) console.log(`skipped ${s.sizeMiB} MiB: ${s.reason}`)
   console.log(`\nwrote ${join(outDir, 'vm-results.json')}, vm-results.md, ${plots.join(', ')}`)
-  const bad = result.runs.filter((r) => !r.ok)
+  const bad = result.runs.filter(r => !r.ok)
   if (bad.length) console.error(`bench vm: ${bad.length} of ${result.runs.length} resumes failed or printed another checksum`)
   // A size skipped for lack of memory is reported above, not a failure.
   return bad.length === 0 ? 0 : 1

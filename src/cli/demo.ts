@@ -35,21 +35,36 @@ earlier guest, so its decoded cache holds every page).
   --dir DIR       keep the image and snapshot in DIR (default: a temporary directory, removed)`
 
 const MODES = ['eager', 'mmap', 'faultline', 'faultline-cache'] as const
-type Mode = typeof MODES[number]
+type Mode = (typeof MODES)[number]
 type Case = 'cold' | 'hot'
 
-interface Samples { resume: number[]; first: number[]; workload: number[]; total: number[]; faults: number[]; bytesRead: number[]; verified: number; mismatches: number }
+interface Samples {
+  resume: number[]
+  first: number[]
+  workload: number[]
+  total: number[]
+  faults: number[]
+  bytesRead: number[]
+  verified: number
+  mismatches: number
+}
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      mib: { type: 'string', default: '512' }, workload: { type: 'string', default: 'random:0.25' },
-      repeat: { type: 'string', default: '3' }, policy: { type: 'string', default: 'background' },
-      dir: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      mib: { type: 'string', default: '512' },
+      workload: { type: 'string', default: 'random:0.25' },
+      repeat: { type: 'string', default: '3' },
+      policy: { type: 'string', default: 'background' },
+      dir: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
   })
-  if (values.help) { console.log(DEMO_USAGE); return 0 }
+  if (values.help) {
+    console.log(DEMO_USAGE)
+    return 0
+  }
   const mib = Number(values.mib)
   if (!Number.isInteger(mib) || mib < 1 || mib > 65536) throw new UsageError(`--mib: expected a whole number of MiB from 1 to 65536, got '${values.mib}'`)
   const repeat = Number(values.repeat)
@@ -75,13 +90,20 @@ async function runDemo(dir: string, mib: number, workload: string, repeat: numbe
   const h = created.header
   const snapBytes = statSync(snap).size
   const socket = join(dir, 'faultline.sock')
-  console.log(`image: ${formatBytes(bytes)} synthetic guest RAM -> snapshot ${formatBytes(snapBytes)} ` +
-    `(ratio ${(bytes / snapBytes).toFixed(2)}; ${h.zeroPages} zero, ${h.lz4Pages} lz4, ${h.rawPages} raw pages)`)
-  console.log(`guest: ${mib} MiB, workload ${workload}, ${repeat} run(s) of each mode, medians; faultline policy ${policy}; ` +
-    `page codec ${pageCodecName}${codecNotice() ? ` (${codecNotice()})` : ''}`)
+  console.log(
+    `image: ${formatBytes(bytes)} synthetic guest RAM -> snapshot ${formatBytes(snapBytes)} ` +
+      `(ratio ${(bytes / snapBytes).toFixed(2)}; ${h.zeroPages} zero, ${h.lz4Pages} lz4, ${h.rawPages} raw pages)`,
+  )
+  console.log(
+    `guest: ${mib} MiB, workload ${workload}, ${repeat} run(s) of each mode, medians; faultline policy ${policy}; ` +
+      `page codec ${pageCodecName}${codecNotice() ? ` (${codecNotice()})` : ''}`,
+  )
 
   const common = ['--mib', String(mib), '--workload', workload, '--verify', raw]
-  const fresh = (): Record<Mode, Samples> => Object.fromEntries(MODES.map(m => [m, { resume: [], first: [], workload: [], total: [], faults: [], bytesRead: [], verified: 0, mismatches: 0 }])) as unknown as Record<Mode, Samples>
+  const fresh = (): Record<Mode, Samples> =>
+    Object.fromEntries(
+      MODES.map(m => [m, { resume: [], first: [], workload: [], total: [], faults: [], bytesRead: [], verified: 0, mismatches: 0 }]),
+    ) as unknown as Record<Mode, Samples>
   const results: Record<Case, Record<Mode, Samples>> = { cold: fresh(), hot: fresh() }
   const progress = new Progress('resume runs', 2 * repeat * MODES.length)
   let runs = 0
@@ -92,14 +114,26 @@ async function runDemo(dir: string, mib: number, workload: string, repeat: numbe
     const s = results[c][m]
     const faults = cost ? cost.faults : r.minflt + r.majflt
     const read = r.io_read_bytes + (cost?.readBytes ?? 0)
-    s.resume.push(r.resume_ns); s.first.push(r.first_access_ns ?? NaN); s.workload.push(r.workload_ns); s.total.push(r.total_ns)
-    s.faults.push(faults); s.bytesRead.push(read); s.verified += r.verified_pages; s.mismatches += r.mismatches
-    if (r.mismatches > 0) { progress.clear(); console.error(`demo: ${m} ${c}: ${r.mismatches} touched pages differ from the image`) }
+    s.resume.push(r.resume_ns)
+    s.first.push(r.first_access_ns ?? NaN)
+    s.workload.push(r.workload_ns)
+    s.total.push(r.total_ns)
+    s.faults.push(faults)
+    s.bytesRead.push(read)
+    s.verified += r.verified_pages
+    s.mismatches += r.mismatches
+    if (r.mismatches > 0) {
+      progress.clear()
+      console.error(`demo: ${m} ${c}: ${r.mismatches} touched pages differ from the image`)
+    }
     progress.update(++runs)
   }
-  const guestArgs = (m: Mode): string[] => m === 'eager' ? ['--source', `eager:${raw}`, ...common]
-    : m === 'mmap' ? ['--source', `mmap:${raw}`, ...common]
-    : ['--socket', socket, '--map', m === 'faultline-cache' ? 'cache' : 'anonymous', ...common]
+  const guestArgs = (m: Mode): string[] =>
+    m === 'eager'
+      ? ['--source', `eager:${raw}`, ...common]
+      : m === 'mmap'
+        ? ['--source', `mmap:${raw}`, ...common]
+        : ['--socket', socket, '--map', m === 'faultline-cache' ? 'cache' : 'anonymous', ...common]
 
   try {
     // Cold: the seed's own case, a resume from files on disk. A fresh server each faultline run,
@@ -113,7 +147,8 @@ async function runDemo(dir: string, mib: number, workload: string, repeat: numbe
           if (m.startsWith('faultline')) warmPageCache(raw)
           dropPageCache('fadvise', m.startsWith('faultline') ? [snap] : [raw, snap])
           const r = await runGuestProcess(guestArgs(m))
-          if (m === 'faultline-cache' && r.map !== 'cache') throw new BenchError(`the server gave the guest anonymous memory, not its decoded cache (${server?.cacheDescription ?? 'none'})`)
+          if (m === 'faultline-cache' && r.map !== 'cache')
+            throw new BenchError(`the server gave the guest anonymous memory, not its decoded cache (${server?.cacheDescription ?? 'none'})`)
           const cost = await server?.finish()
           cacheLine ||= server?.cacheDescription ?? ''
           record('cold', m, r, cost)
@@ -155,8 +190,16 @@ async function runDemo(dir: string, mib: number, workload: string, repeat: numbe
     const mmapTotal = median(res.mmap.total)
     const rows = MODES.map(m => {
       const r = res[m]
-      return [m === 'faultline' || m === 'faultline-cache' ? `${m} ${policy}` : m, ms(median(r.resume)), ms(median(r.first)), ms(median(r.workload)), ms(median(r.total)),
-        `${(median(r.total) / mmapTotal).toFixed(2)}x`, Math.round(median(r.faults)), formatBytes(median(r.bytesRead))]
+      return [
+        m === 'faultline' || m === 'faultline-cache' ? `${m} ${policy}` : m,
+        ms(median(r.resume)),
+        ms(median(r.first)),
+        ms(median(r.workload)),
+        ms(median(r.total)),
+        `${(median(r.total) / mmapTotal).toFixed(2)}x`,
+        Math.round(median(r.faults)),
+        formatBytes(median(r.bytesRead)),
+      ]
     })
     console.log(`\n${titles[c]}\n`)
     console.log(formatTable(['mode', 'resume ms', 'first access ms', 'workload ms', 'total ms', 'vs mmap', 'faults', 'read from storage'], rows))
@@ -165,7 +208,9 @@ async function runDemo(dir: string, mib: number, workload: string, repeat: numbe
   const verified = all.reduce((s, r) => s + r.verified, 0)
   const mismatches = all.reduce((s, r) => s + r.mismatches, 0)
   console.log(`\nmemory verified: ${verified} touched pages compared with the raw image across all runs, ${mismatches} mismatches`)
-  console.log('resume = until the guest can run; first access = until its first touched page is readable; total = resume + workload; ' +
-    'faults = taken by the guest (eager, mmap) or served by the page server (faultline); read from storage = page-cache misses of guest and server')
+  console.log(
+    'resume = until the guest can run; first access = until its first touched page is readable; total = resume + workload; ' +
+      'faults = taken by the guest (eager, mmap) or served by the page server (faultline); read from storage = page-cache misses of guest and server',
+  )
   return mismatches === 0 ? 0 : 1
 }

@@ -6,9 +6,12 @@ type Command = (argv: string[]) => Promise<number>
 /** Subcommands, loaded on use so `faultline snapshot info` does not load the server. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   snapshot: { summary: 'create | info | verify | extract a compressed snapshot', load: async () => (await import('./snapshot.js')).snapshotCommand },
-  serve: { summary: 'serve guests\' page faults from a snapshot', load: async () => (await import('./serve.js')).serveCommand },
+  serve: { summary: "serve guests' page faults from a snapshot", load: async () => (await import('./serve.js')).serveCommand },
   demo: { summary: 'the built-in demo: eager vs mmap vs faultline on a synthetic image', load: async () => (await import('./demo.js')).demoCommand },
-  bench: { summary: 'benchmarks: resume modes, per-fault cost, policies, trace overhead (bench --help)', load: async () => (await import('./bench.js')).benchCommand },
+  bench: {
+    summary: 'benchmarks: resume modes, per-fault cost, policies, trace overhead (bench --help)',
+    load: async () => (await import('./bench.js')).benchCommand,
+  },
   trace: { summary: 'stats | export | plot | replay a fault trace (serve --trace records one)', load: async () => (await import('./trace.js')).traceCommand },
   vm: { summary: 'image | snapshot | resume a real QEMU VM (eager, mmap or faultline)', load: async () => (await import('./vm.js')).vmCommand },
 }
@@ -20,7 +23,9 @@ const SERVING = new Set(['serve', 'demo', 'bench', 'trace', 'vm'])
 export const USAGE = `usage: faultline <command> [options]
 
 commands:
-${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`).join('\n')}
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`)
+  .join('\n')}
 
 Run \`faultline <command> --help\` for a command's options.`
 
@@ -44,7 +49,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  code => { process.exitCode = code },
+  code => {
+    process.exitCode = code
+  },
   err => {
     console.error(formatCliError(err))
     process.exitCode = exitStatusOf(err)

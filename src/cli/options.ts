@@ -22,7 +22,10 @@ export function decimalOption(name: string, value: string | undefined, min: numb
 
 /** A comma-separated list option: items trimmed, blank ones dropped. */
 export function listOption(text: string): string[] {
-  return text.split(',').map(s => s.trim()).filter(Boolean)
+  return text
+    .split(',')
+    .map(s => s.trim())
+    .filter(Boolean)
 }
 
 /** Items of a list option that must each be one of `choices` (a UsageError "--NAME: expected
@@ -47,7 +50,10 @@ export function joinNegativeValues(argv: readonly string[], options: Record<stri
   }
   const out: string[] = []
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--') { out.push(...argv.slice(i)); break }
+    if (argv[i] === '--') {
+      out.push(...argv.slice(i))
+      break
+    }
     const name = takesValue.get(argv[i])
     if (name !== undefined && i + 1 < argv.length && /^-[\d.]/.test(argv[i + 1])) {
       out.push(`--${name}=${argv[i + 1]}`)

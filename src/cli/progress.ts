@@ -66,9 +66,7 @@ export class Progress {
     if (!this.enabled) return
     const t = this.now()
     const secs = (t - this.startMs) / 1000
-    const text =
-      summary ??
-      `${this.label}  ${formatBytes(this.doneBytes)} in ${secs.toFixed(1)} s (${formatRate(secs > 0 ? this.doneBytes / secs : 0)})`
+    const text = summary ?? `${this.label}  ${formatBytes(this.doneBytes)} in ${secs.toFixed(1)} s (${formatRate(secs > 0 ? this.doneBytes / secs : 0)})`
     this.stream.write(`\r\x1b[2K${text}\n`)
     this.drawn = false
   }

@@ -54,12 +54,21 @@ AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY):
   --fetch-concurrency N GETs in flight at once (default 8)`
 
 const SERVE_OPTIONS = {
-  snapshot: { type: 'string' }, socket: { type: 'string' }, policy: { type: 'string' },
-  trace: { type: 'string' }, 'allow-uid': { type: 'string', multiple: true },
-  'allow-any-uid': { type: 'boolean' }, 'warm-workers': { type: 'string' },
-  'max-sessions': { type: 'string' }, 'stall-timeout': { type: 'string' }, 'log-format': { type: 'string' },
-  once: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-  endpoint: { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' },
+  snapshot: { type: 'string' },
+  socket: { type: 'string' },
+  policy: { type: 'string' },
+  trace: { type: 'string' },
+  'allow-uid': { type: 'string', multiple: true },
+  'allow-any-uid': { type: 'boolean' },
+  'warm-workers': { type: 'string' },
+  'max-sessions': { type: 'string' },
+  'stall-timeout': { type: 'string' },
+  'log-format': { type: 'string' },
+  once: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  endpoint: { type: 'string' },
+  'cache-dir': { type: 'string' },
+  'cache-size': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
   'cache-memory': { type: 'string' }, 'fill-workers': { type: 'string' }, 'cache-folios': { type: 'string' }, learn: { type: 'string' },
   'on-unservable': { type: 'string' }, metrics: { type: 'string' },
@@ -76,15 +85,26 @@ function cacheMemory(text: string | undefined): number | undefined {
 export function learnDir(dir: string | undefined): string | undefined {
   if (dir === undefined) return undefined
   let st
-  try { st = statSync(dir) } catch (err) { throw new UsageError(`--learn ${dir}: ${describeError(err)}`) }
+  try {
+    st = statSync(dir)
+  } catch (err) {
+    throw new UsageError(`--learn ${dir}: ${describeError(err)}`)
+  }
   if (!st.isDirectory()) throw new UsageError(`--learn ${dir}: not a directory`)
-  try { accessSync(dir, constants.W_OK) } catch { throw new UsageError(`--learn ${dir}: not writable`) }
+  try {
+    accessSync(dir, constants.W_OK)
+  } catch {
+    throw new UsageError(`--learn ${dir}: not writable`)
+  }
   return dir
 }
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: joinNegativeValues(argv, SERVE_OPTIONS), options: SERVE_OPTIONS, strict: true })
-  if (values.help) { console.log(SERVE_USAGE); return 0 }
+  if (values.help) {
+    console.log(SERVE_USAGE)
+    return 0
+  }
   if (!values.snapshot) throw new UsageError('serve: --snapshot is required')
   if (!values.socket) throw new UsageError('serve: --socket is required')
   const remote = isS3Url(values.snapshot)
@@ -132,37 +152,65 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (endpoint !== undefined) logger.info(`metrics on http://${endpoint.address}/metrics`, { metrics: endpoint.address })
   if (server.store) {
     const st = server.store.stats
-    logger.info(`chunk cache ${server.store.cache.dir}: ${st.cache.entries} chunks (${formatBytes(st.cache.bytes)}) of at most ${formatBytes(server.store.cache.capacityBytes)}; ` +
-      `header and index fetched in ${st.requests} GET(s), ${formatBytes(st.bytesFetched)}`,
-      { cacheDir: server.store.cache.dir, cacheChunks: st.cache.entries, cacheBytes: st.cache.bytes, gets: st.requests, bytesFetched: st.bytesFetched })
+    logger.info(
+      `chunk cache ${server.store.cache.dir}: ${st.cache.entries} chunks (${formatBytes(st.cache.bytes)}) of at most ${formatBytes(server.store.cache.capacityBytes)}; ` +
+        `header and index fetched in ${st.requests} GET(s), ${formatBytes(st.bytesFetched)}`,
+      { cacheDir: server.store.cache.dir, cacheChunks: st.cache.entries, cacheBytes: st.cache.bytes, gets: st.requests, bytesFetched: st.bytesFetched },
+    )
   }
   server.on('log', (line, level) => {
     const m = /^session (\d+): /.exec(line)
     logger.log(level ?? 'info', line, m ? { session: Number(m[1]) } : undefined)
   })
   server.on('rejected', (pid, error) => logger.warn(`refused pid ${pid}: ${error}`, { guestPid: pid, error }))
-  server.on('session', s => logger.info(`session ${s.id}: pid ${s.pid}, ${s.form} handshake, ${(s.bytes / 2 ** 20).toFixed(0)} MiB`,
-    { session: s.id, guestPid: s.pid, form: s.form, bytes: s.bytes }))
+  server.on('session', s =>
+    logger.info(`session ${s.id}: pid ${s.pid}, ${s.form} handshake, ${(s.bytes / 2 ** 20).toFixed(0)} MiB`, {
+      session: s.id,
+      guestPid: s.pid,
+      form: s.form,
+      bytes: s.bytes,
+    }),
+  )
   let done!: () => void
-  const finished = new Promise<void>(r => { done = r })
+  const finished = new Promise<void>(r => {
+    done = r
+  })
   server.on('ended', s => {
     if (s.error) logger.error(`session ${s.id} failed: ${s.error}`, { session: s.id, guestPid: s.pid, error: s.error })
     else if (s.stats) {
       const st = s.stats
-      logger.info(`session ${s.id} ended (${st.endReason}): ${st.faults} faults, ${st.pagesInstalled.join('/')} pages by fault/prefetch/background, ` +
-        `${st.zeroPagesInstalled} zero, service p50 ${(st.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(st.latency.p99Ns / 1000).toFixed(1)} µs`, {
-        session: s.id, guestPid: s.pid, endReason: st.endReason, faults: st.faults,
-        pagesInstalled: { fault: st.pagesInstalled[0], prefetch: st.pagesInstalled[1], background: st.pagesInstalled[2] },
-        zeroPages: st.zeroPagesInstalled, p50Us: st.latency.p50Ns / 1000, p99Us: st.latency.p99Ns / 1000, durationMs: st.durationMs,
-      })
+      logger.info(
+        `session ${s.id} ended (${st.endReason}): ${st.faults} faults, ${st.pagesInstalled.join('/')} pages by fault/prefetch/background, ` +
+          `${st.zeroPagesInstalled} zero, service p50 ${(st.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(st.latency.p99Ns / 1000).toFixed(1)} µs`,
+        {
+          session: s.id,
+          guestPid: s.pid,
+          endReason: st.endReason,
+          faults: st.faults,
+          pagesInstalled: { fault: st.pagesInstalled[0], prefetch: st.pagesInstalled[1], background: st.pagesInstalled[2] },
+          zeroPages: st.zeroPagesInstalled,
+          p50Us: st.latency.p50Ns / 1000,
+          p99Us: st.latency.p99Ns / 1000,
+          durationMs: st.durationMs,
+        },
+      )
       if (server.store) {
         const r = server.store.stats
-        logger.info(`session ${s.id}: ${st.remoteWaits} faults waited for the object store; store so far: ${r.chunksFetched} chunks fetched in ` +
-          `${r.chunkGets} GETs (${formatBytes(r.bytesFetched)}, ${r.retries} retries), ${r.chunksFromDisk} from an earlier run's cache, ` +
-          `cache ${formatBytes(r.cache.bytes)}`, {
-          session: s.id, remoteWaits: st.remoteWaits, chunksFetched: r.chunksFetched, chunkGets: r.chunkGets, bytesFetched: r.bytesFetched,
-          retries: r.retries, chunksFromDisk: r.chunksFromDisk, cacheBytes: r.cache.bytes,
-        })
+        logger.info(
+          `session ${s.id}: ${st.remoteWaits} faults waited for the object store; store so far: ${r.chunksFetched} chunks fetched in ` +
+            `${r.chunkGets} GETs (${formatBytes(r.bytesFetched)}, ${r.retries} retries), ${r.chunksFromDisk} from an earlier run's cache, ` +
+            `cache ${formatBytes(r.cache.bytes)}`,
+          {
+            session: s.id,
+            remoteWaits: st.remoteWaits,
+            chunksFetched: r.chunksFetched,
+            chunkGets: r.chunkGets,
+            bytesFetched: r.bytesFetched,
+            retries: r.retries,
+            chunksFromDisk: r.chunksFromDisk,
+            cacheBytes: r.cache.bytes,
+          },
+        )
       }
     }
     if (values.once) done()

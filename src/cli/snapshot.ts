@@ -3,7 +3,17 @@
 
 import { parseArgs } from 'node:util'
 import { describeError, exitStatusOf, formatCliError, UsageError } from '../errors.js'
-import { DEFAULT_CHUNK_PAGES, DEFAULT_PAGE_SIZE, KIND_NAMES, MAX_CHUNK_PAGES, MAX_PAGE_SIZE, MIN_PAGE_SIZE, hex32, isValidChunkPages, isValidPageSize } from '../snapshot/format.js'
+import {
+  DEFAULT_CHUNK_PAGES,
+  DEFAULT_PAGE_SIZE,
+  KIND_NAMES,
+  MAX_CHUNK_PAGES,
+  MAX_PAGE_SIZE,
+  MIN_PAGE_SIZE,
+  hex32,
+  isValidChunkPages,
+  isValidPageSize,
+} from '../snapshot/format.js'
 import { SnapshotReader } from '../snapshot/reader.js'
 import { createSnapshot } from '../snapshot/writer.js'
 import { extractSnapshot, verifySnapshot } from '../snapshot/verify.js'
@@ -45,7 +55,6 @@ const HELP = `usage:
       AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, or --endpoint
 `
 
-
 /** Entry point for `faultline snapshot ...`; returns the exit status (0 ok, 1 failed, 2 usage). */
 export async function snapshotCommand(argv: string[], io?: Partial<CliIo>): Promise<number> {
   const out: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env, ...io }
@@ -81,10 +90,15 @@ export async function snapshotCommand(argv: string[], io?: Partial<CliIo>): Prom
 }
 
 async function create(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse('create', args, {
-    'page-size': { type: 'string' },
-    'chunk-pages': { type: 'string' },
-  }, ['RAW', 'SNAP'])
+  const { values, positionals } = parse(
+    'create',
+    args,
+    {
+      'page-size': { type: 'string' },
+      'chunk-pages': { type: 'string' },
+    },
+    ['RAW', 'SNAP'],
+  )
   const [raw, snap] = positionals
   const pageSize = values['page-size'] === undefined ? undefined : parseCount('--page-size', values['page-size'])
   if (pageSize !== undefined && !isValidPageSize(pageSize)) {
@@ -153,7 +167,7 @@ function printInfo(s: SnapshotInfo & { etag?: string; fetched?: { gets: number; 
     ['file', `${s.file} (${s.fileSizeBytes} bytes, ${formatBytes(s.fileSizeBytes)})`],
     ['format', `faultline snapshot version ${s.version}, LZ4 block compression`],
     ['image', `${s.imageSizeBytes} bytes (${formatBytes(s.imageSizeBytes)}), ${s.pageCount} pages of ${s.pageSize} bytes`],
-    ['pages', KIND_NAMES.map((k) => `${k} ${s.pages[k]} (${pct(s.pages[k])})`).join(', ')],
+    ['pages', KIND_NAMES.map(k => `${k} ${s.pages[k]} (${pct(s.pages[k])})`).join(', ')],
     ['data', `${s.dataSizeBytes} bytes at offset ${s.dataOffset}; index ${s.pageCount * 16} bytes at offset ${s.indexOffset}`],
     ['ratio', `${s.ratio.toFixed(3)} (image bytes / file bytes)`],
     ['checksums', `${s.checksum} per decoded page; index CRC ${s.indexCrc}; header CRC ok`],
@@ -260,10 +274,7 @@ function verify(args: string[], io: CliIo): number {
     io.stdout.write(`${JSON.stringify({ file: snap, ...rest }, null, 2)}\n`)
   } else {
     for (const c of r.corrupt) io.stdout.write(`page ${c.page}: ${c.detail}\n`)
-    io.stdout.write(
-      `${snap}: ${r.pagesChecked} pages checked (zero ${r.zeroPages}, lz4 ${r.lz4Pages}, raw ${r.rawPages}), ` +
-        `${r.corruptPages} corrupt\n`,
-    )
+    io.stdout.write(`${snap}: ${r.pagesChecked} pages checked (zero ${r.zeroPages}, lz4 ${r.lz4Pages}, raw ${r.rawPages}), ` + `${r.corruptPages} corrupt\n`)
   }
   if (!r.ok) {
     const listed = r.corrupt.length < r.corruptPages ? ` (first ${r.corrupt.length} listed)` : ''

@@ -40,7 +40,6 @@ export const TRACE_USAGE = `usage:
       time a cost model (bench costs) estimates; --snapshot/--page-map give the page kinds;
       --gap-scale multiplies the guest's recorded running time between faults (0.05: 20x faster)`
 
-
 /** Where a trace command writes (tests capture it). */
 export interface TraceIo {
   stdout: { write(s: string): unknown }
@@ -54,15 +53,24 @@ export async function traceCommand(argv: string[], io: TraceIo = { stdout: proce
     io.stdout.write(`${TRACE_USAGE}\n`)
     return sub === undefined ? 2 : 0
   }
-  if (rest.includes('--help') || rest.includes('-h')) { io.stdout.write(`${TRACE_USAGE}\n`); return 0 }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.stdout.write(`${TRACE_USAGE}\n`)
+    return 0
+  }
   try {
     switch (sub) {
-      case 'stats': return stats(rest, io)
-      case 'export': return await exportCommand(rest, io)
-      case 'plot': return plot(rest, io)
-      case 'replay': return await replay(rest, io)
-      case 'simulate': return await simulate(rest, io)
-      default: throw new UsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay, simulate)`)
+      case 'stats':
+        return stats(rest, io)
+      case 'export':
+        return await exportCommand(rest, io)
+      case 'plot':
+        return plot(rest, io)
+      case 'replay':
+        return await replay(rest, io)
+      case 'simulate':
+        return await simulate(rest, io)
+      default:
+        throw new UsageError(`trace: unknown subcommand '${sub}' (stats, export, plot, replay, simulate)`)
     }
   } catch (err) {
     if (exitStatusOf(err) === 2) {
@@ -84,8 +92,10 @@ const msText = (ns: number) => `${(ns / 1e6).toFixed(1)} ms`
 export function describeTrace(t: Trace): string {
   const h = t.header
   const regions = h.regions.map(r => `${((r.pageCount * h.pageSize) / 2 ** 20).toFixed(1)} MiB at snapshot page ${r.firstPage}`).join(', ')
-  return `trace ${t.path}: session ${h.sessionId}, pid ${h.pid}, policy ${h.policy || '?'}, ${h.pageSize}-byte pages, ` +
+  return (
+    `trace ${t.path}: session ${h.sessionId}, pid ${h.pid}, policy ${h.policy || '?'}, ${h.pageSize}-byte pages, ` +
     `${h.regions.length} region(s) (${regions}), ${t.length} records${t.incomplete ? ' (incomplete: the server did not close it; records up to the last whole one)' : ''}`
+  )
 }
 
 export function formatStats(t: Trace, s: TraceStats): string {
@@ -93,21 +103,29 @@ export function formatStats(t: Trace, s: TraceStats): string {
   const lines = [
     describeTrace(t),
     '',
-    formatTable(['measure', 'value'], [
-      ['duration since resume', msText(s.durationNs)],
-      ['faults', `${s.faults} (${s.writeFaults} writes, ${s.faultsOnPresentPages} on pages already present) from ${s.threads} thread(s)`],
-      ['distinct pages faulted', s.uniquePagesFaulted],
-      ['distinct pages installed', s.uniquePagesInstalled],
-      ...TRACE_CAUSE_NAMES.map(c => [`pages installed by ${c}`, s.pagesByCause[c]] as [string, number]),
-      ['pages installed before resume', `${s.pagesBeforeResume} (in ${msText(s.beforeResumeNs)})`],
-      ['fault rate', `${Math.round(s.faultsPerSec)}/s mean, ${Math.round(s.peakFaultsPerSec)}/s peak (10 ms window)`],
-      ['service latency', `p50 ${us(s.latency.p50Ns)}, p90 ${us(s.latency.p90Ns)}, p99 ${us(s.latency.p99Ns)}, max ${us(s.latency.maxNs)}`],
-      ['working set reached', `50% at ${msText(s.workingSetTimeNs.p50)}, 90% at ${msText(s.workingSetTimeNs.p90)}, 100% at ${msText(s.workingSetTimeNs.p100)}`],
-    ]),
+    formatTable(
+      ['measure', 'value'],
+      [
+        ['duration since resume', msText(s.durationNs)],
+        ['faults', `${s.faults} (${s.writeFaults} writes, ${s.faultsOnPresentPages} on pages already present) from ${s.threads} thread(s)`],
+        ['distinct pages faulted', s.uniquePagesFaulted],
+        ['distinct pages installed', s.uniquePagesInstalled],
+        ...TRACE_CAUSE_NAMES.map(c => [`pages installed by ${c}`, s.pagesByCause[c]] as [string, number]),
+        ['pages installed before resume', `${s.pagesBeforeResume} (in ${msText(s.beforeResumeNs)})`],
+        ['fault rate', `${Math.round(s.faultsPerSec)}/s mean, ${Math.round(s.peakFaultsPerSec)}/s peak (10 ms window)`],
+        ['service latency', `p50 ${us(s.latency.p50Ns)}, p90 ${us(s.latency.p90Ns)}, p99 ${us(s.latency.p99Ns)}, max ${us(s.latency.maxNs)}`],
+        [
+          'working set reached',
+          `50% at ${msText(s.workingSetTimeNs.p50)}, 90% at ${msText(s.workingSetTimeNs.p90)}, 100% at ${msText(s.workingSetTimeNs.p100)}`,
+        ],
+      ],
+    ),
     '',
     'working-set growth (distinct pages faulted so far)',
-    formatTable(['time ms', 'pages', 'of final'], s.workingSetGrowth.map(g =>
-      [(g.timeNs / 1e6).toFixed(1), g.pages, final ? `${((100 * g.pages) / final).toFixed(0)}%` : '-'])),
+    formatTable(
+      ['time ms', 'pages', 'of final'],
+      s.workingSetGrowth.map(g => [(g.timeNs / 1e6).toFixed(1), g.pages, final ? `${((100 * g.pages) / final).toFixed(0)}%` : '-']),
+    ),
   ]
   return lines.join('\n')
 }
@@ -116,22 +134,42 @@ export function formatStats(t: Trace, s: TraceStats): string {
  * each k of the sessions kept. */
 function learnedStats(path: string, json: boolean): string {
   let set: LearnedSet
-  try { set = decodeLearnedSet(readFileSync(path), path) } catch (err) { throw fileError(path, err, 'cannot read learned set') }
+  try {
+    set = decodeLearnedSet(readFileSync(path), path)
+  } catch (err) {
+    throw fileError(path, err, 'cannot read learned set')
+  }
   const n = set.sessions.length
   const byK = Array.from({ length: Math.min(n, LEARNED_DEFAULT_KEEP) }, (_, i) => ({ k: i + 1, pages: learnedPages(set, i + 1).length }))
-  const last = set.sessions.at(-1)?.pages, prev = set.sessions.at(-2)?.pages
+  const last = set.sessions.at(-1)?.pages,
+    prev = set.sessions.at(-2)?.pages
   let overlap: number | undefined
-  if (last && prev) { const p = new Set(prev); overlap = [...last].filter(x => p.has(x)).length }
+  if (last && prev) {
+    const p = new Set(prev)
+    overlap = [...last].filter(x => p.has(x)).length
+  }
   if (json) {
-    return JSON.stringify({ path, snapshot: set.snapshot, sessions: set.sessions.map(x => ({ endedMs: x.endedMs, pages: x.pages.length })), prefetched: byK, lastTwoOverlap: overlap })
+    return JSON.stringify({
+      path,
+      snapshot: set.snapshot,
+      sessions: set.sessions.map(x => ({ endedMs: x.endedMs, pages: x.pages.length })),
+      prefetched: byK,
+      lastTwoOverlap: overlap,
+    })
   }
   const h = set.snapshot
   return [
     `${path}: learned working set of snapshot index CRC ${h.indexCrc.toString(16).padStart(8, '0')} (${h.pageCount} pages of ${h.pageSize} bytes), ${n} session(s) kept`,
     '',
-    formatTable(['session', 'ended', 'pages used'], set.sessions.map((x, i) => [i + 1, new Date(x.endedMs).toISOString(), x.pages.length])),
+    formatTable(
+      ['session', 'ended', 'pages used'],
+      set.sessions.map((x, i) => [i + 1, new Date(x.endedMs).toISOString(), x.pages.length]),
+    ),
     '',
-    formatTable([`seen in at least k of the last ${Math.min(n, LEARNED_DEFAULT_KEEP)}`, 'pages prefetched'], byK.map(b => [`k = ${b.k}`, b.pages])),
+    formatTable(
+      [`seen in at least k of the last ${Math.min(n, LEARNED_DEFAULT_KEEP)}`, 'pages prefetched'],
+      byK.map(b => [`k = ${b.k}`, b.pages]),
+    ),
     ...(overlap === undefined ? [] : ['', `the last two sessions share ${overlap} of ${last!.length} pages`]),
   ].join('\n')
 }
@@ -139,7 +177,10 @@ function learnedStats(path: string, json: boolean): string {
 function stats(argv: string[], io: TraceIo): number {
   const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true })
   const file = oneFile(positionals, 'stats')
-  if (isLearnedSetFile(file)) { io.stdout.write(`${learnedStats(file, values.json === true)}\n`); return 0 }
+  if (isLearnedSetFile(file)) {
+    io.stdout.write(`${learnedStats(file, values.json === true)}\n`)
+    return 0
+  }
   const t = readTrace(file)
   const s = traceStats(t)
   io.stdout.write(values.json ? `${JSON.stringify({ path: t.path, header: t.header, incomplete: t.incomplete, ...s })}\n` : `${formatStats(t, s)}\n`)
@@ -148,8 +189,10 @@ function stats(argv: string[], io: TraceIo): number {
 
 async function exportCommand(argv: string[], io: TraceIo): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: argv, options: { csv: { type: 'boolean' }, jsonl: { type: 'boolean' }, output: { type: 'string', short: 'o' } },
-    allowPositionals: true, strict: true,
+    args: argv,
+    options: { csv: { type: 'boolean' }, jsonl: { type: 'boolean' }, output: { type: 'string', short: 'o' } },
+    allowPositionals: true,
+    strict: true,
   })
   const file = oneFile(positionals, 'export')
   if (values.csv === values.jsonl) throw new UsageError('trace export: give exactly one of --csv or --jsonl')
@@ -158,8 +201,13 @@ async function exportCommand(argv: string[], io: TraceIo): Promise<number> {
   if (!out) {
     const t = readTrace(file)
     // A reader that stops early (| head) closes the pipe: that is not an error.
-    if (io.stdout === process.stdout) process.stdout.on('error', err => { if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err })
-    exportTrace(t, format, chunk => { io.stdout.write(chunk) })
+    if (io.stdout === process.stdout)
+      process.stdout.on('error', err => {
+        if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err
+      })
+    exportTrace(t, format, chunk => {
+      io.stdout.write(chunk)
+    })
     return 0
   }
   const input = identityOf(file, `the trace ${file}`)
@@ -171,7 +219,7 @@ async function exportCommand(argv: string[], io: TraceIo): Promise<number> {
     for (const chunk of exportChunks(t, format)) {
       const buf = Buffer.from(chunk)
       try {
-        for (let done = 0; done < buf.length;) done += writeSync(dest.fd, buf, done, buf.length - done)
+        for (let done = 0; done < buf.length; ) done += writeSync(dest.fd, buf, done, buf.length - done)
       } catch (err) {
         throw fileError(`-o ${out}`, err, 'cannot write')
       }
@@ -200,7 +248,7 @@ function plot(argv: string[], io: TraceIo): number {
   try {
     const buf = Buffer.from(doc)
     try {
-      for (let done = 0; done < buf.length;) done += writeSync(dest.fd, buf, done, buf.length - done)
+      for (let done = 0; done < buf.length; ) done += writeSync(dest.fd, buf, done, buf.length - done)
     } catch (err) {
       throw fileError(`-o ${out}`, err, 'cannot write')
     }
@@ -213,21 +261,28 @@ function plot(argv: string[], io: TraceIo): number {
 }
 
 const REPLAY_OPTIONS = {
-  socket: { type: 'string' }, snapshot: { type: 'string' }, policy: { type: 'string' }, trace: { type: 'string' },
-  verify: { type: 'string' }, threads: { type: 'string' }, 'touched-out': { type: 'string' },
+  socket: { type: 'string' },
+  snapshot: { type: 'string' },
+  policy: { type: 'string' },
+  trace: { type: 'string' },
+  verify: { type: 'string' },
+  threads: { type: 'string' },
+  'touched-out': { type: 'string' },
 } as const
 
 async function replay(argv: string[], io: TraceIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args: joinNegativeValues(argv, REPLAY_OPTIONS),
     options: REPLAY_OPTIONS,
-    allowPositionals: true, strict: true,
+    allowPositionals: true,
+    strict: true,
   })
   const file = oneFile(positionals, 'replay')
   if ((values.socket === undefined) === (values.snapshot === undefined)) {
     throw new UsageError('trace replay: give either --socket PATH (a running server) or --snapshot SNAP (serve it here)')
   }
-  if (values.socket && (values.policy || values.trace)) throw new UsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
+  if (values.socket && (values.policy || values.trace))
+    throw new UsageError('trace replay: --policy and --trace go with --snapshot (the running server has its own)')
   const threads = intOption('threads', values.threads, 1, 1024, 1)
   // What this command reads, that neither --trace nor --touched-out may overwrite.
   const inputs = inputIdentities([
@@ -247,15 +302,32 @@ async function replay(argv: string[], io: TraceIo): Promise<number> {
     if (values.snapshot) {
       socket = join(dir, 'replay.sock')
       server = await PageServer.start({
-        snapshotPath: values.snapshot, socketPath: socket, policy: values.policy, tracePath: values.trace, singleGuest: true, protectedFiles: inputs,
+        snapshotPath: values.snapshot,
+        socketPath: socket,
+        policy: values.policy,
+        tracePath: values.trace,
+        singleGuest: true,
+        protectedFiles: inputs,
       })
     }
-    const args = ['--socket', socket, '--mib', String(plan.mib), '--offset', String(plan.offsetBytes),
-      '--workload', `pages:${pagesFile}`, '--threads', String(threads)]
+    const args = [
+      '--socket',
+      socket,
+      '--mib',
+      String(plan.mib),
+      '--offset',
+      String(plan.offsetBytes),
+      '--workload',
+      `pages:${pagesFile}`,
+      '--threads',
+      String(threads),
+    ]
     if (values.verify) args.push('--verify', values.verify)
     if (values['touched-out']) args.push('--touched-out', values['touched-out'])
-    io.stderr.write(`faultline: replaying ${plan.pages.length} pages of ${file} in first-touch order` +
-      `${plan.skipped ? ` (${plan.skipped} faulted pages outside the first region left out)` : ''}\n`)
+    io.stderr.write(
+      `faultline: replaying ${plan.pages.length} pages of ${file} in first-touch order` +
+        `${plan.skipped ? ` (${plan.skipped} faulted pages outside the first region left out)` : ''}\n`,
+    )
     const report = await runGuestProcess(args, { timeoutMs: 600_000 })
     const rows: Array<[string, string | number]> = [
       ['pages touched', report.pages_touched],
@@ -288,7 +360,11 @@ export interface SimulationReport {
 }
 
 /** Simulates `specs` over `traces` (one policy instance per trace: policies keep state). */
-export async function simulateTraces(traces: string[], specs: string[], o: { pageMap?: PageMap; storage: StorageTier; costs: string; gapScale?: number }): Promise<SimulationReport> {
+export async function simulateTraces(
+  traces: string[],
+  specs: string[],
+  o: { pageMap?: PageMap; storage: StorageTier; costs: string; gapScale?: number },
+): Promise<SimulationReport> {
   const model = loadCostModel(o.costs)
   const gapScale = o.gapScale ?? 1
   const report: SimulationReport = { costModel: o.costs, storage: o.storage, traces: [], policies: [], gapScale }
@@ -310,19 +386,47 @@ export function formatSimulation(r: SimulationReport): string {
   for (const tr of r.traces) {
     const rows = r.policies.filter(p => p.trace === tr.trace)
     const base = rows[0]?.estimatedMs ?? NaN
-    lines.push(`trace ${tr.trace}: ${tr.accesses} accesses (pages in order of first touch) from ${tr.threads} thread(s), recorded under ${tr.recordedUnder || '?'}` +
-      (tr.recordedUnder && !tr.recordedUnder.startsWith('ondemand') ? ' (not ondemand: pages it installed before the guest touched them left no fault, so their touches are missing)' : ''))
+    lines.push(
+      `trace ${tr.trace}: ${tr.accesses} accesses (pages in order of first touch) from ${tr.threads} thread(s), recorded under ${tr.recordedUnder || '?'}` +
+        (tr.recordedUnder && !tr.recordedUnder.startsWith('ondemand')
+          ? ' (not ondemand: pages it installed before the guest touched them left no fault, so their touches are missing)'
+          : ''),
+    )
     lines.push(`page kinds: ${tr.pagesFrom}`)
     if (r.gapScale !== 1) lines.push(`guest running time between faults: the recorded one x ${r.gapScale}`)
-    lines.push(formatTable(['policy', 'faults', 'pages installed', 'fault/prefetch/background', 'start set/waits', 'never touched', 'MiB read', 'est. ms', `vs ${rows[0]?.policy ?? '-'}`],
-      rows.map(p => [p.policy, p.faults, p.pagesInstalled, `${p.pagesByCause.fault}/${p.pagesByCause.prefetch}/${p.pagesByCause.background}`,
-        p.pagesStartSet || p.startSetWaits ? `${p.pagesStartSet}/${p.startSetWaits}` : '-',
-        p.wastedPages, mib(p.bytesRead), p.estimatedMs.toFixed(1), `${(p.estimatedMs / base).toFixed(2)}x`])))
+    lines.push(
+      formatTable(
+        [
+          'policy',
+          'faults',
+          'pages installed',
+          'fault/prefetch/background',
+          'start set/waits',
+          'never touched',
+          'MiB read',
+          'est. ms',
+          `vs ${rows[0]?.policy ?? '-'}`,
+        ],
+        rows.map(p => [
+          p.policy,
+          p.faults,
+          p.pagesInstalled,
+          `${p.pagesByCause.fault}/${p.pagesByCause.prefetch}/${p.pagesByCause.background}`,
+          p.pagesStartSet || p.startSetWaits ? `${p.pagesStartSet}/${p.startSetWaits}` : '-',
+          p.wastedPages,
+          mib(p.bytesRead),
+          p.estimatedMs.toFixed(1),
+          `${(p.estimatedMs / base).toFixed(2)}x`,
+        ]),
+      ),
+    )
     lines.push('')
   }
   lines.push(...describeCostModel(model, r.costModel, r.storage))
   lines.push('start set/waits = pages the start set installed while the guest ran / accesses that waited for a page of it still going in')
-  lines.push('est. ms = installs before resume + per fault (fault + its plan\'s installs) + waits for a batch in progress (background or start set); work inside the trace\'s quiet gaps costs the guest nothing')
+  lines.push(
+    "est. ms = installs before resume + per fault (fault + its plan's installs) + waits for a batch in progress (background or start set); work inside the trace's quiet gaps costs the guest nothing",
+  )
   return lines.join('\n')
 }
 
@@ -330,10 +434,16 @@ async function simulate(argv: string[], io: TraceIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     options: {
-      policy: { type: 'string' }, snapshot: { type: 'string' }, 'page-map': { type: 'string' }, storage: { type: 'string', default: 'warm' },
-      costs: { type: 'string' }, 'gap-scale': { type: 'string' }, json: { type: 'boolean' },
+      policy: { type: 'string' },
+      snapshot: { type: 'string' },
+      'page-map': { type: 'string' },
+      storage: { type: 'string', default: 'warm' },
+      costs: { type: 'string' },
+      'gap-scale': { type: 'string' },
+      json: { type: 'boolean' },
     },
-    allowPositionals: true, strict: true,
+    allowPositionals: true,
+    strict: true,
   })
   if (positionals.length === 0) throw new UsageError('trace simulate: expected one or more TRACE files')
   if (!values.policy) throw new UsageError('trace simulate: --policy P[,Q...] is required (e.g. --policy ondemand,readahead,adaptive)')
@@ -348,11 +458,25 @@ async function simulate(argv: string[], io: TraceIo): Promise<number> {
   const report = await simulateTraces(positionals, specs, { pageMap, storage, costs: values.costs ?? DEFAULT_COST_MODEL, gapScale })
   if (values.json) {
     const policies = report.policies.map(p => ({
-      policy: p.policy, faults: p.faults, pagesInstalled: p.pagesInstalled, wastedPages: p.wastedPages, bytesRead: p.bytesRead,
-      estimatedMs: Number(p.estimatedMs.toFixed(3)), trace: p.trace, spec: p.spec, accesses: p.accesses, pagesByCause: p.pagesByCause,
-      pagesBeforeResume: p.pagesBeforeResume, pagesStartSet: p.pagesStartSet, startSetWaits: p.startSetWaits, zeroPages: p.zeroPages, estimate: p.estimate,
+      policy: p.policy,
+      faults: p.faults,
+      pagesInstalled: p.pagesInstalled,
+      wastedPages: p.wastedPages,
+      bytesRead: p.bytesRead,
+      estimatedMs: Number(p.estimatedMs.toFixed(3)),
+      trace: p.trace,
+      spec: p.spec,
+      accesses: p.accesses,
+      pagesByCause: p.pagesByCause,
+      pagesBeforeResume: p.pagesBeforeResume,
+      pagesStartSet: p.pagesStartSet,
+      startSetWaits: p.startSetWaits,
+      zeroPages: p.zeroPages,
+      estimate: p.estimate,
     }))
-    io.stdout.write(`${JSON.stringify({ policies, traces: report.traces, gapScale, costModel: { path: report.costModel, storage, ...loadCostModel(report.costModel) } })}\n`)
+    io.stdout.write(
+      `${JSON.stringify({ policies, traces: report.traces, gapScale, costModel: { path: report.costModel, storage, ...loadCostModel(report.costModel) } })}\n`,
+    )
   } else {
     io.stdout.write(`${formatSimulation(report)}\n`)
   }

@@ -70,11 +70,20 @@ The test guest runs under TCG; FAULTLINE_VM_ACCEL=kvm asks for KVM.`
 export async function vmCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv
   switch (sub) {
-    case 'image': return imageCommand(rest)
-    case 'snapshot': return snapshotCommand(rest)
-    case 'resume': return resumeCommand(rest)
-    case undefined: console.log(VM_USAGE); return 2
-    case '--help': case '-h': case 'help': console.log(VM_USAGE); return 0
+    case 'image':
+      return imageCommand(rest)
+    case 'snapshot':
+      return snapshotCommand(rest)
+    case 'resume':
+      return resumeCommand(rest)
+    case undefined:
+      console.log(VM_USAGE)
+      return 2
+    case '--help':
+    case '-h':
+    case 'help':
+      console.log(VM_USAGE)
+      return 0
     default:
       console.error(`faultline vm: unknown subcommand '${sub}'\n${VM_USAGE}`)
       return 2
@@ -87,7 +96,10 @@ function say(line: string): void {
 
 async function imageCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
-  if (values.help) { console.log(VM_USAGE); return 0 }
+  if (values.help) {
+    console.log(VM_USAGE)
+    return 0
+  }
   if (positionals.length > 1) throw new UsageError(`vm image: expected at most one directory, got ${positionals.length}`)
   const dir = resolve(positionals[0] ?? DEFAULT_IMAGE_DIR)
   await buildGuestImage(dir, say)
@@ -98,14 +110,23 @@ async function snapshotCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      dir: { type: 'string' }, ram: { type: 'string' }, 'workload-mib': { type: 'string' },
-      image: { type: 'string' }, 'no-eager': { type: 'boolean' }, 'no-raw': { type: 'boolean' },
-      qmp: { type: 'string' }, 'ram-id': { type: 'string' }, quit: { type: 'boolean' },
+      dir: { type: 'string' },
+      ram: { type: 'string' },
+      'workload-mib': { type: 'string' },
+      image: { type: 'string' },
+      'no-eager': { type: 'boolean' },
+      'no-raw': { type: 'boolean' },
+      qmp: { type: 'string' },
+      'ram-id': { type: 'string' },
+      quit: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(VM_USAGE); return 0 }
+  if (values.help) {
+    console.log(VM_USAGE)
+    return 0
+  }
   if (!values.dir) throw new UsageError('vm snapshot: --dir VMDIR is required')
   if (values.qmp !== undefined) {
     for (const flag of ['ram', 'workload-mib', 'image', 'no-eager', 'no-raw'] as const) {
@@ -113,8 +134,15 @@ async function snapshotCommand(argv: string[]): Promise<number> {
     }
     const progress = new Progress('compress RAM', 1)
     const vm = await snapshotExternalVm({
-      qmpPath: values.qmp, dir: resolve(values.dir), ramId: values['ram-id'], quit: values.quit,
-      log: (line) => { progress.clear(); say(line) }, onProgress: progress.update,
+      qmpPath: values.qmp,
+      dir: resolve(values.dir),
+      ramId: values['ram-id'],
+      quit: values.quit,
+      log: line => {
+        progress.clear()
+        say(line)
+      },
+      onProgress: progress.update,
     })
     progress.done()
     console.log(`${vm.dir}: ${vm.meta.ramMiB} MiB of RAM in ${formatBytes(vm.meta.snapshotBytes)}, device state ${formatBytes(vm.meta.stateBytes)}`)
@@ -123,20 +151,31 @@ async function snapshotCommand(argv: string[]): Promise<number> {
   if (values['ram-id'] !== undefined || values.quit) throw new UsageError('vm snapshot: --ram-id and --quit go with --qmp')
   const ramMiB = parseRamMiB(values.ram ?? '256M')
   const workloadMiB = values['workload-mib'] === undefined ? undefined : Number(values['workload-mib'])
-  if (workloadMiB !== undefined && !Number.isInteger(workloadMiB)) throw new UsageError(`--workload-mib ${values['workload-mib']}: expected a whole number of MiB`)
+  if (workloadMiB !== undefined && !Number.isInteger(workloadMiB))
+    throw new UsageError(`--workload-mib ${values['workload-mib']}: expected a whole number of MiB`)
   const image = await ensureGuestImage(resolve(values.image ?? DEFAULT_IMAGE_DIR), say)
   const progress = new Progress('compress RAM', ramMiB * 2 ** 20)
   const vm = await snapshotTestGuest({
-    dir: resolve(values.dir), image, ramMiB, workloadMiB, accel: accelFromEnv(),
-    eager: !values['no-eager'], keepRaw: !values['no-raw'],
-    log: (line) => { progress.clear(); say(line) },
+    dir: resolve(values.dir),
+    image,
+    ramMiB,
+    workloadMiB,
+    accel: accelFromEnv(),
+    eager: !values['no-eager'],
+    keepRaw: !values['no-raw'],
+    log: line => {
+      progress.clear()
+      say(line)
+    },
     onProgress: progress.update,
   })
   progress.done()
   const m = vm.guest
-  console.log(`${vm.dir}: ${m.ramMiB} MiB guest, checksum ${m.checksum.hex} over ${m.checksum.pages} pages; ` +
-    `snapshot ${formatBytes(m.snapshotBytes)}, device state ${formatBytes(m.stateBytes)}` +
-    `${m.eagerStateBytes ? `, eager stream ${formatBytes(m.eagerStateBytes)}` : ''}; boot ${(m.bootMs / 1000).toFixed(1)} s, checkpoint ${(m.checkpointMs / 1000).toFixed(1)} s`)
+  console.log(
+    `${vm.dir}: ${m.ramMiB} MiB guest, checksum ${m.checksum.hex} over ${m.checksum.pages} pages; ` +
+      `snapshot ${formatBytes(m.snapshotBytes)}, device state ${formatBytes(m.stateBytes)}` +
+      `${m.eagerStateBytes ? `, eager stream ${formatBytes(m.eagerStateBytes)}` : ''}; boot ${(m.bootMs / 1000).toFixed(1)} s, checkpoint ${(m.checkpointMs / 1000).toFixed(1)} s`,
+  )
   return 0
 }
 
@@ -148,13 +187,24 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      dir: { type: 'string' }, mode: { type: 'string', default: 'faultline' }, policy: { type: 'string' },
-      trace: { type: 'string' }, snapshot: { type: 'string' }, learn: { type: 'string' }, cold: { type: 'boolean' }, recheck: { type: 'boolean' },
-      cpus: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      dir: { type: 'string' },
+      mode: { type: 'string', default: 'faultline' },
+      policy: { type: 'string' },
+      trace: { type: 'string' },
+      snapshot: { type: 'string' },
+      learn: { type: 'string' },
+      cold: { type: 'boolean' },
+      recheck: { type: 'boolean' },
+      cpus: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
-  if (values.help) { console.log(VM_USAGE); return 0 }
+  if (values.help) {
+    console.log(VM_USAGE)
+    return 0
+  }
   if (!values.dir) throw new UsageError('vm resume: --dir VMDIR is required')
   const mode = values.mode as ResumeMode
   if (!RESUME_MODES.includes(mode)) throw new UsageError(`--mode ${values.mode}: expected one of ${RESUME_MODES.join(', ')}`)
@@ -170,8 +220,15 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
     learnDir: learnDirOption(values.learn),
     cpus: values.cpus,
     recheck: values.recheck,
-    beforeLaunch: values.cold ? () => { for (const f of vm.files) dropFileCache(f) } : undefined,
-    log: (line) => { progress.clear(); say(line) },
+    beforeLaunch: values.cold
+      ? () => {
+          for (const f of vm.files) dropFileCache(f)
+        }
+      : undefined,
+    log: line => {
+      progress.clear()
+      say(line)
+    },
     onProgress: progress.update,
   })
   progress.clear()
@@ -180,23 +237,48 @@ async function resumeCommand(argvAll: string[]): Promise<number> {
   return report.match ? 0 : 1
 }
 
-async function resumeExternalCommand(vm: VmDir, command: string[], values: { mode?: string; policy?: string; trace?: string; snapshot?: string; learn?: string; cold?: boolean; recheck?: boolean; cpus?: string; json?: boolean }): Promise<number> {
+async function resumeExternalCommand(
+  vm: VmDir,
+  command: string[],
+  values: {
+    mode?: string
+    policy?: string
+    trace?: string
+    snapshot?: string
+    learn?: string
+    cold?: boolean
+    recheck?: boolean
+    cpus?: string
+    json?: boolean
+  },
+): Promise<number> {
   if (values.mode !== 'faultline' || values.recheck || values.json || values.cpus !== undefined) {
-    throw new UsageError('vm resume -- QEMU ...: only the faultline mode, without --recheck, --json or --cpus (the mmap and eager resumes of your own VM are your QEMU command line with share=off or with the stream)')
+    throw new UsageError(
+      'vm resume -- QEMU ...: only the faultline mode, without --recheck, --json or --cpus (the mmap and eager resumes of your own VM are your QEMU command line with share=off or with the stream)',
+    )
   }
   if (values.cold) for (const f of vm.files) dropFileCache(f)
   const r = await resumeExternalVm(vm, {
-    command, policy: values.policy, tracePath: values.trace === undefined ? undefined : resolve(values.trace),
-    snapshotPath: values.snapshot, learnDir: learnDirOption(values.learn), log: say,
+    command,
+    policy: values.policy,
+    tracePath: values.trace === undefined ? undefined : resolve(values.trace),
+    snapshotPath: values.snapshot,
+    learnDir: learnDirOption(values.learn),
+    log: say,
   })
-  say(`${vm.dir}: resumed (pid ${r.child.pid}): state loaded ${ms(r.stateLoadedMs)}, running ${ms(r.runningMs)} after QEMU started; serving its RAM until it exits`)
+  say(
+    `${vm.dir}: resumed (pid ${r.child.pid}): state loaded ${ms(r.stateLoadedMs)}, running ${ms(r.runningMs)} after QEMU started; serving its RAM until it exits`,
+  )
   // The terminal belongs to QEMU now: an interrupt goes to it, and it decides.
   const ignore = (): void => {}
   process.on('SIGINT', ignore)
   const end = await r.finished
   process.removeListener('SIGINT', ignore)
   const s = end.session
-  if (s) say(`session ended (${s.endReason}): ${describeMap(s)}; ${s.faults} faults, pages installed ${s.pagesInstalled.join('/')} (fault/prefetch/background), ${formatBytes(s.bytesRead)} read`)
+  if (s)
+    say(
+      `session ended (${s.endReason}): ${describeMap(s)}; ${s.faults} faults, pages installed ${s.pagesInstalled.join('/')} (fault/prefetch/background), ${formatBytes(s.bytesRead)} read`,
+    )
   if (end.sessionError) say(`page server session failed: ${end.sessionError}`)
   return end.code ?? 1
 }
@@ -217,9 +299,11 @@ export function formatReport(vm: VmDir, r: VmDirResumeReport): string {
   if (s) {
     lines.push(`  guest RAM: ${describeMap(s)}${s.map === 'cache' && r.cacheDescription ? ` (${r.cacheDescription})` : ''}`)
     if (r.learnedSet !== undefined) lines.push(`  --learn: prefetched the set learned for this snapshot by earlier resumes (${r.learnedSet})`)
-    lines.push(`  page server: ${s.faults} faults, pages installed ${s.pagesInstalled.join('/')} (fault/prefetch/background), ` +
-      `${s.zeroPagesInstalled} zero; ${formatBytes(s.bytesRead)} read; service p50 ${(s.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(s.latency.p99Ns / 1000).toFixed(1)} µs; ` +
-      `CPU ${Number.isFinite(s.cpuNs) ? `${(s.cpuNs / 1e6).toFixed(0)} ms` : '-'}`)
+    lines.push(
+      `  page server: ${s.faults} faults, pages installed ${s.pagesInstalled.join('/')} (fault/prefetch/background), ` +
+        `${s.zeroPagesInstalled} zero; ${formatBytes(s.bytesRead)} read; service p50 ${(s.latency.p50Ns / 1000).toFixed(1)} µs p99 ${(s.latency.p99Ns / 1000).toFixed(1)} µs; ` +
+        `CPU ${Number.isFinite(s.cpuNs) ? `${(s.cpuNs / 1e6).toFixed(0)} ms` : '-'}`,
+    )
   }
   if (r.serverError) lines.push(`  page server session failed: ${r.serverError}`)
   return lines.join('\n')

@@ -59,7 +59,11 @@ export class AdaptivePolicy implements FaultPolicy {
     let lru = 0
     for (let s = 0; s < ADAPTIVE_STREAMS; s++) {
       const next = this.next[s]
-      if (next < 0) { lru = s; this.lastUse[s] = -1; continue }
+      if (next < 0) {
+        lru = s
+        this.lastUse[s] = -1
+        continue
+      }
       if (p >= this.start[s] - ADAPTIVE_SKIP_PAGES && p <= next + ADAPTIVE_SKIP_PAGES) {
         if (thread !== this.lastThread[s]) this.shared[s] = 1
         if (p === next) {

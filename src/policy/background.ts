@@ -43,7 +43,10 @@ export class BackgroundPolicy implements FaultPolicy {
       const p = order[this.orderAt++]
       if (ctx.isResident(p)) continue
       let n = 1
-      while (n < left && this.orderAt < order.length && order[this.orderAt] === p + n && !ctx.isResident(p + n)) { n++; this.orderAt++ }
+      while (n < left && this.orderAt < order.length && order[this.orderAt] === p + n && !ctx.isResident(p + n)) {
+        n++
+        this.orderAt++
+      }
       plan.add(p, n, InstallCause.Background)
       left -= n
     }
@@ -53,7 +56,10 @@ export class BackgroundPolicy implements FaultPolicy {
       const end = r.firstPage + r.pageCount
       let p = Math.max(this.cursor, r.firstPage)
       while (p < end && left > 0) {
-        if (ctx.isResident(p)) { p++; continue }
+        if (ctx.isResident(p)) {
+          p++
+          continue
+        }
         let n = 1
         while (p + n < end && n < left && !ctx.isResident(p + n)) n++
         plan.add(p, n, InstallCause.Background)

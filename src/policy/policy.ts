@@ -18,7 +18,9 @@ export class RunList {
     this.cause = new Uint8Array(capacity)
   }
 
-  clear(): void { this.length = 0 }
+  clear(): void {
+    this.length = 0
+  }
 
   add(firstPage: number, pageCount: number, cause: InstallCause): void {
     if (pageCount <= 0) return
@@ -31,9 +33,15 @@ export class RunList {
 
   private grow(): void {
     const n = this.first.length * 2
-    const first = new Int32Array(n); first.set(this.first); this.first = first
-    const count = new Int32Array(n); count.set(this.count); this.count = count
-    const cause = new Uint8Array(n); cause.set(this.cause); this.cause = cause
+    const first = new Int32Array(n)
+    first.set(this.first)
+    this.first = first
+    const count = new Int32Array(n)
+    count.set(this.count)
+    this.count = count
+    const cause = new Uint8Array(n)
+    cause.set(this.cause)
+    this.cause = cause
   }
 }
 

@@ -23,15 +23,25 @@ export class PrimedPolicy implements FaultPolicy {
   readonly name: string
   readonly window: number
 
-  constructor(private readonly set: WorkingSetPolicy, private readonly ahead: ReadaheadPolicy, trace: string) {
+  constructor(
+    private readonly set: WorkingSetPolicy,
+    private readonly ahead: ReadaheadPolicy,
+    trace: string,
+  ) {
     this.window = ahead.window
     this.name = `primed:${trace}+${this.window}`
   }
 
   /** Its working set's trace. */
-  get inputFiles(): readonly string[] { return this.set.inputFiles }
+  get inputFiles(): readonly string[] {
+    return this.set.inputFiles
+  }
 
-  onStart(ctx: PolicyContext, plan: RunList): void { this.set.onStart(ctx, plan) }
+  onStart(ctx: PolicyContext, plan: RunList): void {
+    this.set.onStart(ctx, plan)
+  }
 
-  onFault(fault: FaultInfo, ctx: PolicyContext, plan: RunList): void { this.ahead.onFault(fault, ctx, plan) }
+  onFault(fault: FaultInfo, ctx: PolicyContext, plan: RunList): void {
+    this.ahead.onFault(fault, ctx, plan)
+  }
 }

@@ -74,7 +74,9 @@ export async function createPolicy(spec: string, cwd = process.cwd(), snapshot?:
   const args = PolicyArgs.fromSpec(spec)
   const builtin = Object.hasOwn(BUILTIN_POLICIES, args.policy) ? BUILTIN_POLICIES[args.policy] : undefined
   if (!builtin) {
-    throw new PolicyArgumentError(`--policy: unknown policy '${args.policy}' (built in: ${Object.keys(BUILTIN_POLICIES).join(', ')}; or a path to a .js/.ts module)`)
+    throw new PolicyArgumentError(
+      `--policy: unknown policy '${args.policy}' (built in: ${Object.keys(BUILTIN_POLICIES).join(', ')}; or a path to a .js/.ts module)`,
+    )
   }
   return builtin.fromArgs(args, snapshot)
 }

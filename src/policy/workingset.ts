@@ -16,11 +16,13 @@ export const WORKINGSET_DEFAULT_GAP = 0
  * (that many absent pages between them) share a run. */
 export function pagesToRuns(pages: Iterable<number>, gap = 0): { first: number[]; count: number[] } {
   const sorted = Float64Array.from(new Set(pages)).sort()
-  const first: number[] = [], count: number[] = []
-  for (let i = 0; i < sorted.length;) {
+  const first: number[] = [],
+    count: number[] = []
+  for (let i = 0; i < sorted.length; ) {
     let j = i + 1
     while (j < sorted.length && sorted[j] <= sorted[j - 1] + 1 + gap) j++
-    first.push(sorted[i]); count.push(sorted[j - 1] - sorted[i] + 1)
+    first.push(sorted[i])
+    count.push(sorted[j - 1] - sorted[i] + 1)
     i = j
   }
   return { first, count }
@@ -30,7 +32,8 @@ export function pagesToRuns(pages: Iterable<number>, gap = 0): { first: number[]
  * at most `gap` pages further on) extend it; a page already in a run is dropped. */
 export function orderedRuns(pages: Iterable<number>, gap = 0): { first: number[]; count: number[] } {
   const seen = new Set<number>()
-  const first: number[] = [], count: number[] = []
+  const first: number[] = [],
+    count: number[] = []
   for (const p of pages) {
     if (seen.has(p)) continue
     const r = first.length - 1
@@ -40,7 +43,8 @@ export function orderedRuns(pages: Iterable<number>, gap = 0): { first: number[]
       count[r] = p - first[r] + 1
     } else {
       seen.add(p)
-      first.push(p); count.push(1)
+      first.push(p)
+      count.push(1)
     }
   }
   return { first, count }
@@ -85,9 +89,13 @@ export class WorkingSetPolicy implements FaultPolicy {
     this.runs = orderedRuns(pages, gap)
   }
 
-  get runCount(): number { return this.runs.first.length }
+  get runCount(): number {
+    return this.runs.first.length
+  }
   /** Pages installed from the start: the working set plus the gaps joined into its runs. */
-  get plannedPages(): number { return this.runs.count.reduce((a, b) => a + b, 0) }
+  get plannedPages(): number {
+    return this.runs.count.reduce((a, b) => a + b, 0)
+  }
 
   onStart(ctx: PolicyContext, plan: RunList): void {
     if (ctx.pageSize !== this.pageSize) {
@@ -105,7 +113,9 @@ export class WorkingSetPolicy implements FaultPolicy {
  * same shape cannot be told apart from the trace.) */
 function checkRecordedOn(args: PolicyArgs, path: string, header: { pageSize: number; snapshotPages: number }, snapshot: SnapshotShape): void {
   if (header.pageSize !== snapshot.pageSize || header.snapshotPages !== snapshot.pageCount) {
-    throw args.error(`${path} was recorded on a snapshot of ${header.snapshotPages} pages of ${header.pageSize} bytes; ` +
-      `this one has ${snapshot.pageCount} pages of ${snapshot.pageSize}`)
+    throw args.error(
+      `${path} was recorded on a snapshot of ${header.snapshotPages} pages of ${header.pageSize} bytes; ` +
+        `this one has ${snapshot.pageCount} pages of ${snapshot.pageSize}`,
+    )
   }
 }

@@ -19,7 +19,10 @@ const post = (m: AcceptorMessage) => parentPort!.postMessage(m)
 const ACCEPT_PAUSE_MS = 100
 /** Such failures are logged at most this often (with how many happened meanwhile). */
 const ACCEPT_LOG_INTERVAL_MS = 5000
-const EMFILE = 24, ENFILE = 23, ENOBUFS = 105, ENOMEM = 12
+const EMFILE = 24,
+  ENFILE = 23,
+  ENOBUFS = 105,
+  ENOMEM = 12
 /** Pending handshakes dropped when accept(2) runs out of descriptors. */
 const FDS_TO_FREE = 4
 /** Connections accepted per turn of the loop, at most. */
@@ -39,7 +42,11 @@ interface Pending {
 }
 
 function reply(fd: number, obj: object): void {
-  try { uffd.sendBytes(fd, Buffer.from(JSON.stringify(obj) + '\n')) } catch { /* peer gone */ }
+  try {
+    uffd.sendBytes(fd, Buffer.from(JSON.stringify(obj) + '\n'))
+  } catch {
+    /* peer gone */
+  }
 }
 
 class Acceptor {
@@ -72,7 +79,10 @@ class Acceptor {
       }
       const timeout = wakeAt === Infinity ? -1 : Math.max(0, Math.ceil(wakeAt - now))
       poll.wait(timeout)
-      if (poll.revents(0)) { this.stop(); return }
+      if (poll.revents(0)) {
+        this.stop()
+        return
+      }
       // Connections first (their slots are numbered as polled), then new ones.
       for (let i = this.pending.length - 1; i >= 0; i--) {
         if (poll.revents(2 + i)) this.receive(i)
@@ -120,9 +130,14 @@ class Acceptor {
     this.acceptFailures++
     const now = Date.now()
     if (now - this.lastAcceptLogMs >= ACCEPT_LOG_INTERVAL_MS) {
-      const what = errno === EMFILE ? 'too many open files (the process limit, ulimit -n)' : errno === ENFILE ? 'too many open files in the system' : 'out of memory'
-      post({ type: 'log', line: `cannot accept connections: ${what}; ${this.acceptFailures} failed accept(s), ` +
-        `${this.pending.length} handshake(s) pending; ${dropping ? 'the oldest pending ones are dropped to make room' : "new guests wait in the socket's backlog"}` })
+      const what =
+        errno === EMFILE ? 'too many open files (the process limit, ulimit -n)' : errno === ENFILE ? 'too many open files in the system' : 'out of memory'
+      post({
+        type: 'log',
+        line:
+          `cannot accept connections: ${what}; ${this.acceptFailures} failed accept(s), ` +
+          `${this.pending.length} handshake(s) pending; ${dropping ? 'the oldest pending ones are dropped to make room' : "new guests wait in the socket's backlog"}`,
+      })
       this.lastAcceptLogMs = now
       this.acceptFailures = 0
     }
@@ -145,8 +160,15 @@ class Acceptor {
     }
     const now = Date.now()
     this.pending.push({
-      fd, pid: cred.pid, uid: cred.uid, gid: cred.gid, acceptedAtMs: now, deadlineMs: now + data.handshakeTimeoutMs,
-      body: Buffer.alloc(0), fds: [], truncated: false,
+      fd,
+      pid: cred.pid,
+      uid: cred.uid,
+      gid: cred.gid,
+      acceptedAtMs: now,
+      deadlineMs: now + data.handshakeTimeoutMs,
+      body: Buffer.alloc(0),
+      fds: [],
+      truncated: false,
     })
   }
 
@@ -168,12 +190,20 @@ class Acceptor {
       return
     }
     p.body = p.body.length === 0 ? Buffer.from(this.scratch.subarray(0, m.bytes)) : Buffer.concat([p.body, this.scratch.subarray(0, m.bytes)])
-    if (p.body.length > MAX_HANDSHAKE_BYTES) { this.refuse(i, `handshake larger than ${MAX_HANDSHAKE_BYTES} bytes`); return }
+    if (p.body.length > MAX_HANDSHAKE_BYTES) {
+      this.refuse(i, `handshake larger than ${MAX_HANDSHAKE_BYTES} bytes`)
+      return
+    }
     const body = p.body.toString('utf8')
     // Firecracker sends no terminator: the message is complete once it parses. Garbage is
     // answered at once rather than at the deadline.
     let parses = false
-    try { JSON.parse(body); parses = true } catch { /* wait for more */ }
+    try {
+      JSON.parse(body)
+      parses = true
+    } catch {
+      /* wait for more */
+    }
     if (parses || cannotBecomeJson(body)) this.complete(i, body)
   }
 
@@ -181,14 +211,20 @@ class Acceptor {
   private complete(i: number, body: string): void {
     const p = this.pending[i]
     if (p.fds.length !== 1 || p.truncated) {
-      this.refuse(i, p.fds.length === 0 && !p.truncated
-        ? 'handshake carried no file descriptor (send the userfaultfd with SCM_RIGHTS)'
-        : p.truncated
-          ? 'handshake carried too many file descriptors (or the server ran out of descriptors receiving them); exactly one (the userfaultfd) is expected'
-          : `handshake carried ${p.fds.length} file descriptors; exactly one (the userfaultfd) is expected`)
+      this.refuse(
+        i,
+        p.fds.length === 0 && !p.truncated
+          ? 'handshake carried no file descriptor (send the userfaultfd with SCM_RIGHTS)'
+          : p.truncated
+            ? 'handshake carried too many file descriptors (or the server ran out of descriptors receiving them); exactly one (the userfaultfd) is expected'
+            : `handshake carried ${p.fds.length} file descriptors; exactly one (the userfaultfd) is expected`,
+      )
       return
     }
-    if (!uffd.isUserfaultfd(p.fds[0])) { this.refuse(i, 'the file descriptor sent is not a userfaultfd'); return }
+    if (!uffd.isUserfaultfd(p.fds[0])) {
+      this.refuse(i, 'the file descriptor sent is not a userfaultfd')
+      return
+    }
     try {
       parseHandshake(body, data)
     } catch (err) {

@@ -12,7 +12,9 @@ const MAX_MAPPED_LINE = 4096
 
 /** The reply that hands over the cache: stage "map". */
 export function cacheOffer(sessionId: number, cache: DecodedCacheInfo): Buffer {
-  return Buffer.from(JSON.stringify({ ok: true, stage: 'map', session: sessionId, pageSize: cache.pageSize, map: 'cache', folioBytes: cache.folioBytes }) + '\n')
+  return Buffer.from(
+    JSON.stringify({ ok: true, stage: 'map', session: sessionId, pageSize: cache.pageSize, map: 'cache', folioBytes: cache.folioBytes }) + '\n',
+  )
 }
 
 /**
@@ -20,7 +22,15 @@ export function cacheOffer(sessionId: number, cache: DecodedCacheInfo): Buffer {
  * `{"mapped":true}` line and checks in /proc/PID/maps that every region maps the cache. Throws
  * HandshakeError, with the guest's own reason when it could not map.
  */
-export function handOverCache(conn: number, pid: number, regions: GuestRegion[], cache: DecodedCacheInfo, sessionId: number, deadlineMs: number, stopFd: number): void {
+export function handOverCache(
+  conn: number,
+  pid: number,
+  regions: GuestRegion[],
+  cache: DecodedCacheInfo,
+  sessionId: number,
+  deadlineMs: number,
+  stopFd: number,
+): void {
   try {
     uffd.sendWithFds(conn, cacheOffer(sessionId, cache), [cache.guestFd])
   } catch (err) {
@@ -28,12 +38,22 @@ export function handOverCache(conn: number, pid: number, regions: GuestRegion[],
   }
   const line = readLine(conn, deadlineMs, stopFd)
   let reply: unknown
-  try { reply = JSON.parse(line) } catch { throw new HandshakeError(`the guest's answer to the cache is not JSON: ${JSON.stringify(line.slice(0, 40))}`) }
+  try {
+    reply = JSON.parse(line)
+  } catch {
+    throw new HandshakeError(`the guest's answer to the cache is not JSON: ${JSON.stringify(line.slice(0, 40))}`)
+  }
   const r = reply as { mapped?: unknown; error?: unknown }
-  if (r === null || typeof r !== 'object' || typeof r.mapped !== 'boolean') throw new HandshakeError('the guest\'s answer to the cache must be {"mapped": true} or {"mapped": false, "error": "..."}')
-  if (!r.mapped) throw new HandshakeError(`the guest could not map the decoded cache: ${typeof r.error === 'string' ? r.error.slice(0, 200) : 'no reason given'}`)
+  if (r === null || typeof r !== 'object' || typeof r.mapped !== 'boolean')
+    throw new HandshakeError('the guest\'s answer to the cache must be {"mapped": true} or {"mapped": false, "error": "..."}')
+  if (!r.mapped)
+    throw new HandshakeError(`the guest could not map the decoded cache: ${typeof r.error === 'string' ? r.error.slice(0, 200) : 'no reason given'}`)
   let maps: string
-  try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new HandshakeError(`cannot read /proc/${pid}/maps of the guest`) }
+  try {
+    maps = readFileSync(`/proc/${pid}/maps`, 'utf8')
+  } catch {
+    throw new HandshakeError(`cannot read /proc/${pid}/maps of the guest`)
+  }
   checkRegionsMapCache(regions, maps, cache.dev, cache.ino)
 }
 

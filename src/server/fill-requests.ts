@@ -5,7 +5,7 @@
 import { ABSENT, FILLING, PRESENT, QUEUED, UNSERVABLE, ZERO, type DecodedCache } from '../cache/decoded-cache.js'
 import type { FillNotifier } from '../cache/fill-notifier.js'
 import type { FillQueue } from '../cache/fill-queue.js'
-import { InstallCause, RunList } from '../policy/policy.js'
+import { type InstallCause, RunList } from '../policy/policy.js'
 import type { PageSource } from '../snapshot/page-source.js'
 import * as uffd from '../uffd/index.js'
 import type { GuestMemory } from './guest-memory.js'
@@ -13,7 +13,11 @@ import { K_FOLIOS_REQUESTED } from './session-meters.js'
 
 /** What a session is given to use the decoded cache: the cache, and its fill workers' queue and
  * notifier (one set per snapshot, shared by every session). */
-export interface CacheAccess { cache: DecodedCache; queue: FillQueue; notifier: FillNotifier }
+export interface CacheAccess {
+  cache: DecodedCache
+  queue: FillQueue
+  notifier: FillNotifier
+}
 
 /** Runs of the waiting list looked at past the first that is not ready yet: fills complete in
  * about the order they were asked for. */
@@ -36,8 +40,7 @@ export class FillRequests {
     private readonly notifier: FillNotifier,
     private readonly memory: GuestMemory,
     private readonly counters: Float64Array,
-  ) {
-  }
+  ) {}
 
   private ensureNotified(): void {
     if (this.readyFd >= 0) return
@@ -45,10 +48,14 @@ export class FillRequests {
     this.slot = this.notifier.acquire(this.readyFd)
   }
 
-  get waitingRuns(): number { return this.waiting.length }
+  get waitingRuns(): number {
+    return this.waiting.length
+  }
 
   /** Free requests at `priority` (background work paces itself by it). */
-  room(priority: number): number { return this.queue.room(priority) }
+  room(priority: number): number {
+    return this.queue.room(priority)
+  }
 
   /** Asks for every folio of snapshot pages [first, first+count) that lies in the guest's
    * regions and is not in the cache or asked for already. Returns folios asked for. */
@@ -61,7 +68,10 @@ export class FillRequests {
     let page = first
     while (page < end) {
       const region = this.memory.regionOfPage(page)
-      if (region === undefined) { page++; continue }
+      if (region === undefined) {
+        page++
+        continue
+      }
       const stop = Math.min(end, region.firstPage + region.pages)
       for (let folio = page >>> shift, last = (stop - 1) >>> shift; folio <= last; folio++) {
         if (cache.markQueued(folio)) {
@@ -97,7 +107,7 @@ export class FillRequests {
   requestAndWaitByFolio(first: number, count: number, cause: InstallCause, priority: number): void {
     const shift = this.cache.folioShift
     const end = first + count
-    for (let p = first; p < end;) {
+    for (let p = first; p < end; ) {
       const next = Math.min(end, ((p >>> shift) + 1) << shift)
       this.requestAndWait(p, next - p, cause, priority)
       p = next
@@ -146,7 +156,10 @@ export class FillRequests {
     let notReady = 0
     for (let r = 0; r < w.length; r++) {
       if (notReady <= SCAN_AHEAD && this.runReady(w.first[r], w.count[r], w.cause[r])) ready.add(w.first[r], w.count[r], w.cause[r] as InstallCause)
-      else { keep.add(w.first[r], w.count[r], w.cause[r] as InstallCause); notReady++ }
+      else {
+        keep.add(w.first[r], w.count[r], w.cause[r] as InstallCause)
+        notReady++
+      }
     }
     this.spare = w
     this.waiting = keep

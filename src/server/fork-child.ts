@@ -79,8 +79,14 @@ class ChildFiller {
   ) {
     this.fd = new uffd.Userfaultfd(childFd)
     this.installer = new GuestInstaller({
-      uffd: this.fd, memory, source: opts.source, copyBuffer: opts.copyBuffer, cache: opts.cache,
-      canPoison: opts.canPoison, meters: opts.meters, current: opts.current,
+      uffd: this.fd,
+      memory,
+      source: opts.source,
+      copyBuffer: opts.copyBuffer,
+      cache: opts.cache,
+      canPoison: opts.canPoison,
+      meters: opts.meters,
+      current: opts.current,
       log: line => opts.log(`forked child: ${line}`),
     })
     if (isDeferredSource(opts.source)) this.installer.parking = new WaitForChunks(opts.source)
@@ -111,7 +117,10 @@ class ChildFiller {
       if (!this.memory.regions.includes(region)) return false
       installer.interrupted = false
       installer.installInRegion(region, 0, region.pages, InstallCause.Background, false)
-      if (installer.stopped === 'guest exited') { this.result.exited = true; return true }
+      if (installer.stopped === 'guest exited') {
+        this.result.exited = true
+        return true
+      }
       if (installer.interrupted) return false
     }
     return true

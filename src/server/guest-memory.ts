@@ -26,7 +26,9 @@ export class MappedRegion {
     public state: Uint8Array,
   ) {}
 
-  get end(): number { return this.start + this.pages * this.pageSizeBytes }
+  get end(): number {
+    return this.start + this.pages * this.pageSizeBytes
+  }
   pageSizeBytes = 0
 }
 
@@ -63,7 +65,10 @@ export class GuestMemory {
     if (hit !== undefined && address >= hit.start && address < hit.end) return hit
     for (let i = 0; i < regions.length; i++) {
       const r = regions[i]
-      if (address >= r.start && address < r.end) { this.last = i; return r }
+      if (address >= r.start && address < r.end) {
+        this.last = i
+        return r
+      }
     }
     return undefined
   }
@@ -85,7 +90,10 @@ export class GuestMemory {
       const first = Math.floor((a - r.start) / this.pageSize)
       const last = Math.ceil((b - r.start) / this.pageSize)
       for (let i = first; i < last; i++) {
-        if (r.state[i] !== GONE) { r.state[i] = state; marked++ }
+        if (r.state[i] !== GONE) {
+          r.state[i] = state
+          marked++
+        }
       }
     }
     return marked
@@ -117,7 +125,10 @@ export class GuestMemory {
     for (const r of this.regions) {
       const a = Math.max(start, r.start)
       const b = Math.min(end, r.end)
-      if (a >= b) { kept.push(r); continue }
+      if (a >= b) {
+        kept.push(r)
+        continue
+      }
       const first = Math.floor((a - r.start) / ps)
       const last = Math.ceil((b - r.start) / ps)
       if (first > 0) kept.push(this.piece(r, 0, first))

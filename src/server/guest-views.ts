@@ -21,11 +21,18 @@ export class ForkedChildren {
   private lastProbeMs = 0
 
   /** Children take poll slots [firstSlot, firstSlot + capacity) of `poll`. */
-  constructor(private readonly poll: uffd.PollSet, private readonly firstSlot: number, readonly capacity: number, private readonly pageSize: number) {
+  constructor(
+    private readonly poll: uffd.PollSet,
+    private readonly firstSlot: number,
+    readonly capacity: number,
+    private readonly pageSize: number,
+  ) {
     for (let c = 0; c < capacity; c++) poll.set(firstSlot + c, -1, uffd.POLLIN)
   }
 
-  get full(): boolean { return this.list.length >= this.capacity }
+  get full(): boolean {
+    return this.list.length >= this.capacity
+  }
 
   /** Adds a child; returns how many are served now. */
   add(child: GuestView): number {
@@ -35,7 +42,9 @@ export class ForkedChildren {
   }
 
   /** The child whose poll slot has events, by index. */
-  readyIndex(c: number): boolean { return this.poll.revents(this.firstSlot + c) !== 0 }
+  readyIndex(c: number): boolean {
+    return this.poll.revents(this.firstSlot + c) !== 0
+  }
 
   drop(child: GuestView): void {
     const at = this.list.indexOf(child)

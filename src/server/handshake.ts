@@ -79,7 +79,8 @@ export function parseHandshake(body: string, snapshot: SnapshotGeometry): Handsh
       throw new HandshakeError(`handshake "map" must be "anonymous" or "cache", got ${JSON.stringify(obj.map)?.slice(0, 40)}`)
     }
     const map = obj.map === 'cache' ? 'cache' : 'anonymous'
-    if (map === 'cache' && obj.register === false) throw new HandshakeError('handshake "map": "cache" needs "register": true (the server registers the regions once they map the cache)')
+    if (map === 'cache' && obj.register === false)
+      throw new HandshakeError('handshake "map": "cache" needs "register": true (the server registers the regions once they map the cache)')
     handshake = { form: 'faultline', register: obj.register !== false, map, regions: obj.regions.map(parseRegion) }
   } else {
     throw new HandshakeError('handshake must be a JSON array (Firecracker) or object (faultline)')
@@ -87,7 +88,8 @@ export function parseHandshake(body: string, snapshot: SnapshotGeometry): Handsh
   validateRegions(handshake.regions, snapshot)
   if (handshake.map === 'cache') {
     handshake.regions.forEach((r, i) => {
-      if (r.pageSize !== snapshot.pageSize) throw new HandshakeError(`region ${i}: "map": "cache" maps the cache in ${snapshot.pageSize}-byte pages; page size ${r.pageSize} cannot`)
+      if (r.pageSize !== snapshot.pageSize)
+        throw new HandshakeError(`region ${i}: "map": "cache" maps the cache in ${snapshot.pageSize}-byte pages; page size ${r.pageSize} cannot`)
     })
   }
   return handshake
@@ -160,7 +162,12 @@ export function cannotBecomeJson(prefix: string): boolean {
   if (first === null) return false
   if (first[0] !== '[' && first[0] !== '{') return true
   if (!prefix.endsWith('\n')) return false
-  try { JSON.parse(prefix); return false } catch { return true }
+  try {
+    JSON.parse(prefix)
+    return false
+  } catch {
+    return true
+  }
 }
 
 /** Checks that every region lies in mappings registered with a userfaultfd in missing mode
@@ -171,8 +178,10 @@ export function checkRegionsRegistered(regions: GuestRegion[], smapsText: string
   regions.forEach((r, i) => {
     const at = firstUncovered(r, registered)
     if (at === undefined) return
-    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not registered with the userfaultfd (UFFDIO_REGISTER, missing mode); ` +
-      'a Firecracker-form guest registers its memory before the handshake')
+    throw new HandshakeError(
+      `region ${i}: 0x${at.toString(16)} is not registered with the userfaultfd (UFFDIO_REGISTER, missing mode); ` +
+        'a Firecracker-form guest registers its memory before the handshake',
+    )
   })
 }
 
@@ -189,7 +198,9 @@ export function checkRegionsMapCache(regions: GuestRegion[], mapsText: string, d
       if (m.start <= at && at < m.end && m.private && m.offset + (at - m.start) === r.snapshotOffset + (at - r.start)) at = m.end
       if (at >= end) return
     }
-    throw new HandshakeError(`region ${i}: 0x${at.toString(16)} is not a private mapping of the decoded cache at offset ${r.snapshotOffset + (at - r.start)} ` +
-      '(map the descriptor the server sent MAP_PRIVATE|MAP_FIXED over each region before sending {"mapped":true})')
+    throw new HandshakeError(
+      `region ${i}: 0x${at.toString(16)} is not a private mapping of the decoded cache at offset ${r.snapshotOffset + (at - r.start)} ` +
+        '(map the descriptor the server sent MAP_PRIVATE|MAP_FIXED over each region before sending {"mapped":true})',
+    )
   })
 }

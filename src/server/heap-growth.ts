@@ -21,7 +21,7 @@ export class HeapGrowth {
 
   start(): void {
     // With --expose-gc, start from an empty young generation.
-    (globalThis as { gc?: () => void }).gc?.()
+    ;(globalThis as { gc?: () => void }).gc?.()
     this.atStart = newSpaceUsed()
   }
 

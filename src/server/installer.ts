@@ -12,7 +12,16 @@ import { TRACE_FLAG_BEFORE_RESUME } from '../trace/format.js'
 import * as uffd from '../uffd/index.js'
 import { BREAKDOWN_ENABLED } from './fault-breakdown.js'
 import { BAD, DISCARDED, GONE, PRESENT, type GuestMemory, type MappedRegion } from './guest-memory.js'
-import { K_BAD_SKIPPED, K_BYTES_DECODED, K_INSTALL_IOCTLS, K_PAGES, K_PAGES_FROM_CACHE, K_POISONED, K_ZERO_PAGES, type SessionMeters } from './session-meters.js'
+import {
+  K_BAD_SKIPPED,
+  K_BYTES_DECODED,
+  K_INSTALL_IOCTLS,
+  K_PAGES,
+  K_PAGES_FROM_CACHE,
+  K_POISONED,
+  K_ZERO_PAGES,
+  type SessionMeters,
+} from './session-meters.js'
 
 /** Largest run installed with one UFFDIO_COPY (and decoded with one read). */
 export const MAX_RUN_BYTES = 2 * 1024 * 1024
@@ -22,7 +31,9 @@ export const MAX_RUN_BYTES = 2 * 1024 * 1024
  * the stage timers, when the read began. They travel the install path in these slots, not as
  * arguments: a double passed to a function V8 did not inline is boxed into a fresh heap number,
  * every fault. */
-export const CUR_ADDRESS = 0, CUR_T0 = 1, CUR_READ_START = 2
+export const CUR_ADDRESS = 0,
+  CUR_T0 = 1,
+  CUR_READ_START = 2
 export const CURRENT_SLOTS = 3
 
 /** Receives one record per install; implemented by src/trace/. */
@@ -58,7 +69,8 @@ export interface InstallerOptions {
 }
 
 /** readRun's results besides a count of good pages. */
-const READ_FAILED = -1, READ_PARKED = -2
+const READ_FAILED = -1,
+  READ_PARKED = -2
 
 export class GuestInstaller {
   readonly pageSize: number
@@ -121,7 +133,10 @@ export class GuestInstaller {
     let page = first
     while (page < end && this.stopped === '') {
       const region = this.memory.regionOfPage(page)
-      if (region === undefined) { page++; continue }
+      if (region === undefined) {
+        page++
+        continue
+      }
       const regionEnd = Math.min(end, region.firstPage + region.pages)
       installed += this.installInRegion(region, page - region.firstPage, regionEnd - page, cause, holdsFault)
       page = regionEnd
@@ -133,7 +148,8 @@ export class GuestInstaller {
     const state = region.state
     const huge = region.pagesPerGuestPage
     const source = this.source
-    let i = from, end = from + count
+    let i = from,
+      end = from + count
     if (huge > 1) {
       // Huge pages are installed whole, with COPY (ZEROPAGE does not exist for hugetlbfs).
       i -= i % huge
@@ -142,7 +158,10 @@ export class GuestInstaller {
     let installed = 0
     while (i < end) {
       const s = state[i]
-      if (s === PRESENT || s === GONE) { i++; continue }
+      if (s === PRESENT || s === GONE) {
+        i++
+        continue
+      }
       if (s === BAD) {
         // Known bad: a fault on it is answered with poison; a prefetch leaves it.
         if (holdsFault && this.faultIn(region, i, 1)) this.refuse(region, i, huge, 'a page that failed verification')
@@ -177,7 +196,10 @@ export class GuestInstaller {
       if (!zero) {
         const t0 = BREAKDOWN_ENABLED ? this.meters.clock.nowMs() : 0
         const good = this.readRun(region, i, n)
-        if (BREAKDOWN_ENABLED) { this.meters.breakdown.sourceReads++; this.meters.breakdown.sourceReadNs += (this.meters.clock.nowMs() - t0) * 1e6 }
+        if (BREAKDOWN_ENABLED) {
+          this.meters.breakdown.sourceReads++
+          this.meters.breakdown.sourceReadNs += (this.meters.clock.nowMs() - t0) * 1e6
+        }
         if (good === READ_PARKED) {
           // The chunk's cached copy went away (evicted, or failed its checksum): it is being
           // fetched again.
@@ -245,15 +267,24 @@ export class GuestInstaller {
       if (zero) {
         done = this.fd.zeropageAtTarget(bytes, ps, this.dontWake && cause !== InstallCause.Fault)
         this.counters[K_ZERO_PAGES] += done / ps
-        if (BREAKDOWN_ENABLED) { this.meters.breakdown.zeropages++; this.meters.breakdown.zeropageNs += (this.meters.clock.nowMs() - stageStart) * 1e6 }
+        if (BREAKDOWN_ENABLED) {
+          this.meters.breakdown.zeropages++
+          this.meters.breakdown.zeropageNs += (this.meters.clock.nowMs() - stageStart) * 1e6
+        }
       } else {
         target[uffd.TARGET_SRC] = this.copyBuffer.address
         done = this.fd.copyAtTarget(bytes, ps * huge, this.dontWake && cause !== InstallCause.Fault)
         this.counters[K_BYTES_DECODED] += bytes
-        if (BREAKDOWN_ENABLED) { this.meters.breakdown.copies++; this.meters.breakdown.copyNs += (this.meters.clock.nowMs() - stageStart) * 1e6 }
+        if (BREAKDOWN_ENABLED) {
+          this.meters.breakdown.copies++
+          this.meters.breakdown.copyNs += (this.meters.clock.nowMs() - stageStart) * 1e6
+        }
       }
     } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return -1 }
+      if (err instanceof uffd.GuestGoneError) {
+        this.stopped = 'guest exited'
+        return -1
+      }
       throw err
     }
     this.counters[K_INSTALL_IOCTLS]++
@@ -298,10 +329,14 @@ export class GuestInstaller {
     try {
       done = this.fd.zeropage(page, ps, ps)
     } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return }
+      if (err instanceof uffd.GuestGoneError) {
+        this.stopped = 'guest exited'
+        return
+      }
       // Huge-page memory has no UFFDIO_ZEROPAGE: leave it to the wake-up.
     }
-    if (done < ps) this.deferred.push(address) // EAGAIN: retried after the guest's events
+    if (done < ps)
+      this.deferred.push(address) // EAGAIN: retried after the guest's events
     else this.fd.wake(page, ps)
   }
 
@@ -313,12 +348,18 @@ export class GuestInstaller {
   answerPresent(address: number, wakeOnly: boolean): void {
     const ps = this.pageSize
     const page = address - (address % ps)
-    if (wakeOnly) { this.fd.wake(page, ps); return }
+    if (wakeOnly) {
+      this.fd.wake(page, ps)
+      return
+    }
     let done: number
     try {
       done = this.fd.zeropage(page, ps, ps)
     } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return }
+      if (err instanceof uffd.GuestGoneError) {
+        this.stopped = 'guest exited'
+        return
+      }
       throw err
     }
     if (done < ps) this.deferred.push(address)
@@ -357,7 +398,10 @@ export class GuestInstaller {
     try {
       this.fd.poison(region.start + i * ps, unit * ps, unit * ps)
     } catch (err) {
-      if (err instanceof uffd.GuestGoneError) { this.stopped = 'guest exited'; return true }
+      if (err instanceof uffd.GuestGoneError) {
+        this.stopped = 'guest exited'
+        return true
+      }
       this.log(`cannot poison pages ${region.firstPage + i}..${region.firstPage + i + unit - 1}: ${describe(err)}`)
       return false
     }

@@ -33,7 +33,7 @@ export class LatencyHistogram {
       sub = exp < 3 ? 0 : (n >>> (exp - 3)) - SUB
     } else {
       exp = Math.floor(Math.log2(ns))
-      sub = Math.floor((ns / 2 ** (exp - 3)) - SUB)
+      sub = Math.floor(ns / 2 ** (exp - 3) - SUB)
     }
     const c = this.cells
     c[exp * SUB + sub]++

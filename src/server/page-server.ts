@@ -40,7 +40,10 @@ export interface PageServerEvents {
 /** A replacement worker getting ready in SCHED_IDLE is raised after this long regardless. */
 const IDLE_START_LIMIT_MS = 2000
 
-interface QueuedGuest { guest: GuestHandoff; deadlineMs: number }
+interface QueuedGuest {
+  guest: GuestHandoff
+  deadlineMs: number
+}
 
 export class PageServer extends EventEmitter<PageServerEvents> {
   readonly socketPath: string
@@ -82,8 +85,16 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private readonly learnDir: string | undefined
   private readonly identity: SnapshotIdentity
 
-  private constructor(opts: PageServerOptions, listenFd: number, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number,
-    traceInputs: FileIdentity[], policySpec: string, cacheParts: CacheParts | undefined) {
+  private constructor(
+    opts: PageServerOptions,
+    listenFd: number,
+    store: ChunkStore | undefined,
+    snapshot: SnapshotReader | undefined,
+    snapshotFd: number,
+    traceInputs: FileIdentity[],
+    policySpec: string,
+    cacheParts: CacheParts | undefined,
+  ) {
     super()
     this.cache = cacheParts?.cache
     this.fills = cacheParts?.fills
@@ -103,12 +114,19 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.maxSessions = opts.maxSessions ?? 256
     this.maxPending = opts.maxPendingHandshakes ?? 128
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 5000
-    this.pool = new SessionPool({
-      log: (line, level) => this.emit('log', line, level),
-      refused: (pid, error) => this.refused(pid, error),
-      sessionStarted: rec => {
-        this.active.set(rec.id, rec)
-        this.emit('session', rec)
+    this.pool = new SessionPool(
+      {
+        log: (line, level) => this.emit('log', line, level),
+        refused: (pid, error) => this.refused(pid, error),
+        sessionStarted: rec => {
+          this.active.set(rec.id, rec)
+          this.emit('session', rec)
+        },
+        sessionEnded: (rec, stats, error) => this.endSession(rec, stats, error),
+        changed: () => {
+          if (!this.closing) this.dispatch()
+        },
+        waitingGuests: () => this.queue.length,
       },
       sessionEnded: (rec, stats, error) => this.endSession(rec, stats, error),
       changed: () => { if (!this.closing) this.dispatch() },
@@ -121,10 +139,7 @@ export class PageServer extends EventEmitter<PageServerEvents> {
         cache: this.cache?.info, fills: this.fills?.sessionData(), learn: opts.learnDir !== undefined,
         onUnservable: opts.onUnservable ?? 'kill',
       },
-      warm: opts.warmWorkers ?? 1, maxSessions: this.maxSessions, singleGuest: opts.singleGuest ?? false,
-      idleStartLimitMs: opts.idleStartLimitMs ?? IDLE_START_LIMIT_MS, stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
-      policySpec, store,
-    })
+    )
   }
 
   /** Checks the snapshot and policy, listens, starts the warm worker(s), then accepts. */
@@ -179,11 +194,14 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     const server = new PageServer(opts, listenFd, store, snapshot, snapshotFd, protectedInputs, policySpec, cacheParts)
     if (cacheParts !== undefined) {
       cacheParts.log = (line, level) => server.emit('log', line, level)
-      server.startNotices.push(`decoded cache: ${cacheParts.cache.info.why}; ${formatCacheBound(cacheParts.cache)}; ${cacheParts.fills.workerCount} fill worker(s)`)
+      server.startNotices.push(
+        `decoded cache: ${cacheParts.cache.info.why}; ${formatCacheBound(cacheParts.cache)}; ${cacheParts.fills.workerCount} fill worker(s)`,
+      )
       server.strayTimer = setInterval(() => server.removeStrays(), STRAY_CHECK_MS)
       server.strayTimer.unref()
     }
-    if (policySpec !== (opts.policy ?? 'ondemand')) server.startNotices.push(`--learn ${opts.learnDir}: prefetching the set learned for this snapshot (policy ${policySpec})`)
+    if (policySpec !== (opts.policy ?? 'ondemand'))
+      server.startNotices.push(`--learn ${opts.learnDir}: prefetching the set learned for this snapshot (policy ${policySpec})`)
     try {
       await server.pool.fill(false)
       // Fill workers boot after the warm session workers (they compete for the same cores), but
@@ -200,9 +218,13 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   }
 
   /** How the decoded cache is, for the log and the benchmarks (undefined without one). */
-  get cacheDescription(): string | undefined { return this.cache?.info.why }
+  get cacheDescription(): string | undefined {
+    return this.cache?.info.why
+  }
 
-  cacheCounts(): CacheCounts | undefined { return this.cache?.counts() }
+  cacheCounts(): CacheCounts | undefined {
+    return this.cache?.counts()
+  }
 
   /** Folios of the cache that something other than this server put there (a process mapping the
    * cache outside a registered region reads a hole as a zero folio of the file): punched out, so
@@ -210,8 +232,12 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private removeStrays(): void {
     const removed = this.cache?.removeStrayFolios() ?? 0
     if (removed > 0) {
-      this.emit('log', `decoded cache: ${removed} folio(s) were put in the cache by a process the server does not serve ` +
-        '(mapping the cache outside a registered region); punched out', 'warn')
+      this.emit(
+        'log',
+        `decoded cache: ${removed} folio(s) were put in the cache by a process the server does not serve ` +
+          '(mapping the cache outside a registered region); punched out',
+        'warn',
+      )
     }
   }
 
@@ -240,7 +266,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
 
   /** Refuses a guest the acceptor handed over, from this thread. */
   private refuseGuest(g: GuestHandoff, error: string): void {
-    try { uffd.sendBytes(g.conn, Buffer.from(JSON.stringify({ ok: false, error }) + '\n')) } catch { /* gone */ }
+    try {
+      uffd.sendBytes(g.conn, Buffer.from(JSON.stringify({ ok: false, error }) + '\n'))
+    } catch {
+      /* gone */
+    }
     uffd.closeFd(g.uffd)
     uffd.closeFd(g.conn)
     uffd.closeFd(g.pidfd)
@@ -253,7 +283,10 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (this.learnDir !== undefined && stats?.usedPages !== undefined && stats.usedPages.length > 0) {
       try {
         const set = recordLearnedSession(this.learnDir, this.identity, stats.usedPages)
-        this.emit('log', `session ${rec.id}: learned ${stats.usedPages.length} pages for this snapshot (${set.sessions.length} session(s) kept in ${learnedSetPath(this.learnDir, this.identity)})`)
+        this.emit(
+          'log',
+          `session ${rec.id}: learned ${stats.usedPages.length} pages for this snapshot (${set.sessions.length} session(s) kept in ${learnedSetPath(this.learnDir, this.identity)})`,
+        )
       } catch (err) {
         this.emit('log', `session ${rec.id}: could not keep its learned pages: ${describeError(err)}`, 'warn')
       }
@@ -268,7 +301,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   private snapshotReplaced(): string | undefined {
     if (this.snapshotId === undefined) return undefined
     let now: { dev: bigint; ino: bigint } | undefined
-    try { now = statSync(this.snapshotPath, { bigint: true }) } catch { now = undefined }
+    try {
+      now = statSync(this.snapshotPath, { bigint: true })
+    } catch {
+      now = undefined
+    }
     if (now === undefined) {
       if (this.snapshotNotice === undefined) {
         this.snapshotNotice = 'removed'
@@ -277,7 +314,8 @@ export class PageServer extends EventEmitter<PageServerEvents> {
       return undefined
     }
     if (now.dev === this.snapshotId.dev && now.ino === this.snapshotId.ino) return undefined
-    const why = `snapshot ${this.snapshotPath} was replaced since the server started (another file is at that path now); ` +
+    const why =
+      `snapshot ${this.snapshotPath} was replaced since the server started (another file is at that path now); ` +
       'refusing new guests: restart the server to serve the new file'
     if (this.snapshotNotice !== 'replaced') {
       this.snapshotNotice = 'replaced'
@@ -287,9 +325,15 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   }
 
   private onGuest(g: GuestHandoff): void {
-    if (this.closing) { this.refuseGuest(g, 'server stopping'); return }
+    if (this.closing) {
+      this.refuseGuest(g, 'server stopping')
+      return
+    }
     const replaced = this.snapshotReplaced()
-    if (replaced !== undefined) { this.refuseGuest(g, replaced); return }
+    if (replaced !== undefined) {
+      this.refuseGuest(g, replaced)
+      return
+    }
     if (this.queue.length >= this.maxPending) {
       this.refuseGuest(g, `server busy: ${this.queue.length} guests already wait for a session slot (--max-sessions ${this.maxSessions})`)
       return
@@ -304,13 +348,16 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     const now = Date.now()
     while (this.queue.length > 0 && this.queue[0].deadlineMs <= now) {
       const { guest } = this.queue.shift()!
-      const why = this.pool.busyCount >= this.maxSessions
-        ? `server busy: ${this.maxSessions} session(s) served at once (--max-sessions) for ${this.handshakeTimeoutMs} ms`
-        : `no session worker got ready within ${this.handshakeTimeoutMs} ms${this.pool.lastStartFailure ? ` (last failure: ${this.pool.lastStartFailure})` : ''}`
+      const why =
+        this.pool.busyCount >= this.maxSessions
+          ? `server busy: ${this.maxSessions} session(s) served at once (--max-sessions) for ${this.handshakeTimeoutMs} ms`
+          : `no session worker got ready within ${this.handshakeTimeoutMs} ms${this.pool.lastStartFailure ? ` (last failure: ${this.pool.lastStartFailure})` : ''}`
       this.refuseGuest(guest, why)
     }
     while (this.queue.length > 0 && this.pool.give(this.queue[0].guest)) this.queue.shift()
-    void this.pool.fill().catch(() => { /* logged by the pool */ })
+    void this.pool.fill().catch(() => {
+      /* logged by the pool */
+    })
     this.pool.trim()
     clearTimeout(this.queueTimer)
     this.queueTimer = undefined
@@ -320,10 +367,14 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   }
 
   /** Session workers alive: the warm ones and one per guest being served. */
-  get workerCount(): number { return this.pool.size }
+  get workerCount(): number {
+    return this.pool.size
+  }
 
   /** Session workers started so far (a refused client must not cost one). */
-  get workersStarted(): number { return this.pool.workersStarted }
+  get workersStarted(): number {
+    return this.pool.workersStarted
+  }
 
   /** Connections whose first message the acceptor still awaits. */
   pendingHandshakes(): number { return Atomics.load(new Int32Array(this.pendingCounter), 0) }
@@ -363,7 +414,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     this.closing = true
     clearTimeout(this.queueTimer)
     // Stop accepting, refuse the guests still waiting, release idle workers.
-    try { unlinkSync(this.socketPath) } catch { /* gone */ }
+    try {
+      unlinkSync(this.socketPath)
+    } catch {
+      /* gone */
+    }
     if (this.acceptor !== undefined) {
       this.acceptor = undefined
       uffd.signalEventFd(this.acceptorStopFd)

@@ -19,7 +19,12 @@ const REHEARSAL_PAGES = 512
 const STRIDE = 977
 
 /** `scratchAddress`: where the scratch mapping was (unmapped now). */
-export interface RehearsalResult { faults: number; pages: number; ms: number; scratchAddress: number }
+export interface RehearsalResult {
+  faults: number
+  pages: number
+  ms: number
+  scratchAddress: number
+}
 
 /** Rehearses on snapshot pages [0, REHEARSAL_PAGES); nothing for an object-store source (a
  * rehearsal would fetch chunks) or an empty snapshot. The scratch mapping is gone after.
@@ -36,9 +41,14 @@ export function rehearseFaultPath(source: PageSource, onRound?: (scratch: Buffer
     fd.api(0)
     fd.register(scratch.address, scratch.length)
     const session = new Session({
-      uffd: fd, connectionFd: -1, stopFd: -1, source, policy: new OnDemandPolicy(),
+      uffd: fd,
+      connectionFd: -1,
+      stopFd: -1,
+      source,
+      policy: new OnDemandPolicy(),
       regions: [{ start: scratch.address, lengthBytes: scratch.length, snapshotOffset: 0, pageSize: ps }],
-      canPoison: false, log: () => {},
+      canPoison: false,
+      log: () => {},
     })
     const rounds = Math.ceil(REHEARSAL_FAULTS / pages)
     for (let round = 0; round < rounds; round++) {

@@ -10,7 +10,8 @@ import { K_REMOTE_WAITS } from './session-meters.js'
 
 /** Prefetch runs kept waiting for their chunk (more are fetched, not installed); background
  * work pauses while this many wait, so it goes at the pace of the fetches. */
-export const PARKED_RUN_LIMIT = 256, PARKED_IDLE_LIMIT = 32
+export const PARKED_RUN_LIMIT = 256,
+  PARKED_IDLE_LIMIT = 32
 /** How often waiting faults are re-checked without a wake-up (a safety net: the store signals
  * every completion). */
 export const REMOTE_RECHECK_MS = 1000
@@ -34,14 +35,22 @@ export class RemoteWaits implements RunParking {
   /** Time of the fault being installed, for park(). */
   faultT0 = 0
 
-  constructor(source: DeferredPageSource, private readonly installer: GuestInstaller, private readonly counters: Float64Array) {
+  constructor(
+    source: DeferredPageSource,
+    private readonly installer: GuestInstaller,
+    private readonly counters: Float64Array,
+  ) {
     this.source = source
   }
 
   /** Anything waiting: the session polls with a timeout (REMOTE_RECHECK_MS) meanwhile. */
-  get waiting(): boolean { return this.waitingFaults.length + this.parkedRuns.length > 0 }
+  get waiting(): boolean {
+    return this.waitingFaults.length + this.parkedRuns.length > 0
+  }
   /** Background work pauses while this is true. */
-  get busy(): boolean { return this.parkedRuns.length >= PARKED_IDLE_LIMIT }
+  get busy(): boolean {
+    return this.parkedRuns.length >= PARKED_IDLE_LIMIT
+  }
 
   park(region: MappedRegion, i: number, j: number, cause: InstallCause, holdsFaultRun: boolean): number {
     const installer = this.installer

@@ -102,15 +102,27 @@ export class SessionMeters {
   /** A fault's service time, from when it was read to its install. */
   served(latencyNs: number): void {
     this.histogram.record(latencyNs)
-    if (BREAKDOWN_ENABLED) { this.breakdown.serviceNs += latencyNs; this.breakdown.faults++ }
+    if (BREAKDOWN_ENABLED) {
+      this.breakdown.serviceNs += latencyNs
+      this.breakdown.faults++
+    }
   }
 
   finish(map: 'anonymous' | 'cache', bytesRead: number, endReason: string): SessionStats {
     const c = this.counters
     return {
-      faults: c[K_FAULTS], pagesInstalled: [c[K_PAGES], c[K_PAGES + 1], c[K_PAGES + 2]], zeroPagesInstalled: c[K_ZERO_PAGES],
-      copyIoctls: c[K_INSTALL_IOCTLS], bytesDecoded: c[K_BYTES_DECODED], removedPages: c[K_REMOVED_PAGES], forks: c[K_FORKS],
-      events: c[K_EVENTS], bytesRead, remoteWaits: c[K_REMOTE_WAITS], poisonedPages: c[K_POISONED], badPagesSkipped: c[K_BAD_SKIPPED],
+      faults: c[K_FAULTS],
+      pagesInstalled: [c[K_PAGES], c[K_PAGES + 1], c[K_PAGES + 2]],
+      zeroPagesInstalled: c[K_ZERO_PAGES],
+      copyIoctls: c[K_INSTALL_IOCTLS],
+      bytesDecoded: c[K_BYTES_DECODED],
+      removedPages: c[K_REMOVED_PAGES],
+      forks: c[K_FORKS],
+      events: c[K_EVENTS],
+      bytesRead,
+      remoteWaits: c[K_REMOTE_WAITS],
+      poisonedPages: c[K_POISONED],
+      badPagesSkipped: c[K_BAD_SKIPPED],
       map,
       cache: { wakes: c[K_CACHE_WAKES], privatePages: c[K_CACHE_PRIVATE], foliosRequested: c[K_FOLIOS_REQUESTED], pagesFromCache: c[K_PAGES_FROM_CACHE] },
       latency: this.histogram.summary(),

@@ -57,7 +57,8 @@ export interface SessionPoolOptions {
 /** How often a pool with workers getting ready in SCHED_IDLE looks for a waiting guest. */
 const IDLE_START_CHECK_MS = 50
 /** A worker that failed to start is retried after this long, doubling up to the cap. */
-const RESTART_BACKOFF_MS = 500, RESTART_BACKOFF_MAX_MS = 30000
+const RESTART_BACKOFF_MS = 500,
+  RESTART_BACKOFF_MAX_MS = 30000
 
 let sessionWorker: ReturnType<typeof workerEntry> | undefined
 
@@ -103,13 +104,23 @@ export class SessionPool {
   }
 
   /** Workers started so far (a refused client must not cost one). */
-  get workersStarted(): number { return this.startedCount }
+  get workersStarted(): number {
+    return this.startedCount
+  }
   /** Workers alive: the warm ones and one per guest being served. */
-  get size(): number { return this.entries.size }
-  get busyCount(): number { return this.count(e => e.state === 'busy') }
+  get size(): number {
+    return this.entries.size
+  }
+  get busyCount(): number {
+    return this.count(e => e.state === 'busy')
+  }
   /** Workers checking a guest they were handed (no session yet). */
-  get admittingCount(): number { return this.count(e => e.state === 'busy' && e.session === undefined) }
-  get readyCount(): number { return this.count(e => e.state === 'ready') }
+  get admittingCount(): number {
+    return this.count(e => e.state === 'busy' && e.session === undefined)
+  }
+  get readyCount(): number {
+    return this.count(e => e.state === 'ready')
+  }
 
   private count(pred: (e: WorkerEntry) => boolean): number {
     let n = 0
@@ -149,8 +160,12 @@ export class SessionPool {
     // it is ready again, so a refused client costs no worker start. Its replacement starts once
     // its session does.
     const admitting = this.admittingCount
-    while (!this.closing && this.readyCount + this.count(e => e.state === 'starting') + admitting < target &&
-      this.entries.size < maxSessions + warm && !(singleGuest && this.handedOut > 0)) {
+    while (
+      !this.closing &&
+      this.readyCount + this.count(e => e.state === 'starting') + admitting < target &&
+      this.entries.size < maxSessions + warm &&
+      !(singleGuest && this.handedOut > 0)
+    ) {
       starts.push(this.spawn(startIdle))
     }
     return Promise.all(starts).then(() => undefined)
@@ -209,7 +224,11 @@ export class SessionPool {
         if (!guestWaiting && now - start.sinceMs < this.opts.idleStartLimitMs) continue
         this.idleStarts.delete(worker)
         for (const tid of start.tids) {
-          try { uffd.setThreadIdle(tid, false) } catch { /* it ended, or raised itself */ }
+          try {
+            uffd.setThreadIdle(tid, false)
+          } catch {
+            /* it ended, or raised itself */
+          }
         }
       }
     }, IDLE_START_CHECK_MS)
@@ -224,7 +243,11 @@ export class SessionPool {
     for (const s of this.idleStarts.values()) for (const tid of s.tids) starting.add(tid)
     for (const tid of uffd.idleClassThreads()) {
       if (starting.has(tid)) continue
-      try { uffd.setThreadIdle(tid, false) } catch { /* exited meanwhile */ }
+      try {
+        uffd.setThreadIdle(tid, false)
+      } catch {
+        /* exited meanwhile */
+      }
     }
   }
 
@@ -242,7 +265,11 @@ export class SessionPool {
     const tidsBefore = idle ? uffd.threadIds() : []
     // Looked up once (the first start, while the server starts): a dist/ older than src/ is
     // refused there, with its own error.
-    sessionWorker ??= workerEntry(import.meta.url, new URL('./session-worker.js', import.meta.url), new URL('../../dist/server/session-worker.js', import.meta.url))
+    sessionWorker ??= workerEntry(
+      import.meta.url,
+      new URL('./session-worker.js', import.meta.url),
+      new URL('../../dist/server/session-worker.js', import.meta.url),
+    )
     let worker: Worker
     try {
       if (idle) uffd.setThreadIdle(0, true)
@@ -280,10 +307,18 @@ export class SessionPool {
             resolve()
             this.host.changed()
             break
-          case 'log': this.host.log(m.line, /: cannot serve |lacks|refused/.test(m.line) ? 'warn' : 'info'); break
-          case 'fetch': if (readyFd >= 0) store!.request(m.chunks, m.priority, readyFd); break
-          case 'invalid': store?.invalidate(m.chunk); break
-          case 'rejected': this.host.refused(m.pid, m.error); break
+          case 'log':
+            this.host.log(m.line, /: cannot serve |lacks|refused/.test(m.line) ? 'warn' : 'info')
+            break
+          case 'fetch':
+            if (readyFd >= 0) store!.request(m.chunks, m.priority, readyFd)
+            break
+          case 'invalid':
+            store?.invalidate(m.chunk)
+            break
+          case 'rejected':
+            this.host.refused(m.pid, m.error)
+            break
           case 'session': {
             const rec: SessionRecord = { id: m.id, pid: m.pid, form: m.form, bytes: m.bytes, map: m.map, counters: m.counters }
             entry.session = rec
@@ -304,7 +339,9 @@ export class SessionPool {
             break
         }
       })
-      worker.on('error', err => { failure = describeError(err) })
+      worker.on('error', err => {
+        failure = describeError(err)
+      })
       worker.on('exit', () => {
         this.entries.delete(worker)
         this.idleStarts.delete(worker)
@@ -355,7 +392,11 @@ export class SessionPool {
     const why = entry.stopReason ?? (failure !== undefined ? `session worker failed: ${failure}` : 'session worker exited')
     if (left !== undefined) {
       if (left.conn >= 0) {
-        try { uffd.sendBytes(left.conn, Buffer.from(JSON.stringify({ ok: false, error: why }) + '\n')) } catch { /* gone */ }
+        try {
+          uffd.sendBytes(left.conn, Buffer.from(JSON.stringify({ ok: false, error: why }) + '\n'))
+        } catch {
+          /* gone */
+        }
       }
       for (const fd of [left.trace, left.uffd, left.conn, left.pidfd]) uffd.closeFd(fd)
     }
@@ -375,12 +416,20 @@ export class SessionPool {
       if (e.state !== 'busy' || e.stopReason !== undefined || e.slot.state !== SLOT_SERVING) continue
       const beat = e.slot.heartbeat
       // 0: a session that has no heartbeat (never bumped): nothing can be told about it.
-      if (beat === 0 || beat !== e.beat || beat % 2 === 1) { e.beat = beat; e.sinceMs = now; continue }
-      if (e.sinceMs === 0) { e.sinceMs = now; continue }
+      if (beat === 0 || beat !== e.beat || beat % 2 === 1) {
+        e.beat = beat
+        e.sinceMs = now
+        continue
+      }
+      if (e.sinceMs === 0) {
+        e.sinceMs = now
+        continue
+      }
       const stuckMs = now - e.sinceMs
       if (stuckMs < this.opts.stallTimeoutMs) continue
       const s = e.session
-      e.stopReason = `session stalled: no progress for ${stuckMs} ms with faults waiting (policy ${this.opts.policySpec}: a call into it has not returned); ` +
+      e.stopReason =
+        `session stalled: no progress for ${stuckMs} ms with faults waiting (policy ${this.opts.policySpec}: a call into it has not returned); ` +
         'the server ended it'
       this.host.log(`session ${s?.id ?? '?'} (pid ${s?.pid ?? e.guest?.peer.pid ?? '?'}): ${e.stopReason}`, 'warn')
       void e.worker.terminate()

@@ -34,8 +34,12 @@ export class SessionSlot {
     this.words = new Int32Array(sab)
   }
 
-  get heartbeat(): number { return Atomics.load(this.words, HEARTBEAT) }
-  get state(): number { return Atomics.load(this.words, STATE) }
+  get heartbeat(): number {
+    return Atomics.load(this.words, HEARTBEAT)
+  }
+  get state(): number {
+    return Atomics.load(this.words, STATE)
+  }
 
   /** Worker side: it now owns these descriptors. */
   hold(conn: number, uffd: number, pidfd: number): void {
@@ -45,16 +49,22 @@ export class SessionSlot {
     Atomics.store(this.words, STATE, SLOT_ADMITTING)
   }
 
-  holdTrace(fd: number): void { Atomics.store(this.words, TRACE, fd) }
+  holdTrace(fd: number): void {
+    Atomics.store(this.words, TRACE, fd)
+  }
 
   /** Worker side: the fill notifier slot its session took for `fd` (-1, -1 once released). */
   holdFillSlot(fd: number, fillSlot: number): void {
     Atomics.store(this.words, FILL_SLOT, fillSlot)
     Atomics.store(this.words, FILL_FD, fd)
   }
-  serving(): void { Atomics.store(this.words, STATE, SLOT_SERVING) }
+  serving(): void {
+    Atomics.store(this.words, STATE, SLOT_SERVING)
+  }
   /** Worker side: out of Session.run() (no longer watched), still holding its descriptors. */
-  doneServing(): void { Atomics.store(this.words, STATE, SLOT_ADMITTING) }
+  doneServing(): void {
+    Atomics.store(this.words, STATE, SLOT_ADMITTING)
+  }
 
   /** Worker side: everything closed (or never held). */
   release(): void {
@@ -86,5 +96,4 @@ export class SessionSlot {
     const w = this.words
     return { conn: Atomics.load(w, CONN), uffd: Atomics.load(w, UFFD), trace: Atomics.load(w, TRACE), pidfd: Atomics.load(w, PIDFD) }
   }
-
 }

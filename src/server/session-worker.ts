@@ -35,8 +35,12 @@ import { killGuest } from './unservable.js'
  * EVENT_FORK the kernel unregisters moved or inherited memory, which then reads as zeros);
  * POISON lets a page that fails verification raise SIGBUS instead of being served. */
 export const SESSION_FEATURES =
-  uffd.UFFD_FEATURE_THREAD_ID | uffd.UFFD_FEATURE_EVENT_REMOVE | uffd.UFFD_FEATURE_EVENT_UNMAP |
-  uffd.UFFD_FEATURE_EVENT_REMAP | uffd.UFFD_FEATURE_EVENT_FORK | uffd.UFFD_FEATURE_POISON
+  uffd.UFFD_FEATURE_THREAD_ID |
+  uffd.UFFD_FEATURE_EVENT_REMOVE |
+  uffd.UFFD_FEATURE_EVENT_UNMAP |
+  uffd.UFFD_FEATURE_EVENT_REMAP |
+  uffd.UFFD_FEATURE_EVENT_FORK |
+  uffd.UFFD_FEATURE_POISON
 
 /** Events a guest's uffd needs for its memory to stay right when it changes its mappings. */
 const EVENT_FEATURES: ReadonlyArray<readonly [number, string]> = [
@@ -56,7 +60,11 @@ const slot = new SessionSlot(data.slot)
 class Refusal extends HandshakeError {}
 
 function reply(fd: number, obj: object): void {
-  try { uffd.sendBytes(fd, Buffer.from(JSON.stringify(obj) + '\n')) } catch { /* peer gone */ }
+  try {
+    uffd.sendBytes(fd, Buffer.from(JSON.stringify(obj) + '\n'))
+  } catch {
+    /* peer gone */
+  }
 }
 
 /** UFFDIO_API with SESSION_FEATURES. EVENT_FORK needs CAP_SYS_PTRACE in the server: without
@@ -75,13 +83,23 @@ function negotiate(guestUffd: uffd.Userfaultfd): uffd.ApiResult {
 function openTrace(sessionId: number, pid: number, source: PageSource, regions: Handshake['regions']): TraceRecorder | undefined {
   if (!data.tracePath) return undefined
   return new TraceRecorder({
-    path: tracePathForSession(data.tracePath, sessionId), pageSize: source.pageSize, snapshotPages: source.pageCount,
-    sessionId, pid, policy: data.policy, inputs: data.traceInputs,
+    path: tracePathForSession(data.tracePath, sessionId),
+    pageSize: source.pageSize,
+    snapshotPages: source.pageCount,
+    sessionId,
+    pid,
+    policy: data.policy,
+    inputs: data.traceInputs,
     regions: regions.map(r => ({ address: r.start, firstPage: r.snapshotOffset / source.pageSize, pageCount: r.lengthBytes / source.pageSize })),
   })
 }
 
-interface Admitted { handshake: Handshake; canPoison: boolean; id: number; cacheMapped: boolean }
+interface Admitted {
+  handshake: Handshake
+  canPoison: boolean
+  id: number
+  cacheMapped: boolean
+}
 
 /** The fill notifier, with the slot a session takes (and its eventfd) kept in this worker's
  * SessionSlot: a worker the server terminates (a stalled session) cannot release it itself, and
@@ -100,9 +118,10 @@ class TrackedNotifier extends FillNotifier {
 }
 
 /** The snapshot's decoded cache, as this worker reaches it (undefined without one). */
-const cacheAccess: CacheAccess | undefined = data.cache !== undefined && data.fills !== undefined
-  ? { cache: DecodedCache.attach(data.cache), queue: new FillQueue(data.fills.queue), notifier: new TrackedNotifier(data.fills.notifier) }
-  : undefined
+const cacheAccess: CacheAccess | undefined =
+  data.cache !== undefined && data.fills !== undefined
+    ? { cache: DecodedCache.attach(data.cache), queue: new FillQueue(data.fills.queue), notifier: new TrackedNotifier(data.fills.notifier) }
+    : undefined
 
 function nextSessionId(): number {
   return Atomics.add(new Int32Array(data.sessionCounter), 0, 1) + 1
@@ -113,7 +132,7 @@ function nextSessionId(): number {
  * through its own mapping, which puts zero folios into the cache every guest reads. */
 function cacheRefusal(features: number): string | undefined {
   if (cacheAccess === undefined) return 'the server has no decoded cache (--cache-memory 0, or an object-store snapshot)'
-  if ((features & uffd.UFFD_FEATURE_EVENT_FORK) === 0) return 'the server cannot follow the guest\'s forks (no EVENT_FORK without CAP_SYS_PTRACE)'
+  if ((features & uffd.UFFD_FEATURE_EVENT_FORK) === 0) return "the server cannot follow the guest's forks (no EVENT_FORK without CAP_SYS_PTRACE)"
   return undefined
 }
 
@@ -123,14 +142,20 @@ function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSou
   const pid = guest.peer.pid
   const handshake = parseHandshake(guest.body, source)
   let maps: string
-  try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/maps of the guest`) }
+  try {
+    maps = readFileSync(`/proc/${pid}/maps`, 'utf8')
+  } catch {
+    throw new Refusal(`cannot read /proc/${pid}/maps of the guest`)
+  }
   checkRegionsMapped(handshake.regions, maps)
   const fdinfo = uffd.parseUffdFdinfo(readFileSync(`/proc/self/fdinfo/${guestUffd.fd}`, 'utf8'))
   let canPoison: boolean
   if (handshake.register) {
     if (fdinfo?.initialized) {
-      throw new Refusal('the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +
-        'the Firecracker form (a JSON array) a registered one')
+      throw new Refusal(
+        'the userfaultfd sent is already initialised (UFFDIO_API); the faultline form ("register": true) wants a fresh one, ' +
+          'the Firecracker form (a JSON array) a registered one',
+      )
     }
     const features = negotiate(guestUffd).features
     canPoison = (features & uffd.UFFD_FEATURE_POISON) !== 0
@@ -153,7 +178,11 @@ function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSou
     // The guest chose its uffd's features: poison only if it enabled it, and say which
     // events it lacks (the kernel, not faultline, then decides what its memory reads).
     let smaps: string
-    try { smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8') } catch { throw new Refusal(`cannot read /proc/${pid}/smaps of the guest`) }
+    try {
+      smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8')
+    } catch {
+      throw new Refusal(`cannot read /proc/${pid}/smaps of the guest`)
+    }
     checkRegionsRegistered(handshake.regions, smaps)
     const features = fdinfo?.features ?? 0
     canPoison = (features & uffd.UFFD_FEATURE_POISON) !== 0
@@ -170,7 +199,11 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
   slot.hold(conn, guest.uffd, pidfd)
   const guestUffd = new uffd.Userfaultfd(guest.uffd)
   const closeAll = (trace?: TraceSink) => {
-    try { trace?.close() } catch (err) { log(`${(err as Error).message}`) }
+    try {
+      trace?.close()
+    } catch (err) {
+      log(`${(err as Error).message}`)
+    }
     guestUffd.close()
     uffd.closeFd(conn)
     uffd.closeFd(pidfd)
@@ -211,9 +244,18 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
     log(`session ${id}: ${why}; the guest's uffd cannot poison it: ${killGuest(pidfd, pid, forkedChild)} (--on-unservable kill)`)
   }
   const session = new Session({
-    uffd: guestUffd, connectionFd: conn, stopFd: data.stopFd, source, policy,
-    regions: handshake.regions, trace, canPoison, heartbeat: slot.words,
-    cacheAccess, cacheMapped, counters,
+    uffd: guestUffd,
+    connectionFd: conn,
+    stopFd: data.stopFd,
+    source,
+    policy,
+    regions: handshake.regions,
+    trace,
+    canPoison,
+    heartbeat: slot.words,
+    cacheAccess,
+    cacheMapped,
+    counters,
     usage: data.learn ? new UsageRecorder(source.pageCount, source.pageSize, cacheMapped ? pid : 0) : undefined,
     log: line => log(`session ${id}: ${line}`),
     failClosed,
@@ -221,12 +263,21 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
   try {
     session.start()
     const map = cacheMapped ? 'cache' : 'anonymous'
-    reply(conn, handshake.form === 'faultline'
-      ? { ok: true, session: id, pageSize: source.pageSize, map, ...(cacheMapped ? { folioBytes: cacheAccess!.cache.folioBytes } : {}) }
-      : { ok: true, session: id, pageSize: source.pageSize })
+    reply(
+      conn,
+      handshake.form === 'faultline'
+        ? { ok: true, session: id, pageSize: source.pageSize, map, ...(cacheMapped ? { folioBytes: cacheAccess!.cache.folioBytes } : {}) }
+        : { ok: true, session: id, pageSize: source.pageSize },
+    )
     post({
-      type: 'session', id, pid, form: handshake.form, map, counters,
-      regions: handshake.regions.length, bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),
+      type: 'session',
+      id,
+      pid,
+      form: handshake.form,
+      map,
+      counters,
+      regions: handshake.regions.length,
+      bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),
     })
     const sampling = HEAP_PROFILE_PREFIX !== undefined ? await startHeapSampling() : undefined
     const retainedBefore = retainedBytes()
@@ -270,9 +321,10 @@ async function main(): Promise<void> {
   const startIdle = data.startIdle === true
   // A remote snapshot is read through the server's chunk store (its disk cache, and
   // requests for what is not there yet); a local one through the server's own descriptor.
-  const source: PageSource = data.remote !== undefined
-    ? new RemotePageSource(data.remote, data.readyFd!, m => parentPort!.postMessage(m))
-    : SnapshotReader.fromDescriptor(data.snapshotFd, data.snapshotPath)
+  const source: PageSource =
+    data.remote !== undefined
+      ? new RemotePageSource(data.remote, data.readyFd!, m => parentPort!.postMessage(m))
+      : SnapshotReader.fromDescriptor(data.snapshotFd, data.snapshotPath)
   try {
     const policy = await createPolicy(data.policy, data.cwd, source)
     rehearseFaultPath(source)

@@ -64,7 +64,7 @@ export class Session extends SessionHandling {
         this.installStartBatch()
       } else if (this.idleWork && !(this.remote?.busy ?? false)) {
         this.runIdle()
-      } else if (this.remote !== undefined && this.remote.waiting) {
+      } else if (this.remote?.waiting) {
         this.remote.onReady(this, this.plan)
       }
       if (this.children.list.length > 0) this.children.probe(this.meters.clock.nowMs())
@@ -80,7 +80,7 @@ export class Session extends SessionHandling {
     if (this.startSet.pending) return 0
     if (this.idleWork && !(this.remote?.busy ?? false)) return 0
     let timeout = -1
-    if (this.remote !== undefined && this.remote.waiting) timeout = REMOTE_RECHECK_MS
+    if (this.remote?.waiting) timeout = REMOTE_RECHECK_MS
     if (this.children.list.length > 0 && (timeout < 0 || timeout > CHILD_PROBE_MS)) timeout = CHILD_PROBE_MS
     return timeout
   }
@@ -96,7 +96,9 @@ export class Session extends SessionHandling {
   }
 
   /** The installer stopped the session because a page could not be served (not poisoned). */
-  get unservable(): boolean { return this.parent.installer.unservable }
+  get unservable(): boolean {
+    return this.parent.installer.unservable
+  }
 
   private checkConnection(): void {
     // A guest has nothing to say after the handshake: data is drained, EOF/HUP ends it.
@@ -155,16 +157,21 @@ export class Session extends SessionHandling {
    * else should come first), each piece installed (anonymous guest) as its folio arrives. */
   private installBeforeResume(): void {
     const fills = this.fills
-    if (fills === undefined) { this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME); return }
+    if (fills === undefined) {
+      this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
+      return
+    }
     const plan = this.plan
     for (let r = 0; r < plan.length; r++) fills.requestAndWaitByFolio(plan.first[r], plan.count[r], plan.cause[r] as InstallCause, InstallCause.Fault)
-    const install = this.cacheMapped ? undefined : (ready: RunList) => {
-      for (let r = 0; r < ready.length && this.stopped === ''; r++) {
-        plan.clear()
-        plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
-        this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
-      }
-    }
+    const install = this.cacheMapped
+      ? undefined
+      : (ready: RunList) => {
+          for (let r = 0; r < ready.length && this.stopped === ''; r++) {
+            plan.clear()
+            plan.add(ready.first[r], ready.count[r], ready.cause[r] as InstallCause)
+            this.installPlanWithoutFault(TRACE_FLAG_BEFORE_RESUME)
+          }
+        }
     if (!fills.waitAll(this.opts.stopFd, install, this.source, this.copyBuffer.buffer)) this.stopped = 'server stopping'
   }
 
@@ -212,7 +219,10 @@ export class Session extends SessionHandling {
     const more = this.policy.onIdle!(this, plan, IDLE_BATCH_PAGES)
     if (!more) this.idleWork = false
     if (plan.length === 0) return
-    if (!this.cacheMapped) { this.installPlanWithoutFault(0); return }
+    if (!this.cacheMapped) {
+      this.installPlanWithoutFault(0)
+      return
+    }
     for (let r = 0; r < plan.length; r++) fills!.request(plan.first[r], plan.count[r], InstallCause.Background)
   }
 }

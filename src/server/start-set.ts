@@ -3,7 +3,7 @@
 // set says where the guest is in that order: the batches go on from there, so the guest finds
 // its next pages installed instead of faulting on each of them; the runs it passed over are
 // installed at the end (a guest thread behind the others may still want them).
-import { InstallCause, RunList } from '../policy/policy.js'
+import { type InstallCause, RunList } from '../policy/policy.js'
 
 export class StartSet {
   private readonly runs = new RunList(64)
@@ -15,7 +15,9 @@ export class StartSet {
 
   constructor(private readonly pageCount: number) {}
 
-  get pending(): boolean { return this.at < this.runs.length || this.skipped.length > 0 }
+  get pending(): boolean {
+    return this.at < this.runs.length || this.skipped.length > 0
+  }
 
   add(first: number, count: number, cause: InstallCause): void {
     this.runs.add(first, count, cause)
@@ -40,17 +42,23 @@ export class StartSet {
         // Back to the runs passed over, the latest jump's first.
         const skipped = this.skipped
         if (skipped.length === 0) break
-        const from = skipped[skipped.length - 2], to = skipped[skipped.length - 1]
+        const from = skipped[skipped.length - 2],
+          to = skipped[skipped.length - 1]
         const n = this.take(plan, from, budget)
-        if (n < runs.count[from]) { runs.first[from] += n; runs.count[from] -= n }
-        else if (from + 1 < to) skipped[skipped.length - 2] = from + 1
+        if (n < runs.count[from]) {
+          runs.first[from] += n
+          runs.count[from] -= n
+        } else if (from + 1 < to) skipped[skipped.length - 2] = from + 1
         else skipped.length -= 2
         budget -= n
         continue
       }
       const n = this.take(plan, this.at, budget)
       if (n === runs.count[this.at]) this.at++
-      else { runs.first[this.at] += n; runs.count[this.at] -= n }
+      else {
+        runs.first[this.at] += n
+        runs.count[this.at] -= n
+      }
       budget -= n
     }
     return this.pending

@@ -24,11 +24,19 @@ export class UsageRecorder {
   private intervalMs = MIN_SAMPLE_INTERVAL_MS
 
   /** `samplePid`: a cache-mapped guest's pid, whose hits are found by sampling; 0 for none. */
-  constructor(pageCount: number, private readonly pageSize: number, samplePid: number) {
+  constructor(
+    pageCount: number,
+    private readonly pageSize: number,
+    samplePid: number,
+  ) {
     this.seen = new Uint8Array(pageCount)
     this.order = new Uint32Array(1024)
     if (samplePid > 0) {
-      try { this.pagemapFd = openSync(`/proc/${samplePid}/pagemap`, 'r') } catch { /* no sampling: faults only */ }
+      try {
+        this.pagemapFd = openSync(`/proc/${samplePid}/pagemap`, 'r')
+      } catch {
+        /* no sampling: faults only */
+      }
     }
   }
 

@@ -96,11 +96,25 @@ export type WorkerMessage =
   | { type: 'idle' }
   | { type: 'log'; line: string }
   | { type: 'rejected'; pid: number; error: string }
-  | { type: 'session'; id: number; pid: number; form: string; regions: number; bytes: number; map: 'anonymous' | 'cache'
+  | {
+      type: 'session'
+      id: number
+      pid: number
+      form: string
+      regions: number
+      bytes: number
+      map: 'anonymous' | 'cache'
       /** The session's live counters (session-meters.ts COUNTER_SLOTS). */
-      counters: SharedArrayBuffer }
-  | { type: 'ended'; id: number; pid: number; stats?: SessionStats; error?: string
+      counters: SharedArrayBuffer
+    }
+  | {
+      type: 'ended'
+      id: number
+      pid: number
+      stats?: SessionStats
+      error?: string
       /** What the worker held after its session, less before it, once collected (with gc exposed). */
-      retainedBytes?: number }
+      retainedBytes?: number
+    }
   | { type: 'fatal'; error: string }
   | StoreRequest

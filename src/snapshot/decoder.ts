@@ -6,8 +6,24 @@ import { crc32 } from 'node:zlib'
 import { KIND_LZ4, KIND_ZERO, SnapshotCorruptError, hex32 } from './format.js'
 import { lz4, type Lz4Block } from './lz4.js'
 import {
-  A_COUNT, A_DETAIL0, A_DETAIL1, A_DST, A_FD, A_FILE_OFFSET, A_FIRST, A_LENGTH, A_PAGE_SIZE, A_SRC, A_WORDS,
-  FAIL_CHECKSUM, FAIL_LZ4_MALFORMED, nativeCodec, pageCodecName, runArgs, type NativeCodec, type PageCodecName,
+  A_COUNT,
+  A_DETAIL0,
+  A_DETAIL1,
+  A_DST,
+  A_FD,
+  A_FILE_OFFSET,
+  A_FIRST,
+  A_LENGTH,
+  A_PAGE_SIZE,
+  A_SRC,
+  A_WORDS,
+  FAIL_CHECKSUM,
+  FAIL_LZ4_MALFORMED,
+  nativeCodec,
+  pageCodecName,
+  runArgs,
+  type NativeCodec,
+  type PageCodecName,
 } from './native-codec.js'
 import type { SnapshotIndex } from './snapshot-index.js'
 
@@ -124,11 +140,19 @@ export class PageDecoder {
     const index = this.index
     const stored = count === 0 ? 0 : count > 0 && first >= 0 && first + count <= index.pageCount ? index.runEnd(first + count - 1) - index.runStart(first) : -1
     if (stored < 0 || srcStart < 0 || srcStart + stored > src.length || intoOffset < 0 || intoOffset + count * this.pageSize > into.length) {
-      throw new RangeError(`${index.file}: run of pages ${first}+${count} does not fit its buffers (source ${src.length} bytes from ${srcStart}, ` +
-        `destination ${into.length} from ${intoOffset})`)
+      throw new RangeError(
+        `${index.file}: run of pages ${first}+${count} does not fit its buffers (source ${src.length} bytes from ${srcStart}, ` +
+          `destination ${into.length} from ${intoOffset})`,
+      )
     }
-    if (src !== this.srcOf) { this.srcAddress = native.addressOf(src); this.srcOf = src }
-    if (into !== this.intoOf) { this.intoAddress = native.addressOf(into); this.intoOf = into }
+    if (src !== this.srcOf) {
+      this.srcAddress = native.addressOf(src)
+      this.srcOf = src
+    }
+    if (into !== this.intoOf) {
+      this.intoAddress = native.addressOf(into)
+      this.intoOf = into
+    }
     const a = this.args
     a[A_SRC] = this.srcAddress + srcStart
     a[A_DST] = this.intoAddress + intoOffset
@@ -147,7 +171,8 @@ export class PageDecoder {
   }
 
   private nativeFailure(page: number): never {
-    const why = this.args[A_DETAIL0], n = this.args[A_DETAIL1]
+    const why = this.args[A_DETAIL0],
+      n = this.args[A_DETAIL1]
     if (why === FAIL_CHECKSUM) this.corrupt(page, `checksum mismatch (stored ${hex32(this.index.words[page * 4 + 3])}, computed ${hex32(n >>> 0)})`)
     this.corrupt(page, why === FAIL_LZ4_MALFORMED ? `LZ4 data malformed at byte ${n}` : `decodes to ${n} bytes, expected ${this.pageSize}`)
   }

@@ -1,4 +1,4 @@
-// Snapshot format version 1 (README "Snapshot format"): constants, header and index entry
+// Snapshot format version 1 (docs/snapshot-format.md): constants, header and index entry
 // encoding, and the errors a malformed or corrupt snapshot raises.
 
 import { crc32 } from 'node:zlib'
@@ -130,7 +130,7 @@ export function zeroPageCrc(pageSize: number): number {
 export const hex32 = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, '0')}`
 
 /** The header fields derived from the others. */
-export function layoutFor(pageSize: number, pageCount: number): { indexOffset: number; dataOffset: number } {
+export function layoutFor(pageCount: number): { indexOffset: number; dataOffset: number } {
   return { indexOffset: HEADER_SIZE, dataOffset: HEADER_SIZE + INDEX_ENTRY_SIZE * pageCount }
 }
 
@@ -216,7 +216,7 @@ export function decodeHeader(buf: Buffer, file: string): SnapshotHeader {
   if (h.pageCount !== pages) {
     fail(`page count ${h.pageCount} does not match image size ${h.imageSizeBytes} (${pages} pages of ${h.pageSize})`)
   }
-  const layout = layoutFor(h.pageSize, h.pageCount)
+  const layout = layoutFor(h.pageCount)
   if (h.indexOffset !== layout.indexOffset) fail(`index offset ${h.indexOffset}, expected ${layout.indexOffset}`)
   if (h.dataOffset !== layout.dataOffset) fail(`data offset ${h.dataOffset}, expected ${layout.dataOffset}`)
   if (h.dataSizeBytes > h.pageCount * h.pageSize) {

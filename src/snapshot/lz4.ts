@@ -31,10 +31,7 @@ export function lz4(): Lz4Block {
     // used by the browser build. Load the binding itself so nothing else can stand in.
     mod = require('lz4/build/Release/lz4.node') as Record<string, unknown>
   } catch (err) {
-    throw new FaultlineError(
-      `lz4 native binding not loaded (${(err as Error).message.split('\n')[0]}); run \`npm rebuild lz4\``,
-      { cause: err },
-    )
+    throw new FaultlineError(`lz4 native binding not loaded (${(err as Error).message.split('\n')[0]}); run \`npm rebuild lz4\``, { cause: err })
   }
   for (const name of ['compress', 'uncompress', 'compressBound']) {
     const fn = mod[name]

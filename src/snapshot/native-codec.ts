@@ -30,8 +30,17 @@ export const END_OF_FILE = -3
  * reason and its number (LZ4 error position, decoded size, computed CRC) come back in
  * DETAIL0/DETAIL1, or for a read the offset and errno. readDecodeRun first reads LENGTH bytes at FILE_OFFSET of FD to src.
  */
-export const A_WORDS = 0, A_SRC = 1, A_DST = 2, A_FIRST = 3, A_COUNT = 4, A_PAGE_SIZE = 5,
-  A_DETAIL0 = 6, A_DETAIL1 = 7, A_FD = 8, A_FILE_OFFSET = 9, A_LENGTH = 10
+export const A_WORDS = 0,
+  A_SRC = 1,
+  A_DST = 2,
+  A_FIRST = 3,
+  A_COUNT = 4,
+  A_PAGE_SIZE = 5,
+  A_DETAIL0 = 6,
+  A_DETAIL1 = 7,
+  A_FD = 8,
+  A_FILE_OFFSET = 9,
+  A_LENGTH = 10
 export const RUN_ARGS_SLOTS = 11
 
 /** -1 when every page of the run decoded and matched its CRC, else the first page that did
@@ -69,8 +78,7 @@ export const pageCodecName: PageCodecName = selectCodec(env.FAULTLINE_CODEC, exi
  * (FAULTLINE_CODEC unset); undefined otherwise. */
 export function codecNotice(name = env.FAULTLINE_CODEC, chosen = pageCodecName): string | undefined {
   if (chosen !== 'npm' || (name !== undefined && name !== '')) return undefined
-  return `page codec: npm lz4 (${CODEC_LIBRARY} was not built); for the faster native one: ` +
-    `apt-get install ${CODEC_PACKAGES} && make -C native`
+  return `page codec: npm lz4 (${CODEC_LIBRARY} was not built); for the faster native one: ` + `apt-get install ${CODEC_PACKAGES} && make -C native`
 }
 
 let loaded: NativeCodec | undefined
@@ -84,8 +92,11 @@ export function nativeCodec(): NativeCodec {
   try {
     lib = koffi.load(CODEC_LIBRARY)
   } catch (err) {
-    throw new FaultlineError(`${CODEC_LIBRARY}: cannot load the page codec (${(err as Error).message.split('\n')[0]}); ` +
-      `build it with \`make -C native\` (needs ${CODEC_PACKAGES}), or set FAULTLINE_CODEC=npm`, { cause: err })
+    throw new FaultlineError(
+      `${CODEC_LIBRARY}: cannot load the page codec (${(err as Error).message.split('\n')[0]}); ` +
+        `build it with \`make -C native\` (needs ${CODEC_PACKAGES}), or set FAULTLINE_CODEC=npm`,
+      { cause: err },
+    )
   }
   loaded = {
     decodeRun: lib.func('long fl_decode_run(void *args)') as RunFn,

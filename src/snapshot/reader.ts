@@ -109,13 +109,12 @@ export class SnapshotReader implements PageSource {
   readPages(first: number, count: number, into: Buffer, intoOffset: number): void {
     const ps = this.pageSize
     if (
-      !(first >= 0 && count >= 0 && first + count <= this.pageCount && intoOffset >= 0 &&
-        intoOffset + count * ps <= into.length) ||
-      first % 1 !== 0 || count % 1 !== 0 || intoOffset % 1 !== 0
+      !(first >= 0 && count >= 0 && first + count <= this.pageCount && intoOffset >= 0 && intoOffset + count * ps <= into.length) ||
+      first % 1 !== 0 ||
+      count % 1 !== 0 ||
+      intoOffset % 1 !== 0
     ) {
-      throw new RangeError(
-        `${this.path}: readPages(${first}, ${count}, into[${into.length}], ${intoOffset}) out of range (${this.pageCount} pages of ${ps})`,
-      )
+      throw new RangeError(`${this.path}: readPages(${first}, ${count}, into[${into.length}], ${intoOffset}) out of range (${this.pageCount} pages of ${ps})`)
     }
     if (count === 0) return
     if (this.fd < 0) throw new FaultlineError(`${this.path}: reader is closed`)

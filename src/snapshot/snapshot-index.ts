@@ -103,10 +103,7 @@ export class SnapshotIndex {
     }
     if (pos !== dataSize) fail(`index covers ${pos} bytes of data, header says ${dataSize}`)
     if (zero !== header.zeroPages || lz4 !== header.lz4Pages || raw !== header.rawPages) {
-      fail(
-        `index has ${zero} zero, ${lz4} lz4, ${raw} raw pages; header says ` +
-          `${header.zeroPages}, ${header.lz4Pages}, ${header.rawPages}`,
-      )
+      fail(`index has ${zero} zero, ${lz4} lz4, ${raw} raw pages; header says ` + `${header.zeroPages}, ${header.lz4Pages}, ${header.rawPages}`)
     }
     return index
   }

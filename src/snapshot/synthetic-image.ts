@@ -15,15 +15,19 @@ export interface SyntheticImageOptions {
 
 const PAGE = 4096
 const BLOCK_PAGES = 1024
-const WORDS = ('the guest kernel maps memory pages into its address space and a page fault asks ' +
-  'the server for the contents of one page which it decodes from the snapshot and installs').split(' ')
+const WORDS = (
+  'the guest kernel maps memory pages into its address space and a page fault asks ' +
+  'the server for the contents of one page which it decodes from the snapshot and installs'
+).split(' ')
 
 function xorshift(seed: number): () => number {
-  let s = (seed >>> 0) || 0x9e3779b9
+  let s = seed >>> 0 || 0x9e3779b9
   return () => {
-    s ^= s << 13; s >>>= 0
+    s ^= s << 13
+    s >>>= 0
     s ^= s >>> 17
-    s ^= s << 5; s >>>= 0
+    s ^= s << 5
+    s >>>= 0
     return s
   }
 }
@@ -57,7 +61,9 @@ export function writeSyntheticImage(path: string, sizeBytes: number, opts: Synth
         if (kind === 1) noise.copy(page, 0, i * PAGE, (i + 1) * PAGE)
         else if (kind === 2) fillText(page, next, pageNo)
         else if (kind === 3) fillPointers(page, next, pageNo)
-        else if (kind === 4) { fillText(page.subarray(0, PAGE / 2), next, pageNo) }
+        else if (kind === 4) {
+          fillText(page.subarray(0, PAGE / 2), next, pageNo)
+        }
       }
       let off = 0
       while (off < n * PAGE) off += writeSync(fd, block, off, n * PAGE - off)

@@ -93,17 +93,19 @@ export async function createSnapshot(rawPath: string, snapPath: string, opts: Cr
     const pageCount = Math.ceil(imageSize / pageSize)
     if (pageCount * INDEX_ENTRY_SIZE > MAX_INDEX_BYTES) {
       const most = Math.floor(MAX_INDEX_BYTES / INDEX_ENTRY_SIZE) * pageSize
-      throw new FaultlineError(`${rawPath}: raw image is ${imageSize} bytes; at most ${most} with ${pageSize}-byte pages ` +
-        `(the index, ${INDEX_ENTRY_SIZE} bytes a page, is held in memory; a larger --page-size takes more)`)
+      throw new FaultlineError(
+        `${rawPath}: raw image is ${imageSize} bytes; at most ${most} with ${pageSize}-byte pages ` +
+          `(the index, ${INDEX_ENTRY_SIZE} bytes a page, is held in memory; a larger --page-size takes more)`,
+      )
     }
-    const { indexOffset, dataOffset } = layoutFor(pageSize, pageCount)
+    const { indexOffset, dataOffset } = layoutFor(pageCount)
 
     const blockPages = Math.max(1, Math.floor((opts.blockBytes ?? DEFAULT_BLOCK_BYTES) / pageSize))
     const blockBytes = blockPages * pageSize
     // Two input and two output blocks: read block n+1 and write block n-1 while encoding n.
     const inBufs = [Buffer.allocUnsafeSlow(blockBytes), Buffer.allocUnsafeSlow(blockBytes)]
-    const inViews = inBufs.map((b) => Array.from({ length: blockPages }, (_, k) => b.subarray(k * pageSize, (k + 1) * pageSize)))
-    const inWords = inBufs.map((b) => new Int32Array(b.buffer, b.byteOffset, b.length >>> 2))
+    const inViews = inBufs.map(b => Array.from({ length: blockPages }, (_, k) => b.subarray(k * pageSize, (k + 1) * pageSize)))
+    const inWords = inBufs.map(b => new Int32Array(b.buffer, b.byteOffset, b.length >>> 2))
     const outBufs = [Buffer.allocUnsafeSlow(blockBytes), Buffer.allocUnsafeSlow(blockBytes)]
     const zeroPage = Buffer.alloc(pageSize)
     const zeroCrc = crc32(zeroPage)

@@ -8,10 +8,7 @@ import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { fileError } from '../errors.js'
 import { ChunkCacheError } from './errors.js'
-import {
-  CHUNK_ABSENT, CHUNK_READY, ENTRY_HEADER_SIZE, ENTRY_MAGIC, ENTRY_VERSION, chunkFileName,
-  type ChunkLayout, type ChunkTable,
-} from './chunk-table.js'
+import { CHUNK_ABSENT, CHUNK_READY, ENTRY_HEADER_SIZE, ENTRY_MAGIC, ENTRY_VERSION, chunkFileName, type ChunkLayout, type ChunkTable } from './chunk-table.js'
 
 export interface ChunkCacheOptions {
   /** `--cache-dir`: holds one directory per snapshot version. */
@@ -39,7 +36,11 @@ export interface ChunkCacheStats {
   writes: number
 }
 
-interface ForeignEntry { path: string; bytes: number; mtimeMs: number }
+interface ForeignEntry {
+  path: string
+  bytes: number
+  mtimeMs: number
+}
 
 export class ChunkCache {
   readonly dir: string
@@ -83,7 +84,11 @@ export class ChunkCache {
     }
     cache.lock()
     try {
-      try { writeFileSync(join(cache.dir, 'source'), `${opts.source}\n`) } catch { /* informational only */ }
+      try {
+        writeFileSync(join(cache.dir, 'source'), `${opts.source}\n`)
+      } catch {
+        /* informational only */
+      }
       cache.adopt()
       cache.scanForeign(opts.root, opts.snapshotId)
       cache.evictFor(0)
@@ -95,10 +100,18 @@ export class ChunkCache {
   }
 
   /** True when `chunk` has an entry on disk (verified or not). */
-  has(chunk: number): boolean { return this.sizeOf[chunk] > 0 }
-  isVerified(chunk: number): boolean { return this.verified[chunk] === 1 }
-  pathOf(chunk: number): string { return join(this.dir, chunkFileName(chunk)) }
-  get bytes(): number { return this.usedBytes }
+  has(chunk: number): boolean {
+    return this.sizeOf[chunk] > 0
+  }
+  isVerified(chunk: number): boolean {
+    return this.verified[chunk] === 1
+  }
+  pathOf(chunk: number): string {
+    return join(this.dir, chunkFileName(chunk))
+  }
+  get bytes(): number {
+    return this.usedBytes
+  }
 
   /** Reads an adopted entry and checks its header and CRC; a bad one is deleted. */
   async verify(chunk: number): Promise<boolean> {
@@ -150,7 +163,9 @@ export class ChunkCache {
     if (!this.has(chunk)) return
     this.unaccount(chunk)
     this.verified[chunk] = 0
-    unlink(this.pathOf(chunk)).catch(() => { /* already gone */ })
+    unlink(this.pathOf(chunk)).catch(() => {
+      /* already gone */
+    })
   }
 
   /** Makes room for `incoming` bytes: other snapshots' entries first, then this one's least
@@ -160,7 +175,11 @@ export class ChunkCache {
     const target = Math.max(0, this.capacityBytes - incoming - this.slackBytes)
     while (this.foreign.length > 0 && this.usedBytes > target) {
       const f = this.foreign.shift()!
-      try { unlinkSync(f.path) } catch { /* gone */ }
+      try {
+        unlinkSync(f.path)
+      } catch {
+        /* gone */
+      }
       this.usedBytes -= f.bytes
       this.stats.evictions++
       this.stats.evictedBytes += f.bytes
@@ -190,7 +209,9 @@ export class ChunkCache {
     this.closed = true
     try {
       if (readFileSync(this.lockPath, 'utf8').trim() === String(process.pid)) unlinkSync(this.lockPath)
-    } catch { /* not ours or gone */ }
+    } catch {
+      /* not ours or gone */
+    }
   }
 
   private account(chunk: number, size: number): void {
@@ -222,7 +243,11 @@ export class ChunkCache {
       if (owner !== undefined) {
         throw new ChunkCacheError(`--cache-dir ${this.dir}: in use by another faultline server (pid ${owner}); give each server its own --cache-dir`)
       }
-      try { unlinkSync(this.lockPath) } catch { /* raced */ }
+      try {
+        unlinkSync(this.lockPath)
+      } catch {
+        /* raced */
+      }
     }
     throw new ChunkCacheError(`--cache-dir ${this.dir}: cannot take the lock ${this.lockPath}`)
   }
@@ -233,14 +258,29 @@ export class ChunkCache {
     const found: Array<{ chunk: number; size: number; mtimeMs: number }> = []
     for (const name of readdirSync(this.dir)) {
       const path = join(this.dir, name)
-      if (name.endsWith('.tmp')) { try { unlinkSync(path) } catch { /* gone */ } continue }
+      if (name.endsWith('.tmp')) {
+        try {
+          unlinkSync(path)
+        } catch {
+          /* gone */
+        }
+        continue
+      }
       const m = /^(\d+)\.chunk$/.exec(name)
       if (!m) continue
       const chunk = Number(m[1])
       let st
-      try { st = statSync(path) } catch { continue }
+      try {
+        st = statSync(path)
+      } catch {
+        continue
+      }
       if (chunk >= this.layout.chunkCount || st.size !== ENTRY_HEADER_SIZE + this.layout.storedLength(chunk)) {
-        try { unlinkSync(path) } catch { /* gone */ }
+        try {
+          unlinkSync(path)
+        } catch {
+          /* gone */
+        }
         this.stats.rejected++
         continue
       }
@@ -261,13 +301,19 @@ export class ChunkCache {
       if (id === ownId || !/^[0-9a-f]{24}$/.test(id)) continue
       if (existsSync(join(dir, 'lock')) && lockOwner(join(dir, 'lock')) !== undefined) continue
       let names: string[]
-      try { names = readdirSync(dir) } catch { continue }
+      try {
+        names = readdirSync(dir)
+      } catch {
+        continue
+      }
       for (const name of names) {
         if (!name.endsWith('.chunk')) continue
         try {
           const st = statSync(join(dir, name))
           entries.push({ path: join(dir, name), bytes: st.size, mtimeMs: st.mtimeMs })
-        } catch { /* gone */ }
+        } catch {
+          /* gone */
+        }
       }
       if (names.every(n => n === 'source' || n === 'lock')) rmSync(dir, { recursive: true, force: true })
     }
@@ -304,7 +350,11 @@ export function checkEntry(file: Buffer, chunk: number, layout: ChunkLayout): st
 
 function lockOwner(path: string): number | undefined {
   let pid: number
-  try { pid = Number(readFileSync(path, 'utf8').trim()) } catch { return undefined }
+  try {
+    pid = Number(readFileSync(path, 'utf8').trim())
+  } catch {
+    return undefined
+  }
   if (!Number.isInteger(pid) || pid <= 0) return undefined
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')

@@ -10,16 +10,13 @@ import { PageDecoder } from '../snapshot/decoder.js'
 import type { SnapshotHeader } from '../snapshot/format.js'
 import * as uffd from '../uffd/index.js'
 import { ChunkCache, type ChunkCacheStats } from './chunk-cache.js'
-import {
-  CHUNK_FAILED, CHUNK_READY, CHUNK_WANTED, ChunkLayout, ChunkTable, type ChunkTableBuffers,
-} from './chunk-table.js'
+import { CHUNK_FAILED, CHUNK_READY, CHUNK_WANTED, ChunkLayout, ChunkTable, type ChunkTableBuffers } from './chunk-table.js'
 import { InstallCause } from '../policy/policy.js'
 import { RemoteStoreError, StoreArgumentError } from './errors.js'
 import { openRemoteSnapshot, type RemoteSnapshot } from './remote-snapshot.js'
 import type { RetryOptions } from './retry.js'
 import { createS3Client, parseS3Url, resolveS3Settings } from './s3-config.js'
 import { S3Object, type RangeSource } from './s3-object.js'
-
 
 export interface ChunkStoreOptions {
   /** `--cache-dir`. */
@@ -102,8 +99,15 @@ export class ChunkStore {
   private readonly counters = { chunksFetched: 0, chunkGets: 0, chunksFromDisk: 0, failures: 0, invalidations: 0, corruptFetches: 0 }
   private readonly getMs = new Float64Array(GET_SAMPLES)
 
-  private constructor(source: RangeSource, snapshot: RemoteSnapshot, cache: ChunkCache, table: ChunkTable, layout: ChunkLayout,
-    opts: ChunkStoreOptions, onClose: () => void) {
+  private constructor(
+    source: RangeSource,
+    snapshot: RemoteSnapshot,
+    cache: ChunkCache,
+    table: ChunkTable,
+    layout: ChunkLayout,
+    opts: ChunkStoreOptions,
+    onClose: () => void,
+  ) {
     this.url = source.url
     this.source = source
     this.snapshot = snapshot
@@ -144,15 +148,21 @@ export class ChunkStore {
     // could evict each chunk before its guest gets to it.
     const minBytes = 2 * (concurrency + 1) * (layout.maxStoredBytes + 4096)
     if (opts.cacheSizeBytes < minBytes) {
-      throw new StoreArgumentError(`--cache-size ${opts.cacheSizeBytes}: too small for ${source.url}: at least ${minBytes} bytes ` +
-        `(2 x (${concurrency} GETs in flight + 1) chunks of up to ${layout.maxStoredBytes} bytes)`)
+      throw new StoreArgumentError(
+        `--cache-size ${opts.cacheSizeBytes}: too small for ${source.url}: at least ${minBytes} bytes ` +
+          `(2 x (${concurrency} GETs in flight + 1) chunks of up to ${layout.maxStoredBytes} bytes)`,
+      )
     }
     const table = ChunkTable.create(layout.chunkCount)
     // Chunks of zero pages only have nothing stored: there is nothing to fetch.
     for (let c = 0; c < layout.chunkCount; c++) if (layout.storedLength(c) === 0) table.state[c] = CHUNK_READY
     const cache = ChunkCache.open({
-      root: opts.cacheDir, snapshotId: snapshot.id, source: `${source.url} etag ${snapshot.etag}`,
-      capacityBytes: opts.cacheSizeBytes, layout, table,
+      root: opts.cacheDir,
+      snapshotId: snapshot.id,
+      source: `${source.url} etag ${snapshot.etag}`,
+      capacityBytes: opts.cacheSizeBytes,
+      layout,
+      table,
     })
     return new ChunkStore(source, snapshot, cache, table, layout, opts, onClose)
   }
@@ -163,15 +173,22 @@ export class ChunkStore {
     const sorted = this.getMs.slice(0, n).sort()
     const at = (q: number) => (n === 0 ? 0 : sorted[Math.min(n - 1, Math.floor(q * n))])
     return {
-      ...this.counters, requests: s.requests, retries: s.retries, bytesFetched: s.bytesFetched,
-      getMs: { p50: at(0.5), p99: at(0.99), max: n === 0 ? 0 : sorted[n - 1] }, cache: { ...this.cache.stats },
+      ...this.counters,
+      requests: s.requests,
+      retries: s.retries,
+      bytesFetched: s.bytesFetched,
+      getMs: { p50: at(0.5), p99: at(0.99), max: n === 0 ? 0 : sorted[n - 1] },
+      cache: { ...this.cache.stats },
     }
   }
 
   workerData(): RemoteWorkerData {
     return {
-      url: this.url, header: this.snapshot.header, indexBytes: this.snapshot.indexBytes.buffer as SharedArrayBuffer,
-      table: this.table.buffers, chunkDir: this.cache.dir,
+      url: this.url,
+      header: this.snapshot.header,
+      indexBytes: this.snapshot.indexBytes.buffer as SharedArrayBuffer,
+      table: this.table.buffers,
+      chunkDir: this.cache.dir,
     }
   }
 
@@ -184,7 +201,10 @@ export class ChunkStore {
     for (let i = 0; i < chunks.length; i++) {
       const c = chunks[i]
       if (!(c >= 0 && c < this.layout.chunkCount)) continue
-      if (Atomics.load(this.table.state, c) === CHUNK_READY) { signalNow = true; continue }
+      if (Atomics.load(this.table.state, c) === CHUNK_READY) {
+        signalNow = true
+        continue
+      }
       this.addWaiter(c, waiterFd)
       if (this.inflight[c]) continue
       Atomics.store(this.table.state, c, CHUNK_WANTED)
@@ -249,7 +269,10 @@ export class ChunkStore {
       const q = this.queues[p]
       while (this.queueHeads[p] < q.length) {
         const c = q[this.queueHeads[p]++]
-        if (this.queuedAt[c] === p) { this.queuedAt[c] = -1; return c }
+        if (this.queuedAt[c] === p) {
+          this.queuedAt[c] = -1
+          return c
+        }
       }
       q.length = 0
       this.queueHeads[p] = 0
@@ -294,14 +317,18 @@ export class ChunkStore {
    * FAILED with a one-line reason. Data that fails verification is fetched once more, alone. */
   private async fetch(first: number, count: number, attempt = 1): Promise<void> {
     if (count === 1 && this.cache.has(first)) {
-      if (this.cache.isVerified(first) || await this.cache.verify(first)) {
+      if (this.cache.isVerified(first) || (await this.cache.verify(first))) {
         this.counters.chunksFromDisk++
         this.complete(first, true)
         return
       }
     }
     if (count === 1 && this.badReads[first] > 3) {
-      this.complete(first, false, `${this.cache.dir}: the cached copy of chunk ${first} failed verification ${this.badReads[first]} times after being written: check the disk`)
+      this.complete(
+        first,
+        false,
+        `${this.cache.dir}: the cached copy of chunk ${first} failed verification ${this.badReads[first]} times after being written: check the disk`,
+      )
       return
     }
     const start = this.layout.storedStart(first)

@@ -29,13 +29,25 @@ export class ChunkLayout {
     this.maxStoredBytes = max
   }
 
-  chunkOf(page: number): number { return Math.floor(page / this.chunkPages) }
-  firstPage(chunk: number): number { return chunk * this.chunkPages }
+  chunkOf(page: number): number {
+    return Math.floor(page / this.chunkPages)
+  }
+  firstPage(chunk: number): number {
+    return chunk * this.chunkPages
+  }
   /** One past the chunk's last page. */
-  endPage(chunk: number): number { return Math.min(this.pageCount, (chunk + 1) * this.chunkPages) }
-  storedStart(chunk: number): number { return this.index.runStart(this.firstPage(chunk)) }
-  storedEnd(chunk: number): number { return this.index.runEnd(this.endPage(chunk) - 1) }
-  storedLength(chunk: number): number { return this.storedEnd(chunk) - this.storedStart(chunk) }
+  endPage(chunk: number): number {
+    return Math.min(this.pageCount, (chunk + 1) * this.chunkPages)
+  }
+  storedStart(chunk: number): number {
+    return this.index.runStart(this.firstPage(chunk))
+  }
+  storedEnd(chunk: number): number {
+    return this.index.runEnd(this.endPage(chunk) - 1)
+  }
+  storedLength(chunk: number): number {
+    return this.storedEnd(chunk) - this.storedStart(chunk)
+  }
 }
 
 export interface ChunkTableBuffers {
@@ -47,7 +59,10 @@ export interface ChunkTableBuffers {
 
 /** misc[0]: the LRU clock. misc[1]: length of the last failure's message, whose UTF-8 bytes
  * follow from byte 8. */
-const CLOCK = 0, ERROR_LENGTH = 1, ERROR_AT = 8, ERROR_MAX = 1024
+const CLOCK = 0,
+  ERROR_LENGTH = 1,
+  ERROR_AT = 8,
+  ERROR_MAX = 1024
 
 export class ChunkTable {
   /** CHUNK_* per chunk. */

@@ -9,16 +9,16 @@ export class StoreArgumentError extends UsageError {
 
 /** Why a remote read failed; decides whether it is retried. */
 export type RemoteFailureKind =
-  | 'missing'      // no such bucket or object (404): retrying will not make it appear
-  | 'denied'       // wrong credentials or no permission (403)
-  | 'invalid'      // the request itself is wrong (400, 416 range past the end, 301 region)
-  | 'throttled'    // 429 / 503 SlowDown: retried with backoff
-  | 'server'       // other 5xx: retried
-  | 'timeout'      // no complete answer within the per-attempt deadline: retried
-  | 'network'      // refused, reset, DNS...: retried
-  | 'short'        // fewer bytes than the range asked for: retried
-  | 'corrupt'      // data arrived but fails its checksum: retried once, then fatal
-  | 'credentials'  // no credentials could be found at all
+  | 'missing' // no such bucket or object (404): retrying will not make it appear
+  | 'denied' // wrong credentials or no permission (403)
+  | 'invalid' // the request itself is wrong (400, 416 range past the end, 301 region)
+  | 'throttled' // 429 / 503 SlowDown: retried with backoff
+  | 'server' // other 5xx: retried
+  | 'timeout' // no complete answer within the per-attempt deadline: retried
+  | 'network' // refused, reset, DNS...: retried
+  | 'short' // fewer bytes than the range asked for: retried
+  | 'corrupt' // data arrived but fails its checksum: retried once, then fatal
+  | 'credentials' // no credentials could be found at all
 
 /** A remote operation on `url` that failed for good: `s3://b/k: GET bytes=0-4095: ...`. */
 export class RemoteStoreError extends FaultlineError {

@@ -13,9 +13,7 @@ import type { RemoteWorkerData } from './chunk-store.js'
 import type { DeferredPageSource } from './deferred-source.js'
 
 /** Messages a session posts to the store (through the page server). */
-export type StoreRequest =
-  | { type: 'fetch'; chunks: Int32Array; priority: number }
-  | { type: 'invalid'; chunk: number }
+export type StoreRequest = { type: 'fetch'; chunks: Int32Array; priority: number } | { type: 'invalid'; chunk: number }
 
 /** Chunk files a session keeps open; reads of a cached chunk then cost one pread. */
 const OPEN_FILES = 64
@@ -95,7 +93,10 @@ export class RemotePageSource implements DeferredPageSource {
     let n = 0
     for (let c = Math.floor(first / cp), last = Math.floor((first + count - 1) / cp); c <= last; c++) {
       const s = Atomics.load(this.state, c)
-      if (s === CHUNK_READY) { this.asked[c] = 0; continue }
+      if (s === CHUNK_READY) {
+        this.asked[c] = 0
+        continue
+      }
       if (this.asked[c] === 1) {
         const answered = Atomics.load(this.gen, c) !== this.askedGen[c]
         // Unanswered: still coming (asked again only to move it up the store's queue).
@@ -106,7 +107,10 @@ export class RemotePageSource implements DeferredPageSource {
       this.asked[c] = 1
       this.askedGen[c] = Atomics.load(this.gen, c)
       this.askedPriority[c] = priority
-      if (n === this.batch.length) { this.send(n, priority); n = 0 }
+      if (n === this.batch.length) {
+        this.send(n, priority)
+        n = 0
+      }
       this.batch[n++] = c
     }
     if (n > 0) this.send(n, priority)
@@ -173,7 +177,10 @@ export class RemotePageSource implements DeferredPageSource {
     this.closed = true
     for (let i = 0; i < OPEN_FILES; i++) {
       const c = this.openChunks[i]
-      if (c >= 0) { closeSync(this.fdOf[c]); this.fdOf[c] = -1 }
+      if (c >= 0) {
+        closeSync(this.fdOf[c])
+        this.fdOf[c] = -1
+      }
     }
   }
 
@@ -194,7 +201,10 @@ export class RemotePageSource implements DeferredPageSource {
     const slot = this.nextSlot
     this.nextSlot = (slot + 1) % OPEN_FILES
     const old = this.openChunks[slot]
-    if (old >= 0) { closeSync(this.fdOf[old]); this.fdOf[old] = -1 }
+    if (old >= 0) {
+      closeSync(this.fdOf[old])
+      this.fdOf[old] = -1
+    }
     this.openChunks[slot] = c
     this.fdOf[c] = opened
     return opened

@@ -35,7 +35,10 @@ export async function openRemoteSnapshot(source: RangeSource): Promise<RemoteSna
     throw new SnapshotFormatError(url, `truncated: object is ${first.objectSizeBytes} bytes, the snapshot it describes is ${end}`)
   }
   if (first.objectSizeBytes > end) {
-    throw new SnapshotFormatError(url, `${first.objectSizeBytes - end} unexpected bytes after the end of data (object is ${first.objectSizeBytes} bytes, snapshot ${end})`)
+    throw new SnapshotFormatError(
+      url,
+      `${first.objectSizeBytes - end} unexpected bytes after the end of data (object is ${first.objectSizeBytes} bytes, snapshot ${end})`,
+    )
   }
   const indexLength = header.dataOffset - header.indexOffset
   const indexBytes = Buffer.from(new SharedArrayBuffer(indexLength))
@@ -48,8 +51,6 @@ export async function openRemoteSnapshot(source: RangeSource): Promise<RemoteSna
     rest.bytes.copy(indexBytes, have)
   }
   const index = SnapshotIndex.parse(url, header, indexBytes)
-  const id = createHash('sha256')
-    .update(`${url}\n${first.etag}\n${first.objectSizeBytes}\n${header.indexCrc}`)
-    .digest('hex').slice(0, 24)
+  const id = createHash('sha256').update(`${url}\n${first.etag}\n${first.objectSizeBytes}\n${header.indexCrc}`).digest('hex').slice(0, 24)
   return { url, objectSizeBytes: first.objectSizeBytes, etag: first.etag, header, indexBytes, index, id, gets, bytesFetched }
 }

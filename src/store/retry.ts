@@ -22,15 +22,26 @@ export interface Classified {
   detail: string
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN',
-  'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_SOCKET'])
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+])
 
 /** Sorts an error thrown by an S3 client call (or its body stream) into a failure kind. */
 export function classifyS3Error(err: unknown): Classified {
   const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } }
   const status = e?.$metadata?.httpStatusCode
   const name = e?.name ?? 'Error'
-  const tag = status !== undefined ? `${name}, HTTP ${status}` : e?.code ?? name
+  const tag = status !== undefined ? `${name}, HTTP ${status}` : (e?.code ?? name)
   if (name === 'CredentialsProviderError') {
     return { kind: 'credentials', retry: false, detail: 'no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile)' }
   }
@@ -39,9 +50,10 @@ export function classifyS3Error(err: unknown): Classified {
     return { kind: 'missing', retry: false, detail: `no such ${what} (${tag})` }
   }
   if (status === 403) {
-    const hint = name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch'
-      ? 'wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY'
-      : 'access denied'
+    const hint =
+      name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch'
+        ? 'wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY'
+        : 'access denied'
     return { kind: 'denied', retry: false, detail: `${hint} (${tag})` }
   }
   if (status === 412) return { kind: 'invalid', retry: false, detail: `the object changed while being served (ETag no longer matches; ${tag})` }

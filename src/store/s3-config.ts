@@ -53,12 +53,24 @@ export interface S3Settings {
 export function resolveS3Settings(flags: { endpoint?: string } = {}, env: NodeJS.ProcessEnv = process.env): S3Settings {
   let endpoint: string | undefined
   let endpointFrom = 'AWS'
-  for (const [from, value] of [['--endpoint', flags.endpoint], ['AWS_ENDPOINT_URL_S3', env.AWS_ENDPOINT_URL_S3], ['AWS_ENDPOINT_URL', env.AWS_ENDPOINT_URL]] as const) {
-    if (value !== undefined && value !== '') { endpoint = value; endpointFrom = from; break }
+  for (const [from, value] of [
+    ['--endpoint', flags.endpoint],
+    ['AWS_ENDPOINT_URL_S3', env.AWS_ENDPOINT_URL_S3],
+    ['AWS_ENDPOINT_URL', env.AWS_ENDPOINT_URL],
+  ] as const) {
+    if (value !== undefined && value !== '') {
+      endpoint = value
+      endpointFrom = from
+      break
+    }
   }
   if (endpoint !== undefined) {
     let u: URL
-    try { u = new URL(endpoint) } catch { throw new StoreArgumentError(`${endpointFrom} ${endpoint}: not a URL (expected http://HOST:PORT)`) }
+    try {
+      u = new URL(endpoint)
+    } catch {
+      throw new StoreArgumentError(`${endpointFrom} ${endpoint}: not a URL (expected http://HOST:PORT)`)
+    }
     if (u.protocol !== 'http:' && u.protocol !== 'https:') {
       throw new StoreArgumentError(`${endpointFrom} ${endpoint}: expected an http:// or https:// URL`)
     }
@@ -66,7 +78,8 @@ export function resolveS3Settings(flags: { endpoint?: string } = {}, env: NodeJS
   }
   const region = env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1'
   let credentials: S3Settings['credentials']
-  const id = env.AWS_ACCESS_KEY_ID, secret = env.AWS_SECRET_ACCESS_KEY
+  const id = env.AWS_ACCESS_KEY_ID,
+    secret = env.AWS_SECRET_ACCESS_KEY
   if (id || secret) {
     if (!id) throw new StoreArgumentError('AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not')
     if (!secret) throw new StoreArgumentError('AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not')

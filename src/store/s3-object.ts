@@ -58,14 +58,16 @@ export class S3Object implements RangeSource {
       if (this.closed) throw new RemoteStoreError(this.url, 'network', `GET ${range}: the store is closing`, attempt)
       const abort = new AbortController()
       let timedOut = false
-      const timer = setTimeout(() => { timedOut = true; abort.abort() }, this.retry.attemptTimeoutMs)
+      const timer = setTimeout(() => {
+        timedOut = true
+        abort.abort()
+      }, this.retry.attemptTimeoutMs)
       this.inflight.add(abort)
       this.stats.requests++
       try {
-        const res = await this.client.send(
-          new GetObjectCommand({ Bucket: this.location.bucket, Key: this.location.key, Range: range, IfMatch: this.etag }),
-          { abortSignal: abort.signal },
-        )
+        const res = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.location.key, Range: range, IfMatch: this.etag }), {
+          abortSignal: abort.signal,
+        })
         const body = await res.Body!.transformToByteArray()
         const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
         const total = /\/(\d+)$/.exec(res.ContentRange ?? '')
@@ -81,7 +83,9 @@ export class S3Object implements RangeSource {
           ? { kind: 'network' as const, retry: false, detail: 'the store is closing' }
           : timedOut
             ? { kind: 'timeout' as const, retry: true, detail: `no complete answer within ${this.retry.attemptTimeoutMs} ms` }
-            : err instanceof ShortRead ? { kind: 'short' as const, retry: true, detail: err.message } : classifyS3Error(err)
+            : err instanceof ShortRead
+              ? { kind: 'short' as const, retry: true, detail: err.message }
+              : classifyS3Error(err)
         if (!c.retry || attempt >= this.retry.attempts) {
           this.stats.failures++
           const gaveUp = attempt > 1 ? ` (gave up after ${attempt} attempts in ${Math.round(performance.now() - t0)} ms)` : ''

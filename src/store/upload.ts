@@ -58,8 +58,12 @@ export async function pushSnapshot(path: string, to: S3Location, client: S3Clien
     throw new RemoteStoreError(to.url, 'short', `uploaded ${sizeBytes} bytes from ${path}, but the store holds ${head.ContentLength}`)
   }
   return {
-    url: to.url, sizeBytes, etag: head.ETag ?? '', parts: Math.max(1, Math.ceil(sizeBytes / partSize)),
-    elapsedMs: performance.now() - t0, createdBucket,
+    url: to.url,
+    sizeBytes,
+    etag: head.ETag ?? '',
+    parts: Math.max(1, Math.ceil(sizeBytes / partSize)),
+    elapsedMs: performance.now() - t0,
+    createdBucket,
   }
 }
 

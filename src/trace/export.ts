@@ -26,10 +26,15 @@ export function* exportChunks(t: Trace, format: ExportFormat): Generator<string>
     if (format === 'csv') {
       lines.push(`${t.timeNs[i]},${t.page[i]},${t.count[i]},${cause},${write1 ? 1 : 0},${before ? 1 : 0},${t.threadId[i]},${t.latencyNs[i]}`)
     } else {
-      lines.push(`{"time_ns":${t.timeNs[i]},"page":${t.page[i]},"pages":${t.count[i]},"cause":"${cause}","write":${write1},` +
-        `"before_resume":${before},"thread_id":${t.threadId[i]},"latency_ns":${t.latencyNs[i]}}`)
+      lines.push(
+        `{"time_ns":${t.timeNs[i]},"page":${t.page[i]},"pages":${t.count[i]},"cause":"${cause}","write":${write1},` +
+          `"before_resume":${before},"thread_id":${t.threadId[i]},"latency_ns":${t.latencyNs[i]}}`,
+      )
     }
-    if (lines.length >= CHUNK_ROWS) { yield lines.join('\n') + '\n'; lines.length = 0 }
+    if (lines.length >= CHUNK_ROWS) {
+      yield lines.join('\n') + '\n'
+      lines.length = 0
+    }
   }
   if (lines.length) yield lines.join('\n') + '\n'
 }

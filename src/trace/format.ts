@@ -120,7 +120,14 @@ export function encodeTraceHeader(h: Omit<TraceHeader, 'version' | 'headerBytes'
   writeU64(buf, H_START_UNIX_MS, Math.round(h.startUnixMs))
   // Truncate on a character boundary so the stored name is valid UTF-8.
   let policy = Buffer.from(h.policy, 'utf8')
-  if (policy.length > TRACE_POLICY_BYTES) policy = Buffer.from(policy.subarray(0, TRACE_POLICY_BYTES).toString('utf8').replace(/\uFFFD+$/, ''), 'utf8')
+  if (policy.length > TRACE_POLICY_BYTES)
+    policy = Buffer.from(
+      policy
+        .subarray(0, TRACE_POLICY_BYTES)
+        .toString('utf8')
+        .replace(/\uFFFD+$/, ''),
+      'utf8',
+    )
   policy.copy(buf, H_POLICY)
   h.regions.forEach((r, i) => {
     const at = TRACE_FIXED_HEADER_BYTES + i * TRACE_REGION_BYTES
@@ -137,17 +144,20 @@ export function decodeTraceHeader(buf: Buffer, fileBytes: number, where: string)
     throw new TraceFormatError(`${where}: not a faultline trace (no FLTRACE magic)`)
   }
   const version = buf.readUInt32LE(H_VERSION)
-  if (version !== TRACE_VERSION) throw new TraceFormatError(`${where}: trace format version ${version} is not supported (this faultline reads version ${TRACE_VERSION})`)
+  if (version !== TRACE_VERSION)
+    throw new TraceFormatError(`${where}: trace format version ${version} is not supported (this faultline reads version ${TRACE_VERSION})`)
   const regionCount = buf.readUInt32LE(H_REGION_COUNT)
   const headerBytes = buf.readUInt32LE(H_HEADER_BYTES)
   if (headerBytes !== traceHeaderBytes(regionCount)) {
     throw new TraceFormatError(`${where}: header size ${headerBytes} does not match its ${regionCount} regions (expected ${traceHeaderBytes(regionCount)})`)
   }
-  if (buf.length < headerBytes || fileBytes < headerBytes) throw new TraceFormatError(`${where}: file ends inside the header (${fileBytes} of ${headerBytes} bytes)`)
+  if (buf.length < headerBytes || fileBytes < headerBytes)
+    throw new TraceFormatError(`${where}: file ends inside the header (${fileBytes} of ${headerBytes} bytes)`)
   const recordBytes = buf.readUInt32LE(H_RECORD_BYTES)
   if (recordBytes !== TRACE_RECORD_BYTES) throw new TraceFormatError(`${where}: record size ${recordBytes}, expected ${TRACE_RECORD_BYTES}`)
   const pageSize = buf.readUInt32LE(H_PAGE_SIZE)
-  if (pageSize < 4096 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) throw new TraceFormatError(`${where}: page size ${pageSize} is not a power of two from 4096 to 65536`)
+  if (pageSize < 4096 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0)
+    throw new TraceFormatError(`${where}: page size ${pageSize} is not a power of two from 4096 to 65536`)
   const complete = (buf.readUInt32LE(H_FLAGS) & TRACE_HEADER_COMPLETE) !== 0
   const recordCount = readU64(buf, H_RECORD_COUNT)
   const policyEnd = buf.indexOf(0, H_POLICY)
@@ -157,7 +167,11 @@ export function decodeTraceHeader(buf: Buffer, fileBytes: number, where: string)
     regions.push({ address: readU64(buf, at), firstPage: buf.readUInt32LE(at + 8), pageCount: buf.readUInt32LE(at + 12) })
   }
   return {
-    version, headerBytes, recordBytes, pageSize, complete,
+    version,
+    headerBytes,
+    recordBytes,
+    pageSize,
+    complete,
     sessionId: buf.readUInt32LE(H_SESSION),
     pid: buf.readUInt32LE(H_PID),
     recordCount,

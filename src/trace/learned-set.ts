@@ -3,7 +3,7 @@
 // index CRC, page count and page size), so the next session prefetches them unasked and a
 // server restart loses nothing. The set prefetched is the pages seen in at least k of the last n
 // sessions (default 1 of 4), the newest session's order first.
-import { closeSync, constants, existsSync, openSync, readFileSync, readSync, renameSync, statSync, writeSync } from 'node:fs'
+import { closeSync, constants, existsSync, openSync, readSync, renameSync, statSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { FaultlineError, fileError } from '../errors.js'
@@ -52,7 +52,9 @@ export function isLearnedSetFile(path: string): boolean {
   try {
     if (!statSync(path).isFile()) return false
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
-  } catch { return false }
+  } catch {
+    return false
+  }
   try {
     const head = Buffer.alloc(LEARNED_MAGIC.length)
     return readSync(fd, head, 0, head.length, 0) === head.length && head.equals(LEARNED_MAGIC)
@@ -84,7 +86,9 @@ export function encodeLearnedSet(set: LearnedSet): Buffer {
 }
 
 export function decodeLearnedSet(buf: Buffer, path: string): LearnedSet {
-  const bad = (what: string): never => { throw new LearnedSetError(`${path}: ${what}`) }
+  const bad = (what: string): never => {
+    throw new LearnedSetError(`${path}: ${what}`)
+  }
   if (buf.length < HEADER_BYTES || !buf.subarray(0, 8).equals(LEARNED_MAGIC)) bad('not a faultline learned working set')
   if (buf.readUInt32LE(8) !== LEARNED_VERSION) bad(`learned set version ${buf.readUInt32LE(8)}, expected ${LEARNED_VERSION}`)
   const snapshot = { indexCrc: buf.readUInt32LE(16), pageSize: buf.readUInt32LE(20), pageCount: Number(buf.readBigUInt64LE(24)) }
@@ -131,7 +135,11 @@ export function recordLearnedSession(dir: string, snapshot: SnapshotIdentity, pa
   const path = learnedSetPath(dir, snapshot)
   const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`
   let fd: number
-  try { fd = openSync(tmp, 'wx', 0o644) } catch (err) { throw fileError(tmp, err, 'cannot write learned set') }
+  try {
+    fd = openSync(tmp, 'wx', 0o644)
+  } catch (err) {
+    throw fileError(tmp, err, 'cannot write learned set')
+  }
   try {
     writeSync(fd, encodeLearnedSet(set))
   } finally {

@@ -66,21 +66,32 @@ export function writePageMap(map: PageMap, path: string): void {
 /** Reads a page-map file, or the page map of a snapshot when `path` is one. */
 export function readPageMap(path: string): PageMap {
   let raw: Buffer
-  try { raw = readFileSync(path) } catch (err) { throw fileError(path, err, 'cannot read page map') }
+  try {
+    raw = readFileSync(path)
+  } catch (err) {
+    throw fileError(path, err, 'cannot read page map')
+  }
   if (raw.length >= 8 && raw.toString('latin1', 0, 8) === 'FLTSNAP\0') return pageMapFromSnapshot(path)
   let buf = raw
   if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
-    try { buf = gunzipSync(raw) } catch (err) { throw new PageMapError(`${path}: not a valid gzip file: ${(err as Error).message}`) }
+    try {
+      buf = gunzipSync(raw)
+    } catch (err) {
+      throw new PageMapError(`${path}: not a valid gzip file: ${(err as Error).message}`)
+    }
   }
-  if (buf.length < HEADER_BYTES || !buf.subarray(0, 8).equals(MAGIC)) throw new PageMapError(`${path}: not a faultline page map or snapshot (no FLPGMAP or FLTSNAP magic)`)
+  if (buf.length < HEADER_BYTES || !buf.subarray(0, 8).equals(MAGIC))
+    throw new PageMapError(`${path}: not a faultline page map or snapshot (no FLPGMAP or FLTSNAP magic)`)
   const version = buf.readUInt32LE(8)
   if (version !== VERSION) throw new PageMapError(`${path}: page map version ${version} is not supported (this faultline reads ${VERSION})`)
   const pageSize = buf.readUInt32LE(12)
   const pageCount = buf.readUInt32LE(16)
   const chunkPages = buf.readUInt32LE(20)
-  if (pageSize < 4096 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) throw new PageMapError(`${path}: page size ${pageSize} is not a power of two from 4096 to 65536`)
+  if (pageSize < 4096 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0)
+    throw new PageMapError(`${path}: page size ${pageSize} is not a power of two from 4096 to 65536`)
   if (chunkPages < 1) throw new PageMapError(`${path}: chunk of ${chunkPages} pages`)
-  if (buf.length !== HEADER_BYTES + 5 * pageCount) throw new PageMapError(`${path}: ${buf.length} bytes, expected ${HEADER_BYTES + 5 * pageCount} for ${pageCount} pages`)
+  if (buf.length !== HEADER_BYTES + 5 * pageCount)
+    throw new PageMapError(`${path}: ${buf.length} bytes, expected ${HEADER_BYTES + 5 * pageCount} for ${pageCount} pages`)
   const kinds = Uint8Array.from(buf.subarray(HEADER_BYTES, HEADER_BYTES + pageCount))
   const storedBytes = new Uint32Array(pageCount)
   for (let p = 0; p < pageCount; p++) {

@@ -9,11 +9,22 @@ import { installedCurve, quantileSorted, traceStats, workingSetCurve, type Trace
 const WIDTH = 960
 const FONT = 'font-family="system-ui, -apple-system, Segoe UI, sans-serif"'
 const COLORS = {
-  read: '#1f6feb', write: '#d1242f', prefetch: '#e8912d', background: '#8c959f', beforeResume: '#2da44e',
-  grid: '#eaeef2', axis: '#57606a', text: '#24292f',
+  read: '#1f6feb',
+  write: '#d1242f',
+  prefetch: '#e8912d',
+  background: '#8c959f',
+  beforeResume: '#2da44e',
+  grid: '#eaeef2',
+  axis: '#57606a',
+  text: '#24292f',
 }
 
-interface Box { x: number; y: number; w: number; h: number }
+interface Box {
+  x: number
+  y: number
+  w: number
+  h: number
+}
 
 type Scale = (v: number) => number
 function linear(d0: number, d1: number, r0: number, r1: number): Scale {
@@ -48,8 +59,19 @@ function esc(s: string): string {
 
 const n1 = (v: number) => (Math.round(v * 10) / 10).toString()
 
-function frame(out: string[], box: Box, title: string, xLabel: string, yLabel: string,
-  xTicks: number[], xs: Scale, xFmt: (v: number) => string, yTicks: number[], ys: Scale, yFmt: (v: number) => string): void {
+function frame(
+  out: string[],
+  box: Box,
+  title: string,
+  xLabel: string,
+  yLabel: string,
+  xTicks: number[],
+  xs: Scale,
+  xFmt: (v: number) => string,
+  yTicks: number[],
+  ys: Scale,
+  yFmt: (v: number) => string,
+): void {
   out.push(`<g ${FONT} font-size="11" fill="${COLORS.text}">`)
   out.push(`<text x="${box.x}" y="${box.y - 10}" font-size="14" font-weight="600">${esc(title)}</text>`)
   for (const v of yTicks) {
@@ -88,17 +110,44 @@ function scatterPanel(out: string[], t: Trace, box: Box, durationNs: number): vo
   const maxT = Math.max(durationNs / unit.div, 1e-3)
   const pageSize = t.header.pageSize
   // Y range: the guest's regions (or what the records touch).
-  let lo = Infinity, hi = -Infinity
-  for (const r of t.header.regions) { lo = Math.min(lo, r.firstPage); hi = Math.max(hi, r.firstPage + r.pageCount) }
-  for (let i = 0; i < t.length; i++) { lo = Math.min(lo, t.page[i]); hi = Math.max(hi, t.page[i] + Math.max(1, t.count[i])) }
-  if (!Number.isFinite(lo)) { lo = 0; hi = 1 }
+  let lo = Infinity,
+    hi = -Infinity
+  for (const r of t.header.regions) {
+    lo = Math.min(lo, r.firstPage)
+    hi = Math.max(hi, r.firstPage + r.pageCount)
+  }
+  for (let i = 0; i < t.length; i++) {
+    lo = Math.min(lo, t.page[i])
+    hi = Math.max(hi, t.page[i] + Math.max(1, t.count[i]))
+  }
+  if (!Number.isFinite(lo)) {
+    lo = 0
+    hi = 1
+  }
   const mib = pageSize / 2 ** 20
   const xs = linear(0, maxT, box.x, box.x + box.w)
   const ys = linear(lo * mib, hi * mib, box.y + box.h, box.y)
-  frame(out, box, 'Address over time', `time since resume (${unit.name})`, 'offset in snapshot (MiB)',
-    niceTicks(0, maxT), xs, fmt, niceTicks(lo * mib, hi * mib), ys, fmt)
+  frame(
+    out,
+    box,
+    'Address over time',
+    `time since resume (${unit.name})`,
+    'offset in snapshot (MiB)',
+    niceTicks(0, maxT),
+    xs,
+    fmt,
+    niceTicks(lo * mib, hi * mib),
+    ys,
+    fmt,
+  )
   // One mark per occupied pixel column/row and series: faults as dots, installs as bars.
-  const series = { read: new Set<number>(), write: new Set<number>(), prefetch: new Set<number>(), background: new Set<number>(), beforeResume: new Set<number>() }
+  const series = {
+    read: new Set<number>(),
+    write: new Set<number>(),
+    prefetch: new Set<number>(),
+    background: new Set<number>(),
+    beforeResume: new Set<number>(),
+  }
   const bars: Record<'prefetch' | 'background' | 'beforeResume', string[]> = { prefetch: [], background: [], beforeResume: [] }
   for (let i = 0; i < t.length; i++) {
     const px = Math.round(xs(Math.max(0, t.timeNs[i]) / unit.div))
@@ -112,8 +161,12 @@ function scatterPanel(out: string[], t: Trace, box: Box, durationNs: number): vo
     const kind = (t.flags[i] & TRACE_FLAG_BEFORE_RESUME) !== 0 ? 'beforeResume' : t.cause[i] === 1 ? 'prefetch' : 'background'
     const y1 = ys((t.page[i] + t.count[i]) * mib)
     // At least 3 px tall, so a run of a few pages in a large range is still visible.
-    let top = Math.floor(Math.min(y0, y1)), bottom = Math.ceil(Math.max(y0, y1))
-    if (bottom - top < 3) { top = Math.floor((top + bottom) / 2) - 1; bottom = top + 3 }
+    let top = Math.floor(Math.min(y0, y1)),
+      bottom = Math.ceil(Math.max(y0, y1))
+    if (bottom - top < 3) {
+      top = Math.floor((top + bottom) / 2) - 1
+      bottom = top + 3
+    }
     const key = (px * 4096 + top) * 4096 + bottom
     if (series[kind].has(key)) continue
     series[kind].add(key)
@@ -129,8 +182,11 @@ function scatterPanel(out: string[], t: Trace, box: Box, durationNs: number): vo
     if (bars[kind].length) out.push(`<path d="${bars[kind].join('')}" stroke="${COLORS[kind]}" stroke-width="2" opacity="0.85"/>`)
   }
   legend(out, box.x + box.w - 470, box.y - 10, [
-    [COLORS.read, 'read fault'], [COLORS.write, 'write fault'], [COLORS.prefetch, 'prefetch'],
-    [COLORS.background, 'background'], [COLORS.beforeResume, 'before resume'],
+    [COLORS.read, 'read fault'],
+    [COLORS.write, 'write fault'],
+    [COLORS.prefetch, 'prefetch'],
+    [COLORS.background, 'background'],
+    [COLORS.beforeResume, 'before resume'],
   ])
 }
 
@@ -145,8 +201,19 @@ function cdfPanel(out: string[], t: Trace, box: Box, stats: TraceStats): void {
   const ys = linear(0, 1, box.y + box.h, box.y)
   const decades: number[] = []
   for (let d = minDec; d <= maxDec; d++) decades.push(10 ** d)
-  frame(out, box, 'Fault service latency (CDF)', 'latency (µs, log scale)', 'fraction of faults',
-    decades, xs, v => (v >= 1000 ? `${fmt(v / 1000)} ms` : `${fmt(v)} µs`), [0, 0.25, 0.5, 0.75, 1], ys, v => String(v))
+  frame(
+    out,
+    box,
+    'Fault service latency (CDF)',
+    'latency (µs, log scale)',
+    'fraction of faults',
+    decades,
+    xs,
+    v => (v >= 1000 ? `${fmt(v / 1000)} ms` : `${fmt(v)} µs`),
+    [0, 0.25, 0.5, 0.75, 1],
+    ys,
+    v => String(v),
+  )
   if (lat.length === 0) {
     out.push(`<text x="${box.x + box.w / 2}" y="${box.y + box.h / 2}" text-anchor="middle" ${FONT} font-size="12" fill="${COLORS.axis}">no faults</text>`)
     return
@@ -157,9 +224,14 @@ function cdfPanel(out: string[], t: Trace, box: Box, stats: TraceStats): void {
   for (let i = 0; i < lat.length; i += step) pts.push(`L${n1(xs(lat[i]))} ${n1(ys((i + 1) / lat.length))}`)
   pts.push(`L${n1(xs(lat[lat.length - 1]))} ${n1(ys(1))}`)
   out.push(`<path d="${pts.join('')}" fill="none" stroke="${COLORS.read}" stroke-width="2"/>`)
-  for (const [q, label] of [[0.5, 'p50'], [0.9, 'p90'], [0.99, 'p99']] as const) {
+  for (const [q, label] of [
+    [0.5, 'p50'],
+    [0.9, 'p90'],
+    [0.99, 'p99'],
+  ] as const) {
     const v = quantileSorted(lat, q)
-    const x = n1(xs(v)), y = n1(ys(q))
+    const x = n1(xs(v)),
+      y = n1(ys(q))
     out.push(`<circle cx="${x}" cy="${y}" r="3" fill="${COLORS.write}"/>`)
     out.push(`<text x="${Number(x) + 6}" y="${Number(y) + 12}" ${FONT} font-size="11" fill="${COLORS.text}">${label} ${fmt(v)} µs</text>`)
   }
@@ -174,8 +246,7 @@ function workingSetPanel(out: string[], t: Trace, box: Box, durationNs: number):
   const maxPages = Math.max(1, ws.pages.length ? ws.pages[ws.pages.length - 1] : 0, inst.pages.length ? inst.pages[inst.pages.length - 1] : 0)
   const xs = linear(0, maxT, box.x, box.x + box.w)
   const ys = linear(0, maxPages, box.y + box.h, box.y)
-  frame(out, box, 'Working set over time', `time since resume (${unit.name})`, 'pages',
-    niceTicks(0, maxT, 5), xs, fmt, niceTicks(0, maxPages, 5), ys, fmt)
+  frame(out, box, 'Working set over time', `time since resume (${unit.name})`, 'pages', niceTicks(0, maxT, 5), xs, fmt, niceTicks(0, maxPages, 5), ys, fmt)
   const line = (times: ArrayLike<number>, pages: ArrayLike<number>, color: string, dash = '') => {
     if (times.length === 0) return
     const d: string[] = [`M${n1(xs(0))} ${n1(ys(0))}`]
@@ -192,7 +263,10 @@ function workingSetPanel(out: string[], t: Trace, box: Box, durationNs: number):
   }
   line(inst.timeNs, inst.pages, COLORS.prefetch, '5 3')
   line(ws.timeNs, ws.pages, COLORS.read)
-  legend(out, box.x + 8, box.y + 16, [[COLORS.read, 'distinct pages faulted'], [COLORS.prefetch, 'pages installed']])
+  legend(out, box.x + 8, box.y + 16, [
+    [COLORS.read, 'distinct pages faulted'],
+    [COLORS.prefetch, 'pages installed'],
+  ])
 }
 
 function titleLines(t: Trace, s: TraceStats): [string, string] {
@@ -236,7 +310,10 @@ export function renderTraceHtml(t: Trace, stats = traceStats(t)): string {
     ['pages installed by fault / prefetch / background', `${stats.pagesByCause.fault} / ${stats.pagesByCause.prefetch} / ${stats.pagesByCause.background}`],
     ['pages installed before resume', `${stats.pagesBeforeResume} in ${(stats.beforeResumeNs / 1e6).toFixed(2)} ms`],
     ['fault rate (mean, peak over 10 ms)', `${Math.round(stats.faultsPerSec)}/s, ${Math.round(stats.peakFaultsPerSec)}/s`],
-    ['service latency p50 / p90 / p99 / max', `${us(stats.latency.p50Ns)} / ${us(stats.latency.p90Ns)} / ${us(stats.latency.p99Ns)} / ${us(stats.latency.maxNs)}`],
+    [
+      'service latency p50 / p90 / p99 / max',
+      `${us(stats.latency.p50Ns)} / ${us(stats.latency.p90Ns)} / ${us(stats.latency.p99Ns)} / ${us(stats.latency.maxNs)}`,
+    ],
   ]
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(basename(t.path))} - faultline trace</title>

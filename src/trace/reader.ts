@@ -4,9 +4,24 @@ import { closeSync, constants, fstatSync, openSync, readFileSync, readSync } fro
 import { gunzipSync } from 'node:zlib'
 import { fileError } from '../errors.js'
 import {
-  decodeTraceHeader, H_HEADER_BYTES, R_CAUSE, R_COUNT, R_FLAGS, R_LATENCY_NS, R_PAGE, R_THREAD_ID, R_TIME_NS,
-  InstallCause, TRACE_CAUSE_NAMES, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_START_SET, TRACE_MAGIC,
-  TRACE_RECORD_BYTES, TraceFormatError, type TraceHeader,
+  decodeTraceHeader,
+  H_HEADER_BYTES,
+  R_CAUSE,
+  R_COUNT,
+  R_FLAGS,
+  R_LATENCY_NS,
+  R_PAGE,
+  R_THREAD_ID,
+  R_TIME_NS,
+  InstallCause,
+  TRACE_CAUSE_NAMES,
+  TRACE_FIXED_HEADER_BYTES,
+  TRACE_FLAG_BEFORE_RESUME,
+  TRACE_FLAG_START_SET,
+  TRACE_MAGIC,
+  TRACE_RECORD_BYTES,
+  TraceFormatError,
+  type TraceHeader,
 } from './format.js'
 
 export interface Trace {
@@ -48,7 +63,11 @@ class BufferFile {
 export function readTrace(path: string): Trace {
   let fd: number
   // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer.
-  try { fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK) } catch (err) { throw fileError(path, err, 'cannot read trace') }
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  } catch (err) {
+    throw fileError(path, err, 'cannot read trace')
+  }
   let file: BufferFile | undefined
   try {
     const st = fstatSync(fd)
@@ -65,7 +84,7 @@ export function readTrace(path: string): Trace {
     closeSync(fd)
     throw err
   }
-  const read = (into: Buffer, position: number): number => file ? file.read(into, position) : readAll(fd, into, position)
+  const read = (into: Buffer, position: number): number => (file ? file.read(into, position) : readAll(fd, into, position))
   try {
     const fileBytes = file ? file.bytes.length : fstatSync(fd).size
     const fixed = Buffer.alloc(Math.min(fileBytes, TRACE_FIXED_HEADER_BYTES))
@@ -84,7 +103,9 @@ export function readTrace(path: string): Trace {
     let length: number
     if (header.complete) {
       if (recordBytes !== header.recordCount * TRACE_RECORD_BYTES) {
-        throw new TraceFormatError(`${path}: header says ${header.recordCount} records (${header.recordCount * TRACE_RECORD_BYTES} bytes) but the file holds ${recordBytes} bytes of records`)
+        throw new TraceFormatError(
+          `${path}: header says ${header.recordCount} records (${header.recordCount * TRACE_RECORD_BYTES} bytes) but the file holds ${recordBytes} bytes of records`,
+        )
       }
       length = header.recordCount
     } else {
@@ -93,9 +114,16 @@ export function readTrace(path: string): Trace {
     const buf = Buffer.alloc(length * TRACE_RECORD_BYTES)
     read(buf, header.headerBytes)
     const t: Trace = {
-      path, header, length, incomplete: !header.complete,
-      timeNs: new Float64Array(length), page: new Uint32Array(length), count: new Uint32Array(length),
-      latencyNs: new Uint32Array(length), threadId: new Uint32Array(length), cause: new Uint8Array(length),
+      path,
+      header,
+      length,
+      incomplete: !header.complete,
+      timeNs: new Float64Array(length),
+      page: new Uint32Array(length),
+      count: new Uint32Array(length),
+      latencyNs: new Uint32Array(length),
+      threadId: new Uint32Array(length),
+      cause: new Uint8Array(length),
       flags: new Uint8Array(length),
     }
     for (let i = 0; i < length; i++) {
@@ -123,7 +151,10 @@ export function firstTouchOrder(t: Trace): number[] {
   for (const i of timeOrder(t)) {
     if (t.cause[i] !== InstallCause.Fault) continue
     const p = t.page[i]
-    if (!seen.has(p)) { seen.add(p); order.push(p) }
+    if (!seen.has(p)) {
+      seen.add(p)
+      order.push(p)
+    }
   }
   return order
 }
@@ -137,7 +168,12 @@ export function firstTouchOrder(t: Trace): number[] {
 export function workingSetPages(t: Trace): number[] {
   const seen = new Set<number>()
   const order: number[] = []
-  const add = (p: number) => { if (!seen.has(p)) { seen.add(p); order.push(p) } }
+  const add = (p: number) => {
+    if (!seen.has(p)) {
+      seen.add(p)
+      order.push(p)
+    }
+  }
   for (let i = 0; i < t.length; i++) {
     if ((t.flags[i] & (TRACE_FLAG_BEFORE_RESUME | TRACE_FLAG_START_SET)) === 0) continue
     for (let p = t.page[i], end = p + t.count[i]; p < end; p++) add(p)

@@ -7,15 +7,33 @@ import { endianness } from 'node:os'
 import { dirname } from 'node:path'
 import { FaultlineError, fileError } from '../errors.js'
 import {
-  encodeTraceHeader, H_FLAGS, H_RECORD_COUNT, R_CAUSE, R_COUNT, R_FLAGS, R_LATENCY_NS, R_PAGE, R_THREAD_ID,
-  R_TIME_NS, TRACE_HEADER_COMPLETE, TRACE_MAX_LATENCY_NS, TRACE_RECORD_BYTES, writeU64, type TraceRegion,
+  encodeTraceHeader,
+  H_FLAGS,
+  H_RECORD_COUNT,
+  R_CAUSE,
+  R_COUNT,
+  R_FLAGS,
+  R_LATENCY_NS,
+  R_PAGE,
+  R_THREAD_ID,
+  R_TIME_NS,
+  TRACE_HEADER_COMPLETE,
+  TRACE_MAX_LATENCY_NS,
+  TRACE_RECORD_BYTES,
+  writeU64,
+  type TraceRegion,
 } from './format.js'
 import { checkOutputPath, openOutputInPlace, type FileIdentity } from '../util/output-file.js'
 
 const WORDS = TRACE_RECORD_BYTES / 4
 // Word indices of the record fields (the format's byte offsets / 4); cause and flags share one.
-const W_TIME = R_TIME_NS / 4, W_PAGE = R_PAGE / 4, W_COUNT = R_COUNT / 4, W_LATENCY = R_LATENCY_NS / 4
-const W_THREAD = R_THREAD_ID / 4, W_CAUSE_FLAGS = R_CAUSE / 4, FLAGS_SHIFT = (R_FLAGS - R_CAUSE) * 8
+const W_TIME = R_TIME_NS / 4,
+  W_PAGE = R_PAGE / 4,
+  W_COUNT = R_COUNT / 4,
+  W_LATENCY = R_LATENCY_NS / 4
+const W_THREAD = R_THREAD_ID / 4,
+  W_CAUSE_FLAGS = R_CAUSE / 4,
+  FLAGS_SHIFT = (R_FLAGS - R_CAUSE) * 8
 
 /** Records buffered before a write: ~1 MiB, so a write is rare and one syscall. */
 const BUFFER_RECORDS = 37449
@@ -24,7 +42,11 @@ const BUFFER_RECORDS = 37449
  * overwrite one of `inputs` (the snapshot, a working-set trace...) or a non-regular file. */
 export function checkTracePath(path: string, inputs: readonly FileIdentity[] = []): void {
   let isDir = false
-  try { isDir = statSync(path).isDirectory() } catch { /* does not exist yet: fine */ }
+  try {
+    isDir = statSync(path).isDirectory()
+  } catch {
+    /* does not exist yet: fine */
+  }
   if (isDir) throw new FaultlineError(`--trace ${path}: is a directory`)
   checkOutputPath(path, `--trace ${path}`, inputs)
   try {
@@ -66,8 +88,15 @@ export class TraceRecorder {
     this.buffer.fill(1)
     this.buffer.fill(0)
     this.header = encodeTraceHeader({
-      pageSize: opts.pageSize, complete: false, sessionId: opts.sessionId, pid: opts.pid, recordCount: 0,
-      snapshotPages: opts.snapshotPages, startUnixMs: Date.now(), policy: opts.policy, regions: opts.regions,
+      pageSize: opts.pageSize,
+      complete: false,
+      sessionId: opts.sessionId,
+      pid: opts.pid,
+      recordCount: 0,
+      snapshotPages: opts.snapshotPages,
+      startUnixMs: Date.now(),
+      policy: opts.policy,
+      regions: opts.regions,
     })
     // Written in place as the session goes (a trace cut short is marked incomplete, and
     // readable up to its last whole record), once the file opened is known not to be an input.
@@ -83,7 +112,9 @@ export class TraceRecorder {
   }
 
   /** The trace file's descriptor (-1 once closed). */
-  get fd(): number { return this.fdValue }
+  get fd(): number {
+    return this.fdValue
+  }
 
   /** One record; see the format in src/trace/format.ts. Allocation-free. */
   record(timeNs: number, page: number, count: number, cause: number, flags: number, threadId: number, latencyNs: number): void {

@@ -1,14 +1,19 @@
 // Summaries of a trace: pages, working-set growth, fault rate, service latency, installs by
 // cause. Pure functions over a read Trace; the CLI formats them.
-import {
-  InstallCause, TRACE_CAUSE_NAMES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE,
-} from './format.js'
+import { InstallCause, type TRACE_CAUSE_NAMES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE } from './format.js'
 import { timeOrder, type Trace } from './reader.js'
 
 /** Window for the peak fault rate. */
 export const PEAK_WINDOW_NS = 10_000_000
 
-export interface LatencySummary { count: number; meanNs: number; p50Ns: number; p90Ns: number; p99Ns: number; maxNs: number }
+export interface LatencySummary {
+  count: number
+  meanNs: number
+  p50Ns: number
+  p90Ns: number
+  p99Ns: number
+  maxNs: number
+}
 
 export interface TraceStats {
   records: number
@@ -51,7 +56,9 @@ export function summarizeLatency(values: Float64Array): LatencySummary {
   return {
     count: sorted.length,
     meanNs: sorted.length ? Math.round(sum / sorted.length) : 0,
-    p50Ns: quantileSorted(sorted, 0.5), p90Ns: quantileSorted(sorted, 0.9), p99Ns: quantileSorted(sorted, 0.99),
+    p50Ns: quantileSorted(sorted, 0.5),
+    p90Ns: quantileSorted(sorted, 0.9),
+    p99Ns: quantileSorted(sorted, 0.99),
     maxNs: sorted.length ? sorted[sorted.length - 1] : 0,
   }
 }
@@ -83,7 +90,12 @@ export function installedCurve(t: Trace): { timeNs: Float64Array; pages: Float64
 }
 
 export function traceStats(t: Trace): TraceStats {
-  let faults = 0, onPresent = 0, writes = 0, durationNs = 0, beforeResumePages = 0, beforeResumeNs = 0
+  let faults = 0,
+    onPresent = 0,
+    writes = 0,
+    durationNs = 0,
+    beforeResumePages = 0,
+    beforeResumeNs = 0
   const byCause = [0, 0, 0]
   const threads = new Set<number>()
   const faulted = new Set<number>()
@@ -97,9 +109,15 @@ export function traceStats(t: Trace): TraceStats {
     const count = t.count[i]
     byCause[t.cause[i]] += count
     for (let p = t.page[i], end = Math.min(p + count, installed.length); p < end; p++) {
-      if (installed[p] === 0) { installed[p] = 1; uniqueInstalled++ }
+      if (installed[p] === 0) {
+        installed[p] = 1
+        uniqueInstalled++
+      }
     }
-    if ((t.flags[i] & TRACE_FLAG_BEFORE_RESUME) !== 0) { beforeResumePages += count; beforeResumeNs += t.latencyNs[i] }
+    if ((t.flags[i] & TRACE_FLAG_BEFORE_RESUME) !== 0) {
+      beforeResumePages += count
+      beforeResumeNs += t.latencyNs[i]
+    }
     if (t.cause[i] !== InstallCause.Fault) continue
     faults++
     if (count === 0) onPresent++
@@ -118,8 +136,13 @@ export function traceStats(t: Trace): TraceStats {
   const curve = workingSetCurve(t)
   const pagesAt = (timeNs: number) => {
     // Distinct pages faulted at or before timeNs (binary search on the curve).
-    let lo = 0, hi = curve.timeNs.length
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (curve.timeNs[mid] <= timeNs) lo = mid + 1; else hi = mid }
+    let lo = 0,
+      hi = curve.timeNs.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (curve.timeNs[mid] <= timeNs) lo = mid + 1
+      else hi = mid
+    }
     return lo
   }
   const timeToReach = (fraction: number) => {

@@ -6,8 +6,12 @@
 export const UFFD_API = 0xaa
 
 // _IOC(dir, 0xAA, nr, size): dir<<30 | size<<16 | 0xAA<<8 | nr (read=2, write=1)
-function iowr(nr: number, size: number): number { return (3 * 2 ** 30) + size * 65536 + 0xaa00 + nr }
-function ior(nr: number, size: number): number { return (2 * 2 ** 30) + size * 65536 + 0xaa00 + nr }
+function iowr(nr: number, size: number): number {
+  return 3 * 2 ** 30 + size * 65536 + 0xaa00 + nr
+}
+function ior(nr: number, size: number): number {
+  return 2 * 2 ** 30 + size * 65536 + 0xaa00 + nr
+}
 
 export const UFFDIO_API = iowr(0x3f, 24)
 export const UFFDIO_REGISTER = iowr(0x00, 32)
@@ -21,6 +25,8 @@ export const UFFDIO_CONTINUE = iowr(0x07, 32)
 export const UFFDIO_POISON = iowr(0x08, 32)
 /** ioctl on /dev/userfaultfd that returns a new uffd: _IO(0xAA, 0x00). */
 export const USERFAULTFD_IOC_NEW = 0xaa00
+/** userfaultfd(2) flag: the uffd handles faults from user space only (allowed unprivileged). */
+export const UFFD_USER_MODE_ONLY = 1
 
 // UFFDIO_API features.
 export const UFFD_FEATURE_PAGEFAULT_FLAG_WP = 1 << 0
@@ -45,14 +51,23 @@ export const UFFD_FEATURE_MOVE = 1 << 16
 export const UFFD_FEATURE_INITIALIZED = 0x80000000
 
 export const FEATURE_NAMES: ReadonlyArray<readonly [number, string]> = [
-  [UFFD_FEATURE_PAGEFAULT_FLAG_WP, 'PAGEFAULT_FLAG_WP'], [UFFD_FEATURE_EVENT_FORK, 'EVENT_FORK'],
-  [UFFD_FEATURE_EVENT_REMAP, 'EVENT_REMAP'], [UFFD_FEATURE_EVENT_REMOVE, 'EVENT_REMOVE'],
-  [UFFD_FEATURE_MISSING_HUGETLBFS, 'MISSING_HUGETLBFS'], [UFFD_FEATURE_MISSING_SHMEM, 'MISSING_SHMEM'],
-  [UFFD_FEATURE_EVENT_UNMAP, 'EVENT_UNMAP'], [UFFD_FEATURE_SIGBUS, 'SIGBUS'],
-  [UFFD_FEATURE_THREAD_ID, 'THREAD_ID'], [UFFD_FEATURE_MINOR_HUGETLBFS, 'MINOR_HUGETLBFS'],
-  [UFFD_FEATURE_MINOR_SHMEM, 'MINOR_SHMEM'], [UFFD_FEATURE_EXACT_ADDRESS, 'EXACT_ADDRESS'],
-  [UFFD_FEATURE_WP_HUGETLBFS_SHMEM, 'WP_HUGETLBFS_SHMEM'], [UFFD_FEATURE_WP_UNPOPULATED, 'WP_UNPOPULATED'],
-  [UFFD_FEATURE_POISON, 'POISON'], [UFFD_FEATURE_WP_ASYNC, 'WP_ASYNC'], [UFFD_FEATURE_MOVE, 'MOVE'],
+  [UFFD_FEATURE_PAGEFAULT_FLAG_WP, 'PAGEFAULT_FLAG_WP'],
+  [UFFD_FEATURE_EVENT_FORK, 'EVENT_FORK'],
+  [UFFD_FEATURE_EVENT_REMAP, 'EVENT_REMAP'],
+  [UFFD_FEATURE_EVENT_REMOVE, 'EVENT_REMOVE'],
+  [UFFD_FEATURE_MISSING_HUGETLBFS, 'MISSING_HUGETLBFS'],
+  [UFFD_FEATURE_MISSING_SHMEM, 'MISSING_SHMEM'],
+  [UFFD_FEATURE_EVENT_UNMAP, 'EVENT_UNMAP'],
+  [UFFD_FEATURE_SIGBUS, 'SIGBUS'],
+  [UFFD_FEATURE_THREAD_ID, 'THREAD_ID'],
+  [UFFD_FEATURE_MINOR_HUGETLBFS, 'MINOR_HUGETLBFS'],
+  [UFFD_FEATURE_MINOR_SHMEM, 'MINOR_SHMEM'],
+  [UFFD_FEATURE_EXACT_ADDRESS, 'EXACT_ADDRESS'],
+  [UFFD_FEATURE_WP_HUGETLBFS_SHMEM, 'WP_HUGETLBFS_SHMEM'],
+  [UFFD_FEATURE_WP_UNPOPULATED, 'WP_UNPOPULATED'],
+  [UFFD_FEATURE_POISON, 'POISON'],
+  [UFFD_FEATURE_WP_ASYNC, 'WP_ASYNC'],
+  [UFFD_FEATURE_MOVE, 'MOVE'],
 ]
 
 export const UFFDIO_REGISTER_MODE_MISSING = 1
@@ -114,17 +129,22 @@ export const MS_NODEV = 4
 export const MS_NOEXEC = 8
 export const MNT_DETACH = 2
 // The mount API (linux/mount.h): a tmpfs made and mounted without ever being attached to a path.
-export const SYS_FSOPEN = 430, SYS_FSCONFIG = 431, SYS_FSMOUNT = 432
+export const SYS_FSOPEN = 430,
+  SYS_FSCONFIG = 431,
+  SYS_FSMOUNT = 432
 export const FSOPEN_CLOEXEC = 1
 export const FSCONFIG_SET_STRING = 1
 export const FSCONFIG_CMD_CREATE = 6
 export const FSMOUNT_CLOEXEC = 1
-export const MOUNT_ATTR_NOSUID = 0x2, MOUNT_ATTR_NODEV = 0x4, MOUNT_ATTR_NOEXEC = 0x8
+export const MOUNT_ATTR_NOSUID = 0x2,
+  MOUNT_ATTR_NODEV = 0x4,
+  MOUNT_ATTR_NOEXEC = 0x8
 export const O_CREAT = 0o100
 export const O_EXCL = 0o200
 export const FALLOC_FL_KEEP_SIZE = 1
 export const FALLOC_FL_PUNCH_HOLE = 2
-export const SEEK_DATA = 3, SEEK_HOLE = 4
+export const SEEK_DATA = 3,
+  SEEK_HOLE = 4
 export const ENXIO = 6
 export const POSIX_FADV_WILLNEED = 3
 export const POSIX_FADV_DONTNEED = 4

@@ -31,8 +31,6 @@ export class UffdError extends FaultlineError {
 export class UffdPermissionError extends UffdError {
   override readonly code: string = 'FL_ERR_UFFD_PERMISSION'
   constructor(errno: number) {
-    super('userfaultfd', errno,
-      'creating a userfaultfd needs root, or read-write access to /dev/userfaultfd, ' +
-      'or `sysctl vm.unprivileged_userfaultfd=1`')
+    super('userfaultfd', errno, 'creating a userfaultfd needs root, or read-write access to /dev/userfaultfd, ' + 'or `sysctl vm.unprivileged_userfaultfd=1`')
   }
 }

@@ -93,8 +93,10 @@ function useFfiNapi(): void {
   try {
     ffi = require('ffi-napi') as Ffi
   } catch (err) {
-    throw new UsageError(`FAULTLINE_FFI=ffi-napi: the optional dependency ffi-napi is not installed or did not build ` +
-      `(${(err as Error).message.split('\n')[0]}); \`npm install\` builds it, koffi needs nothing`)
+    throw new UsageError(
+      `FAULTLINE_FFI=ffi-napi: the optional dependency ffi-napi is not installed or did not build ` +
+        `(${(err as Error).message.split('\n')[0]}); \`npm install\` builds it, koffi needs nothing`,
+    )
   }
   const f = ffi.Library('libc.so.6', {
     read: ['long', ['int', 'pointer', 'size_t']],
@@ -105,12 +107,33 @@ function useFfiNapi(): void {
   for (const name of Object.keys(table)) {
     if (name === 'clock_gettime') continue // cannot fail here; the fault loop's clock
     const viaKoffi = table[name]
-    table[name] = (...a: unknown[]) => { hot = false; return viaKoffi(...a) }
+    table[name] = (...a: unknown[]) => {
+      hot = false
+      return viaKoffi(...a)
+    }
   }
-  const fRead = f.read, fIoctl = f.ioctl, fPoll = f.poll, fErrno = ffi.errno
-  table.read = (fd, buf, count) => { const r = fRead(fd, buf, count); hot = true; hotErrno = r < 0 ? fErrno() : 0; return r }
-  table.ioctl = (fd, req, arg) => { const r = fIoctl(fd, req, arg); hot = true; hotErrno = r < 0 ? fErrno() : 0; return r }
-  table.poll = (fds, n, timeout) => { const r = fPoll(fds, n, timeout); hot = true; hotErrno = r < 0 ? fErrno() : 0; return r }
+  const fRead = f.read,
+    fIoctl = f.ioctl,
+    fPoll = f.poll,
+    fErrno = ffi.errno
+  table.read = (fd, buf, count) => {
+    const r = fRead(fd, buf, count)
+    hot = true
+    hotErrno = r < 0 ? fErrno() : 0
+    return r
+  }
+  table.ioctl = (fd, req, arg) => {
+    const r = fIoctl(fd, req, arg)
+    hot = true
+    hotErrno = r < 0 ? fErrno() : 0
+    return r
+  }
+  table.poll = (fds, n, timeout) => {
+    const r = fPoll(fds, n, timeout)
+    hot = true
+    hotErrno = r < 0 ? fErrno() : 0
+    return r
+  }
 }
 
 export function errno(): number {

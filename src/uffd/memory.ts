@@ -4,7 +4,11 @@ import * as abi from './abi.js'
 import { UffdError } from './errors.js'
 import { errno, libc, viewOf } from './libc.js'
 
-export interface Mapping { address: number; length: number; bytes: Buffer }
+export interface Mapping {
+  address: number
+  length: number
+  bytes: Buffer
+}
 
 export function mapAnonymous(length: number): Mapping {
   const address = Number(libc.mmap(0, length, abi.PROT_READ | abi.PROT_WRITE, abi.MAP_PRIVATE | abi.MAP_ANONYMOUS, -1, 0))

@@ -27,7 +27,10 @@ export function missingModeRanges(smapsText: string): AddressRange[] {
   let current: AddressRange | undefined
   for (const line of smapsText.split('\n')) {
     const head = RANGE_LINE.exec(line)
-    if (head) { current = [parseInt(head[1], 16), parseInt(head[2], 16)]; continue }
+    if (head) {
+      current = [parseInt(head[1], 16), parseInt(head[2], 16)]
+      continue
+    }
     if (current && line.startsWith('VmFlags:') && line.slice(8).trim().split(/\s+/).includes('um')) registered.push(current)
   }
   return registered
@@ -74,8 +77,13 @@ export function fileMappings(mapsText: string): FileMapping[] {
     const m = MAPS_LINE.exec(line)
     if (m === null) continue
     out.push({
-      start: parseInt(m[1], 16), end: parseInt(m[2], 16), private: m[3] === 'p', offset: parseInt(m[4], 16),
-      major: parseInt(m[5], 16), minor: parseInt(m[6], 16), inode: Number(m[7]),
+      start: parseInt(m[1], 16),
+      end: parseInt(m[2], 16),
+      private: m[3] === 'p',
+      offset: parseInt(m[4], 16),
+      major: parseInt(m[5], 16),
+      minor: parseInt(m[6], 16),
+      inode: Number(m[7]),
     })
   }
   return out

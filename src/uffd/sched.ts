@@ -29,7 +29,11 @@ export function setThreadIdle(tid: number, idle: boolean): void {
 
 /** This process's thread ids (/proc/self/task). */
 export function threadIds(): number[] {
-  try { return readdirSync('/proc/self/task').map(Number) } catch { return [] }
+  try {
+    return readdirSync('/proc/self/task').map(Number)
+  } catch {
+    return []
+  }
 }
 
 /** This process's threads in SCHED_IDLE (the policy field of /proc/self/task/T/stat). */
@@ -40,7 +44,9 @@ export function idleClassThreads(): number[] {
       const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'latin1')
       // Fields after the parenthesised name start at field 3; the policy is field 41.
       if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]) === SCHED_IDLE) out.push(tid)
-    } catch { /* exited meanwhile */ }
+    } catch {
+      /* exited meanwhile */
+    }
   }
   return out
 }

@@ -22,15 +22,26 @@ export function createUnattachedTmpfsFile(options: Record<string, string>): numb
   let mnt = -1
   try {
     for (const [key, value] of Object.entries(options)) {
-      if (Number(libc.syscall(abi.SYS_FSCONFIG, 'int', fs, 'unsigned int', abi.FSCONFIG_SET_STRING, 'const char *', key, 'const char *', value, 'int', 0)) < 0) {
+      if (
+        Number(libc.syscall(abi.SYS_FSCONFIG, 'int', fs, 'unsigned int', abi.FSCONFIG_SET_STRING, 'const char *', key, 'const char *', value, 'int', 0)) < 0
+      ) {
         throw new UffdError('fsconfig', errno(), `tmpfs ${key}=${value}`)
       }
     }
     if (Number(libc.syscall(abi.SYS_FSCONFIG, 'int', fs, 'unsigned int', abi.FSCONFIG_CMD_CREATE, 'void *', null, 'void *', null, 'int', 0)) < 0) {
       throw new UffdError('fsconfig', errno(), 'tmpfs create')
     }
-    mnt = Number(libc.syscall(abi.SYS_FSMOUNT, 'int', fs, 'unsigned int', abi.FSMOUNT_CLOEXEC,
-      'unsigned int', abi.MOUNT_ATTR_NOSUID | abi.MOUNT_ATTR_NODEV | abi.MOUNT_ATTR_NOEXEC))
+    mnt = Number(
+      libc.syscall(
+        abi.SYS_FSMOUNT,
+        'int',
+        fs,
+        'unsigned int',
+        abi.FSMOUNT_CLOEXEC,
+        'unsigned int',
+        abi.MOUNT_ATTR_NOSUID | abi.MOUNT_ATTR_NODEV | abi.MOUNT_ATTR_NOEXEC,
+      ),
+    )
     if (mnt < 0) throw new UffdError('fsmount', errno(), 'tmpfs')
     const fd = libc.openat(mnt, 'cache', abi.O_RDWR | abi.O_CREAT | abi.O_EXCL | abi.O_CLOEXEC, 0o600)
     if (fd < 0) throw new UffdError('openat', errno(), 'cache on the new tmpfs')
@@ -64,9 +75,14 @@ export function createDetachedTmpfsFile(parent: string, options: string): number
   } finally {
     if (mounted && libc.umount2(dir, abi.MNT_DETACH) < 0) {
       // Still mounted (it never is once mount succeeded): say so rather than hide a mount.
+      // biome-ignore lint/correctness/noUnsafeFinally: a leftover mount matters more than the error it replaces
       throw new UffdError('umount2', errno(), dir)
     }
-    try { rmdirSync(dir) } catch { /* gone */ }
+    try {
+      rmdirSync(dir)
+    } catch {
+      /* gone */
+    }
   }
 }
 
@@ -100,7 +116,10 @@ export function pwriteAll(fd: number, from: Buffer, length: number, offset: numb
   const base = addressOf(from)
   while (done < length) {
     const n = Number(libc.pwriteAt(fd, base + done, length - done, offset + done))
-    if (n > 0) { done += n; continue }
+    if (n > 0) {
+      done += n
+      continue
+    }
     const e = n < 0 ? errno() : 0
     if (e === EINTR) continue
     throw new UffdError('pwrite', e === 0 ? 28 /* ENOSPC: the kernel wrote nothing */ : e, `fd ${fd}, ${length - done} bytes at ${offset + done}`)

@@ -31,7 +31,11 @@ export function listenUnix(path: string, backlog = 128, mode = 0o600): number {
   const fd = newSocket()
   const tmp = `${path}.${process.pid}.tmp`
   try {
-    try { unlinkSync(tmp) } catch { /* not there */ }
+    try {
+      unlinkSync(tmp)
+    } catch {
+      /* not there */
+    }
     if (libc.bind(fd, sockaddrUnix(tmp), 2 + SUN_PATH_MAX) < 0) throw new UffdError('bind', errno(), tmp)
     chmodSync(tmp, mode)
     renameSync(tmp, path)
@@ -39,7 +43,11 @@ export function listenUnix(path: string, backlog = 128, mode = 0o600): number {
     return fd
   } catch (err) {
     libc.close(fd)
-    try { unlinkSync(tmp) } catch { /* not there */ }
+    try {
+      unlinkSync(tmp)
+    } catch {
+      /* not there */
+    }
     throw err
   }
 }
@@ -65,7 +73,11 @@ export function acceptConnection(listenFd: number): number {
   throw new UffdError('accept4', e)
 }
 
-export interface PeerCredentials { pid: number; uid: number; gid: number }
+export interface PeerCredentials {
+  pid: number
+  uid: number
+  gid: number
+}
 
 export function peerCredentials(fd: number): PeerCredentials {
   const cred = Buffer.alloc(12)
@@ -151,7 +163,7 @@ export function sendWithFds(fd: number, body: Buffer, fds: number[]): number {
     control.writeBigUInt64LE(BigInt(16 + 4 * fds.length), 0)
     control.writeInt32LE(abi.SOL_SOCKET, 8)
     control.writeInt32LE(abi.SCM_RIGHTS, 12)
-    fds.forEach((f, i) => control.writeInt32LE(f, 16 + 4 * i))
+    for (let i = 0; i < fds.length; i++) control.writeInt32LE(fds[i], 16 + 4 * i)
   }
   const msg = Buffer.alloc(56)
   msg.writeBigUInt64LE(BigInt(addressOf(iov)), 16)

@@ -11,7 +11,8 @@ const { EPERM, ENOENT, ESRCH, EINTR, EAGAIN, EEXIST, EACCES } = abi
 const TWO32 = 4294967296
 
 /** Slots of Userfaultfd.target. */
-export const TARGET_DST = 0, TARGET_SRC = 1
+export const TARGET_DST = 0,
+  TARGET_SRC = 1
 
 function putU64(u32: Uint32Array, index: number, value: number): void {
   const lo = value % TWO32
@@ -29,7 +30,11 @@ export function featureNames(features: number): string[] {
 }
 
 /** Creates a uffd (O_CLOEXEC|O_NONBLOCK) with userfaultfd(2), or /dev/userfaultfd when the
- * syscall is refused (vm.unprivileged_userfaultfd=0 but the device is accessible). */
+ * syscall is refused (vm.unprivileged_userfaultfd=0 but the device is accessible), or else one
+ * for user-mode faults only (UFFD_USER_MODE_ONLY, allowed unprivileged since Linux 5.11), as
+ * native/uffd.c does. Every uffd faultline creates itself (the feature probe, the rehearsal's
+ * scratch mapping) covers memory only its own JavaScript touches, so user mode is enough;
+ * guests bring their own. */
 export function openUserfaultfd(): number {
   const flags = abi.O_CLOEXEC | abi.O_NONBLOCK
   const fd = Number(libc.syscall(SYS_USERFAULTFD, 'int', flags))
@@ -37,12 +42,14 @@ export function openUserfaultfd(): number {
   const sysErr = errno()
   if (sysErr !== EPERM && sysErr !== EACCES) throw new UffdError('userfaultfd', sysErr)
   const dev = libc.open('/dev/userfaultfd', abi.O_RDWR | abi.O_CLOEXEC, 0)
-  if (dev < 0) throw new UffdPermissionError(sysErr)
-  const viaDev = libc.ioctlInt(dev, abi.USERFAULTFD_IOC_NEW, flags)
-  const devErr = errno()
-  libc.close(dev)
-  if (viaDev < 0) throw new UffdPermissionError(devErr)
-  return viaDev
+  if (dev >= 0) {
+    const viaDev = libc.ioctlInt(dev, abi.USERFAULTFD_IOC_NEW, flags)
+    libc.close(dev)
+    if (viaDev >= 0) return viaDev
+  }
+  const userMode = Number(libc.syscall(SYS_USERFAULTFD, 'int', flags | abi.UFFD_USER_MODE_ONLY))
+  if (userMode >= 0) return userMode
+  throw new UffdPermissionError(sysErr)
 }
 
 let probedFeatures = -1
@@ -52,7 +59,11 @@ let probedFeatures = -1
 export function supportedFeatures(): number {
   if (probedFeatures < 0) {
     const probe = new Userfaultfd(openUserfaultfd())
-    try { probedFeatures = probe.api(0).features } finally { probe.close() }
+    try {
+      probedFeatures = probe.api(0).features
+    } finally {
+      probe.close()
+    }
   }
   return probedFeatures
 }
@@ -189,23 +200,33 @@ export class Userfaultfd {
       let resultWord: number
       // Written out rather than through putU64: V8 did not inline it here, and each address
       // passed to it was boxed (measured: one heap number every few faults).
-      const d = dst + done, dLow = d % TWO32
-      const l = length - done, lLow = l % TWO32
-      u32[0] = dLow; u32[1] = (d - dLow) / TWO32
+      const d = dst + done,
+        dLow = d % TWO32
+      const l = length - done,
+        lLow = l % TWO32
+      u32[0] = dLow
+      u32[1] = (d - dLow) / TWO32
       if (src >= 0) {
-        const s = src + done, sLow = s % TWO32
-        u32[2] = sLow; u32[3] = (s - sLow) / TWO32
-        u32[4] = lLow; u32[5] = (l - lLow) / TWO32
-        u32[6] = mode; u32[7] = 0
+        const s = src + done,
+          sLow = s % TWO32
+        u32[2] = sLow
+        u32[3] = (s - sLow) / TWO32
+        u32[4] = lLow
+        u32[5] = (l - lLow) / TWO32
+        u32[6] = mode
+        u32[7] = 0
         resultWord = 8
       } else {
-        u32[2] = lLow; u32[3] = (l - lLow) / TWO32
-        u32[4] = mode; u32[5] = 0
+        u32[2] = lLow
+        u32[3] = (l - lLow) / TWO32
+        u32[4] = mode
+        u32[5] = 0
         resultWord = 6
       }
       // The kernel writes the result only on some paths (not when the guest's address space is
       // gone: ESRCH): a count left from the last call would pass for progress.
-      u32[resultWord] = 0; u32[resultWord + 1] = 0
+      u32[resultWord] = 0
+      u32[resultWord + 1] = 0
       if (libc.ioctl(this.fd, request | 0, this.args) === 0) return length
       const e = errno()
       const result = getS64(u32, this.i32, resultWord)
@@ -235,9 +256,12 @@ export class Userfaultfd {
   isAttached(address: number, pageSize: number): boolean {
     const u32 = this.u32
     const lo = address % TWO32
-    u32[0] = lo; u32[1] = (address - lo) / TWO32
-    u32[2] = pageSize; u32[3] = 0
-    u32[4] = 0; u32[5] = 0
+    u32[0] = lo
+    u32[1] = (address - lo) / TWO32
+    u32[2] = pageSize
+    u32[3] = 0
+    u32[4] = 0
+    u32[5] = 0
     if (libc.ioctl(this.fd, abi.UFFDIO_WRITEPROTECT | 0, this.args) === 0) return true
     return errno() !== ESRCH
   }
@@ -284,21 +308,41 @@ export class UffdMessages {
     this.i32 = new Int32Array(this.buffer.buffer, this.buffer.byteOffset, capacity * 8)
   }
 
-  event(i: number): number { return this.buffer[i * abi.UFFD_MSG_SIZE] }
+  event(i: number): number {
+    return this.buffer[i * abi.UFFD_MSG_SIZE]
+  }
   /** pagefault: UFFD_PAGEFAULT_FLAG_* */
-  faultFlags(i: number): number { return this.u32[i * 8 + 2] }
-  faultAddress(i: number): number { return getS64(this.u32, this.i32, i * 8 + 4) }
+  faultFlags(i: number): number {
+    return this.u32[i * 8 + 2]
+  }
+  faultAddress(i: number): number {
+    return getS64(this.u32, this.i32, i * 8 + 4)
+  }
   /** pagefault: faulting thread id (with UFFD_FEATURE_THREAD_ID, else 0). */
-  faultThreadId(i: number): number { return this.u32[i * 8 + 6] }
+  faultThreadId(i: number): number {
+    return this.u32[i * 8 + 6]
+  }
   /** fork: the child's uffd, already installed in this process. */
-  forkFd(i: number): number { return this.u32[i * 8 + 2] }
+  forkFd(i: number): number {
+    return this.u32[i * 8 + 2]
+  }
   /** remap: from, to, len. */
-  remapFrom(i: number): number { return getS64(this.u32, this.i32, i * 8 + 2) }
-  remapTo(i: number): number { return getS64(this.u32, this.i32, i * 8 + 4) }
-  remapLength(i: number): number { return getS64(this.u32, this.i32, i * 8 + 6) }
+  remapFrom(i: number): number {
+    return getS64(this.u32, this.i32, i * 8 + 2)
+  }
+  remapTo(i: number): number {
+    return getS64(this.u32, this.i32, i * 8 + 4)
+  }
+  remapLength(i: number): number {
+    return getS64(this.u32, this.i32, i * 8 + 6)
+  }
   /** remove / unmap: [start, end). */
-  rangeStart(i: number): number { return getS64(this.u32, this.i32, i * 8 + 2) }
-  rangeEnd(i: number): number { return getS64(this.u32, this.i32, i * 8 + 4) }
+  rangeStart(i: number): number {
+    return getS64(this.u32, this.i32, i * 8 + 2)
+  }
+  rangeEnd(i: number): number {
+    return getS64(this.u32, this.i32, i * 8 + 4)
+  }
 }
 
 /** Page-aligned memory of our own, the source of UFFDIO_COPY (the kernel requires an aligned

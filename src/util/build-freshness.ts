@@ -19,7 +19,11 @@ export function staleSource(root = REPO_ROOT): string | undefined {
     const ts = join(entry.parentPath, entry.name)
     const js = join(root, 'dist', relative(src, ts)).replace(/\.ts$/, '.js')
     let built: number
-    try { built = statSync(js).mtimeMs } catch { return relative(root, ts) }
+    try {
+      built = statSync(js).mtimeMs
+    } catch {
+      return relative(root, ts)
+    }
     if (built < statSync(ts).mtimeMs) return relative(root, ts)
   }
   return undefined
@@ -29,7 +33,8 @@ export function staleSource(root = REPO_ROOT): string | undefined {
 export function assertBuildFresh(root = REPO_ROOT): void {
   const stale = staleSource(root)
   if (stale !== undefined) {
-    throw new StaleBuildError(`${stale} is newer than its build in dist/ (or was never built): run \`npm run build\` ` +
-      '(session workers run the compiled code)')
+    throw new StaleBuildError(
+      `${stale} is newer than its build in dist/ (or was never built): run \`npm run build\` ` + '(session workers run the compiled code)',
+    )
   }
 }

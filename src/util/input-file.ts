@@ -6,7 +6,11 @@ import { fileError, FaultlineError } from '../errors.js'
 /** The bytes of the regular file at `path`; anything else is a one-line error naming it. */
 export function readRegularFile(path: string, doing: string): Buffer {
   let fd: number
-  try { fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK) } catch (err) { throw fileError(path, err, doing) }
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+  } catch (err) {
+    throw fileError(path, err, doing)
+  }
   try {
     const st = fstatSync(fd)
     if (!st.isFile()) throw new FaultlineError(`${path}: ${doing}: ${st.isDirectory() ? 'is a directory' : 'not a regular file'}`)

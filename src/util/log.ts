@@ -18,14 +18,25 @@ export class Logger {
   private readonly write: (line: string) => void
   private readonly host = hostname()
 
-  constructor(format: LogFormat, write: (line: string) => void = line => { process.stderr.write(line) }) {
+  constructor(
+    format: LogFormat,
+    write: (line: string) => void = line => {
+      process.stderr.write(line)
+    },
+  ) {
     this.format = format
     this.write = write
   }
 
-  info(msg: string, fields?: LogFields): void { this.log('info', msg, fields) }
-  warn(msg: string, fields?: LogFields): void { this.log('warn', msg, fields) }
-  error(msg: string, fields?: LogFields): void { this.log('error', msg, fields) }
+  info(msg: string, fields?: LogFields): void {
+    this.log('info', msg, fields)
+  }
+  warn(msg: string, fields?: LogFields): void {
+    this.log('warn', msg, fields)
+  }
+  error(msg: string, fields?: LogFields): void {
+    this.log('error', msg, fields)
+  }
 
   log(level: LogLevel, msg: string, fields: LogFields = {}): void {
     if (this.format === 'text') {

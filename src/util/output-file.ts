@@ -61,7 +61,9 @@ function kindOf(st: BigIntStats): string {
 function checkStats(st: BigIntStats, what: string, inputs: readonly FileIdentity[]): void {
   if (!st.isFile()) {
     const kind = kindOf(st)
-    throw new OutputFileError(`${what}: is ${kind === 'not a regular file' ? 'not a regular file' : kind}; refusing to write over it (outputs must be regular files)`)
+    throw new OutputFileError(
+      `${what}: is ${kind === 'not a regular file' ? 'not a regular file' : kind}; refusing to write over it (outputs must be regular files)`,
+    )
   }
   for (const input of inputs) {
     if (input.dev === st.dev && input.ino === st.ino) {
@@ -93,7 +95,8 @@ export function openOutputInPlace(path: string, what: string, inputs: readonly F
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_NONBLOCK, 0o644)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw new OutputFileError(`${what}: is a FIFO; refusing to write over it (outputs must be regular files)`)
+    if ((err as NodeJS.ErrnoException).code === 'ENXIO')
+      throw new OutputFileError(`${what}: is a FIFO; refusing to write over it (outputs must be regular files)`)
     throw fileError(what, err, 'cannot write')
   }
   try {
@@ -163,7 +166,9 @@ export class ReplacementFile {
   }
 
   /** The temporary's descriptor (-1 once committed or aborted). */
-  get fd(): number { return this.fdValue }
+  get fd(): number {
+    return this.fdValue
+  }
 
   /** fsync, close, and rename over `path` (checked again first: it may have appeared since). */
   commit(): void {
@@ -187,10 +192,18 @@ export class ReplacementFile {
     this.stopWatchingSignals()
     if (this.committed) return
     if (this.fdValue >= 0) {
-      try { closeSync(this.fdValue) } catch { /* already closed */ }
+      try {
+        closeSync(this.fdValue)
+      } catch {
+        /* already closed */
+      }
       this.fdValue = -1
     }
-    try { unlinkSync(this.tempPath) } catch { /* gone already (committed, or never there) */ }
+    try {
+      unlinkSync(this.tempPath)
+    } catch {
+      /* gone already (committed, or never there) */
+    }
   }
 
   private stopWatchingSignals(): void {

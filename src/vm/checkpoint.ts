@@ -35,15 +35,15 @@ export interface CheckpointOptions {
 export async function checkpointVm(vm: QemuVm, options: CheckpointOptions): Promise<VmCheckpoint> {
   const ram = vm.options.ram
   if (ram.kind !== 'file' || !ram.share) {
-    throw new VmError(`${vm.name}: a checkpoint needs RAM in a shared memory-backend-file (share=on), not ${ram.kind === 'file' ? 'share=off' : 'anonymous memory'}`)
+    throw new VmError(
+      `${vm.name}: a checkpoint needs RAM in a shared memory-backend-file (share=on), not ${ram.kind === 'file' ? 'share=off' : 'anonymous memory'}`,
+    )
   }
   const timeoutMs = options.timeoutMs ?? 120_000
   await vm.qmp.execute('stop')
   await setMigrationCapabilities(vm, { ignoreShared: true })
   const state = await migrateToFile(vm, options.stateFile, timeoutMs)
-  const eager = options.eagerStateFile
-    ? await writeEagerStream(vm.options, ram.path, options.stateFile, options.eagerStateFile, timeoutMs)
-    : undefined
+  const eager = options.eagerStateFile ? await writeEagerStream(vm.options, ram.path, options.stateFile, options.eagerStateFile, timeoutMs) : undefined
   return {
     ramFile: ram.path,
     ramBytes: statSync(ram.path).size,
@@ -58,7 +58,13 @@ export async function checkpointVm(vm: QemuVm, options: CheckpointOptions): Prom
 
 /** Re-emits a checkpoint as QEMU's ordinary stream (device state and every RAM page) by
  * loading it into a paused helper VM (private mapping of the RAM file) and migrating that. */
-export async function writeEagerStream(source: QemuLaunchOptions, ramFile: string, stateFile: string, eagerStateFile: string, timeoutMs: number): Promise<MigrationResult> {
+export async function writeEagerStream(
+  source: QemuLaunchOptions,
+  ramFile: string,
+  stateFile: string,
+  eagerStateFile: string,
+  timeoutMs: number,
+): Promise<MigrationResult> {
   const helper = await QemuVm.launch({
     ...source,
     name: 'eager-stream-writer',
@@ -103,7 +109,7 @@ export async function bootSource(options: BootOptions): Promise<{ vm: QemuVm; ch
     const checksum = await Promise.race([
       waitForBootChecksum(vm.console, timeoutMs),
       vm.failOnExit('while the guest booted'),
-      vm.console.waitForLine(ERROR_LINE, { timeoutMs, fromIndex: 0 }).then((m) => Promise.reject(new VmError(`source: the workload failed: ${m.match[1]}`))),
+      vm.console.waitForLine(ERROR_LINE, { timeoutMs, fromIndex: 0 }).then(m => Promise.reject(new VmError(`source: the workload failed: ${m.match[1]}`))),
     ])
     return { vm, checksum, bootMs: (checksum.atNs - vm.launchedAtNs) / 1e6 }
   } catch (err) {

@@ -85,7 +85,7 @@ export class GuestConsole {
 
   /** The last lines, for error messages. */
   tail(n = TAIL_LINES): string[] {
-    return this.lines.slice(-n).map((l) => l.text)
+    return this.lines.slice(-n).map(l => l.text)
   }
 
   private onData(chunk: string): void {
@@ -126,7 +126,9 @@ export class GuestConsole {
   }
 
   private failure(pattern: RegExp, why: string): VmError {
-    const last = this.tail(3).filter((l) => l.trim()).join(' | ')
+    const last = this.tail(3)
+      .filter(l => l.trim())
+      .join(' | ')
     return new VmError(`${this.name}: waiting for ${pattern.source}: ${why}${last ? ` (last console lines: ${last})` : ''}`)
   }
 }

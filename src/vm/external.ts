@@ -69,7 +69,9 @@ export async function snapshotExternalVm(o: SnapshotExternalOptions): Promise<Vm
         return await qemu.qmp.execute<T>('qom-get', { path: objectPath, property })
       } catch (err) {
         if (err instanceof QmpError && err.errorClass !== 'Timeout' && err.errorClass !== 'Closed') {
-          throw new VmError(`${qemu.name}: no memory-backend-file '${ramId}' (${err.message}): start it with -object memory-backend-file,id=${ramId},size=...,mem-path=FILE,share=on -machine memory-backend=${ramId}, or name yours with --ram-id`)
+          throw new VmError(
+            `${qemu.name}: no memory-backend-file '${ramId}' (${err.message}): start it with -object memory-backend-file,id=${ramId},size=...,mem-path=FILE,share=on -machine memory-backend=${ramId}, or name yours with --ram-id`,
+          )
         }
         throw err
       }
@@ -144,9 +146,11 @@ export interface ExternalResume {
  * `-incoming defer -S` and a QMP socket of ours, loads the device state, continues the VM,
  * and returns while it runs. */
 export async function resumeExternalVm(vm: VmDir, o: ResumeExternalOptions): Promise<ExternalResume> {
-  if (vm.meta.kind !== 'external') throw new VmError(`${vm.dir}: holds faultline's test guest: resume it with faultline vm resume --dir ${vm.dir}, no command line`)
+  if (vm.meta.kind !== 'external')
+    throw new VmError(`${vm.dir}: holds faultline's test guest: resume it with faultline vm resume --dir ${vm.dir}, no command line`)
   if (o.command.length === 0) throw new VmError('vm resume: give your QEMU command line after --')
-  if (o.command.some((a) => a === '-incoming')) throw new VmError('vm resume: leave -incoming out of the command line: faultline adds -incoming defer and loads the state itself')
+  if (o.command.some(a => a === '-incoming'))
+    throw new VmError('vm resume: leave -incoming out of the command line: faultline adds -incoming defer and loads the state itself')
   const shimPath = o.shimPath ?? DEFAULT_SHIM
   if (!existsSync(shimPath)) throw new VmError(`${shimPath}: not built (make -C native)`)
   const timeoutMs = o.timeoutMs ?? 300_000
@@ -156,36 +160,54 @@ export async function resumeExternalVm(vm: VmDir, o: ResumeExternalOptions): Pro
   let server: PageServer | undefined
   try {
     server = await PageServer.start({
-      snapshotPath: o.snapshotPath ?? vm.path('snapshot'), socketPath: join(work, 'pages.sock'),
-      policy: o.policy, tracePath: o.tracePath, learnDir: o.learnDir, singleGuest: true,
+      snapshotPath: o.snapshotPath ?? vm.path('snapshot'),
+      socketPath: join(work, 'pages.sock'),
+      policy: o.policy,
+      tracePath: o.tracePath,
+      learnDir: o.learnDir,
+      singleGuest: true,
     })
     const srv = server
-    cleanup.unshift(async () => { srv.stopSessions(); await srv.close() })
+    cleanup.unshift(async () => {
+      srv.stopSessions()
+      await srv.close()
+    })
     for (const line of server.startNotices) o.log?.(`server: ${line}`)
-    server.on('log', (line) => o.log?.(`server: ${line}`))
+    server.on('log', line => o.log?.(`server: ${line}`))
     server.on('rejected', (pid, error) => o.log?.(`server: refused pid ${pid}: ${error}`))
-    server.on('ended', (rec) => ended.push(rec))
+    server.on('ended', rec => ended.push(rec))
     const qmpPath = join(work, 'qmp.sock')
     const args = [...o.command.slice(1), '-incoming', 'defer', '-S', '-qmp', `unix:${qmpPath},server=on,wait=off`]
     const startedNs = Number(process.hrtime.bigint())
     const stdio: StdioOptions = o.stdio === 'pipe' ? ['pipe', 'pipe', 'pipe'] : 'inherit'
-    const child = spawn(o.command[0], args, { stdio, env: { ...process.env, ...faultlineEnv({ shimPath, socketPath: srv.socketPath, ramBytes: vm.ramBytes }) } })
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    const child = spawn(o.command[0], args, {
+      stdio,
+      env: { ...process.env, ...faultlineEnv({ shimPath, socketPath: srv.socketPath, ramBytes: vm.ramBytes }) },
+    })
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(resolve => {
       child.on('error', () => resolve({ code: null, signal: null }))
       child.on('exit', (code, signal) => resolve({ code, signal }))
     })
-    cleanup.unshift(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+    cleanup.unshift(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    })
     const gone = new AbortController()
     void exited.then(() => gone.abort('QEMU exited'))
     const peer: MigrationPeer = {
       name: o.command[0],
       qmp: await Promise.race([
         QmpClient.connect(qmpPath, { timeoutMs: 10_000, signal: gone.signal }),
-        exited.then((e) => Promise.reject(new VmError(`${o.command[0]} ${e.signal ? `was killed by ${e.signal}` : `exited with status ${e.code}`} before its monitor was up (its stderr says why)`))),
+        exited.then(e =>
+          Promise.reject(
+            new VmError(
+              `${o.command[0]} ${e.signal ? `was killed by ${e.signal}` : `exited with status ${e.code}`} before its monitor was up (its stderr says why)`,
+            ),
+          ),
+        ),
       ]),
       exited,
-      failOnExit: (when) => {
-        const p = exited.then((e) => Promise.reject(new VmError(`${o.command[0]} exited (${e.signal ?? e.code}) ${when}`)))
+      failOnExit: when => {
+        const p = exited.then(e => Promise.reject(new VmError(`${o.command[0]} exited (${e.signal ?? e.code}) ${when}`)))
         p.catch(() => {})
         return p
       },
@@ -201,7 +223,7 @@ export async function resumeExternalVm(vm: VmDir, o: ResumeExternalOptions): Pro
     const finished = (async () => {
       const e = await exited
       const deadline = Date.now() + 10_000
-      while (ended.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+      while (ended.length === 0 && Date.now() < deadline) await new Promise(r => setTimeout(r, 10))
       for (const f of cleanup) await f()
       return { ...e, session: ended[0]?.stats, sessionError: ended[0]?.error }
     })()

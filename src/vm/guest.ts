@@ -42,7 +42,8 @@ export async function ping(console: GuestConsole, timeoutMs: number): Promise<nu
   console.send('ping\n')
   const m = await console.waitForLine(/^FAULTLINE-(PONG|CHECKSUM)\b/, { timeoutMs, fromIndex: from })
   // A workload built before ping existed takes any line for a checksum request.
-  if (m.match[1] !== 'PONG') throw new VmError(`${console.name}: the guest's workload does not answer ping: rebuild the image (faultline vm image) and the snapshot`)
+  if (m.match[1] !== 'PONG')
+    throw new VmError(`${console.name}: the guest's workload does not answer ping: rebuild the image (faultline vm image) and the snapshot`)
   await console.waitForLine(READY_LINE, { timeoutMs, fromIndex: m.index })
   return m.line.atNs
 }

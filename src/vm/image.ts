@@ -43,7 +43,8 @@ export function loadGuestImage(dir: string): GuestImage {
 /** Runs scripts/vm/build-image.sh into `dir` (a few seconds: it copies the host's Debian
  * kernel and packs busybox and the workload), passing its lines to `log`. */
 export async function buildGuestImage(dir: string, log: (line: string) => void = () => {}): Promise<GuestImage> {
-  if (!existsSync(BUILD_IMAGE_SCRIPT)) throw new VmError(`${BUILD_IMAGE_SCRIPT}: missing (the guest image builder ships with the repository, not the npm package)`)
+  if (!existsSync(BUILD_IMAGE_SCRIPT))
+    throw new VmError(`${BUILD_IMAGE_SCRIPT}: missing (the guest image builder ships with the repository, not the npm package)`)
   const child = spawn('sh', [BUILD_IMAGE_SCRIPT, dir], { stdio: ['ignore', 'pipe', 'pipe'] })
   let last = ''
   const onLines = (chunk: Buffer): void => {
@@ -67,7 +68,7 @@ export async function buildGuestImage(dir: string, log: (line: string) => void =
  * its initramfs (the console protocol may have changed). */
 export async function ensureGuestImage(dir: string, log: (line: string) => void = () => {}): Promise<GuestImage> {
   const initrd = join(dir, 'initrd.cpio')
-  const stale = !existsSync(join(dir, 'image.json')) || !existsSync(initrd) ||
-    (existsSync(WORKLOAD_SOURCE) && statSync(WORKLOAD_SOURCE).mtimeMs > statSync(initrd).mtimeMs)
+  const stale =
+    !existsSync(join(dir, 'image.json')) || !existsSync(initrd) || (existsSync(WORKLOAD_SOURCE) && statSync(WORKLOAD_SOURCE).mtimeMs > statSync(initrd).mtimeMs)
   return stale ? buildGuestImage(dir, log) : loadGuestImage(dir)
 }

@@ -72,7 +72,7 @@ export async function migrateFromFile(vm: MigrationPeer, path: string, timeoutMs
 async function waitForMigrationEnd(vm: MigrationPeer, timeoutMs: number): Promise<void> {
   const end = await vm.qmp.waitForEvent('MIGRATION', {
     timeoutMs,
-    match: (d) => d.status === 'completed' || d.status === 'failed' || d.status === 'cancelled',
+    match: d => d.status === 'completed' || d.status === 'failed' || d.status === 'cancelled',
   })
   if (end.data.status !== 'completed') {
     let why = ''

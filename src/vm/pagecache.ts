@@ -10,7 +10,9 @@ export function dropFileCache(path: string): void {
     execFileSync('sync', ['--data', path], { stdio: 'ignore' })
     execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none'], { stdio: ['ignore', 'ignore', 'pipe'] })
   } catch (err) {
-    const stderr = String((err as { stderr?: Buffer }).stderr ?? '').trim().split('\n')[0]
+    const stderr = String((err as { stderr?: Buffer }).stderr ?? '')
+      .trim()
+      .split('\n')[0]
     throw new VmError(`${path}: cannot drop from the page cache: ${stderr || (err as Error).message}`)
   }
 }

@@ -74,23 +74,36 @@ export function buildQemuArgs(options: QemuLaunchOptions, qmpPath: string): stri
       ? `memory-backend-file,id=pc.ram,size=${size},mem-path=${qemuOptValue(options.ram.path)},share=${options.ram.share ? 'on' : 'off'}`
       : `memory-backend-ram,id=pc.ram,size=${size}`
   const args = [
-    '-name', options.name,
+    '-name',
+    options.name,
     // TCG's 1 GiB translation buffer is mapped PROT_NONE first, so the shim (which wants a
     // writable mapping of the RAM size) does not take it for a 1 GiB guest's RAM.
-    '-accel', accel,
-    '-machine', 'pc,memory-backend=pc.ram',
-    '-m', size,
-    '-smp', '1',
-    '-object', backend,
+    '-accel',
+    accel,
+    '-machine',
+    'pc,memory-backend=pc.ram',
+    '-m',
+    size,
+    '-smp',
+    '1',
+    '-object',
+    backend,
     // No default NIC, VGA, floppy...: less device state, and the serial line is the only I/O.
-    '-nodefaults', '-no-user-config',
-    '-display', 'none',
-    '-serial', 'stdio',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-serial',
+    'stdio',
     '-no-reboot',
-    '-kernel', options.image.kernel,
-    '-initrd', options.image.initrd,
-    '-append', `${options.image.cmdline} fl.mib=${workloadMiB}`,
-    '-qmp', `unix:${qmpPath},server=on,wait=off`,
+    '-kernel',
+    options.image.kernel,
+    '-initrd',
+    options.image.initrd,
+    '-append',
+    `${options.image.cmdline} fl.mib=${workloadMiB}`,
+    '-qmp',
+    `unix:${qmpPath},server=on,wait=off`,
   ]
   if (options.incoming) args.push('-incoming', 'defer', '-S')
   return [...args, ...(options.extraArgs ?? [])]
@@ -114,7 +127,6 @@ export class QemuVm {
   /** hrtime ns when QMP answered its capabilities negotiation. */
   qmpReadyAtNs = 0
   private readonly child: ChildProcess
-  private readonly workDir: string
   private stderrTail = ''
   private exitInfo?: QemuExit
 
@@ -123,7 +135,6 @@ export class QemuVm {
     this.options = options
     this.args = args
     this.child = child
-    this.workDir = workDir
     this.launchedAtNs = launchedAtNs
     if (child.pid === undefined) throw new VmError(`${options.name}: QEMU did not start`)
     this.pid = child.pid
@@ -133,7 +144,7 @@ export class QemuVm {
       this.stderrTail = (this.stderrTail + s).slice(-STDERR_TAIL_BYTES)
     })
     live.add(child)
-    this.exited = new Promise((resolve) => {
+    this.exited = new Promise(resolve => {
       const done = (code: number | null, signal: NodeJS.Signals | null): void => {
         if (this.exitInfo) return
         live.delete(child)
@@ -162,15 +173,20 @@ export class QemuVm {
     })
     const spawnError = new Promise<never>((_, reject) => {
       child.once('error', (err: NodeJS.ErrnoException) => {
-        reject(new VmError(err.code === 'ENOENT'
-          ? `${binary}: not found: apt-get install qemu-system-x86`
-          : `${options.name}: cannot start ${binary}: ${err.message}`))
+        reject(
+          new VmError(
+            err.code === 'ENOENT' ? `${binary}: not found: apt-get install qemu-system-x86` : `${options.name}: cannot start ${binary}: ${err.message}`,
+          ),
+        )
       })
     })
     spawnError.catch(() => {})
     let vm: QemuVm
     try {
-      vm = await Promise.race([spawnError, new Promise<QemuVm>((resolve) => child.once('spawn', () => resolve(new QemuVm(options, args, child, workDir, launchedAtNs))))])
+      vm = await Promise.race([
+        spawnError,
+        new Promise<QemuVm>(resolve => child.once('spawn', () => resolve(new QemuVm(options, args, child, workDir, launchedAtNs)))),
+      ])
     } catch (err) {
       rmSync(workDir, { recursive: true, force: true })
       throw err
@@ -180,12 +196,17 @@ export class QemuVm {
     try {
       vm.qmp = await Promise.race([
         QmpClient.connect(qmpPath, { timeoutMs: options.qmpTimeoutMs ?? 10_000, signal: gone.signal }),
-        vm.exited.then((e) => Promise.reject(vm.exitError(e, 'before its monitor was up'))),
+        vm.exited.then(e => Promise.reject(vm.exitError(e, 'before its monitor was up'))),
       ])
     } catch (err) {
       // QEMU dying mid-greeting (the shim refused, a bad option) shows up as a closed
       // socket first: its exit status and stderr say more than that.
-      const exit = await Promise.race([vm.exited, new Promise<undefined>((r) => { setTimeout(() => r(undefined), 1000).unref() })])
+      const exit = await Promise.race([
+        vm.exited,
+        new Promise<undefined>(r => {
+          setTimeout(() => r(undefined), 1000).unref()
+        }),
+      ])
       vm.kill()
       if (exit) throw vm.exitError(exit, 'before its monitor was up')
       throw err
@@ -201,8 +222,13 @@ export class QemuVm {
   /** QEMU's last stderr lines joined with '; ' ('' if none), without its name prefix: where
    * it says why it gave up (a failed load prints the cause, then a generic line). */
   lastStderr(lines = 1): string {
-    return this.stderrTail.trim().split('\n').slice(-lines)
-      .map((l) => l.trim().replace(/^qemu-system-\w+: /, '')).filter(Boolean).join('; ')
+    return this.stderrTail
+      .trim()
+      .split('\n')
+      .slice(-lines)
+      .map(l => l.trim().replace(/^qemu-system-\w+: /, ''))
+      .filter(Boolean)
+      .join('; ')
   }
 
   exitError(exit: QemuExit, when: string): VmError {
@@ -212,7 +238,7 @@ export class QemuVm {
 
   /** Rejects as soon as QEMU exits: race it against anything that waits on the guest. */
   failOnExit(when: string): Promise<never> {
-    const p = this.exited.then((e) => Promise.reject(this.exitError(e, when)))
+    const p = this.exited.then(e => Promise.reject(this.exitError(e, when)))
     p.catch(() => {})
     return p
   }

@@ -51,7 +51,7 @@ export class QmpClient {
     this.socket = socket
     socket.setEncoding('utf8')
     socket.on('data', (chunk: string) => this.onData(chunk))
-    this.closed = new Promise((resolve) => {
+    this.closed = new Promise(resolve => {
       socket.on('close', () => {
         this.onClose()
         resolve()
@@ -116,7 +116,7 @@ export class QmpClient {
         stop()
         reject(new QmpError(`event ${name}`, 'Timeout', `not seen within ${timeoutMs} ms`))
       }, timeoutMs).unref() // the socket keeps the process alive while it waits
-      const off = this.onEvent((e) => {
+      const off = this.onEvent(e => {
         if (e.event === '__closed__') return
         if (e.event !== name || (options.match && !options.match(e.data))) return
         stop()
@@ -139,7 +139,7 @@ export class QmpClient {
   private async handshake(timeoutMs: number): Promise<void> {
     const greeting = await new Promise<Record<string, unknown>>((resolve, reject) => {
       const timer = setTimeout(() => reject(new VmError(`QMP ${this.path}: no greeting within ${timeoutMs} ms`)), timeoutMs)
-      this.greetingWaiter = (g) => {
+      this.greetingWaiter = g => {
         clearTimeout(timer)
         if (g instanceof Error) reject(g)
         else resolve(g)

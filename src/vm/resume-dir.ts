@@ -76,7 +76,11 @@ export interface VmDirResumeReport {
 /** Creates what a mode needs and the directory lacks: the raw RAM (mmap, eager) from the
  * snapshot, QEMU's stream with RAM (eager) by replaying the checkpoint in a helper QEMU.
  * Returns what it did, for the log. Not part of any timing. */
-export async function prepareVmDir(vm: VmDir, mode: ResumeMode, o: Pick<VmDirResumeOptions, 'log' | 'onProgress' | 'timeoutMs' | 'floor'> = {}): Promise<string[]> {
+export async function prepareVmDir(
+  vm: VmDir,
+  mode: ResumeMode,
+  o: Pick<VmDirResumeOptions, 'log' | 'onProgress' | 'timeoutMs' | 'floor'> = {},
+): Promise<string[]> {
   const done: string[] = []
   const needRaw = (mode === 'mmap' || (mode === 'eager' && !vm.has('eagerState')) || o.floor !== undefined) && !vm.has('ram')
   if (needRaw) {
@@ -86,10 +90,20 @@ export async function prepareVmDir(vm: VmDir, mode: ResumeMode, o: Pick<VmDirRes
   }
   if (mode === 'eager' && !vm.has('eagerState')) {
     o.log?.(`writing QEMU's stream with RAM once: ${vm.path('eagerState')}`)
-    const r = await writeEagerStream({
-      name: 'eager-stream-writer', image: vm.image, ramMiB: vm.guest.ramMiB, workloadMiB: vm.guest.workloadMiB,
-      ram: { kind: 'file', path: vm.path('ram'), share: false }, accel: vm.guest.accel,
-    }, vm.path('ram'), vm.path('state'), vm.path('eagerState'), o.timeoutMs ?? 300_000)
+    const r = await writeEagerStream(
+      {
+        name: 'eager-stream-writer',
+        image: vm.image,
+        ramMiB: vm.guest.ramMiB,
+        workloadMiB: vm.guest.workloadMiB,
+        ram: { kind: 'file', path: vm.path('ram'), share: false },
+        accel: vm.guest.accel,
+      },
+      vm.path('ram'),
+      vm.path('state'),
+      vm.path('eagerState'),
+      o.timeoutMs ?? 300_000,
+    )
     vm.update({ eagerStateBytes: r.sizeBytes })
     done.push(`wrote ${vm.path('eagerState')}`)
   }
@@ -101,7 +115,10 @@ export async function prepareVmDir(vm: VmDir, mode: ResumeMode, o: Pick<VmDirRes
  * a guest that runs but prints another checksum is reported with `match: false`. */
 export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmDirResumeReport> {
   const timeoutMs = o.timeoutMs ?? 300_000
-  if (o.mode !== 'faultline' && (o.policy !== undefined || o.tracePath !== undefined || o.snapshotPath !== undefined || o.floor !== undefined || o.learnDir !== undefined)) {
+  if (
+    o.mode !== 'faultline' &&
+    (o.policy !== undefined || o.tracePath !== undefined || o.snapshotPath !== undefined || o.floor !== undefined || o.learnDir !== undefined)
+  ) {
     throw new VmError(`--policy, --trace, --snapshot and --learn apply to the faultline mode only, not ${o.mode}`)
   }
   if (o.floor && (o.policy !== undefined || o.tracePath !== undefined || o.snapshotPath !== undefined || o.learnDir !== undefined)) {
@@ -117,9 +134,14 @@ export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmD
   const ended: SessionRecord[] = []
   if (o.mode === 'faultline' && o.floor) {
     socketDir = mkdtempSync(join(tmpdir(), 'fl-vm-'))
-    floor = await PageServerProcess.start(floorServer({
-      binary: FLOOR_BINARY, socketPath: join(socketDir, 'floor.sock'), rawPath: vm.path('ram'), batchPages: o.floor.batchPages,
-    })).catch((err: unknown) => {
+    floor = await PageServerProcess.start(
+      floorServer({
+        binary: FLOOR_BINARY,
+        socketPath: join(socketDir, 'floor.sock'),
+        rawPath: vm.path('ram'),
+        batchPages: o.floor.batchPages,
+      }),
+    ).catch((err: unknown) => {
       rmSync(socketDir!, { recursive: true, force: true })
       throw err
     })
@@ -137,9 +159,9 @@ export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmD
       throw err
     })
     for (const line of server.startNotices) o.log?.(`server: ${line}`)
-    server.on('log', (line) => o.log?.(`server: ${line}`))
+    server.on('log', line => o.log?.(`server: ${line}`))
     server.on('rejected', (pid, error) => o.log?.(`server: refused pid ${pid}: ${error}`))
-    server.on('ended', (rec) => ended.push(rec))
+    server.on('ended', rec => ended.push(rec))
   }
   try {
     o.beforeLaunch?.()
@@ -206,8 +228,8 @@ export async function resumeVmDir(vm: VmDir, o: VmDirResumeOptions): Promise<VmD
 async function sessionEnd(ended: SessionRecord[], timeoutMs: number): Promise<SessionRecord> {
   const deadline = Date.now() + Math.min(timeoutMs, 30_000)
   while (ended.length === 0) {
-    if (Date.now() > deadline) throw new VmError('faultline resume: the page server\'s session did not end after QEMU quit')
-    await new Promise((r) => setTimeout(r, 10))
+    if (Date.now() > deadline) throw new VmError("faultline resume: the page server's session did not end after QEMU quit")
+    await new Promise(r => setTimeout(r, 10))
   }
   return ended[0]
 }
@@ -218,7 +240,10 @@ export function pinProcess(cpus: string, pid: number = process.pid): void {
   try {
     execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
   } catch (err) {
-    const why = String((err as { stderr?: Buffer }).stderr ?? '').trim().split('\n')[0] || (err as Error).message
+    const why =
+      String((err as { stderr?: Buffer }).stderr ?? '')
+        .trim()
+        .split('\n')[0] || (err as Error).message
     throw new VmError(`--cpus ${cpus}: cannot pin process ${pid}: ${why}`)
   }
 }

@@ -94,8 +94,12 @@ export async function resumeVm(options: ResumeOptions): Promise<ResumeResult> {
       vm,
       checksum,
       timings: {
-        qmpReadyMs: ms(vm.qmpReadyAtNs), stateLoadedMs: ms(stateLoadedNs), runningMs: ms(runningNs),
-        firstReplyMs: ms(firstReplyNs), checksumMs: ms(checksum.atNs), workloadMs: (checksum.atNs - requestedNs) / 1e6,
+        qmpReadyMs: ms(vm.qmpReadyAtNs),
+        stateLoadedMs: ms(stateLoadedNs),
+        runningMs: ms(runningNs),
+        firstReplyMs: ms(firstReplyNs),
+        checksumMs: ms(checksum.atNs),
+        workloadMs: (checksum.atNs - requestedNs) / 1e6,
       },
     }
   } catch (err) {

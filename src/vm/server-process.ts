@@ -48,7 +48,7 @@ export class PageServerProcess {
     this.child = child
     child.stdout!.setEncoding('utf8').on('data', (s: string) => (this.stdout += s))
     child.stderr!.setEncoding('utf8').on('data', (s: string) => (this.stderr += s))
-    this.exited = new Promise((resolve) => child.on('close', (code) => resolve(code)))
+    this.exited = new Promise(resolve => child.on('close', code => resolve(code)))
     live.add(child)
     child.on('exit', () => live.delete(child))
   }
@@ -69,7 +69,7 @@ export class PageServerProcess {
         child.kill('SIGKILL')
         throw new VmError(`${options.label}: not listening on ${options.socketPath} within ${timeoutMs} ms`)
       }
-      await new Promise((r) => setTimeout(r, 2))
+      await new Promise(r => setTimeout(r, 2))
     }
     return server
   }

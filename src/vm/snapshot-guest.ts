@@ -36,7 +36,8 @@ export const MIN_RAM_MIB = 96
 export async function snapshotTestGuest(o: SnapshotGuestOptions): Promise<VmDir> {
   const log = o.log ?? (() => {})
   const workloadMiB = o.workloadMiB ?? defaultWorkloadMiB(o.ramMiB)
-  if (!Number.isInteger(o.ramMiB) || o.ramMiB < MIN_RAM_MIB) throw new VmError(`--ram: ${o.ramMiB} MiB is too small for the test guest (at least ${MIN_RAM_MIB} MiB)`)
+  if (!Number.isInteger(o.ramMiB) || o.ramMiB < MIN_RAM_MIB)
+    throw new VmError(`--ram: ${o.ramMiB} MiB is too small for the test guest (at least ${MIN_RAM_MIB} MiB)`)
   if (!Number.isInteger(workloadMiB) || workloadMiB < 1 || workloadMiB > o.ramMiB - 64) {
     throw new VmError(`--workload-mib: ${workloadMiB} must be from 1 to ${o.ramMiB - 64} (the guest kernel needs the rest of ${o.ramMiB} MiB)`)
   }
@@ -56,7 +57,7 @@ export async function snapshotTestGuest(o: SnapshotGuestOptions): Promise<VmDir>
     const again = await Promise.race([requestChecksum(src.vm.console, o.timeoutMs ?? 300_000), src.vm.failOnExit('while checksumming again')])
     if (again.hex !== src.checksum.hex) throw new VmError(`source: the guest's checksum changed on its own (${src.checksum.hex}, then ${again.hex})`)
     checkpointStart = performance.now()
-    log(o.eager ? 'saving device state, then QEMU\'s stream with RAM (eager)' : 'saving device state')
+    log(o.eager ? "saving device state, then QEMU's stream with RAM (eager)" : 'saving device state')
     const cp = await checkpointVm(src.vm, { stateFile: path('state'), eagerStateFile: o.eager ? path('eagerState') : undefined, timeoutMs: o.timeoutMs })
     await src.vm.quit()
     log(`compressing ${o.ramMiB} MiB of RAM into ${path('snapshot')}`)
@@ -92,6 +93,8 @@ export function readQemuVersion(binary = 'qemu-system-x86_64'): string {
     return execFileSync(binary, ['--version'], { encoding: 'utf8' }).split('\n')[0].trim()
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    throw new VmError(code === 'ENOENT' ? `${binary}: not found: apt-get install qemu-system-x86` : `${binary} --version: ${(err as Error).message.split('\n')[0]}`)
+    throw new VmError(
+      code === 'ENOENT' ? `${binary}: not found: apt-get install qemu-system-x86` : `${binary} --version: ${(err as Error).message.split('\n')[0]}`,
+    )
   }
 }

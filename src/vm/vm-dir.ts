@@ -92,12 +92,20 @@ export function parseVmMetadata(text: string, where: string): AnyVmMetadata {
   if (raw.kind === 'external') {
     const id = text_('ramId')
     return {
-      format: VM_DIR_FORMAT, kind: 'external', createdAt: text_('createdAt'), ramMiB: positive('ramMiB'), ramId: id,
-      sourceRamFile: text_('sourceRamFile'), qemuVersion: text_('qemuVersion'), stateBytes: positive('stateBytes'),
-      snapshotBytes: positive('snapshotBytes'), checkpointMs: Number(raw.checkpointMs) || 0,
+      format: VM_DIR_FORMAT,
+      kind: 'external',
+      createdAt: text_('createdAt'),
+      ramMiB: positive('ramMiB'),
+      ramId: id,
+      sourceRamFile: text_('sourceRamFile'),
+      qemuVersion: text_('qemuVersion'),
+      stateBytes: positive('stateBytes'),
+      snapshotBytes: positive('snapshotBytes'),
+      checkpointMs: Number(raw.checkpointMs) || 0,
     }
   }
-  if (raw.kind !== undefined && raw.kind !== 'test-guest') throw new VmError(`${where}: kind must be "test-guest" or "external", got ${JSON.stringify(raw.kind)}`)
+  if (raw.kind !== undefined && raw.kind !== 'test-guest')
+    throw new VmError(`${where}: kind must be "test-guest" or "external", got ${JSON.stringify(raw.kind)}`)
   const cs = raw.checksum as { hex?: unknown; pages?: unknown } | undefined
   if (!cs || typeof cs.hex !== 'string' || !/^[0-9a-f]{16}$/.test(cs.hex) || typeof cs.pages !== 'number' || !Number.isInteger(cs.pages) || cs.pages <= 0) {
     throw new VmError(`${where}: checksum must be {"hex": 16 hex digits, "pages": N}, got ${JSON.stringify(raw.checksum)}`)
@@ -107,7 +115,8 @@ export function parseVmMetadata(text: string, where: string): AnyVmMetadata {
   if (workloadMiB >= ramMiB) throw new VmError(`${where}: workloadMiB ${workloadMiB} must be below ramMiB ${ramMiB}`)
   if (raw.accel !== 'tcg' && raw.accel !== 'kvm') throw new VmError(`${where}: accel must be "tcg" or "kvm", got ${JSON.stringify(raw.accel)}`)
   const eager = raw.eagerStateBytes
-  if (eager !== undefined && (typeof eager !== 'number' || eager <= 0)) throw new VmError(`${where}: eagerStateBytes must be a positive number, got ${JSON.stringify(eager)}`)
+  if (eager !== undefined && (typeof eager !== 'number' || eager <= 0))
+    throw new VmError(`${where}: eagerStateBytes must be a positive number, got ${JSON.stringify(eager)}`)
   return {
     format: VM_DIR_FORMAT,
     createdAt: text_('createdAt'),
@@ -159,7 +168,9 @@ export class VmDir {
   /** The test guest's metadata; a VM snapshotted over --qmp has none of it. */
   get guest(): VmMetadata {
     if (this.meta.kind === 'external') {
-      throw new VmError(`${this.dir}: holds a VM snapshotted over QMP, not the test guest: resume it with your own command line (faultline vm resume --dir ${this.dir} -- qemu-system-x86_64 ...)`)
+      throw new VmError(
+        `${this.dir}: holds a VM snapshotted over QMP, not the test guest: resume it with your own command line (faultline vm resume --dir ${this.dir} -- qemu-system-x86_64 ...)`,
+      )
     }
     return this.meta
   }
@@ -175,7 +186,7 @@ export class VmDir {
 
   /** Every file a resume may read: what a cold-cache run drops from the page cache. */
   get files(): string[] {
-    return (Object.keys(VM_FILES) as (keyof typeof VM_FILES)[]).filter((f) => f !== 'meta' && this.has(f)).map((f) => this.path(f))
+    return (Object.keys(VM_FILES) as (keyof typeof VM_FILES)[]).filter(f => f !== 'meta' && this.has(f)).map(f => this.path(f))
   }
 
   /** Records that an optional file (the eager stream) has been added since. */

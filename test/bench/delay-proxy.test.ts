@@ -21,11 +21,14 @@ t.test('delays each direction, keeps order and content', async t => {
   let n = 0
   const t0 = performance.now()
   let firstMs = 0
-  const done = new Promise<void>(r => sock.on('data', d => {
-    if (n === 0) firstMs = performance.now() - t0
-    got.push(d); n += d.length
-    if (n >= sent.length) r()
-  }))
+  const done = new Promise<void>(r =>
+    sock.on('data', d => {
+      if (n === 0) firstMs = performance.now() - t0
+      got.push(d)
+      n += d.length
+      if (n >= sent.length) r()
+    }),
+  )
   for (let o = 0; o < sent.length; o += 10_000) sock.write(sent.subarray(o, o + 10_000))
   await done
   t.ok(firstMs >= 2 * 15, `first byte back after ${firstMs.toFixed(1)} ms: both directions delayed`)

@@ -4,7 +4,9 @@ import { escapeXml, linearTicks, logTicks, renderSvgPlot, scale } from '../../sr
 
 t.test('scales and ticks', async t => {
   const lin = scale(0, 10, 100, 200, false)
-  t.equal(lin(0), 100); t.equal(lin(5), 150); t.equal(lin(10), 200)
+  t.equal(lin(0), 100)
+  t.equal(lin(5), 150)
+  t.equal(lin(10), 200)
   const log = scale(1, 100, 0, 100, true)
   t.equal(log(10), 50)
   t.same(logTicks(1, 100), [1, 2, 5, 10, 20, 50, 100])
@@ -14,10 +16,43 @@ t.test('scales and ticks', async t => {
 
 t.test('draws one polyline per series at the right coordinates', async t => {
   const svg = renderSvgPlot({
-    title: 'T', xLabel: 'x', yLabel: 'y', logX: true, logY: true,
+    title: 'T',
+    xLabel: 'x',
+    yLabel: 'y',
+    logX: true,
+    logY: true,
     panels: [
-      { title: 'cold', series: [{ name: 'mmap', points: [{ x: 256, y: 10 }, { x: 1024, y: 100 }] }, { name: 'a<b', points: [{ x: 256, y: 1 }, { x: 1024, y: 1 }] }] },
-      { title: 'warm', series: [{ name: 'mmap', points: [{ x: 256, y: 5 }, { x: 1024, y: 50 }] }] },
+      {
+        title: 'cold',
+        series: [
+          {
+            name: 'mmap',
+            points: [
+              { x: 256, y: 10 },
+              { x: 1024, y: 100 },
+            ],
+          },
+          {
+            name: 'a<b',
+            points: [
+              { x: 256, y: 1 },
+              { x: 1024, y: 1 },
+            ],
+          },
+        ],
+      },
+      {
+        title: 'warm',
+        series: [
+          {
+            name: 'mmap',
+            points: [
+              { x: 256, y: 5 },
+              { x: 1024, y: 50 },
+            ],
+          },
+        ],
+      },
     ],
   })
   t.match(svg, /^<svg xmlns/)
@@ -38,7 +73,27 @@ t.test('draws one polyline per series at the right coordinates', async t => {
 })
 
 t.test('non-positive values on a log axis are left out, not drawn at -Infinity', async t => {
-  const svg = renderSvgPlot({ title: 'T', xLabel: 'x', yLabel: 'y', logY: true, panels: [{ title: 'p', series: [{ name: 's', points: [{ x: 1, y: 0 }, { x: 2, y: 10 }, { x: 3, y: NaN }] }] }] })
+  const svg = renderSvgPlot({
+    title: 'T',
+    xLabel: 'x',
+    yLabel: 'y',
+    logY: true,
+    panels: [
+      {
+        title: 'p',
+        series: [
+          {
+            name: 's',
+            points: [
+              { x: 1, y: 0 },
+              { x: 2, y: 10 },
+              { x: 3, y: NaN },
+            ],
+          },
+        ],
+      },
+    ],
+  })
   t.equal((svg.match(/<circle/g) ?? []).length, 1)
   t.notMatch(svg, /Infinity|NaN/)
 })

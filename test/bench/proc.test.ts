@@ -3,7 +3,17 @@ import t from 'tap'
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cachedBytes, dropPageCache, memAvailableBytes, parseProcIo, parseProcStatus, parseSchedstat, resetPeakRss, sampleProcess, warmPageCache } from '../../src/bench/proc.js'
+import {
+  cachedBytes,
+  dropPageCache,
+  memAvailableBytes,
+  parseProcIo,
+  parseProcStatus,
+  parseSchedstat,
+  resetPeakRss,
+  sampleProcess,
+  warmPageCache,
+} from '../../src/bench/proc.js'
 import { BenchError } from '../../src/bench/errors.js'
 
 t.test('parses /proc/PID/io, status and schedstat', async t => {
@@ -24,7 +34,9 @@ t.test('samples this process: reads, CPU and peak memory move the right way', as
   const before = sampleProcess('self')
   t.ok(before.rssBytes > 0 && before.peakRssBytes >= before.rssBytes)
   const spinUntil = process.hrtime.bigint() + 30_000_000n
-  while (process.hrtime.bigint() < spinUntil) { /* burn 30 ms of CPU */ }
+  while (process.hrtime.bigint() < spinUntil) {
+    /* burn 30 ms of CPU */
+  }
   readFileSync('/proc/self/status')
   const big = Buffer.alloc(64 << 20, 1) // touched: RSS rises by 64 MiB
   const after = sampleProcess('self')

@@ -16,26 +16,44 @@ import { accessOrder, SIM_IDLE_BATCH_PAGES, SIM_MAX_RUN_BYTES, SIM_START_BATCH_P
 import { faults, writeTrace, type Rec } from '../trace/fixtures.js'
 
 const MODEL: CostModel = {
-  faultNs: 10_000, installNs: 1000, copyPageNs: 100, zeroInstallNs: 700, zeroPageNs: 10, readNs: 500, decodePageNs: 2000,
-  byteNs: { warm: 1, cold: 10, remote: 20 }, remoteChunkNs: 1_000_000, sources: {}, command: 'test', measuredAt: 'test',
+  faultNs: 10_000,
+  installNs: 1000,
+  copyPageNs: 100,
+  zeroInstallNs: 700,
+  zeroPageNs: 10,
+  readNs: 500,
+  decodePageNs: 2000,
+  byteNs: { warm: 1, cold: 10, remote: 20 },
+  remoteChunkNs: 1_000_000,
+  sources: {},
+  command: 'test',
+  measuredAt: 'test',
 }
 const warm = { model: MODEL, tier: 'warm' as const }
 
 function map(pageCount: number, kind: (p: number) => number, stored = 1000): PageMap {
   const kinds = Uint8Array.from({ length: pageCount }, (_, p) => kind(p))
-  return { source: 'test map', pageSize: 4096, pageCount, chunkPages: 64, kinds, storedBytes: Uint32Array.from(kinds, k => (k === 0 ? 0 : k === 2 ? 4096 : stored)) }
+  return {
+    source: 'test map',
+    pageSize: 4096,
+    pageCount,
+    chunkPages: 64,
+    kinds,
+    storedBytes: Uint32Array.from(kinds, k => (k === 0 ? 0 : k === 2 ? 4096 : stored)),
+  }
 }
 
 async function io(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '', stderr = ''
+  let stdout = '',
+    stderr = ''
   const code = await traceCommand(argv, { stdout: { write: s => (stdout += s) }, stderr: { write: s => (stderr += s) } })
   return { code, stdout, stderr }
 }
 
 t.test('the session model installs runs as the session does', async t => {
-  t.equal(SIM_MAX_RUN_BYTES, MAX_RUN_BYTES, 'one install covers what the session\'s does')
-  t.equal(SIM_IDLE_BATCH_PAGES, IDLE_BATCH_PAGES, 'onIdle gets the session\'s budget')
-  t.equal(SIM_START_BATCH_PAGES, START_BATCH_PAGES, 'start batches are the session\'s size')
+  t.equal(SIM_MAX_RUN_BYTES, MAX_RUN_BYTES, "one install covers what the session's does")
+  t.equal(SIM_IDLE_BATCH_PAGES, IDLE_BATCH_PAGES, "onIdle gets the session's budget")
+  t.equal(SIM_START_BATCH_PAGES, START_BATCH_PAGES, "start batches are the session's size")
 })
 
 t.test('access order: first touches in time order, quiet gaps between faults', async t => {
@@ -66,7 +84,17 @@ t.test('ondemand: one fault and one install per access, costed from the counts',
   const tr = readTrace(writeTrace(dir, 'o.fltrace', faults(pages)))
   const m = map(4096, p => (p === 100 ? 0 : 1))
   const r = simulatePolicy(await createPolicy('ondemand'), accessOrder(tr), simSpace(tr, m), warm)
-  t.match(r, { accesses: 5, faults: 5, pagesInstalled: 5, wastedPages: 0, zeroPages: 1, installs: 5, reads: 4, bytesRead: 4000, pagesByCause: { fault: 5, prefetch: 0, background: 0 } })
+  t.match(r, {
+    accesses: 5,
+    faults: 5,
+    pagesInstalled: 5,
+    wastedPages: 0,
+    zeroPages: 1,
+    installs: 5,
+    reads: 4,
+    bytesRead: 4000,
+    pagesByCause: { fault: 5, prefetch: 0, background: 0 },
+  })
   const data = MODEL.faultNs + MODEL.installNs + MODEL.copyPageNs + MODEL.readNs + MODEL.decodePageNs + 1000 * MODEL.byteNs.warm
   const zero = MODEL.faultNs + MODEL.zeroInstallNs + MODEL.zeroPageNs
   t.equal(r.estimatedMs, (4 * data + zero) / 1e6)
@@ -74,7 +102,10 @@ t.test('ondemand: one fault and one install per access, costed from the counts',
 
 t.test('prefetch runs split where the page kind changes, at region edges and every 2 MiB', async t => {
   const dir = t.testdir()
-  const regions = [{ address: 0x10000000, firstPage: 0, pageCount: 600 }, { address: 0x20000000, firstPage: 600, pageCount: 1000 }]
+  const regions = [
+    { address: 0x10000000, firstPage: 0, pageCount: 600 },
+    { address: 0x20000000, firstPage: 600, pageCount: 1000 },
+  ]
   const tr = readTrace(writeTrace(dir, 'p.fltrace', faults([0]), { regions, snapshotPages: 2000 }))
   // Pages 0..9 stored, 10..19 zero, the rest stored; readahead:1999 asks for everything.
   const m = map(2000, p => (p >= 10 && p < 20 ? 0 : 1))
@@ -92,13 +123,30 @@ t.test('a policy sees resident pages, the regions and page kinds through its con
   const dir = t.testdir()
   const seen: string[] = []
   const module = join(dir, 'probe.mjs')
-  writeFileSync(module, `export default () => ({ name: 'probe', onFault(f, ctx, plan) {
+  writeFileSync(
+    module,
+    `export default () => ({ name: 'probe', onFault(f, ctx, plan) {
     globalThis.__probe.push([f.page, f.threadId, f.write, ctx.isResident(f.page + 1), ctx.isResident(99999), ctx.kindOf(f.page + 1), ctx.ranges.length, f.address.toString(16)].join(' '))
     plan.add(f.page + 1, 1, 1)
-  } })\n`)
+  } })\n`,
+  )
   ;(globalThis as { __probe?: string[] }).__probe = seen
-  const tr = readTrace(writeTrace(dir, 'u.fltrace', [[10, 8, 1, 0, 1, 3, 1], [20, 9, 1, 0, 0, 4, 1], [30, 20, 1, 0, 0, 5, 1]]))
-  const r = simulatePolicy(await createPolicy(module), accessOrder(tr), simSpace(tr, map(4096, p => (p === 21 ? 0 : 1))), warm)
+  const tr = readTrace(
+    writeTrace(dir, 'u.fltrace', [
+      [10, 8, 1, 0, 1, 3, 1],
+      [20, 9, 1, 0, 0, 4, 1],
+      [30, 20, 1, 0, 0, 5, 1],
+    ]),
+  )
+  const r = simulatePolicy(
+    await createPolicy(module),
+    accessOrder(tr),
+    simSpace(
+      tr,
+      map(4096, p => (p === 21 ? 0 : 1)),
+    ),
+    warm,
+  )
   t.same(seen, ['8 3 true false true 1 1 7f0000008000', '20 5 false false true 0 1 7f0000014000'], 'page 9 was prefetched: no fault, no call')
   t.match(r, { faults: 2, pagesInstalled: 4, wastedPages: 1, pagesByCause: { fault: 2, prefetch: 2 } })
 })
@@ -108,19 +156,35 @@ t.test('background gets the quiet gaps as its budget', async t => {
   const m = map(4096, () => 1)
   const perPage = MODEL.installNs / 256 + MODEL.copyPageNs + MODEL.readNs / 256 + MODEL.decodePageNs + 1000 * MODEL.byteNs.warm
   // Busy: faults back to back, each served in 1 µs: no time for background work.
-  const busy = readTrace(writeTrace(dir, 'busy.fltrace', [1, 2, 3, 4].map((p, i): Rec => [i * 1000, p, 1, 0, 0, 1, 1000])))
+  const busy = readTrace(
+    writeTrace(
+      dir,
+      'busy.fltrace',
+      [1, 2, 3, 4].map((p, i): Rec => [i * 1000, p, 1, 0, 0, 1, 1000]),
+    ),
+  )
   const b = simulatePolicy(await createPolicy('background'), accessOrder(busy), simSpace(busy, m), warm)
   t.equal(b.pagesByCause.background, 0)
   t.equal(b.faults, 4)
   // A long quiet gap before the last access: enough to fill the whole region first.
-  const quiet = readTrace(writeTrace(dir, 'quiet.fltrace', [[0, 1, 1, 0, 0, 1, 1000], [1e9, 4000, 1, 0, 0, 1, 1000]]))
+  const quiet = readTrace(
+    writeTrace(dir, 'quiet.fltrace', [
+      [0, 1, 1, 0, 0, 1, 1000],
+      [1e9, 4000, 1, 0, 0, 1, 1000],
+    ]),
+  )
   const q = simulatePolicy(await createPolicy('background'), accessOrder(quiet), simSpace(quiet, m), warm)
   t.equal(q.faults, 1, 'the second access found its page installed in the gap')
   t.equal(q.pagesByCause.background, 4095)
-  t.ok(q.estimate.backgroundMs > 4095 * perPage / 1e6 * 0.99, 'the background work was costed')
+  t.ok(q.estimate.backgroundMs > ((4095 * perPage) / 1e6) * 0.99, 'the background work was costed')
   // A gap of about 300 pages' work: one batch of 256 fits, the second overruns and the next fault waits.
   const gap = Math.round(300 * perPage)
-  const some = readTrace(writeTrace(dir, 'some.fltrace', [[0, 1, 1, 0, 0, 1, 0], [gap, 4000, 1, 0, 0, 1, 0]]))
+  const some = readTrace(
+    writeTrace(dir, 'some.fltrace', [
+      [0, 1, 1, 0, 0, 1, 0],
+      [gap, 4000, 1, 0, 0, 1, 0],
+    ]),
+  )
   const s = simulatePolicy(await createPolicy('background'), accessOrder(some), simSpace(some, m), warm)
   t.equal(s.pagesByCause.background, 512)
   t.equal(s.faults, 2)
@@ -140,7 +204,7 @@ t.test('a start set goes in while the guest runs: ahead of a slow guest, one bat
   const slowTrace = readTrace(writeTrace(dir, 'slow.fltrace', late))
   const slow = simulatePolicy(await policy(), accessOrder(slowTrace), simSpace(slowTrace, m), warm)
   t.match(slow, { faults: 0, startSetWaits: 0, pagesStartSet: 192, pagesBeforeResume: 0, pagesInstalled: 192, estimatedMs: 0 })
-  t.equal(slow.estimate.startSetMs, 3 * batchNs / 1e6, 'three batches, costed, none of it waited for')
+  t.equal(slow.estimate.startSetMs, (3 * batchNs) / 1e6, 'three batches, costed, none of it waited for')
   // The same guest a million times faster (--gap-scale): its first touch comes while A goes in.
   const sped = simulatePolicy(await policy(), accessOrder(slowTrace), simSpace(slowTrace, m), { ...warm, gapScale: 1e-6 })
   t.match(sped, { faults: 2, startSetWaits: 1, pagesStartSet: 190 }, 'waits for page 5 in A, faults on 1010 where A ended and on 2020 while B goes in')
@@ -161,9 +225,14 @@ t.test('a start set goes in while the guest runs: ahead of a slow guest, one bat
   t.match(jump, { faults: 2, startSetWaits: 2, pagesStartSet: 190, pagesInstalled: 192 })
   // A policy that says so installs its set before the guest runs instead (as eager does).
   const ws = await policy()
-  const b = simulatePolicy({ name: 'before', startBeforeResume: true, onStart: (ctx, plan) => ws.onStart!(ctx, plan), onFault() {} }, accessOrder(inOrder), simSpace(inOrder, m), warm)
+  const b = simulatePolicy(
+    { name: 'before', startBeforeResume: true, onStart: (ctx, plan) => ws.onStart!(ctx, plan), onFault() {} },
+    accessOrder(inOrder),
+    simSpace(inOrder, m),
+    warm,
+  )
   t.match(b, { faults: 0, startSetWaits: 0, pagesStartSet: 0, pagesBeforeResume: 192 })
-  t.equal(b.estimate.beforeResumeMs, 3 * batchNs / 1e6)
+  t.equal(b.estimate.beforeResumeMs, (3 * batchNs) / 1e6)
 })
 
 t.test('onStart work is installed before resume; remote reads fetch whole chunks', async t => {
@@ -177,7 +246,9 @@ t.test('onStart work is installed before resume; remote reads fetch whole chunks
   t.equal(r.chunksFetched, 1, 'pages 1 and 2 share a 64-page chunk')
   const one = MODEL.faultNs + MODEL.installNs + MODEL.copyPageNs + MODEL.readNs + MODEL.decodePageNs + 1000 * MODEL.byteNs.warm
   t.equal(r.estimatedMs, (one + MODEL.faultNs + MODEL.zeroInstallNs + MODEL.zeroPageNs + MODEL.remoteChunkNs! + 32 * 1000 * MODEL.byteNs.remote) / 1e6)
-  t.throws(() => simulatePolicy({ name: 'x', onFault() {} }, accessOrder(tr), simSpace(tr, m), { model: { ...MODEL, remoteChunkNs: null }, tier: 'remote' }), { message: /no remote constants/ })
+  t.throws(() => simulatePolicy({ name: 'x', onFault() {} }, accessOrder(tr), simSpace(tr, m), { model: { ...MODEL, remoteChunkNs: null }, tier: 'remote' }), {
+    message: /no remote constants/,
+  })
 })
 
 t.test('page maps: round trip, compressed; a map of another snapshot is refused', async t => {
@@ -207,8 +278,18 @@ t.test('faultline trace simulate', async t => {
   const r = await io(['simulate', gz, '--policy', 'ondemand,readahead:3', '--costs', costs, '--json'])
   t.equal(r.code, 0, r.stderr)
   const j = JSON.parse(r.stdout)
-  t.same(j.policies.map((p: { policy: string; faults: number; pagesInstalled: number; wastedPages: number }) => [p.policy, p.faults, p.pagesInstalled, p.wastedPages]),
-    [['ondemand', 5, 5, 0], ['readahead:3', 2, 8, 3]])
+  t.same(
+    j.policies.map((p: { policy: string; faults: number; pagesInstalled: number; wastedPages: number }) => [
+      p.policy,
+      p.faults,
+      p.pagesInstalled,
+      p.wastedPages,
+    ]),
+    [
+      ['ondemand', 5, 5, 0],
+      ['readahead:3', 2, 8, 3],
+    ],
+  )
   for (const p of j.policies) t.same(Object.keys(p).slice(0, 6), ['policy', 'faults', 'pagesInstalled', 'wastedPages', 'bytesRead', 'estimatedMs'])
   t.equal(j.costModel.faultNs, MODEL.faultNs, 'the model comes with the result')
   const text = await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs])
@@ -216,14 +297,24 @@ t.test('faultline trace simulate', async t => {
   t.match(text.stdout, /cost model .*costs.json \(test, test\); stored bytes warm/)
   t.match(text.stdout, /every page taken as LZ4/)
   t.equal((await io(['simulate', plain, '--costs', costs])).code, 2, '--policy is required')
-  t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '0']), { code: 2, stderr: /--gap-scale: expected a number > 0 and at most 1000, got '0'/ })
+  t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '0']), {
+    code: 2,
+    stderr: /--gap-scale: expected a number > 0 and at most 1000, got '0'/,
+  })
   t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '1e3']), { code: 2, stderr: /--gap-scale: expected a number/ })
-  t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '0.05']), { code: 0, stdout: /running time between faults: the recorded one x 0.05/ })
-  t.match((await io(['simulate', plain, '--policy', 'ondemand', '--storage', 'tape', '--costs', costs])).stderr, /--storage: expected warm, cold, remote, got 'tape'/)
+  t.match(await io(['simulate', plain, '--policy', 'ondemand', '--costs', costs, '--gap-scale', '0.05']), {
+    code: 0,
+    stdout: /running time between faults: the recorded one x 0.05/,
+  })
+  t.match(
+    (await io(['simulate', plain, '--policy', 'ondemand', '--storage', 'tape', '--costs', costs])).stderr,
+    /--storage: expected warm, cold, remote, got 'tape'/,
+  )
   await t.rejects(io(['simulate', join(dir, 'missing.fltrace'), '--policy', 'ondemand', '--costs', costs]), { message: /missing.fltrace/ })
   const unknown = await io(['simulate', plain, '--policy', 'nosuch', '--costs', costs])
   t.equal(unknown.code, 2, 'an unknown policy is a usage error')
   t.match(unknown.stderr, /^faultline: --policy: unknown policy 'nosuch'/)
-  await t.rejects(io(['simulate', plain, '--policy', 'ondemand', '--costs', join(dir, 'none.json')]), { message: /no cost model there: measure one with faultline bench costs/ })
+  await t.rejects(io(['simulate', plain, '--policy', 'ondemand', '--costs', join(dir, 'none.json')]), {
+    message: /no cost model there: measure one with faultline bench costs/,
+  })
 })
-

@@ -23,7 +23,12 @@ t.test('the committed collection: six programs, two runs each, page maps', async
   const set = loadTraceSet(VM)
   t.equal(set.length, 12)
   t.same([...new Set(set.map(e => e.program))], ['boot', 'xz', 'sqlite', 'python', 'gcc', 'service'])
-  for (const p of new Set(set.map(e => e.program))) t.same(set.filter(e => e.program === p).map(e => e.run), [1, 2], `${p}: runs 1 and 2`)
+  for (const p of new Set(set.map(e => e.program)))
+    t.same(
+      set.filter(e => e.program === p).map(e => e.run),
+      [1, 2],
+      `${p}: runs 1 and 2`,
+    )
   t.ok(set.every(e => e.pageMap && existsSync(e.pageMap)))
 })
 
@@ -38,7 +43,10 @@ t.test('ondemand over each committed trace gives back what its session recorded'
     // The session printed the stored bytes it read (e.g. "5.6 MiB read"): the page map is that snapshot's.
     const m = /([\d.]+) (B|KiB|MiB) read/.exec(e.session)!
     const printed = Number(m[1]) * { B: 1, KiB: 1024, MiB: 2 ** 20 }[m[2] as 'B']
-    t.ok(Math.abs(r.bytesRead - printed) <= (m[2] === 'B' ? 0 : 0.05 * 1024 * (m[2] === 'MiB' ? 1024 : 1)), `${e.trace}: ${r.bytesRead} bytes read simulated, the session printed ${m[0]}`)
+    t.ok(
+      Math.abs(r.bytesRead - printed) <= (m[2] === 'B' ? 0 : 0.05 * 1024 * (m[2] === 'MiB' ? 1024 : 1)),
+      `${e.trace}: ${r.bytesRead} bytes read simulated, the session printed ${m[0]}`,
+    )
   }
 })
 
@@ -74,9 +82,16 @@ t.test('trace sets without a manifest; what is refused', async t => {
   writeTrace(dir, 'app-2.fltrace', faults([2, 3, 4, 5]))
   writeTrace(dir, 'solo.fltrace', faults([9]))
   const set = loadTraceSet(dir)
-  t.same(set.map(e => [e.name, e.program, e.run]), [['app-1', 'app', 1], ['app-2', 'app', 2], ['solo', 'solo', 1]])
+  t.same(
+    set.map(e => [e.name, e.program, e.run]),
+    [
+      ['app-1', 'app', 1],
+      ['app-2', 'app', 2],
+      ['solo', 'solo', 1],
+    ],
+  )
   const r = await runTracePolicies({ traces: set, policies: ['ondemand', 'workingset:{run1}'], model, tier: 'warm' })
-  t.equal(r.rows[1].cells[1]!.faults, 2, 'app-2 with app-1\'s working set faults on pages 4 and 5 only')
+  t.equal(r.rows[1].cells[1]!.faults, 2, "app-2 with app-1's working set faults on pages 4 and 5 only")
   t.equal(r.rows[2].cells[1], undefined)
   const text = formatTraceTables(r, { command: 'x', date: 'd', markdown: false, modelLines: [] })
   t.match(text, /app-2 +4 +1\.000 +0\.500/)

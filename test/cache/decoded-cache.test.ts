@@ -37,7 +37,8 @@ for (const folios of ['huge', 'small'] as const) {
       if (cache.markQueued(f)) pool.queue.push(f, f % 2 === 0 ? FILL_FAULT : FILL_BACKGROUND)
     }
     t.ok(await waitUntil(() => cache.counts().presentFolios === expected, 60000), `${expected} folios filled`)
-    let bad = 0, notPresent = 0
+    let bad = 0,
+      notPresent = 0
     for (let f = 0; f < cache.folioCount; f++) {
       const start = f * cache.folioBytes
       const want = raw.subarray(start, Math.min(raw.length, start + cache.folioBytes))
@@ -98,7 +99,9 @@ t.test('a bounded cache evicts to stay within its bound, and reads of evicted fo
   t.equal(fstatSync(cache.fd).blocks * 512, counts.presentBytes, 'evicted folios take no memory')
   const raw = readFileSync(img.raw)
   const into = new CopySourceBuffer(4096)
-  let present = 0, absent = 0, wrong = 0
+  let present = 0,
+    absent = 0,
+    wrong = 0
   for (let f = 0; f < cache.folioCount; f++) {
     const ok = cache.readPresent(f, 1, into.address)
     if (cache.states.get(f) === PRESENT) {

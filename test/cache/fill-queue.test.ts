@@ -12,7 +12,13 @@ t.test('faults first, then prefetch, then background; FIFO within a priority', a
   const p = new Int32Array(1)
   const out: Array<[number, number]> = []
   for (let f = q.pop(p); f >= 0; f = q.pop(p)) out.push([f, p[0]])
-  t.same(out, [[3, 0], [5, 0], [2, 1], [4, 1], [1, 2]])
+  t.same(out, [
+    [3, 0],
+    [5, 0],
+    [2, 1],
+    [4, 1],
+    [1, 2],
+  ])
 })
 
 t.test('a full ring refuses, and has room again once popped; another thread sees the same queue', async t => {

@@ -17,13 +17,15 @@ import { faults, writeTrace } from '../trace/fixtures.js'
 const root = process.getuid?.() === 0
 
 async function snapshot(argv: string[]) {
-  let stdout = '', stderr = ''
+  let stdout = '',
+    stderr = ''
   const code = await snapshotCommand(argv, { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) }, env: {} })
   return { code, stdout, stderr }
 }
 
 async function trace(argv: string[]) {
-  let stdout = '', stderr = ''
+  let stdout = '',
+    stderr = ''
   let code: number
   try {
     code = await traceCommand(argv, { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s) } })
@@ -61,7 +63,11 @@ t.test('snapshot create and extract refuse outputs that are their input', async 
     t.match(r.stderr, /is the same file as the snapshot .*mem\.snap; refusing to overwrite an input/, r.stderr)
   }
   t.ok(readFileSync(snap).equals(snapBytes), 'the snapshot is untouched')
-  t.same(readdirSync(dir).filter(f => f.endsWith('.tmp')), [], 'no temporary left behind')
+  t.same(
+    readdirSync(dir).filter(f => f.endsWith('.tmp')),
+    [],
+    'no temporary left behind',
+  )
 })
 
 t.test('snapshot create and extract refuse existing device and FIFO outputs', { skip: root ? false : 'mknod needs root' }, async t => {
@@ -70,11 +76,18 @@ t.test('snapshot create and extract refuse existing device and FIFO outputs', { 
   const snap = join(dir, 'mem.snap')
   t.equal((await snapshot(['create', raw.path, snap])).code, 0)
   // A private /dev/null (same device numbers), so the check can fail without harm.
-  const devnull = join(dir, 'null'), fifo = join(dir, 'fifo')
+  const devnull = join(dir, 'null'),
+    fifo = join(dir, 'fifo')
   execFileSync('mknod', [devnull, 'c', '1', '3'])
   execFileSync('mkfifo', [fifo])
-  for (const [out, kind] of [[devnull, 'a character device'], [fifo, 'a FIFO']]) {
-    for (const argv of [['create', raw.path, out], ['extract', snap, out]]) {
+  for (const [out, kind] of [
+    [devnull, 'a character device'],
+    [fifo, 'a FIFO'],
+  ]) {
+    for (const argv of [
+      ['create', raw.path, out],
+      ['extract', snap, out],
+    ]) {
       const r = await snapshot(argv)
       t.equal(r.code, 1, `${argv[0]} onto ${kind}: refused`)
       t.equal(r.stderr, `faultline: ${out}: is ${kind}; refusing to write over it (outputs must be regular files)\n`)
@@ -133,7 +146,11 @@ t.test('trace export and plot refuse to write over their trace, or a device', as
   const bytes = readFileSync(tr)
   linkSync(tr, join(dir, 'alias.csv'))
   linkSync(tr, join(dir, 'alias.svg'))
-  for (const argv of [['export', tr, '--csv', '-o', tr], ['export', tr, '--jsonl', '-o', join(dir, 'alias.csv')], ['plot', tr, '-o', join(dir, 'alias.svg')]]) {
+  for (const argv of [
+    ['export', tr, '--csv', '-o', tr],
+    ['export', tr, '--jsonl', '-o', join(dir, 'alias.csv')],
+    ['plot', tr, '-o', join(dir, 'alias.svg')],
+  ]) {
     const r = await trace(argv)
     t.not(r.code, 0, `${argv.join(' ')}: refused`)
     t.match(r.stderr, /-o .*: is the same file as the trace .*t\.fltrace; refusing to overwrite an input/)
@@ -177,11 +194,13 @@ t.test('serve --trace refuses the snapshot, the working-set trace, and devices',
   linkSync(snap, join(dir, 'alias'))
   const ws = writeTrace(dir, 'ws.fltrace', faults([1, 2]), { snapshotPages: 256 })
   const socket = join(dir, 's.sock')
-  await t.rejects(PageServer.start({ snapshotPath: snap, socketPath: socket, tracePath: snap }),
-    { message: `--trace ${snap}: is the same file as the snapshot ${snap}; refusing to overwrite an input (choose another output path)` })
+  await t.rejects(PageServer.start({ snapshotPath: snap, socketPath: socket, tracePath: snap }), {
+    message: `--trace ${snap}: is the same file as the snapshot ${snap}; refusing to overwrite an input (choose another output path)`,
+  })
   await t.rejects(PageServer.start({ snapshotPath: snap, socketPath: socket, tracePath: join(dir, 'alias') }), { message: /is the same file as the snapshot/ })
-  await t.rejects(PageServer.start({ snapshotPath: snap, socketPath: socket, tracePath: ws, policy: `workingset:${ws}` }),
-    { message: `--trace ${ws}: is the same file as the policy's input ${ws}; refusing to overwrite an input (choose another output path)` })
+  await t.rejects(PageServer.start({ snapshotPath: snap, socketPath: socket, tracePath: ws, policy: `workingset:${ws}` }), {
+    message: `--trace ${ws}: is the same file as the policy's input ${ws}; refusing to overwrite an input (choose another output path)`,
+  })
   if (root) {
     execFileSync('mkfifo', [join(dir, 'fifo')])
     await t.rejects(PageServer.start({ snapshotPath: snap, socketPath: socket, tracePath: join(dir, 'fifo') }), { message: /is a FIFO; refusing/ })

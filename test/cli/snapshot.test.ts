@@ -23,14 +23,19 @@ async function run(argv: string[], env: NodeJS.ProcessEnv = {}) {
 // 10 pages + 100 bytes: zero, text, random, zero, ...; page 10 is 100 bytes of text (LZ4).
 const IMG = patternImage(4096, 10 * 4096 + 100, ['zero', 'text', 'random'])
 
-t.test('create, info, verify, extract', async (t) => {
+t.test('create, info, verify, extract', async t => {
   const dir = t.testdir()
   const raw = writeImage(dir, 'mem.raw', IMG)
   const snap = join(dir, 'mem.snap')
   const c = await run(['create', raw, snap, '--chunk-pages', '4'])
   t.equal(c.code, 0)
   t.equal(c.stderr, '')
-  t.match(c.stdout, new RegExp(`^${escape(snap)}: 11 pages of 4096 \\(zero 4, lz4 4, raw 3\\), 41060 -> \\d+ bytes \\(ratio \\d+\\.\\d\\d\\), \\d+\\.\\d\\d s, \\d+\\.\\d MB/s\\n$`))
+  t.match(
+    c.stdout,
+    new RegExp(
+      `^${escapeRegExp(snap)}: 11 pages of 4096 \\(zero 4, lz4 4, raw 3\\), 41060 -> \\d+ bytes \\(ratio \\d+\\.\\d\\d\\), \\d+\\.\\d\\d s, \\d+\\.\\d MB/s\\n$`,
+    ),
+  )
 
   const j = await run(['info', snap, '--json'])
   t.equal(j.code, 0)
@@ -75,7 +80,7 @@ t.test('create, info, verify, extract', async (t) => {
   t.ok(readFileSync(out).equals(IMG), 'extracted image is byte-identical')
 })
 
-t.test('verify reports a corrupt page and exits 1', async (t) => {
+t.test('verify reports a corrupt page and exits 1', async t => {
   const dir = t.testdir()
   const snap = join(dir, 'mem.snap')
   await run(['create', writeImage(dir, 'mem.raw', IMG), snap])
@@ -95,7 +100,7 @@ t.test('verify reports a corrupt page and exits 1', async (t) => {
   t.match(x.stderr, /^faultline: .*mem\.snap: page 1 is corrupt: checksum mismatch/)
 })
 
-t.test('errors are one line, name the file or argument, exit 1 or 2', async (t) => {
+t.test('errors are one line, name the file or argument, exit 1 or 2', async t => {
   const dir = t.testdir({ 'text.snap': 'not a snapshot at all' })
   const raw = writeImage(dir, 'mem.raw', IMG)
   const cases: Array<[string[], number, string | RegExp]> = [
@@ -128,10 +133,10 @@ t.test('errors are one line, name the file or argument, exit 1 or 2', async (t) 
   }
 })
 
-t.test('help and FAULTLINE_DEBUG', async (t) => {
+t.test('help and FAULTLINE_DEBUG', async t => {
   const h = await run(['--help'])
   t.equal(h.code, 0)
-  t.match(h.stdout, /^usage:\n  faultline snapshot create RAW SNAP \[--page-size N\] \[--chunk-pages N\]\n/)
+  t.match(h.stdout, /^usage:\n {2}faultline snapshot create RAW SNAP \[--page-size N\] \[--chunk-pages N\]\n/)
   t.same(await run(['info', '--help']), { code: 0, stdout: 'usage: faultline snapshot info SNAP|s3://BUCKET/KEY [--json] [--endpoint URL]\n', stderr: '' })
   const d = await run(['info', '/nonexistent/x.snap'], { FAULTLINE_DEBUG: '1' })
   t.equal(d.code, 1)
@@ -142,7 +147,7 @@ t.test('help and FAULTLINE_DEBUG', async (t) => {
 
 // Progress lives in src/cli/progress.ts; its tests sit here (test/cli/progress.test.ts was
 // outside this change's files).
-t.test('progress: silent unless a TTY, throttled, percent / MB/s / ETA', async (t) => {
+t.test('progress: silent unless a TTY, throttled, percent / MB/s / ETA', async t => {
   let written = ''
   const silent = new Progress('x', 100, { stream: { isTTY: false, write: (s: string) => (written += s) } })
   silent.update(50)
@@ -175,6 +180,6 @@ t.test('progress: silent unless a TTY, throttled, percent / MB/s / ETA', async (
   t.same([formatBytes(512), formatBytes(1536), formatBytes(5 * 2 ** 30)], ['512 B', '1.5 KiB', '5.0 GiB'])
 })
 
-function escape(s: string): string {
+function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 }

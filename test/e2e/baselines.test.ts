@@ -15,9 +15,25 @@ t.test('each resume mode serves the guest the image, and accounts for it', async
   const dir = scratchDir(t, 'fl-baselines-')
   const image = await ensureImage(dir, MIB, 3)
   const opts: SweepOptions = {
-    sizesMiB: [MIB], workloads: [], modes: [], caches: ['warm'], repeat: 1, imageDir: dir, cold: 'fadvise', verify: true, seed: 3,
+    sizesMiB: [MIB],
+    workloads: [],
+    modes: [],
+    caches: ['warm'],
+    repeat: 1,
+    imageDir: dir,
+    cold: 'fadvise',
+    verify: true,
+    seed: 3,
   }
-  const ctx = { image, sizeMiB: MIB, workload: { pattern: 'random' as const, fraction: 0.25 }, cache: 'warm' as const, round: 0, socketPath: join(dir, 'b.sock'), opts }
+  const ctx = {
+    image,
+    sizeMiB: MIB,
+    workload: { pattern: 'random' as const, fraction: 0.25 },
+    cache: 'warm' as const,
+    round: 0,
+    socketPath: join(dir, 'b.sock'),
+    opts,
+  }
   const runs: Record<string, RunRecord> = {}
   for (const mode of ['eager', 'eager-lz4', 'mmap', 'faultline:ondemand', 'faultline:readahead', 'uffd-c']) {
     const r = await runOnce(mode, ctx)

@@ -43,7 +43,13 @@ t.test('a cache-mapped guest reads the snapshot; a second guest of the same snap
   const sb = await ended(server, 2)
   // Its pages' folios are in the cache (the first guest's faults filled them): the kernel maps
   // them, nothing reaches the server but zero-page folios it maps zeros into.
-  t.comment(JSON.stringify({ sa: { f: sa.faults, c: sa.cache, i: sa.pagesInstalled, z: sa.zeroPagesInstalled }, sb: { f: sb.faults, c: sb.cache, i: sb.pagesInstalled, z: sb.zeroPagesInstalled }, counts: server.cacheCounts() }))
+  t.comment(
+    JSON.stringify({
+      sa: { f: sa.faults, c: sa.cache, i: sa.pagesInstalled, z: sa.zeroPagesInstalled },
+      sb: { f: sb.faults, c: sb.cache, i: sb.pagesInstalled, z: sb.zeroPagesInstalled },
+      counts: server.cacheCounts(),
+    }),
+  )
   t.equal(sb.cache.privatePages, 0, 'no page served into its private memory')
   t.ok(sb.faults <= sa.faults, `second guest: ${sb.faults} faults (first: ${sa.faults})`)
   t.ok(b.report!.minflt < (0.3 * PAGES) / 4, `second guest: ${b.report?.minflt} minor faults for ${0.3 * PAGES} pages (huge mappings or fault-around)`)
@@ -55,14 +61,31 @@ for (const policy of ['ondemand', 'readahead', 'adaptive', 'background', 'eager'
     const img = await makeImage(dir, MIB, 22)
     const socket = join(dir, 's.sock')
     const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy, singleGuest: true })
-    const g = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'random:0.5', '--seed', '3', '--threads', '3',
-      '--verify', img.raw, '--verify-each'])
+    const g = await runGuest([
+      '--socket',
+      socket,
+      '--mib',
+      String(MIB),
+      '--map',
+      'cache',
+      '--workload',
+      'random:0.5',
+      '--seed',
+      '3',
+      '--threads',
+      '3',
+      '--verify',
+      img.raw,
+      '--verify-each',
+    ])
     t.equal(g.code, 0, g.stderr)
     t.equal(g.report?.map, 'cache')
     t.equal(g.report?.mismatches, 0)
     const st = await ended(server, 1)
     if (policy === 'eager') t.equal(st.cache.privatePages, 0, 'eager: every folio was in the cache before the guest ran')
-    t.comment(`${policy}: ${st.faults} faults, ${st.cache.wakes} answered by a wake, ${st.cache.privatePages} pages served privately, ${st.cache.foliosRequested} folios asked for`)
+    t.comment(
+      `${policy}: ${st.faults} faults, ${st.cache.wakes} answered by a wake, ${st.cache.privatePages} pages served privately, ${st.cache.foliosRequested} folios asked for`,
+    )
   })
 }
 
@@ -73,8 +96,26 @@ t.test('threads faulting inside folios being filled all read their bytes', async
   const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, warmWorkers: 3 })
   // Three guests at once, eight threads each touching every page of the first quarter from
   // their own start: many faults land in each folio while a fill worker writes it.
-  const runs = await Promise.all([0, 1, 2].map(() => runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential:0.25',
-    '--threads', '8', '--same-pages', '--verify', img.raw, '--verify-each'])))
+  const runs = await Promise.all(
+    [0, 1, 2].map(() =>
+      runGuest([
+        '--socket',
+        socket,
+        '--mib',
+        String(MIB),
+        '--map',
+        'cache',
+        '--workload',
+        'sequential:0.25',
+        '--threads',
+        '8',
+        '--same-pages',
+        '--verify',
+        img.raw,
+        '--verify-each',
+      ]),
+    ),
+  )
   for (const [i, g] of runs.entries()) {
     t.equal(g.code, 0, `guest ${i}: ${g.stderr}`)
     t.equal(g.report?.mismatches, 0, `guest ${i}: every page right`)
@@ -82,22 +123,36 @@ t.test('threads faulting inside folios being filled all read their bytes', async
   await waitForEndedSessions(server, 3)
 })
 
-t.test('writes stay private; MADV_DONTNEED brings back the snapshot\'s page; another guest reads the snapshot', async t => {
+t.test("writes stay private; MADV_DONTNEED brings back the snapshot's page; another guest reads the snapshot", async t => {
   const dir = scratchDir(t, 'fl-cachemap-')
   const img = await makeImage(dir, MIB, 24)
   const socket = join(dir, 's.sock')
   const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, warmWorkers: 2 })
   // Pages 0-599 written, then 300-899 discarded: 0-299 read the pattern, 300-899 the image again.
-  const a = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential', '--verify', img.raw,
-    '--write-pattern', '0:600', '--discard', '300:600'])
+  const a = await runGuest([
+    '--socket',
+    socket,
+    '--mib',
+    String(MIB),
+    '--map',
+    'cache',
+    '--workload',
+    'sequential',
+    '--verify',
+    img.raw,
+    '--write-pattern',
+    '0:600',
+    '--discard',
+    '300:600',
+  ])
   t.equal(a.code, 0, a.stderr)
-  t.equal(a.report?.after_mismatches, 0, 'written pages read what was written, discarded ones the snapshot\'s bytes')
+  t.equal(a.report?.after_mismatches, 0, "written pages read what was written, discarded ones the snapshot's bytes")
   const b = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential', '--verify', img.raw])
-  t.equal(b.report?.mismatches, 0, 'another guest of the same cache reads the snapshot, not the first guest\'s writes')
+  t.equal(b.report?.mismatches, 0, "another guest of the same cache reads the snapshot, not the first guest's writes")
   await waitForEndedSessions(server, 2)
 })
 
-t.test('fork: the child shares the cache, its faults are served by the parent\'s session', async t => {
+t.test("fork: the child shares the cache, its faults are served by the parent's session", async t => {
   const dir = scratchDir(t, 'fl-cachemap-')
   const img = await makeImage(dir, MIB, 25)
   const socket = join(dir, 's.sock')
@@ -110,7 +165,10 @@ t.test('fork: the child shares the cache, its faults are served by the parent\'s
   t.equal(g.report?.after_mismatches, 0, 'and so did the parent after it')
   const st = await ended(server, 1)
   t.equal(st.forks, 1)
-  t.ok(logs.some(l => /child 1 shares the decoded cache/.test(l)), 'the child was served from the session')
+  t.ok(
+    logs.some(l => /child 1 shares the decoded cache/.test(l)),
+    'the child was served from the session',
+  )
 })
 
 t.test('a bounded cache evicts under running guests; every page still reads right', async t => {
@@ -119,8 +177,27 @@ t.test('a bounded cache evicts under running guests; every page still reads righ
   const socket = join(dir, 's.sock')
   // Room for a quarter of the image: guests touching all of it force evictions while others run.
   const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, warmWorkers: 3, cacheMemoryBytes: (MIB / 4) * 2 ** 20 })
-  const runs = await Promise.all([1, 2, 3].map(seed => runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'random:1',
-    '--seed', String(seed), '--pace-us', '20', '--verify', img.raw, '--verify-each'])))
+  const runs = await Promise.all(
+    [1, 2, 3].map(seed =>
+      runGuest([
+        '--socket',
+        socket,
+        '--mib',
+        String(MIB),
+        '--map',
+        'cache',
+        '--workload',
+        'random:1',
+        '--seed',
+        String(seed),
+        '--pace-us',
+        '20',
+        '--verify',
+        img.raw,
+        '--verify-each',
+      ]),
+    ),
+  )
   for (const [i, g] of runs.entries()) {
     t.equal(g.code, 0, `guest ${i}: ${g.stderr}`)
     t.equal(g.report?.mismatches, 0, `guest ${i}: every page right`)

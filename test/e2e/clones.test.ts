@@ -15,11 +15,32 @@ const TOUCHED = Math.round(0.25 * MIB * 256)
 t.test('bench clones --json: three modes, every page verified, memory where each mode keeps it', async t => {
   ensureDist()
   const dir = scratchDir(t, 'fl-clones-')
-  const { stdout } = await promisify(execFile)(process.execPath, [join(ROOT, 'dist/cli/main.js'), 'bench', 'clones',
-    '--guests', String(GUESTS), '--mib', String(MIB), '--workload', 'random:25', '--cold', 'fadvise', '--images', dir, '--json'],
-  { timeout: 180_000, maxBuffer: 16 << 20 })
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [
+      join(ROOT, 'dist/cli/main.js'),
+      'bench',
+      'clones',
+      '--guests',
+      String(GUESTS),
+      '--mib',
+      String(MIB),
+      '--workload',
+      'random:25',
+      '--cold',
+      'fadvise',
+      '--images',
+      dir,
+      '--json',
+    ],
+    { timeout: 180_000, maxBuffer: 16 << 20 },
+  )
   const out = JSON.parse(stdout)
-  t.same(out.modes.map((m: { mode: string }) => m.mode), ['mmap', 'faultline', 'faultline-cache'], 'the three modes, by these names')
+  t.same(
+    out.modes.map((m: { mode: string }) => m.mode),
+    ['mmap', 'faultline', 'faultline-cache'],
+    'the three modes, by these names',
+  )
   const by: Record<string, any> = Object.fromEntries(out.modes.map((m: { mode: string }) => [m.mode, m]))
   for (const m of out.modes) {
     t.equal(typeof m.allDoneMs, 'number', `${m.mode}: allDoneMs`)
@@ -31,14 +52,16 @@ t.test('bench clones --json: three modes, every page verified, memory where each
     t.equal(r.hostMemoryBytes, r.shmemBytes + r.guestAnonBytes + r.pageCacheBytes, `${m.mode}: the sum of its parts`)
     t.equal(r.totalMs.length, GUESTS, `${m.mode}: a report from each guest`)
   }
-  const mmap = by.mmap.rounds[0], anon = by.faultline.rounds[0], cached = by['faultline-cache'].rounds[0]
+  const mmap = by.mmap.rounds[0],
+    anon = by.faultline.rounds[0],
+    cached = by['faultline-cache'].rounds[0]
   t.equal(mmap.shmemBytes, 0, 'mmap: no server, no shmem')
-  t.ok(mmap.pageCacheBytes >= TOUCHED * 4096, 'mmap: the raw image\'s touched pages are in the page cache')
+  t.ok(mmap.pageCacheBytes >= TOUCHED * 4096, "mmap: the raw image's touched pages are in the page cache")
   t.same(cached.maps, { cache: GUESTS }, 'faultline-cache: every guest got the decoded cache')
   t.same(anon.maps, { anonymous: GUESTS }, 'faultline: every guest got anonymous memory')
   t.equal(anon.serverFaults, GUESTS * TOUCHED, 'faultline: each guest faulted for each page it touched')
   t.ok(cached.serverFaults < anon.serverFaults, `faultline-cache: fewer faults reach the server (${cached.serverFaults}): hits stay in the kernel`)
   t.ok(cached.shmemBytes > 0, `faultline-cache: the decoded cache holds ${cached.shmemBytes} bytes of shmem`)
   t.ok(cached.guestAnonBytes < anon.guestAnonBytes, `faultline-cache guests keep less private memory (${cached.guestAnonBytes} < ${anon.guestAnonBytes} bytes)`)
-  t.ok(anon.serverAnonBytes > 0 && cached.serverAnonBytes > 0, 'the server\'s own memory is measured beside the sum')
+  t.ok(anon.serverAnonBytes > 0 && cached.serverAnonBytes > 0, "the server's own memory is measured beside the sum")
 })

@@ -23,13 +23,20 @@ function rowsOf(section: string): Map<string, string[]> {
 for (const codec of ['native', 'npm']) {
   t.test(`demo with the ${codec} codec: cold then hot, four rows each, memory verified`, async t => {
     ensureDist()
-    const { stdout } = await promisify(execFile)(process.execPath, [join(ROOT, 'dist/cli/main.js'), 'demo', '--mib', String(MIB), '--repeat', '1'],
-      { timeout: 180_000, env: { ...process.env, FAULTLINE_CODEC: codec } })
+    const { stdout } = await promisify(execFile)(process.execPath, [join(ROOT, 'dist/cli/main.js'), 'demo', '--mib', String(MIB), '--repeat', '1'], {
+      timeout: 180_000,
+      env: { ...process.env, FAULTLINE_CODEC: codec },
+    })
     t.match(stdout, new RegExp(`page codec ${codec}`), 'it says which codec decodes')
-    const cold = stdout.indexOf('\nCold:'), hot = stdout.indexOf('\nHot:')
+    const cold = stdout.indexOf('\nCold:'),
+      hot = stdout.indexOf('\nHot:')
     t.ok(cold > 0 && hot > cold, 'the cold table comes first, then the hot one')
-    const coldRows = rowsOf(stdout.slice(cold, hot)), hotRows = rowsOf(stdout.slice(hot))
-    for (const [name, rows] of [['cold', coldRows], ['hot', hotRows]] as const) {
+    const coldRows = rowsOf(stdout.slice(cold, hot)),
+      hotRows = rowsOf(stdout.slice(hot))
+    for (const [name, rows] of [
+      ['cold', coldRows],
+      ['hot', hotRows],
+    ] as const) {
       t.same([...rows.keys()], ['eager', 'mmap', 'faultline', 'faultline-cache'], `${name}: eager, mmap and both faultline rows`)
     }
     // Columns: resume, first access, workload, total, vs mmap, faults, read from storage.

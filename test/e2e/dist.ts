@@ -14,7 +14,12 @@ export function ensureDist(): void {
   if (staleSource() === undefined) return
   const lock = join(tmpdir(), 'faultline-dist-build.lock')
   for (let tries = 0; ; tries++) {
-    try { mkdirSync(lock); break } catch { /* another test file is building */ }
+    try {
+      mkdirSync(lock)
+      break
+    } catch {
+      /* another test file is building */
+    }
     if (tries > 600) throw new Error(`${lock}: held for over 2 minutes; remove it if no build runs`)
     execFileSync('sleep', ['0.2'])
   }
@@ -22,7 +27,11 @@ export function ensureDist(): void {
     if (staleSource() === undefined) return
     // tsc still emits when a half-edited file does not type-check (the server then refuses the
     // sources saved during the build, which are newer than their output).
-    try { execFileSync('npx', ['tsc', '-p', REPO_ROOT], { cwd: REPO_ROOT, stdio: 'ignore' }) } catch { /* checked below */ }
+    try {
+      execFileSync('npx', ['tsc', '-p', REPO_ROOT], { cwd: REPO_ROOT, stdio: 'ignore' })
+    } catch {
+      /* checked below */
+    }
     if (!existsSync(DIST_WORKER)) throw new Error(`${DIST_WORKER}: missing after \`npx tsc -p .\``)
   } finally {
     rmdirSync(lock)

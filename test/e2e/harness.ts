@@ -13,7 +13,9 @@ import { ensureDist } from './dist.js'
 export const ROOT = REPO_ROOT
 export const GUEST = join(ROOT, 'native/build/guest')
 
-interface Teardown { teardown(fn: () => unknown): void }
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
 
 export function scratchDir(t: Teardown, prefix = 'fl-e2e-'): string {
   if (!existsSync(GUEST)) throw new Error(`${GUEST} is missing: run npm install (it builds native/)`)
@@ -22,7 +24,11 @@ export function scratchDir(t: Teardown, prefix = 'fl-e2e-'): string {
   return dir
 }
 
-export interface ImageFiles { raw: string; snap: string; sizeBytes: number }
+export interface ImageFiles {
+  raw: string
+  snap: string
+  sizeBytes: number
+}
 
 /** A synthetic image of `mib` MiB and its snapshot in `dir`. */
 export async function makeImage(dir: string, mib: number, seed = 1, name = 'mem'): Promise<ImageFiles> {

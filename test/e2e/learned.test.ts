@@ -41,7 +41,7 @@ for (const map of ['anonymous', 'cache'] as const) {
     const set = readLearnedSet(learn, identity)!
     t.equal(set.sessions.length, 1)
     t.ok(set.sessions[0].pages.length >= a.report!.pages_touched, `${set.sessions[0].pages.length} pages learned for ${a.report!.pages_touched} touched`)
-    t.same(readdirSync(learn), [learnedSetPath(learn, identity).split('/').pop()], 'one file, named by the snapshot\'s content')
+    t.same(readdirSync(learn), [learnedSetPath(learn, identity).split('/').pop()], "one file, named by the snapshot's content")
 
     // A new server: it finds the set and prefetches it.
     const second = await startServer(t, { snapshotPath: img.snap, socketPath: join(dir, 'b.sock'), learnDir: learn, singleGuest: true })
@@ -51,7 +51,9 @@ for (const map of ['anonymous', 'cache'] as const) {
     t.equal(b.report?.mismatches, 0, 'every page right')
     const sb = await lastStats(second)
     t.ok(sb.faults * 3 <= sa.faults, `${sb.faults} faults against ${sa.faults} the first time (at least 3x fewer)`)
-    t.comment(`${map}: first resume ${sa.faults} faults, workload ${(a.report!.workload_ns / 1e6).toFixed(1)} ms; second ${sb.faults} faults, ${(b.report!.workload_ns / 1e6).toFixed(1)} ms`)
+    t.comment(
+      `${map}: first resume ${sa.faults} faults, workload ${(a.report!.workload_ns / 1e6).toFixed(1)} ms; second ${sb.faults} faults, ${(b.report!.workload_ns / 1e6).toFixed(1)} ms`,
+    )
     await second.close()
     t.equal(readLearnedSet(learn, identity)!.sessions.length, 2, 'the second session was kept too')
 

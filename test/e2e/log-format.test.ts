@@ -10,14 +10,18 @@ import { exchange, startServerProcess } from './reliability-helpers.js'
 
 const MIB = 4
 
-t.test('json lines: pino\'s format, with the session\'s fields', async t => {
+t.test("json lines: pino's format, with the session's fields", async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, MIB)
   const socket = join(dir, 's.sock')
   const server = await startServerProcess(t, ['--snapshot', img.snap, '--socket', socket, '--log-format', 'json'])
-  const child = spawn(GUEST, ['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.25', '--verify', img.raw], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(GUEST, ['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.25', '--verify', img.raw], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
   let out = ''
-  child.stdout.on('data', d => { out += d })
+  child.stdout.on('data', d => {
+    out += d
+  })
   await new Promise(r => child.on('close', r))
   const report = JSON.parse(out.trim())
   t.equal(report.mismatches, 0)
@@ -38,10 +42,18 @@ t.test('json lines: pino\'s format, with the session\'s fields', async t => {
   const started = events.find(e => e.msg.startsWith('session 1: pid'))
   t.match(started, { level: 30, session: 1, guestPid: child.pid, form: 'faultline', bytes: MIB * 2 ** 20 })
   const ended = events.find(e => e.msg.startsWith('session 1 ended'))
-  t.match(ended, {
-    level: 30, session: 1, guestPid: child.pid, endReason: 'guest disconnected',
-    faults: report.pages_touched, pagesInstalled: { fault: report.pages_touched, prefetch: 0, background: 0 },
-  }, 'the counts are the guest\'s own: ondemand serves one fault per page touched')
+  t.match(
+    ended,
+    {
+      level: 30,
+      session: 1,
+      guestPid: child.pid,
+      endReason: 'guest disconnected',
+      faults: report.pages_touched,
+      pagesInstalled: { fault: report.pages_touched, prefetch: 0, background: 0 },
+    },
+    "the counts are the guest's own: ondemand serves one fault per page touched",
+  )
   t.ok(ended?.p50Us > 0 && ended?.p99Us >= ended?.p50Us, 'latency figures')
   const refusal = events.find(e => e.msg.startsWith('refused pid'))
   t.match(refusal, { level: 40, error: 'handshake carried no file descriptor (send the userfaultfd with SCM_RIGHTS)', guestPid: Number })
@@ -58,9 +70,15 @@ t.test('text is the default; other formats are refused', async t => {
   server.child.kill('SIGTERM')
   await server.exited
   for (const line of server.log().trimEnd().split('\n')) t.match(line, /^faultline: [^{]/, line)
-  const bad = spawn(process.execPath, [join(import.meta.dirname, '../../dist/cli/main.js'), 'serve', '--snapshot', img.snap, '--socket', join(dir, 'x.sock'), '--log-format', 'yaml'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const bad = spawn(
+    process.execPath,
+    [join(import.meta.dirname, '../../dist/cli/main.js'), 'serve', '--snapshot', img.snap, '--socket', join(dir, 'x.sock'), '--log-format', 'yaml'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  )
   let err = ''
-  bad.stderr.on('data', d => { err += d })
+  bad.stderr.on('data', d => {
+    err += d
+  })
   const code = await new Promise(r => bad.on('close', r))
   t.not(code, 0)
   t.equal(err, "faultline: --log-format: expected text or json, got 'yaml'\n")

@@ -33,14 +33,22 @@ async function nextEnded(server: PageServer, before: number): Promise<SessionSta
 const installedTotal = (st: SessionStats) => st.pagesInstalled[0] + st.pagesInstalled[1] + st.pagesInstalled[2]
 
 /** A guest that stays alive after its workload (--hold-ms), for looking at its memory. */
-interface LiveGuest { child: ChildProcess; pid: number; report: Record<string, any>; exited: Promise<number | null> }
+interface LiveGuest {
+  child: ChildProcess
+  pid: number
+  report: Record<string, any>
+  exited: Promise<number | null>
+}
 
 function startLiveGuest(args: string[]): Promise<LiveGuest> {
   return new Promise((resolve, reject) => {
     const child = spawn(GUEST, [...args, '--hold-ms', '600000'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = '', err = ''
+    let out = '',
+      err = ''
     const exited = new Promise<number | null>(r => child.on('close', code => r(code)))
-    child.stderr!.on('data', d => { err += d })
+    child.stderr!.on('data', d => {
+      err += d
+    })
     child.stdout!.on('data', d => {
       out += d
       if (out.includes('\n')) resolve({ child, pid: child.pid!, report: JSON.parse(out.split('\n')[0]), exited })
@@ -52,11 +60,14 @@ function startLiveGuest(args: string[]): Promise<LiveGuest> {
 /** Start address of the guest's `mib` MiB anonymous region (its RAM) from /proc/PID/maps. */
 function guestRegion(pid: number, mib: number): number {
   const want = mib * 2 ** 20
-  const hits = readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').map(l => l.split(/\s+/)).filter(f => {
-    if (f.length < 5 || f[1] !== 'rw-p' || (f[5] ?? '') !== '') return false
-    const [a, b] = f[0].split('-').map(x => parseInt(x, 16))
-    return b - a === want
-  })
+  const hits = readFileSync(`/proc/${pid}/maps`, 'utf8')
+    .split('\n')
+    .map(l => l.split(/\s+/))
+    .filter(f => {
+      if (f.length < 5 || f[1] !== 'rw-p' || (f[5] ?? '') !== '') return false
+      const [a, b] = f[0].split('-').map(x => parseInt(x, 16))
+      return b - a === want
+    })
   if (hits.length !== 1) throw new Error(`expected one ${mib} MiB anonymous mapping in the guest, found ${hits.length}`)
   return parseInt(hits[0][0].split('-')[0], 16)
 }
@@ -65,7 +76,11 @@ function guestRegion(pid: number, mib: number): number {
 function presentPages(pid: number, start: number, pages: number): Uint8Array {
   const buf = Buffer.alloc(pages * 8)
   const fd = openSync(`/proc/${pid}/pagemap`, 'r')
-  try { readSync(fd, buf, 0, buf.length, (start / PAGE) * 8) } finally { closeSync(fd) }
+  try {
+    readSync(fd, buf, 0, buf.length, (start / PAGE) * 8)
+  } finally {
+    closeSync(fd)
+  }
   const present = new Uint8Array(pages)
   for (let i = 0; i < pages; i++) present[i] = (buf[i * 8 + 7] & 0x80) !== 0 ? 1 : 0
   return present
@@ -82,7 +97,9 @@ function differingPages(pid: number, start: number, raw: string, pages: Iterable
       readSync(fd, page, 0, PAGE, start + p * PAGE)
       if (!page.equals(image.subarray(p * PAGE, (p + 1) * PAGE))) bad.push(p)
     }
-  } finally { closeSync(fd) }
+  } finally {
+    closeSync(fd)
+  }
   return bad
 }
 
@@ -162,7 +179,7 @@ t.test('workingset: a recorded working set goes in once the guest runs, in first
   const tb = readFileSync(touchedFile)
   for (let i = 0; i < tb.length; i += 4) touched.add(tb.readUInt32LE(i))
   t.equal(touched.size, Math.round(0.1 * 3072))
-  t.same(new Set(workingSetPages(readTrace(trace))), touched, 'the trace\'s working set is what the guest touched')
+  t.same(new Set(workingSetPages(readTrace(trace))), touched, "the trace's working set is what the guest touched")
 
   const socket = join(dir, 'ws.sock')
   const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `workingset:${trace}`, warmWorkers: 3, singleGuest: true })
@@ -174,12 +191,14 @@ t.test('workingset: a recorded working set goes in once the guest runs, in first
     const presentSet = new Set<number>()
     const complete = await waitUntil(() => {
       presentSet.clear()
-      presentPages(g.pid, start, 3072).forEach((v, i) => { if (v) presentSet.add(i) })
+      presentPages(g.pid, start, 3072).forEach((v, i) => {
+        if (v) presentSet.add(i)
+      })
       return presentSet.size >= touched.size
     }, 20000)
     t.ok(complete, `the working set arrived (${presentSet.size} of ${touched.size} pages)`)
     t.same(presentSet, touched, 'exactly the working set is present')
-    t.same(differingPages(g.pid, start, img.raw, touched), [], 'with the snapshot\'s bytes')
+    t.same(differingPages(g.pid, start, img.raw, touched), [], "with the snapshot's bytes")
     g.child.kill('SIGTERM')
     await g.exited
     const st = await nextEnded(server, 0)
@@ -215,7 +234,16 @@ t.test('background: the whole of guest memory ends up resident, with the right b
   t.equal(g.report.mismatches, 0)
   const start = guestRegion(g.pid, 12)
   await waitFor('every page to be present', () => presentPages(g.pid, start, 3072).every(v => v === 1))
-  t.same(differingPages(g.pid, start, img.raw, Array.from({ length: 3072 }, (_, i) => i)), [], 'all 3072 pages hold the snapshot\'s bytes')
+  t.same(
+    differingPages(
+      g.pid,
+      start,
+      img.raw,
+      Array.from({ length: 3072 }, (_, i) => i),
+    ),
+    [],
+    "all 3072 pages hold the snapshot's bytes",
+  )
   g.child.kill('SIGTERM')
   await g.exited
   const st = await nextEnded(server, 0)
@@ -225,7 +253,7 @@ t.test('background: the whole of guest memory ends up resident, with the right b
   t.ok(st.pagesInstalled[2] >= 3072 - st.faults)
 })
 
-t.test('background:TRACE fills the trace\'s pages first, in its order, then the rest by address', async t => {
+t.test("background:TRACE fills the trace's pages first, in its order, then the rest by address", async t => {
   const dir = scratchDir(t)
   const img = await IMAGE
   const rec = join(dir, 'rec.fltrace')
@@ -256,10 +284,13 @@ t.test('background:TRACE fills the trace\'s pages first, in its order, then the 
   t.equal(installedOrder.length, 3072)
   t.same(installedOrder.slice(0, order.length), order, 'the recorded pages first, in first-touch order')
   const rest = installedOrder.slice(order.length)
-  t.ok(rest.every((p, i) => i === 0 || p > rest[i - 1]), 'then ascending addresses')
+  t.ok(
+    rest.every((p, i) => i === 0 || p > rest[i - 1]),
+    'then ascending addresses',
+  )
 })
 
-t.test('a user policy module (the README example) serves a downward scan', async t => {
+t.test('a user policy module (the docs/policies.md example) serves a downward scan', async t => {
   const dir = scratchDir(t)
   const img = await IMAGE
   const pages = join(dir, 'down.txt')

@@ -26,9 +26,22 @@ if (missing) {
   t.test('the programs image holds the programs, their libraries and the guest scripts', async t => {
     t.equal(build.status, 0, build.stderr)
     const list = spawnSync('sh', ['-c', `cpio -it --quiet < ${join(image, 'initrd.cpio')}`], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout.split('\n')
-    for (const f of ['init', 'usr/bin/python3.11', 'usr/bin/sqlite3', 'usr/bin/xz', 'usr/bin/gcc-12', 'usr/lib/gcc/x86_64-linux-gnu/12/cc1',
-      'usr/lib/x86_64-linux-gnu/libsqlite3.so.0', 'usr/lib64/ld-linux-x86-64.so.2', 'usr/lib/python3.11/json/__init__.py', 'usr/include/stdio.h',
-      'progs/service.py', 'progs/python-1.sh', 'progs/gcc-2.sh', 'progs/src/sieve.c']) {
+    for (const f of [
+      'init',
+      'usr/bin/python3.11',
+      'usr/bin/sqlite3',
+      'usr/bin/xz',
+      'usr/bin/gcc-12',
+      'usr/lib/gcc/x86_64-linux-gnu/12/cc1',
+      'usr/lib/x86_64-linux-gnu/libsqlite3.so.0',
+      'usr/lib64/ld-linux-x86-64.so.2',
+      'usr/lib/python3.11/json/__init__.py',
+      'usr/include/stdio.h',
+      'progs/service.py',
+      'progs/python-1.sh',
+      'progs/gcc-2.sh',
+      'progs/src/sieve.c',
+    ]) {
       t.ok(list.includes(f), f)
     }
     t.match(JSON.parse(readFileSync(join(image, 'image.json'), 'utf8')), { programs: true })
@@ -36,8 +49,11 @@ if (missing) {
 
   t.test('record one program run and simulate it', async t => {
     const out = join(dir, 'out')
-    const r = spawnSync(process.execPath, [join(ROOT, 'scripts/vm/record-traces.mjs'), '--only', 'python-1', '--ram', '384', '--image', image,
-      '--out', out, '--work', join(dir, 'work')], { encoding: 'utf8', timeout: 540_000 })
+    const r = spawnSync(
+      process.execPath,
+      [join(ROOT, 'scripts/vm/record-traces.mjs'), '--only', 'python-1', '--ram', '384', '--image', image, '--out', out, '--work', join(dir, 'work')],
+      { encoding: 'utf8', timeout: 540_000 },
+    )
     t.equal(r.status, 0, r.stderr.trim().split('\n').slice(-3).join(' | '))
     const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'))
     t.equal(manifest.traces.length, 1)
@@ -46,10 +62,13 @@ if (missing) {
     t.ok(existsSync(join(out, 'ready.pagemap.gz')))
     const tr = readTrace(join(out, entry.trace))
     t.match(tr.header, { policy: 'ondemand', complete: true })
-    t.equal(tr.header.regions[0].pageCount * 4096, 384 << 20, 'the trace covers the guest\'s RAM')
+    t.equal(tr.header.regions[0].pageCount * 4096, 384 << 20, "the trace covers the guest's RAM")
     const faults = Number(/(\d+) faults/.exec(entry.session)![1])
     t.ok(faults > 1000, `python3's start faulted on ${faults} pages`)
-    const sim = simulatePolicy(await createPolicy('ondemand'), accessOrder(tr), simSpace(tr, readPageMap(join(out, entry.pageMap))), { model: loadCostModel(DEFAULT_COST_MODEL), tier: 'warm' })
-    t.equal(sim.faults, faults, 'ondemand simulated = the recorded session\'s faults')
+    const sim = simulatePolicy(await createPolicy('ondemand'), accessOrder(tr), simSpace(tr, readPageMap(join(out, entry.pageMap))), {
+      model: loadCostModel(DEFAULT_COST_MODEL),
+      tier: 'warm',
+    })
+    t.equal(sim.faults, faults, "ondemand simulated = the recorded session's faults")
   })
 }

@@ -24,10 +24,21 @@ const PAGES = MIB * 256
 /** xorshift32, seeded: the same damage on every run. */
 function prng(seed: number): () => number {
   let s = seed >>> 0 || 1
-  return () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s }
+  return () => {
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
+    return s
+  }
 }
 
-interface Stored { page: number; offset: number; length: number }
+interface Stored {
+  page: number
+  offset: number
+  length: number
+}
 
 /** The stored (non-zero) pages of a snapshot file, from its index. */
 function storedPages(snap: Buffer): Stored[] {
@@ -193,20 +204,25 @@ t.test('one corrupt page fails that page alone, under prefetching policies too',
   const path = join(dir, 'one-bad.snap')
   writeFileSync(path, snap)
   const p = bad.page
-  const good = join(dir, 'good.txt'), onBad = join(dir, 'bad.txt')
+  const good = join(dir, 'good.txt'),
+    onBad = join(dir, 'bad.txt')
   writeFileSync(good, `0\n${p - 3}\n${p - 2}\n${p - 1}\n`)
   writeFileSync(onBad, `${p}\n`)
   for (const policy of ['readahead:15', 'eager', 'background']) {
     const socket = join(dir, `${policy.replace(':', '-')}.sock`)
     const server = await startFastServer(t, { snapshotPath: path, socketPath: socket, policy })
     // Held a while after its workload, so a background fill reaches the bad page meanwhile.
-    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${good}`, '--verify', img.raw, '--hold-ms', '1500'], { timeoutMs: 30000 })
+    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${good}`, '--verify', img.raw, '--hold-ms', '1500'], {
+      timeoutMs: 30000,
+    })
     t.notMatch(r.stderr, /verify:/, `${policy}: no page it read was wrong`)
     t.equal(r.code, 0, `${policy}: a guest touching pages 0, ${p - 3}..${p - 1} (page ${p} is bad) runs to the end: ${r.stderr.trim()}`)
     t.equal(r.report?.verified_pages, 4, `${policy}: its pages verified`)
     await server.idle()
     t.equal(server.ended[0]?.stats?.endReason, 'guest disconnected', `${policy}: its session ended because the guest left, not on the bad page`)
-    const hit = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${onBad}`, '--verify', img.raw, '--no-watchdog'], { timeoutMs: 20000 })
+    const hit = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', `pages:${onBad}`, '--verify', img.raw, '--no-watchdog'], {
+      timeoutMs: 20000,
+    })
     t.equal(hit.code, 4, `${policy}: a guest touching page ${p} takes SIGBUS there`)
     t.match(hit.stderr, new RegExp(`^guest: SIGBUS at page ${p}: `), `${policy}: at that page`)
     await server.close()
@@ -219,15 +235,42 @@ t.test('structural damage is refused when the server starts', async t => {
   const good = readFileSync(img.snap)
   const cases: Array<[string, (b: Buffer) => Buffer, RegExp]> = [
     ['truncated', b => b.subarray(0, b.length - 100), /: truncated: file is \d+ bytes, the snapshot it describes is \d+$/],
-    ['bad magic', b => { b[0] ^= 1; return b }, /: not a faultline snapshot/],
-    ['header checksum', b => { b[24] ^= 1; return b }, /: header checksum mismatch/],
-    ['index checksum', b => { b[HEADER_SIZE + 20] ^= 1; return b }, /: index checksum mismatch/],
+    [
+      'bad magic',
+      b => {
+        b[0] ^= 1
+        return b
+      },
+      /: not a faultline snapshot/,
+    ],
+    [
+      'header checksum',
+      b => {
+        b[24] ^= 1
+        return b
+      },
+      /: header checksum mismatch/,
+    ],
+    [
+      'index checksum',
+      b => {
+        b[HEADER_SIZE + 20] ^= 1
+        return b
+      },
+      /: index checksum mismatch/,
+    ],
     ['trailing bytes', b => Buffer.concat([b, Buffer.alloc(10)]), /: 10 unexpected bytes after the end of data/],
   ]
   for (const [name, damage, expected] of cases) {
     const path = join(dir, `${name.replace(/ /g, '-')}.snap`)
     writeFileSync(path, damage(Buffer.from(good)))
-    const err = await PageServer.start({ snapshotPath: path, socketPath: join(dir, 'x.sock') }).then(s => { void s.close(); return undefined }, e => e as Error)
+    const err = await PageServer.start({ snapshotPath: path, socketPath: join(dir, 'x.sock') }).then(
+      s => {
+        void s.close()
+        return undefined
+      },
+      e => e as Error,
+    )
     t.ok(err instanceof FaultlineError, `${name}: refused with a FaultlineError`)
     t.match(err?.message, new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}${expected.source}`), `${name}: ${err?.message}`)
   }

@@ -57,7 +57,9 @@ t.test('server stopping its sessions: guests are told why', async t => {
   const img = await makeImage(dir, MIB)
   const socket = join(dir, 's.sock')
   const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket })
-  const guest = runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:1', '--pace-us', '2000', '--verify', img.raw, '--verify-each'], { timeoutMs: 60000 })
+  const guest = runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:1', '--pace-us', '2000', '--verify', img.raw, '--verify-each'], {
+    timeoutMs: 60000,
+  })
   await new Promise<void>(r => server.once('session', () => r()))
   await new Promise(r => setTimeout(r, 300))
   server.stopSessions()
@@ -83,7 +85,8 @@ t.test('guests killed mid-fault: sessions end cleanly, nothing leaks, the others
   t.ok(await waitFor(settled, 20000), 'pool back to its 2 warm workers')
   // A worker still starting has not opened all its descriptors yet: the baseline is taken
   // once the counts have held still for a second, and the end is a return to it.
-  const fds0 = await steady(fdCount), threads0 = await steady(threadCount)
+  const fds0 = await steady(fdCount),
+    threads0 = await steady(threadCount)
   const fdsBefore = openFds()
 
   // A survivor that outlives every kill, and five victims, each killed while the server serves
@@ -122,11 +125,18 @@ t.test('guests killed mid-fault: sessions end cleanly, nothing leaks, the others
   // Descriptors close and threads exit asynchronously after a worker ends: wait for the
   // counts to come back, then compare what was seen.
   await waitFor(() => fdCount() === fds0 && threadCount() === threads0, 20000)
-  const fds = await steady(fdCount), threads = await steady(threadCount)
+  const fds = await steady(fdCount),
+    threads = await steady(threadCount)
   if (fds !== fds0) {
     // Say what is left over (fd numbers are reused, so compare by what they point at).
-    const after = openFds(), was = Object.values(fdsBefore)
-    t.comment(`descriptors that appeared: ${Object.entries(after).filter(([fd, what]) => fdsBefore[fd] !== what && !was.includes(what)).map(([fd, what]) => `${fd} ${what}`).join(', ')}`)
+    const after = openFds(),
+      was = Object.values(fdsBefore)
+    t.comment(
+      `descriptors that appeared: ${Object.entries(after)
+        .filter(([fd, what]) => fdsBefore[fd] !== what && !was.includes(what))
+        .map(([fd, what]) => `${fd} ${what}`)
+        .join(', ')}`,
+    )
   }
   t.equal(fds, fds0, `no descriptor leaked (${fds0} before, ${fds} after)`)
   t.equal(threads, threads0, `no worker thread leaked (${threads0} before, ${threads} after)`)
@@ -137,7 +147,11 @@ t.test('guests killed mid-fault: sessions end cleanly, nothing leaks, the others
 function openFds(): Record<string, string> {
   const out: Record<string, string> = {}
   for (const fd of readdirSync('/proc/self/fd')) {
-    try { out[fd] = readlinkSync(`/proc/self/fd/${fd}`) } catch { /* closed meanwhile */ }
+    try {
+      out[fd] = readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      /* closed meanwhile */
+    }
   }
   return out
 }
@@ -145,11 +159,15 @@ function openFds(): Record<string, string> {
 /** The value of `count` once it has not changed for a second (at most 30 s). */
 async function steady(count: () => number): Promise<number> {
   const deadline = Date.now() + 30000
-  let value = count(), since = Date.now()
+  let value = count(),
+    since = Date.now()
   while (Date.now() - since < 1000 && Date.now() < deadline) {
     await new Promise(r => setTimeout(r, 50))
     const v = count()
-    if (v !== value) { value = v; since = Date.now() }
+    if (v !== value) {
+      value = v
+      since = Date.now()
+    }
   }
   return value
 }

@@ -10,7 +10,9 @@ import * as uffd from '../../src/uffd/index.js'
 import { ensureDist } from './dist.js'
 import { ROOT, waitUntil } from './harness.js'
 
-interface Teardown { teardown(fn: () => unknown): void }
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
 
 const CLI = join(ROOT, 'dist/cli/main.js')
 
@@ -40,17 +42,32 @@ export async function startServerProcess(t: Teardown, args: string[], wrapper: s
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
   let text = ''
   const waiters: Array<() => void> = []
-  child.stderr!.on('data', d => { text += d; for (const w of waiters.splice(0)) w() })
+  child.stderr!.on('data', d => {
+    text += d
+    for (const w of waiters.splice(0)) w()
+  })
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(r => child.on('exit', (code, signal) => r({ code, signal })))
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
   const proc: ServerProcess = {
-    child, exited, log: () => text,
+    child,
+    exited,
+    log: () => text,
     waitForLog(pattern, timeoutMs = 30000) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`server log has no ${pattern} after ${timeoutMs} ms:\n${text}`)), timeoutMs)
         const check = () => {
-          if (pattern.test(text)) { clearTimeout(timer); resolve(); return }
-          if (child.exitCode !== null || child.signalCode !== null) { clearTimeout(timer); reject(new Error(`server exited:\n${text}`)); return }
+          if (pattern.test(text)) {
+            clearTimeout(timer)
+            resolve()
+            return
+          }
+          if (child.exitCode !== null || child.signalCode !== null) {
+            clearTimeout(timer)
+            reject(new Error(`server exited:\n${text}`))
+            return
+          }
           waiters.push(check)
         }
         check()
@@ -67,7 +84,9 @@ export async function runCli(args: string[], timeoutMs = 60000): Promise<{ code:
   ensureDist()
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
-  child.stderr!.on('data', d => { stderr += d })
+  child.stderr!.on('data', d => {
+    stderr += d
+  })
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>(r => child.on('close', (c, s) => r([c, s])))
   clearTimeout(timer)

@@ -47,22 +47,51 @@ t.test('malformed handshakes get error replies; the server keeps serving', async
     ['missing field', faultline([{ base_host_virt_addr: mem.address, offset: 0, page_size: PAGE }]), [freshUffd], /^region 0: missing "size"$/],
     ['size as a string', faultline([region({ size: '4096' })]), [freshUffd], /^region 0: "size" must be a non-negative integer, got "4096"$/],
     ['negative offset', faultline([region({ offset: -4096 })]), [freshUffd], /^region 0: "offset" must be a non-negative integer, got -4096$/],
-    ['fractional address', faultline([region({ base_host_virt_addr: mem.address + 0.5 })]), [freshUffd], /^region 0: "base_host_virt_addr" must be a non-negative integer/],
-    ['unaligned address', faultline([region({ base_host_virt_addr: mem.address + 512, size: PAGE })]), [freshUffd], /^region 0: address 0x[0-9a-f]+ and size 4096 must be multiples of its page size 4096$/],
+    [
+      'fractional address',
+      faultline([region({ base_host_virt_addr: mem.address + 0.5 })]),
+      [freshUffd],
+      /^region 0: "base_host_virt_addr" must be a non-negative integer/,
+    ],
+    [
+      'unaligned address',
+      faultline([region({ base_host_virt_addr: mem.address + 512, size: PAGE })]),
+      [freshUffd],
+      /^region 0: address 0x[0-9a-f]+ and size 4096 must be multiples of its page size 4096$/,
+    ],
     ['unaligned offset', faultline([region({ offset: 100 })]), [freshUffd], /^region 0: offset 100 is not a multiple of its page size 4096$/],
     ['wrong page size', faultline([region({ page_size: 1000 })]), [freshUffd], /^region 0: page size 1000 does not fit the snapshot's 4096-byte pages$/],
-    ['overlapping regions', faultline([region({ size: 8 * PAGE }), region({ base_host_virt_addr: mem.address + 4 * PAGE, size: 8 * PAGE, offset: 65536 })]), [freshUffd],
-      /^regions overlap at address 0x[0-9a-f]+$/],
-    ['overlapping snapshot ranges', faultline([region({ size: 8 * PAGE }), region({ base_host_virt_addr: mem.address + 8 * PAGE, size: 8 * PAGE, offset: 4 * PAGE })]), [freshUffd],
-      /^regions overlap in the snapshot at offset 16384$/],
-    ['past the snapshot\'s end', faultline([region({ offset: 4 * 2 ** 20 - PAGE, size: 2 * PAGE })]), [freshUffd],
-      /^region 0: offset 4190208 \+ size 8192 is past the snapshot's end \(4194304 bytes\)$/],
-    ['memory the client does not have', faultline([region({ base_host_virt_addr: unmappedAddress })]), [freshUffd],
-      /^region 0: 0x[0-9a-f]+ is not mapped in the guest's address space$/],
-    ['Firecracker form, memory not registered', JSON.stringify([region()]), [freshUffd],
-      /^region 0: 0x[0-9a-f]+ is not registered with the userfaultfd \(UFFDIO_REGISTER, missing mode\)/],
-    ['faultline form, uffd already initialised', faultline([region()]), [registeredUffd],
-      /^the userfaultfd sent is already initialised \(UFFDIO_API\)/],
+    [
+      'overlapping regions',
+      faultline([region({ size: 8 * PAGE }), region({ base_host_virt_addr: mem.address + 4 * PAGE, size: 8 * PAGE, offset: 65536 })]),
+      [freshUffd],
+      /^regions overlap at address 0x[0-9a-f]+$/,
+    ],
+    [
+      'overlapping snapshot ranges',
+      faultline([region({ size: 8 * PAGE }), region({ base_host_virt_addr: mem.address + 8 * PAGE, size: 8 * PAGE, offset: 4 * PAGE })]),
+      [freshUffd],
+      /^regions overlap in the snapshot at offset 16384$/,
+    ],
+    [
+      "past the snapshot's end",
+      faultline([region({ offset: 4 * 2 ** 20 - PAGE, size: 2 * PAGE })]),
+      [freshUffd],
+      /^region 0: offset 4190208 \+ size 8192 is past the snapshot's end \(4194304 bytes\)$/,
+    ],
+    [
+      'memory the client does not have',
+      faultline([region({ base_host_virt_addr: unmappedAddress })]),
+      [freshUffd],
+      /^region 0: 0x[0-9a-f]+ is not mapped in the guest's address space$/,
+    ],
+    [
+      'Firecracker form, memory not registered',
+      JSON.stringify([region()]),
+      [freshUffd],
+      /^region 0: 0x[0-9a-f]+ is not registered with the userfaultfd \(UFFDIO_REGISTER, missing mode\)/,
+    ],
+    ['faultline form, uffd already initialised', faultline([region()]), [registeredUffd], /^the userfaultfd sent is already initialised \(UFFDIO_API\)/],
     ['huge message', '[' + ' '.repeat(100_000) + ']', [freshUffd], /^handshake larger than 65536 bytes$/],
   ]
 
@@ -109,7 +138,10 @@ t.test('malformed handshakes get error replies; the server keeps serving', async
     await waitFor(() => (fds = fdCount()) === fds0, 10000)
     t.equal(fds, fds0, `${fds0} descriptors before the hostile clients, ${fds} after`)
     t.equal(server.rejected, cases.length + 2, 'every hostile client counted')
-    t.notOk(logs.some(l => /worker (crashed|failed)/.test(l)), 'no worker crashed')
+    t.notOk(
+      logs.some(l => /worker (crashed|failed)/.test(l)),
+      'no worker crashed',
+    )
   })
 })
 
@@ -117,29 +149,34 @@ t.test('access: the socket is 0600 and peers of another uid are refused unless a
   const dir = scratchDir(t)
   const img = await makeImage(dir, 1)
   chmodSync(dir, 0o711) // let uid 65534 reach the socket's directory: only the socket's own mode protects it
-  const strict = join(dir, 'strict.sock'), open = join(dir, 'open.sock'), allowing = join(dir, 'allowing.sock')
+  const strict = join(dir, 'strict.sock'),
+    open = join(dir, 'open.sock'),
+    allowing = join(dir, 'allowing.sock')
   await startFastServer(t, { snapshotPath: img.snap, socketPath: strict })
   await startFastServer(t, { snapshotPath: img.snap, socketPath: open })
   await startFastServer(t, { snapshotPath: img.snap, socketPath: allowing, allowUids: [65534] })
   t.equal(statSync(strict).mode & 0o777, 0o600, 'created with mode 0600')
-  t.equal(statSync(strict).uid, process.getuid!(), 'owned by the server\'s uid')
+  t.equal(statSync(strict).uid, process.getuid!(), "owned by the server's uid")
 
   /** What a client of uid/gid 65534 (nobody) gets from `socket`: a connect error or the reply
    * to `body` (sent unless empty: the uid is checked before anything is read). */
-  const asNobody = (socket: string, body = '') => new Promise<string>((resolve, reject) => {
-    const script = `
+  const asNobody = (socket: string, body = '') =>
+    new Promise<string>((resolve, reject) => {
+      const script = `
       const c = require('net').createConnection(process.argv[1])
       let text = ''
       c.on('connect', () => { if (process.argv[2]) c.write(process.argv[2]) })
       c.on('data', d => { text += d })
       c.on('end', () => { process.stdout.write(text); process.exit(0) })
       c.on('error', e => { process.stdout.write('error ' + e.code); process.exit(0) })`
-    const child = spawn(process.execPath, ['-e', script, socket, body], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    child.stdout.on('data', d => { out += d })
-    child.on('error', reject)
-    child.on('exit', () => resolve(out.trim()))
-  })
+      const child = spawn(process.execPath, ['-e', script, socket, body], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] })
+      let out = ''
+      child.stdout.on('data', d => {
+        out += d
+      })
+      child.on('error', reject)
+      child.on('exit', () => resolve(out.trim()))
+    })
 
   t.equal(await asNobody(strict), 'error EACCES', 'mode 0600: another uid cannot even connect')
   // Were the socket's mode widened (by mistake or a bind mount), SO_PEERCRED still refuses.

@@ -36,7 +36,8 @@ t.test('silent clients cost no worker and do not delay a real guest', async t =>
   const deadline = 6000
   const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket, handshakeTimeoutMs: deadline, warmWorkers: 1 })
   t.ok(await waitUntil(() => server.workerCount === 1))
-  const started0 = server.workersStarted, rss0 = rssBytes()
+  const started0 = server.workersStarted,
+    rss0 = rssBytes()
   const connectedAt = Date.now()
   const silent = await silentClients(socket, 200)
   await new Promise(r => setTimeout(r, 300))
@@ -53,22 +54,27 @@ t.test('silent clients cost no worker and do not delay a real guest', async t =>
   t.ok(rssGrowth < 64 * 2 ** 20, `the server grew by ${(rssGrowth / 2 ** 20).toFixed(1)} MiB with 200 silent clients (a guest served meanwhile)`)
   // Every silent client is answered: at most 128 wait at once (the default bound), the oldest
   // make room for newer ones at once ("server busy"), the rest are answered at the deadline.
-  const busy: number[] = [], timedOut: number[] = []
-  await Promise.all(silent.map(async fd => {
-    const r = await readReply(fd, 2 * deadline)
-    uffd.closeFd(fd)
-    const ms = Date.now() - connectedAt
-    if (r.reply?.error?.startsWith('server busy: 128 handshakes pending, this one the oldest')) busy.push(ms)
-    else if (r.reply?.error === `no complete handshake within ${deadline} ms`) timedOut.push(ms)
-    else t.fail(`unexpected answer: ${JSON.stringify(r.reply)}`)
-  }))
+  const busy: number[] = [],
+    timedOut: number[] = []
+  await Promise.all(
+    silent.map(async fd => {
+      const r = await readReply(fd, 2 * deadline)
+      uffd.closeFd(fd)
+      const ms = Date.now() - connectedAt
+      if (r.reply?.error?.startsWith('server busy: 128 handshakes pending, this one the oldest')) busy.push(ms)
+      else if (r.reply?.error === `no complete handshake within ${deadline} ms`) timedOut.push(ms)
+      else t.fail(`unexpected answer: ${JSON.stringify(r.reply)}`)
+    }),
+  )
   t.equal(busy.length, 72 + 1, '72 of the 200 made room for newer ones (and one more for the guest)')
   t.equal(timedOut.length, 200 - busy.length, 'the others were answered at their deadline')
   t.ok(Math.min(...timedOut) >= deadline - 100, `none before the deadline (first after ${Math.min(...timedOut)} ms)`)
   t.ok(Math.max(...timedOut) < deadline + 3000, `none long after it (last after ${Math.max(...timedOut)} ms; deadline ${deadline} ms)`)
   t.equal(server.workersStarted - started0, 1, 'one worker started: the replacement of the guest served; none for the silent clients')
-  t.comment(`200 silent clients: a real guest served in ${guestMs} ms; ${workersWhileSilent} workers; RSS +${(rssGrowth / 2 ** 20).toFixed(1)} MiB; ` +
-    `${busy.length} dropped as the oldest at the bound of 128, the rest answered ${Math.min(...timedOut)}-${Math.max(...timedOut)} ms after connecting (deadline ${deadline} ms)`)
+  t.comment(
+    `200 silent clients: a real guest served in ${guestMs} ms; ${workersWhileSilent} workers; RSS +${(rssGrowth / 2 ** 20).toFixed(1)} MiB; ` +
+      `${busy.length} dropped as the oldest at the bound of 128, the rest answered ${Math.min(...timedOut)}-${Math.max(...timedOut)} ms after connecting (deadline ${deadline} ms)`,
+  )
 })
 
 t.test('pending handshakes are bounded', async t => {
@@ -111,7 +117,10 @@ t.test('refused clients start no worker; idle workers go back to --warm-workers'
   // At once, clients a worker must check may take more workers than are warm (each could be a
   // guest); once refused, the pool goes back down.
   const replies = await Promise.all(Array.from({ length: 24 }, (_, i) => refuse(i)))
-  t.ok(replies.every(r => r.reply?.ok === false), 'a burst of 24, all refused')
+  t.ok(
+    replies.every(r => r.reply?.ok === false),
+    'a burst of 24, all refused',
+  )
   const burstStarts = server.workersStarted - started0
   t.ok(await waitUntil(() => server.workerCount === 2), `the pool is back to its 2 warm workers (${server.workerCount})`)
   t.comment(`24 refused clients one after another started no worker; 24 at once started ${burstStarts}, released after`)
@@ -123,9 +132,16 @@ t.test('--max-sessions 1 --warm-workers 2 serves one guest at a time', async t =
   const socket = join(dir, 's.sock')
   const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket, maxSessions: 1, warmWorkers: 2, handshakeTimeoutMs: 20000 })
   let most = 0
-  server.on('session', () => { most = Math.max(most, server.active.size) })
-  const runs: GuestResult[] = await Promise.all([1, 2, 3].map(seed =>
-    runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.2', '--seed', String(seed), '--pace-us', '1000', '--verify', img.raw], { timeoutMs: 60000 })))
+  server.on('session', () => {
+    most = Math.max(most, server.active.size)
+  })
+  const runs: GuestResult[] = await Promise.all(
+    [1, 2, 3].map(seed =>
+      runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.2', '--seed', String(seed), '--pace-us', '1000', '--verify', img.raw], {
+        timeoutMs: 60000,
+      }),
+    ),
+  )
   for (const r of runs) {
     t.equal(r.code, 0, r.stderr)
     t.equal(r.report?.mismatches, 0)
@@ -166,9 +182,20 @@ t.test('under a descriptor limit: one-line messages, and guests served through a
     t.equal(after.code, 0, `nofile ${limit}: and after them: ${after.stderr}`)
     const lines = server.log().trimEnd().split('\n')
     t.notMatch(server.log(), /\n\s+at |worker (crashed|failed)|acceptor (crashed|failed)/, `nofile ${limit}: no stack trace, no worker failure`)
-    t.same(lines.filter(l => !l.startsWith('faultline: ')), [], `nofile ${limit}: ${lines.length} log lines, each one line of its own`)
-    if (limit === 100) t.ok(lines.some(l => /^faultline: descriptor limit 100 \(\d+ free\): at most \d+ handshakes pending at once instead of 128$/.test(l)), 'the limit lowers the bound')
-    t.notOk(lines.some(l => l.includes('cannot accept')), 'the bound on pending handshakes keeps the server below the limit')
+    t.same(
+      lines.filter(l => !l.startsWith('faultline: ')),
+      [],
+      `nofile ${limit}: ${lines.length} log lines, each one line of its own`,
+    )
+    if (limit === 100)
+      t.ok(
+        lines.some(l => /^faultline: descriptor limit 100 \(\d+ free\): at most \d+ handshakes pending at once instead of 128$/.test(l)),
+        'the limit lowers the bound',
+      )
+    t.notOk(
+      lines.some(l => l.includes('cannot accept')),
+      'the bound on pending handshakes keeps the server below the limit',
+    )
     server.child.kill('SIGTERM')
     t.same(await server.exited, { code: 0, signal: null })
   }
@@ -180,7 +207,9 @@ t.test('under a descriptor limit: one-line messages, and guests served through a
   const inUse = readdirSync(`/proc/${pid}/fd`).length
   execFileSync('prlimit', ['--pid', String(pid), `--nofile=${inUse + 20}`])
   const silent = await silentClients(socket, 100)
-  await server.waitForLog(/cannot accept connections: too many open files \(the process limit, ulimit -n\); \d+ failed accept\(s\), \d+ handshake\(s\) pending; the oldest pending ones are dropped to make room/)
+  await server.waitForLog(
+    /cannot accept connections: too many open files \(the process limit, ulimit -n\); \d+ failed accept\(s\), \d+ handshake\(s\) pending; the oldest pending ones are dropped to make room/,
+  )
   for (const fd of silent) uffd.closeFd(fd)
   const g = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.5', '--verify', img.raw])
   t.equal(g.code, 0, `limit lowered to ${inUse + 20}: a guest is served after the flood: ${g.stderr}`)

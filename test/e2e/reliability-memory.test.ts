@@ -30,8 +30,7 @@ t.test('discard, unmap, mremap and fork are served as the kernel would serve the
   // Guests of a subtest run at once: keep workers ready for them.
   const ondemand = await startFastServer(t, { snapshotPath: img.snap, socketPath: join(dir, 'od.sock'), warmWorkers: 3 })
   const readahead = await startFastServer(t, { snapshotPath: img.snap, socketPath: join(dir, 'ra.sock'), policy: 'readahead:15', warmWorkers: 2 })
-  const guest = (socket: string, args: string[]) =>
-    runGuest(['--socket', socket, '--mib', String(MIB), '--verify', img.raw, ...args], { timeoutMs: 120000 })
+  const guest = (socket: string, args: string[]) => runGuest(['--socket', socket, '--mib', String(MIB), '--verify', img.raw, ...args], { timeoutMs: 120000 })
   /** The stats of the session that served the guest with this session number. */
   const sessionOf = async (server: typeof ondemand, id: number) => {
     for (let i = 0; i < 100 && !server.ended.some(s => s.id === id); i++) await new Promise(r => setTimeout(r, 50))
@@ -40,9 +39,13 @@ t.test('discard, unmap, mremap and fork are served as the kernel would serve the
 
   t.test('MADV_DONTNEED: discarded pages read as zeros afterwards, served or not', async t => {
     // Half the discarded range was touched (served) before, half never was.
-    const first = PAGES / 4, count = PAGES / 2
+    const first = PAGES / 4,
+      count = PAGES / 2
     t.ok(nonZeroPages(img.raw, first, count) > count / 4, 'many discarded pages are not zero in the snapshot')
-    const servers = [['ondemand', join(dir, 'od.sock'), ondemand], ['readahead:15', join(dir, 'ra.sock'), readahead]] as const
+    const servers = [
+      ['ondemand', join(dir, 'od.sock'), ondemand],
+      ['readahead:15', join(dir, 'ra.sock'), readahead],
+    ] as const
     // Firecracker's own uffd asks for EVENT_REMOVE (its balloon): so does the guest's.
     const [fc, ...runs] = await Promise.all([
       guest(join(dir, 'od.sock'), ['--handshake', 'firecracker', '--workload', 'random:0.5', '--discard', `0:${count}`]),
@@ -64,11 +67,16 @@ t.test('discard, unmap, mremap and fork are served as the kernel would serve the
   t.test('munmap: the rest of the region is still served right, the hole is plain memory', async t => {
     // The fresh mapping in the hole is registered with the guest's uffd, so its faults reach
     // the server: only its UFFD_EVENT_UNMAP handling keeps it from serving the snapshot there.
-    const first = PAGES / 8, count = PAGES / 4
+    const first = PAGES / 8,
+      count = PAGES / 4
     t.ok(nonZeroPages(img.raw, first, count) > count / 4, 'many pages of the hole are not zero in the snapshot')
-    const servers = [['ondemand', join(dir, 'od.sock')], ['readahead:15', join(dir, 'ra.sock')]] as const
-    const runs = await Promise.all(servers.map(([, socket]) =>
-      guest(socket, ['--workload', 'random:0.3', '--seed', '5', '--unmap', `${first}:${count}`, '--hole-registered'])))
+    const servers = [
+      ['ondemand', join(dir, 'od.sock')],
+      ['readahead:15', join(dir, 'ra.sock')],
+    ] as const
+    const runs = await Promise.all(
+      servers.map(([, socket]) => guest(socket, ['--workload', 'random:0.3', '--seed', '5', '--unmap', `${first}:${count}`, '--hole-registered'])),
+    )
     for (const [i, [name]] of servers.entries()) {
       t.equal(runs[i].code, 0, `${name}: ${runs[i].stderr}`)
       t.equal(runs[i].report?.after_pages, PAGES, `${name}: every page checked after the unmap`)
@@ -89,9 +97,13 @@ t.test('discard, unmap, mremap and fork are served as the kernel would serve the
     t.equal(s?.stats?.removedPages, 0, 'the server was not told of the discard')
   })
 
-  t.test('a range grown by mremap reads zeros past the snapshot\'s region', async t => {
-    const runs = await Promise.all([['od.sock', ondemand], ['ra.sock', readahead]].map(([socket]) =>
-      guest(join(dir, socket as string), ['--workload', 'random:0.3', '--seed', '3', '--grow', '256'])))
+  t.test("a range grown by mremap reads zeros past the snapshot's region", async t => {
+    const runs = await Promise.all(
+      [
+        ['od.sock', ondemand],
+        ['ra.sock', readahead],
+      ].map(([socket]) => guest(join(dir, socket as string), ['--workload', 'random:0.3', '--seed', '3', '--grow', '256'])),
+    )
     for (const r of runs) {
       t.equal(r.code, 0, r.stderr)
       t.equal(r.report?.after_pages, PAGES + 256, 'the region and its grown tail were checked')
@@ -151,8 +163,13 @@ t.test('many threads faulting the same and different pages, reading and writing'
     ['8 threads, different pages, writes', ['--threads', '8', '--write']],
     ['4 threads, same pages, writes, Firecracker form', ['--threads', '4', '--same-pages', '--write', '--handshake', 'firecracker']],
   ]
-  const runs = await Promise.all(cases.map(([, args], i) =>
-    runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.6', '--seed', String(i + 1), '--verify', img.raw, ...args], { timeoutMs: 120000 })))
+  const runs = await Promise.all(
+    cases.map(([, args], i) =>
+      runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.6', '--seed', String(i + 1), '--verify', img.raw, ...args], {
+        timeoutMs: 120000,
+      }),
+    ),
+  )
   const touched = Math.round(0.6 * PAGES)
   for (const [i, r] of runs.entries()) {
     t.equal(r.code, 0, `${cases[i][0]}: ${r.stderr}`)
@@ -173,8 +190,25 @@ t.test('without CAP_SYS_PTRACE: the rest of the events are enabled, the log says
   const socket = join(dir, 's.sock')
   // The server without CAP_SYS_PTRACE (out of its bounding and inheritable sets, so root's
   // exec does not give it back): the kernel refuses UFFD_FEATURE_EVENT_FORK to it.
-  const server = await startServerProcess(t, ['--snapshot', img.snap, '--socket', socket], ['setpriv', '--inh-caps=-sys_ptrace', '--bounding-set=-sys_ptrace', '--'])
-  const plain = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.3', '--verify', img.raw, '--discard', '0:256', '--mremap', '512:256'])
+  const server = await startServerProcess(
+    t,
+    ['--snapshot', img.snap, '--socket', socket],
+    ['setpriv', '--inh-caps=-sys_ptrace', '--bounding-set=-sys_ptrace', '--'],
+  )
+  const plain = await runGuest([
+    '--socket',
+    socket,
+    '--mib',
+    String(MIB),
+    '--workload',
+    'random:0.3',
+    '--verify',
+    img.raw,
+    '--discard',
+    '0:256',
+    '--mremap',
+    '512:256',
+  ])
   t.equal(plain.code, 0, `a guest is served: ${plain.stderr}`)
   t.equal(plain.report?.after_mismatches, 0, 'with its discards and moves served right (EVENT_REMOVE, EVENT_REMAP)')
   t.match(server.log(), /UFFDIO_API refused EVENT_FORK \(the server lacks CAP_SYS_PTRACE\): a child the guest forks will read zeros for pages not served yet/)

@@ -22,7 +22,8 @@ t.test('snapshot removed, then replaced, under a running server', async t => {
   const server = await startFastServer(t, { snapshotPath: snap, socketPath: socket, warmWorkers: 2 })
   const logs: string[] = []
   server.on('log', l => logs.push(l))
-  const guest = (args: string[] = []) => runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.3', '--verify', img.raw, ...args], { timeoutMs: 60000 })
+  const guest = (args: string[] = []) =>
+    runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.3', '--verify', img.raw, ...args], { timeoutMs: 60000 })
 
   // A long guest that lives through the removal and the replacement.
   const long = guest(['--workload', 'random:0.5', '--pace-us', '2000', '--verify-each'])
@@ -34,7 +35,10 @@ t.test('snapshot removed, then replaced, under a running server', async t => {
   // Workers started since the removal (each session's replacement) read the open descriptor.
   const second = await guest(['--seed', '7'])
   t.equal(second.code, 0, `and the next one, by a worker started after the removal: ${second.stderr}`)
-  t.ok(logs.some(l => l === `snapshot ${snap} was removed; serving on from the descriptor opened at start`), 'the removal is logged')
+  t.ok(
+    logs.some(l => l === `snapshot ${snap} was removed; serving on from the descriptor opened at start`),
+    'the removal is logged',
+  )
 
   // Another snapshot at the same path: not what the server checked at start.
   const other = join(dir, 'other.raw')
@@ -43,11 +47,17 @@ t.test('snapshot removed, then replaced, under a running server', async t => {
   const refused = await guest()
   t.equal(refused.code, 2, 'a new guest is refused')
   t.match(refused.stderr, `guest: server refused: snapshot ${snap} was replaced since the server started`)
-  t.ok(logs.some(l => l.startsWith(`snapshot ${snap} was replaced since the server started`)), 'the replacement is logged')
+  t.ok(
+    logs.some(l => l.startsWith(`snapshot ${snap} was replaced since the server started`)),
+    'the replacement is logged',
+  )
   const l = await long
   t.equal(l.code, 0, `the guest being served went on to the end: ${l.stderr}`)
   t.equal(l.report?.mismatches, 0, 'reading the snapshot it started with')
-  t.notOk(logs.some(x => /worker (failed|crashed)/.test(x)), 'no worker failed')
+  t.notOk(
+    logs.some(x => /worker (failed|crashed)/.test(x)),
+    'no worker failed',
+  )
   t.ok(await waitUntil(() => server.workerCount === 2 && server.active.size === 0), 'the warm workers are still there')
 })
 

@@ -13,7 +13,10 @@ const MIB = 8
 const SPIN = join(ROOT, 'test/e2e/fixtures/spin-policy.js')
 const IDLE_SPIN = join(ROOT, 'test/e2e/fixtures/idle-spin-policy.js')
 
-for (const [name, policy] of [['onFault', `${SPIN}:16`], ['onIdle', IDLE_SPIN]] as const) {
+for (const [name, policy] of [
+  ['onFault', `${SPIN}:16`],
+  ['onIdle', IDLE_SPIN],
+] as const) {
   t.test(`a policy spinning in ${name}: its guest is failed closed at the deadline, the server serves on`, async t => {
     const dir = scratchDir(t)
     const img = await makeImage(dir, MIB, 3)
@@ -22,16 +25,23 @@ for (const [name, policy] of [['onFault', `${SPIN}:16`], ['onIdle', IDLE_SPIN]] 
     const logs: string[] = []
     server.on('log', l => logs.push(l))
     await waitUntil(() => server.workerCount === 2)
-    const fds0 = fdCount(), threads0 = threadCount()
+    const fds0 = fdCount(),
+      threads0 = threadCount()
     const started = Date.now()
     const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.3', '--verify', img.raw, '--verify-each'], { timeoutMs: 60000 })
     const ms = Date.now() - started
     t.equal(r.signal, null, 'the guest did not hang (the test would have killed it)')
     t.equal(r.code, 3, 'it exited because the server ended its session')
-    t.match(r.stderr, /^guest: page server closed the connection \(session stalled: no progress for \d+ ms with faults waiting \(policy .*\); the server ended it\); exiting\n$/,
-      `and says why: ${r.stderr.trim()}`)
+    t.match(
+      r.stderr,
+      /^guest: page server closed the connection \(session stalled: no progress for \d+ ms with faults waiting \(policy .*\); the server ended it\); exiting\n$/,
+      `and says why: ${r.stderr.trim()}`,
+    )
     t.ok(ms < 30000, `within ${ms} ms (deadline 1000 ms, checked every 250 ms)`)
-    t.ok(logs.some(l => /^session 1 \(pid \d+\): session stalled: no progress/.test(l)), 'the server logged it')
+    t.ok(
+      logs.some(l => /^session 1 \(pid \d+\): session stalled: no progress/.test(l)),
+      'the server logged it',
+    )
     t.ok(await waitUntil(() => server.ended.length === 1), 'its session ended')
     t.match(server.ended[0].error, /^session stalled: /)
     // The server goes on: a guest that stays under the policy's trouble is served.
@@ -40,8 +50,10 @@ for (const [name, policy] of [['onFault', `${SPIN}:16`], ['onIdle', IDLE_SPIN]] 
       t.equal(small.code, 0, `the next guest is served: ${small.stderr}`)
       t.equal(small.report?.mismatches, 0)
     }
-    t.ok(await waitUntil(() => server.workerCount === 2 && server.active.size === 0 && fdCount() === fds0 && threadCount() === threads0, 20000),
-      `workers back to 2 (${server.workerCount}); descriptors ${fdCount()} (were ${fds0}), threads ${threadCount()} (were ${threads0})`)
+    t.ok(
+      await waitUntil(() => server.workerCount === 2 && server.active.size === 0 && fdCount() === fds0 && threadCount() === threads0, 20000),
+      `workers back to 2 (${server.workerCount}); descriptors ${fdCount()} (were ${fds0}), threads ${threadCount()} (were ${threads0})`,
+    )
     t.comment(`${name}: a guest of a stalled session was failed closed ${ms} ms after it started (deadline 1000 ms)`)
   })
 }
@@ -54,9 +66,13 @@ t.test('a second SIGINT stops the server, even with a session stuck in its polic
   const server = await startServerProcess(t, ['--snapshot', img.snap, '--socket', socket, '--policy', `${SPIN}:16`, '--stall-timeout', '600'])
   const guest = spawn(GUEST, ['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.3'], { stdio: ['ignore', 'ignore', 'pipe'] })
   let guestErr = ''
-  guest.stderr.on('data', d => { guestErr += d })
+  guest.stderr.on('data', d => {
+    guestErr += d
+  })
   const guestExit = new Promise<number | null>(r => guest.on('exit', c => r(c)))
-  t.teardown(() => { if (guest.exitCode === null) guest.kill('SIGKILL') })
+  t.teardown(() => {
+    if (guest.exitCode === null) guest.kill('SIGKILL')
+  })
   await server.waitForLog(/session 1: pid/)
   await new Promise(r => setTimeout(r, 500))
   server.child.kill('SIGINT')

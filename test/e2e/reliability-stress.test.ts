@@ -23,7 +23,10 @@ const HOLD_MS = 1500
 // before each sample, it does not hide (or fake) what the sessions hold.
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
-const settledRss = () => { gc(); return rssBytes() }
+const settledRss = () => {
+  gc()
+  return rssBytes()
+}
 const PAGES = MIB * 256
 const MB = 2 ** 20
 
@@ -44,18 +47,29 @@ interface Wave {
 function runGuestHeld(args: string[], onReport: () => void): Promise<GuestResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(GUEST, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = '', stderr = '', reported = false
+    let stdout = '',
+      stderr = '',
+      reported = false
     child.stdout.on('data', d => {
       stdout += d
-      if (!reported && stdout.includes('\n')) { reported = true; onReport() }
+      if (!reported && stdout.includes('\n')) {
+        reported = true
+        onReport()
+      }
     })
-    child.stderr.on('data', d => { stderr += d })
+    child.stderr.on('data', d => {
+      stderr += d
+    })
     const timer = setTimeout(() => child.kill('SIGKILL'), 300000)
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       let report: Record<string, any> | undefined
-      try { report = JSON.parse(stdout.trim().split('\n').pop() ?? '') } catch { /* not JSON */ }
+      try {
+        report = JSON.parse(stdout.trim().split('\n').pop() ?? '')
+      } catch {
+        /* not JSON */
+      }
       resolve({ code, signal, stdout, stderr, report })
     })
   })
@@ -63,17 +77,34 @@ function runGuestHeld(args: string[], onReport: () => void): Promise<GuestResult
 
 async function wave(t: Test, server: PageServer, socket: string, raw: string, scale: number, seed0: number, idleRss: number): Promise<Wave> {
   const warmRss = settledRss()
-  let heldRss = NaN, heldAt = 0
+  let heldRss = NaN,
+    heldAt = 0
   let peakRss = warmRss
-  const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssBytes()) }, 50)
+  const sampler = setInterval(() => {
+    peakRss = Math.max(peakRss, rssBytes())
+  }, 50)
   const started = Date.now()
   const plans = Array.from({ length: GUESTS }, (_, i) => {
     const fraction = scale * (0.1 + 0.05 * (i % 5))
     const threads = 1 + (i % 4)
     // Each guest stays connected a while after its workload, so that every session is alive,
     // every fault served, when the wave's memory is sampled.
-    const args = ['--socket', socket, '--mib', String(MIB / 2), '--workload', `random:${fraction.toFixed(3)}`, '--seed', String(seed0 + i),
-      '--threads', String(threads), '--verify', raw, '--hold-ms', String(HOLD_MS)]
+    const args = [
+      '--socket',
+      socket,
+      '--mib',
+      String(MIB / 2),
+      '--workload',
+      `random:${fraction.toFixed(3)}`,
+      '--seed',
+      String(seed0 + i),
+      '--threads',
+      String(threads),
+      '--verify',
+      raw,
+      '--hold-ms',
+      String(HOLD_MS),
+    ]
     if (i % 3 === 0) args.push('--write')
     if (i % 4 === 1) args.push('--handshake', 'firecracker')
     if (i % 2 === 1) args.push('--offset', String((MIB / 2) * MB)) // the image's second half
@@ -81,9 +112,16 @@ async function wave(t: Test, server: PageServer, socket: string, raw: string, sc
   })
   // Sampled once every guest has printed its result (all its faults served) and none has left.
   let allServed = 0
-  const results = await Promise.all(plans.map(p => runGuestHeld(p.args, () => {
-    if (++allServed === GUESTS) { heldRss = settledRss(); heldAt = Date.now() }
-  })))
+  const results = await Promise.all(
+    plans.map(p =>
+      runGuestHeld(p.args, () => {
+        if (++allServed === GUESTS) {
+          heldRss = settledRss()
+          heldAt = Date.now()
+        }
+      }),
+    ),
+  )
   const ms = Date.now() - started
   t.ok(await waitFor(() => server.active.size === 0 && server.ended.length >= GUESTS, 30000), 'every session ended')
   clearInterval(sampler)
@@ -111,7 +149,10 @@ t.test(`${GUESTS} guests at once, twice: all verified, memory bounded`, async t 
   const dir = scratchDir(t)
   const img = await makeImage(dir, MIB, 12)
   const waves: Wave[] = []
-  for (const [n, scale] of [[1, 1], [2, 2]] as const) {
+  for (const [n, scale] of [
+    [1, 1],
+    [2, 2],
+  ] as const) {
     // A fresh server each wave, with a worker ready for every guest (a worker per guest is the
     // design; starting 16 at once while guests wait would only measure worker start-up), and
     // none started while they run (singleGuest: no refill once one accepts), so the memory
@@ -136,7 +177,10 @@ t.test(`${GUESTS} guests at once, twice: all verified, memory bounded`, async t 
   const ended = waves.flatMap(w => w.sessions)
   for (const s of ended) {
     const retained = s.retainedBytes
-    if (retained === undefined) { t.fail(`session ${s.id}: no retained-bytes figure (gc not exposed to the workers?)`); continue }
+    if (retained === undefined) {
+      t.fail(`session ${s.id}: no retained-bytes figure (gc not exposed to the workers?)`)
+      continue
+    }
     const allowed = 64 * 1024 + 16 * (s.stats?.faults ?? 0)
     if (retained > allowed) t.fail(`session ${s.id}: its worker holds ${retained} bytes more after ${s.stats?.faults} faults (allowed ${allowed})`)
     worst = Math.max(worst, retained / Math.max(1, s.stats?.faults ?? 1))
@@ -147,9 +191,13 @@ t.test(`${GUESTS} guests at once, twice: all verified, memory bounded`, async t 
   // reader's run buffer; twice that, plus 2 MiB for the worker's young generation growing with
   // its allocation rate, bounds it whatever the number of faults.
   const bound = 2 * MAX_RUN_BYTES + 2 * MB
-  t.ok(perSession(w1) <= bound && perSession(w2) <= bound,
-    `serving costs at most ${mib(Math.max(perSession(w1), perSession(w2)))} MiB a session (bound ${mib(bound)} MiB)`)
-  t.comment(`stress: ${GUESTS} guests x 2 waves, every page verified; faults ${w1.faults} then ${w2.faults} in ${w1.ms} / ${w2.ms} ms; ` +
-    `RSS idle ${mib(w1.idleRss)} MiB, +${GUESTS} warm workers ${mib(w1.warmRss)} MiB (${mib(perWorker(w1))} each), ` +
-    `peak ${mib(w1.peakRss)} / ${mib(w2.peakRss)} MiB (+${mib(perSession(w1))} / +${mib(perSession(w2))} MiB a session while serving)`)
+  t.ok(
+    perSession(w1) <= bound && perSession(w2) <= bound,
+    `serving costs at most ${mib(Math.max(perSession(w1), perSession(w2)))} MiB a session (bound ${mib(bound)} MiB)`,
+  )
+  t.comment(
+    `stress: ${GUESTS} guests x 2 waves, every page verified; faults ${w1.faults} then ${w2.faults} in ${w1.ms} / ${w2.ms} ms; ` +
+      `RSS idle ${mib(w1.idleRss)} MiB, +${GUESTS} warm workers ${mib(w1.warmRss)} MiB (${mib(perWorker(w1))} each), ` +
+      `peak ${mib(w1.peakRss)} / ${mib(w2.peakRss)} MiB (+${mib(perSession(w1))} / +${mib(perSession(w2))} MiB a session while serving)`,
+  )
 })

@@ -34,9 +34,20 @@ let caches = 0
 
 /** Runs a snapshot subcommand in-process; returns its status and output. */
 async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = ''
+  let out = '',
+    err = ''
   const code = await snapshotCommand(argv, {
-    stdout: { write: (s: string) => { out += s } }, stderr: { write: (s: string) => { err += s } }, env: process.env,
+    stdout: {
+      write: (s: string) => {
+        out += s
+      },
+    },
+    stderr: {
+      write: (s: string) => {
+        err += s
+      },
+    },
+    env: process.env,
   })
   return { code, out, err }
 }
@@ -55,10 +66,16 @@ function touched(file: string): number[] {
   return out
 }
 
-async function remoteServer(t: any, opts: Partial<PageServerOptions> = {}, remote: PageServerOptions['remote'] = {}): Promise<{ server: PageServer; socket: string; logs: string[] }> {
+async function remoteServer(
+  t: any,
+  opts: Partial<PageServerOptions> = {},
+  remote: PageServerOptions['remote'] = {},
+): Promise<{ server: PageServer; socket: string; logs: string[] }> {
   const socket = join(dir, `s${++caches}.sock`)
   const server = await startServer(t, {
-    snapshotPath: URL, socketPath: socket, ...opts,
+    snapshotPath: URL,
+    socketPath: socket,
+    ...opts,
     remote: { cacheDir: join(dir, `cache${caches}`), cacheSizeBytes: 256 * 2 ** 20, ...remote },
   })
   const logs: string[] = []
@@ -69,7 +86,12 @@ async function remoteServer(t: any, opts: Partial<PageServerOptions> = {}, remot
 t.test('snapshot push uploads (multipart) and info reads only the header and index', async t => {
   const r = await cli(['push', img.snap, URL, '--create-bucket'])
   t.equal(r.code, 0, r.err)
-  t.match(r.out, new RegExp(`^${URL}: ${reader.fileSizeBytes} bytes \\(.*\\) uploaded from ${img.snap} in .* 1 part\\(s\\), etag "[0-9a-f-]+"; created bucket s3://${BUCKET}\\n$`))
+  t.match(
+    r.out,
+    new RegExp(
+      `^${URL}: ${reader.fileSizeBytes} bytes \\(.*\\) uploaded from ${img.snap} in .* 1 part\\(s\\), etag "[0-9a-f-]+"; created bucket s3://${BUCKET}\\n$`,
+    ),
+  )
   const info = await cli(['info', URL, '--json'])
   t.equal(info.code, 0, info.err)
   const j = JSON.parse(info.out)
@@ -166,8 +188,28 @@ t.test('one server, cold cache', async t => {
     for (let c = 0; c < store.layout.chunkCount; c++) if (store.table.state[c] === 2) cached.add(c)
     const before = store.stats.chunksFetched
     const lists = [1, 2].map(i => join(dir, `touched-many-${i}`))
-    const runs = await Promise.all(lists.map((list, i) => runGuest(['--socket', socket, '--mib', String(HALF), '--offset', String(HALF * 2 ** 20),
-      '--workload', 'random:0.3', '--seed', String(10 + i), '--threads', '2', '--verify', img.raw, '--touched-out', list])))
+    const runs = await Promise.all(
+      lists.map((list, i) =>
+        runGuest([
+          '--socket',
+          socket,
+          '--mib',
+          String(HALF),
+          '--offset',
+          String(HALF * 2 ** 20),
+          '--workload',
+          'random:0.3',
+          '--seed',
+          String(10 + i),
+          '--threads',
+          '2',
+          '--verify',
+          img.raw,
+          '--touched-out',
+          list,
+        ]),
+      ),
+    )
     for (const r of runs) {
       t.equal(r.code, 0, r.stderr)
       t.equal(r.report?.mismatches, 0)
@@ -207,7 +249,7 @@ t.test('readahead prefetches chunks ahead of a sequential guest', async t => {
   await server.idle()
   const st = server.ended[0].stats!
   t.ok(st.pagesInstalled[1] > st.pagesInstalled[0], `prefetch installed ${st.pagesInstalled[1]} pages, faults ${st.pagesInstalled[0]}`)
-  t.ok(st.faults < MIB * 256 / 4, `${st.faults} faults for ${MIB * 256} pages`)
+  t.ok(st.faults < (MIB * 256) / 4, `${st.faults} faults for ${MIB * 256} pages`)
   t.equal(server.store!.stats.chunksFetched, chunksOf(Array.from({ length: MIB * 256 }, (_, i) => i)).size)
 })
 
@@ -220,7 +262,7 @@ t.test('a recorded working set (workingset:TRACE) is fetched before the guest as
   await server.idle()
   const st = server.ended[0].stats!
   const pages = touched(join(dir, 'touched-1'))
-  t.equal(server.store!.stats.chunksFetched, chunksOf(pages).size, 'the working set\'s chunks, each once')
+  t.equal(server.store!.stats.chunksFetched, chunksOf(pages).size, "the working set's chunks, each once")
   t.ok(st.pagesInstalled[1] > 0, `${st.pagesInstalled[1]} pages installed ahead of their fault`)
   t.ok(st.faults < pages.length, `${st.faults} faults for ${pages.length} pages touched`)
 })
@@ -230,8 +272,7 @@ t.test('serve CLI: --snapshot s3:// with --cache-dir, --cache-size and --endpoin
   const cache = join(dir, 'cli-cache')
   const proxy = await FaultProxy.start(ceph.endpoint)
   t.teardown(() => proxy.close())
-  const served = serveCommand(['--snapshot', URL, '--socket', socket, '--cache-dir', cache, '--cache-size', '64M',
-    '--endpoint', proxy.url, '--once'])
+  const served = serveCommand(['--snapshot', URL, '--socket', socket, '--cache-dir', cache, '--cache-size', '64M', '--endpoint', proxy.url, '--once'])
   // The guest may connect once the socket exists (the kernel queues it until a worker accepts).
   while (!existsSync(socket)) await new Promise(r => setTimeout(r, 20))
   const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'random:0.1', '--verify', img.raw])
@@ -239,7 +280,10 @@ t.test('serve CLI: --snapshot s3:// with --cache-dir, --cache-size and --endpoin
   t.equal(r.report?.mismatches, 0)
   t.equal(await served, 0)
   t.ok(proxy.requests.length > 1, `--endpoint used: ${proxy.requests.length} requests went through it`)
-  t.ok(proxy.requests.every(q => q.path.startsWith(`/${BUCKET}/guests/mem.snap`)), 'path-style addressing')
+  t.ok(
+    proxy.requests.every(q => q.path.startsWith(`/${BUCKET}/guests/mem.snap`)),
+    'path-style addressing',
+  )
 })
 
 t.test('failures', async t => {
@@ -247,23 +291,38 @@ t.test('failures', async t => {
     let decide: (dataGet: number) => ProxyAction = () => 'pass'
     let dataGets = 0
     const dataOffset = reader.header.dataOffset
-    const proxy = await FaultProxy.start(ceph.endpoint, req => Number(/^bytes=(\d+)-/.exec(req.range ?? '')?.[1] ?? 0) >= dataOffset ? decide(dataGets++) : 'pass')
+    const proxy = await FaultProxy.start(ceph.endpoint, req =>
+      Number(/^bytes=(\d+)-/.exec(req.range ?? '')?.[1] ?? 0) >= dataOffset ? decide(dataGets++) : 'pass',
+    )
     t.teardown(() => proxy.close())
-    const { server, socket, logs } = await remoteServer(t, { warmWorkers: 2 }, { endpoint: proxy.url, retry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20, attemptTimeoutMs: 5000 } })
+    const { server, socket, logs } = await remoteServer(
+      t,
+      { warmWorkers: 2 },
+      { endpoint: proxy.url, retry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20, attemptTimeoutMs: 5000 } },
+    )
     const store = server.store!
     /** Each case touches one chunk nobody touched before: its first GET meets the fault. */
     let nextChunk = 0
     const oneChunk = () => ['--socket', socket, '--mib', String(MIB), '--workload', pagesWorkload([storedPageOfChunk[nextChunk++]]), '--verify', img.raw]
-    const inject = (actions: ProxyAction[]) => { const base = dataGets; decide = n => actions[n - base] ?? 'pass' }
+    const inject = (actions: ProxyAction[]) => {
+      const base = dataGets
+      decide = n => actions[n - base] ?? 'pass'
+    }
 
     t.test('throttling (503 SlowDown) and server errors are retried with backoff', async t => {
       const before = store.stats.retries
-      inject([{ status: 503, code: 'SlowDown' }, { status: 500, code: 'InternalError' }])
+      inject([
+        { status: 503, code: 'SlowDown' },
+        { status: 500, code: 'InternalError' },
+      ])
       const r = await runGuest(oneChunk())
       t.equal(r.code, 0, r.stderr)
       t.equal(r.report?.mismatches, 0)
       t.equal(store.stats.retries - before, 2)
-      t.same(proxy.requests.filter(q => q.action !== 'pass').map(q => q.action), ['503 SlowDown', '500 InternalError'])
+      t.same(
+        proxy.requests.filter(q => q.action !== 'pass').map(q => q.action),
+        ['503 SlowDown', '500 InternalError'],
+      )
     })
 
     t.test('a slow GET holds up only the faults that need its chunk', async t => {
@@ -271,15 +330,20 @@ t.test('failures', async t => {
       const warm = await runGuest(cachedArgs)
       t.equal(warm.code, 0, warm.stderr)
       let release!: () => void
-      const held = new Promise<void>(r => { release = r })
+      const held = new Promise<void>(r => {
+        release = r
+      })
       decide = () => ({ hold: held })
       let waitingDone = false
-      const waiting = runGuest(oneChunk()).then(r => { waitingDone = true; return r })
+      const waiting = runGuest(oneChunk()).then(r => {
+        waitingDone = true
+        return r
+      })
       while (!proxy.requests.some(q => q.action === 'hold')) await new Promise(r => setTimeout(r, 20))
       const other = await runGuest(cachedArgs)
       t.equal(other.code, 0, other.stderr)
       t.equal(other.report?.mismatches, 0)
-      t.equal(waitingDone, false, 'served while the other guest\'s GET is still held')
+      t.equal(waitingDone, false, "served while the other guest's GET is still held")
       decide = () => 'pass'
       release()
       const r = await waiting
@@ -308,7 +372,10 @@ t.test('failures', async t => {
       t.match(r.stderr, new RegExp(`^guest: SIGBUS at page ${page}: the page server poisoned it`), 'at the page the store could not deliver')
       await server.idle()
       const end = server.ended[server.ended.length - 1].stats!.endReason
-      t.match(end, new RegExp(`^object store error: ${URL}: GET bytes=\\d+-\\d+: server error \\(InternalError, HTTP 500\\) \\(gave up after 4 attempts in \\d+ ms\\)$`))
+      t.match(
+        end,
+        new RegExp(`^object store error: ${URL}: GET bytes=\\d+-\\d+: server error \\(InternalError, HTTP 500\\) \\(gave up after 4 attempts in \\d+ ms\\)$`),
+      )
       t.match(logs.join('\n'), new RegExp(`session \\d+: cannot serve pages \\d+\\.\\.\\d+: ${URL}: GET`), 'one log line naming bucket and key')
     })
 
@@ -331,12 +398,30 @@ t.test('failures', async t => {
   })
 
   t.test('a missing object or wrong keys stop the server from starting, with the reason', async t => {
-    await t.rejects(startServer(t, { snapshotPath: `s3://${BUCKET}/nope.snap`, socketPath: join(dir, 'x.sock'), remote: { cacheDir: join(dir, 'x'), cacheSizeBytes: 2 ** 30 } }),
-      new RegExp(`^s3://${BUCKET}/nope.snap: GET bytes=0-65535: no such object \\(NoSuchKey, HTTP 404\\)$`))
-    await t.rejects(startServer(t, { snapshotPath: URL, socketPath: join(dir, 'y.sock'), remote: { cacheDir: join(dir, 'y'), cacheSizeBytes: 2 ** 30, env: { ...process.env, AWS_SECRET_ACCESS_KEY: 'wrong' } } }),
-      new RegExp(`^${URL}: GET bytes=0-65535: wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \\(SignatureDoesNotMatch, HTTP 403\\)$`))
-    await t.rejects(startServer(t, { snapshotPath: URL, socketPath: join(dir, 'z.sock'), remote: { cacheDir: join(dir, 'z'), cacheSizeBytes: 2 ** 30, env: { ...process.env, AWS_ACCESS_KEY_ID: 'NOBODY' } } }),
-      /InvalidAccessKeyId, HTTP 403/)
+    await t.rejects(
+      startServer(t, {
+        snapshotPath: `s3://${BUCKET}/nope.snap`,
+        socketPath: join(dir, 'x.sock'),
+        remote: { cacheDir: join(dir, 'x'), cacheSizeBytes: 2 ** 30 },
+      }),
+      new RegExp(`^s3://${BUCKET}/nope.snap: GET bytes=0-65535: no such object \\(NoSuchKey, HTTP 404\\)$`),
+    )
+    await t.rejects(
+      startServer(t, {
+        snapshotPath: URL,
+        socketPath: join(dir, 'y.sock'),
+        remote: { cacheDir: join(dir, 'y'), cacheSizeBytes: 2 ** 30, env: { ...process.env, AWS_SECRET_ACCESS_KEY: 'wrong' } },
+      }),
+      new RegExp(`^${URL}: GET bytes=0-65535: wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \\(SignatureDoesNotMatch, HTTP 403\\)$`),
+    )
+    await t.rejects(
+      startServer(t, {
+        snapshotPath: URL,
+        socketPath: join(dir, 'z.sock'),
+        remote: { cacheDir: join(dir, 'z'), cacheSizeBytes: 2 ** 30, env: { ...process.env, AWS_ACCESS_KEY_ID: 'NOBODY' } },
+      }),
+      /InvalidAccessKeyId, HTTP 403/,
+    )
   })
 
   t.test('corrupt data in the store, then the object deleted', async t => {
@@ -353,14 +438,21 @@ t.test('failures', async t => {
     t.equal((await cli(['push', bad, `s3://${BUCKET}/${key}`])).code, 0)
     const socket = join(dir, 'corrupt.sock')
     const server = await startServer(t, {
-      snapshotPath: `s3://${BUCKET}/${key}`, socketPath: socket,
-      remote: { cacheDir: join(dir, 'corrupt-cache'), cacheSizeBytes: 64 * 2 ** 20, retry: { attempts: 3, baseDelayMs: 5, maxDelayMs: 20, attemptTimeoutMs: 5000 } },
+      snapshotPath: `s3://${BUCKET}/${key}`,
+      socketPath: socket,
+      remote: {
+        cacheDir: join(dir, 'corrupt-cache'),
+        cacheSizeBytes: 64 * 2 ** 20,
+        retry: { attempts: 3, baseDelayMs: 5, maxDelayMs: 20, attemptTimeoutMs: 5000 },
+      },
     })
     const guest = (pages: number[]) => runGuest(['--socket', socket, '--mib', String(MIB), '--workload', pagesWorkload(pages), '--verify', img.raw])
 
     t.test('a page that fails its checksum is never served: poisoned, and named', async t => {
       // No watchdog: only the poisoned page's SIGBUS can stop the guest (see above).
-      const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', pagesWorkload([page]), '--verify', img.raw, '--no-watchdog'], { timeoutMs: 30000 })
+      const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', pagesWorkload([page]), '--verify', img.raw, '--no-watchdog'], {
+        timeoutMs: 30000,
+      })
       t.equal(r.signal, null, 'it did not hang')
       t.equal(r.code, 4, 'exit 4: SIGBUS on a poisoned page')
       t.equal(r.report, undefined, 'it never got to check (and report) memory')
@@ -380,7 +472,10 @@ t.test('failures', async t => {
       t.not(r.code, 0)
       t.equal(r.report, undefined)
       await server.idle()
-      t.match(server.ended[1].stats!.endReason, new RegExp(`^object store error: s3://${BUCKET}/${key}: GET bytes=\\d+-\\d+: no such object \\(NoSuchKey, HTTP 404\\)$`))
+      t.match(
+        server.ended[1].stats!.endReason,
+        new RegExp(`^object store error: s3://${BUCKET}/${key}: GET bytes=\\d+-\\d+: no such object \\(NoSuchKey, HTTP 404\\)$`),
+      )
       t.equal(server.store!.stats.retries, retries, 'a missing object is not retried')
     })
   })

@@ -16,9 +16,25 @@ t.test('cache-mapped, hot and learned resumes serve the image and do what they s
   const dir = scratchDir(t, 'fl-cache-modes-')
   const image = await ensureImage(dir, MIB, 5)
   const opts: SweepOptions = {
-    sizesMiB: [MIB], workloads: [], modes: [], caches: ['warm'], repeat: 1, imageDir: dir, cold: 'fadvise', verify: true, seed: 5,
+    sizesMiB: [MIB],
+    workloads: [],
+    modes: [],
+    caches: ['warm'],
+    repeat: 1,
+    imageDir: dir,
+    cold: 'fadvise',
+    verify: true,
+    seed: 5,
   }
-  const ctx: RunContext = { image, sizeMiB: MIB, workload: { pattern: 'random', fraction: 0.25 }, cache: 'warm', round: 0, socketPath: join(dir, 'b.sock'), opts }
+  const ctx: RunContext = {
+    image,
+    sizeMiB: MIB,
+    workload: { pattern: 'random', fraction: 0.25 },
+    cache: 'warm',
+    round: 0,
+    socketPath: join(dir, 'b.sock'),
+    opts,
+  }
   const check = (r: RunRecord, what: string) => {
     t.equal(r.mismatches, 0, `${what}: no page differs`)
     t.equal(r.verifiedPages, TOUCHED, `${what}: every touched page verified`)
@@ -27,7 +43,7 @@ t.test('cache-mapped, hot and learned resumes serve the image and do what they s
   const warmCache = await runOnce('faultline-cache:ondemand', ctx)
   check(warmCache, 'faultline-cache warm')
   t.equal(warmCache.map, 'cache', 'the guest mapped the decoded cache')
-  t.equal(warmCache.decodedCacheBytes, 0, 'warm: the server\'s decoded cache started empty')
+  t.equal(warmCache.decodedCacheBytes, 0, "warm: the server's decoded cache started empty")
   t.ok(warmCache.faults < TOUCHED, `warm: ${warmCache.faults} of ${TOUCHED} touches reached the server (the rest hit filled folios)`)
 
   const hotCache = await runOnce('faultline-cache:ondemand', { ...ctx, cache: 'hot' })

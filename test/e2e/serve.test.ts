@@ -20,16 +20,32 @@ t.test('guests resume from a snapshot with their memory verified', async t => {
   })
 
   t.test('Firecracker handshake at an offset, 4 threads, writes', async t => {
-    const r = await runGuest(['--socket', socket, '--mib', '16', '--offset', String(32 * 2 ** 20), '--handshake', 'firecracker',
-      '--threads', '4', '--write', '--workload', 'sequential', '--verify', img.raw])
+    const r = await runGuest([
+      '--socket',
+      socket,
+      '--mib',
+      '16',
+      '--offset',
+      String(32 * 2 ** 20),
+      '--handshake',
+      'firecracker',
+      '--threads',
+      '4',
+      '--write',
+      '--workload',
+      'sequential',
+      '--verify',
+      img.raw,
+    ])
     t.equal(r.code, 0, r.stderr)
     t.equal(r.report?.verified_pages, 4096)
     t.equal(r.report?.mismatches, 0)
   })
 
   t.test('several guests at once', async t => {
-    const runs = await Promise.all([1, 2, 3, 4].map(seed =>
-      runGuest(['--socket', socket, '--mib', '64', '--workload', 'random:0.1', '--seed', String(seed), '--verify', img.raw])))
+    const runs = await Promise.all(
+      [1, 2, 3, 4].map(seed => runGuest(['--socket', socket, '--mib', '64', '--workload', 'random:0.1', '--seed', String(seed), '--verify', img.raw])),
+    )
     for (const r of runs) {
       t.equal(r.code, 0, r.stderr)
       t.equal(r.report?.mismatches, 0)

@@ -26,7 +26,8 @@ const MIB = 32
 const TOLERANCE = 0.02
 
 async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '', stderr = ''
+  let stdout = '',
+    stderr = ''
   const code = await traceCommand(argv, { stdout: { write: s => (stdout += s) }, stderr: { write: s => (stderr += s) } })
   return { code, stdout, stderr }
 }
@@ -55,8 +56,17 @@ const half = join(dir, 'half.fltrace')
 {
   const recorded = readTrace(trace)
   const keep = Math.floor(recorded.length / 2)
-  const rec = new TraceRecorder({ path: half, pageSize: 4096, snapshotPages: recorded.header.snapshotPages, sessionId: 1, pid: 1, policy: 'ondemand', regions: recorded.header.regions })
-  for (let i = 0; i < keep; i++) rec.record(recorded.timeNs[i], recorded.page[i], recorded.count[i], recorded.cause[i] as 0, recorded.flags[i], recorded.threadId[i], recorded.latencyNs[i])
+  const rec = new TraceRecorder({
+    path: half,
+    pageSize: 4096,
+    snapshotPages: recorded.header.snapshotPages,
+    sessionId: 1,
+    pid: 1,
+    policy: 'ondemand',
+    regions: recorded.header.regions,
+  })
+  for (let i = 0; i < keep; i++)
+    rec.record(recorded.timeNs[i], recorded.page[i], recorded.count[i], recorded.cause[i] as 0, recorded.flags[i], recorded.threadId[i], recorded.latencyNs[i])
   rec.close()
 }
 
@@ -70,7 +80,16 @@ const region = recorded.header.regions[0]
 async function startSetOf(spec: string): Promise<Set<number>> {
   const policy = await createPolicy(spec)
   const plan = new RunList(64)
-  policy.onStart!({ pageSize: 4096, pageCount: recorded.header.snapshotPages, ranges: [{ firstPage: region.firstPage, pageCount: region.pageCount }], isResident: () => false, kindOf: () => 1 }, plan)
+  policy.onStart!(
+    {
+      pageSize: 4096,
+      pageCount: recorded.header.snapshotPages,
+      ranges: [{ firstPage: region.firstPage, pageCount: region.pageCount }],
+      isResident: () => false,
+      kindOf: () => 1,
+    },
+    plan,
+  )
   const set = new Set<number>()
   for (let r = 0; r < plan.length; r++) {
     for (let p = plan.first[r]; p < plan.first[r] + plan.count[r]; p++) if (p >= region.firstPage && p < region.firstPage + region.pageCount) set.add(p)
@@ -80,7 +99,11 @@ async function startSetOf(spec: string): Promise<Set<number>> {
 
 /** How many times the replay's session installed each page, its faults' pages, and its
  * start set: pages, installs, when the first and last went in, their install time. */
-function installsOf(t: Trace): { times: Map<number, number>; faultPages: number[]; startSet: { pages: number; installs: number; fromMs: number; toMs: number; installMs: number } } {
+function installsOf(t: Trace): {
+  times: Map<number, number>
+  faultPages: number[]
+  startSet: { pages: number; installs: number; fromMs: number; toMs: number; installMs: number }
+} {
   const times = new Map<number, number>()
   const faultPages: number[] = []
   const startSet = { pages: 0, installs: 0, fromMs: Infinity, toMs: 0, installMs: 0 }
@@ -103,7 +126,22 @@ t.test('simulated faults and pages installed agree with real replays within 2%; 
   // change them (any valid one does), for start sets it sets the race with the guest: the one
   // measured on this machine.
   const costs = join(dir, 'costs.json')
-  writeFileSync(costs, JSON.stringify({ model: { faultNs: 1, installNs: 1, copyPageNs: 1, zeroInstallNs: 1, zeroPageNs: 1, readNs: 1, decodePageNs: 1, byteNs: { warm: 0, cold: 0, remote: 0 }, remoteChunkNs: null } }))
+  writeFileSync(
+    costs,
+    JSON.stringify({
+      model: {
+        faultNs: 1,
+        installNs: 1,
+        copyPageNs: 1,
+        zeroInstallNs: 1,
+        zeroPageNs: 1,
+        readNs: 1,
+        decodePageNs: 1,
+        byteNs: { warm: 0, cold: 0, remote: 0 },
+        remoteChunkNs: null,
+      },
+    }),
+  )
   const sim = await simulateTraces([trace], DETERMINISTIC, { pageMap: readPageMap(img.snap), storage: 'warm', costs })
   const simStart = await simulateTraces([trace], START_SET, { pageMap: readPageMap(img.snap), storage: 'warm', costs: DEFAULT_COST_MODEL })
   const close = (a: number, b: number) => Math.abs(a - b) <= TOLERANCE * Math.max(a, b)
@@ -139,9 +177,11 @@ t.test('simulated faults and pages installed agree with real replays within 2%; 
     t.ok(onSet <= batches, `${policy}: ${onSet} faults on pages of the set, at most one per batch (${batches})`)
     const ss = got.startSet
     t.ok(ss.pages > 0, `${policy}: ${ss.pages} pages went in from the start set after the ack`)
-    t.comment(`${s.policy}: faults ${s.faults} simulated / ${faults} real (${onSet} on the set); pages installed ${s.pagesInstalled} / ${installed}; ` +
-      `from the start set ${s.pagesStartSet} / ${ss.pages}; simulated waits on pages going in ${s.startSetWaits}; ` +
-      `start set simulated ${s.estimate.startSetMs.toFixed(1)} ms of installs, real ${ss.installs} installs from ${ss.fromMs.toFixed(1)} to ${ss.toMs.toFixed(1)} ms, ${ss.installMs.toFixed(1)} ms in them`)
+    t.comment(
+      `${s.policy}: faults ${s.faults} simulated / ${faults} real (${onSet} on the set); pages installed ${s.pagesInstalled} / ${installed}; ` +
+        `from the start set ${s.pagesStartSet} / ${ss.pages}; simulated waits on pages going in ${s.startSetWaits}; ` +
+        `start set simulated ${s.estimate.startSetMs.toFixed(1)} ms of installs, real ${ss.installs} installs from ${ss.fromMs.toFixed(1)} to ${ss.toMs.toFixed(1)} ms, ${ss.installMs.toFixed(1)} ms in them`,
+    )
   }
   // Not trivially equal: the policies differ from each other.
   t.ok(new Set(sim.policies.map(p => p.faults)).size >= 5, `faults per policy: ${sim.policies.map(p => p.faults).join(', ')}`)

@@ -12,7 +12,8 @@ import { firstTouchOrder, readTrace } from '../../src/trace/reader.js'
 import { makeImage, ROOT, runGuest, scratchDir, startServer } from './harness.js'
 
 async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '', stderr = ''
+  let stdout = '',
+    stderr = ''
   const code = await traceCommand(argv, { stdout: { write: s => (stdout += s) }, stderr: { write: s => (stderr += s) } })
   return { code, stdout, stderr }
 }
@@ -39,8 +40,23 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
   const server = await startServer(t, { snapshotPath: img.snap, socketPath: socket, tracePath: trace, warmWorkers: 3, singleGuest: true })
   const touchedFile = join(dir, 'touched.bin')
 
-  const g1 = await runGuest(['--socket', socket, '--mib', '16', '--workload', 'random:0.25', '--seed', '2', '--threads', '4', '--write',
-    '--touched-out', touchedFile, '--verify', img.raw])
+  const g1 = await runGuest([
+    '--socket',
+    socket,
+    '--mib',
+    '16',
+    '--workload',
+    'random:0.25',
+    '--seed',
+    '2',
+    '--threads',
+    '4',
+    '--write',
+    '--touched-out',
+    touchedFile,
+    '--verify',
+    img.raw,
+  ])
   t.equal(g1.code, 0, g1.stderr)
   t.equal(g1.report?.mismatches, 0)
   const g2 = await runGuest(['--socket', socket, '--mib', '8', '--offset', String(4 * 2 ** 20), '--workload', 'sequential', '--verify', img.raw])
@@ -56,7 +72,8 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
     t.equal(tr.length, st.faults, 'ondemand: one record per fault')
     const threads = new Set<number>()
     const pages = new Set<number>()
-    let writes = 0, notFaults = 0
+    let writes = 0,
+      notFaults = 0
     for (let i = 0; i < tr.length; i++) {
       if (tr.cause[i] !== InstallCause.Fault) notFaults++
       threads.add(tr.threadId[i])
@@ -74,8 +91,10 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
     t.equal(s.threads, 4)
     t.same(s.pagesByCause, { fault: 1024, prefetch: 0, background: 0 })
     // The server's histogram reports a bucket's upper bound (within 12.5%) of the exact value.
-    t.ok(s.latency.p50Ns <= st.latency.p50Ns && s.latency.p50Ns >= st.latency.p50Ns / 1.13,
-      `trace p50 ${s.latency.p50Ns} ns vs server histogram ${st.latency.p50Ns} ns`)
+    t.ok(
+      s.latency.p50Ns <= st.latency.p50Ns && s.latency.p50Ns >= st.latency.p50Ns / 1.13,
+      `trace p50 ${s.latency.p50Ns} ns vs server histogram ${st.latency.p50Ns} ns`,
+    )
     t.equal(s.latency.maxNs, st.latency.maxNs)
   })
 
@@ -84,7 +103,10 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
     const tr = readTrace(`${trace}.2`)
     t.equal(tr.header.sessionId, 2)
     t.match(tr.header.regions, [{ firstPage: 1024, pageCount: 2048 }])
-    t.same(firstTouchOrder(tr), Array.from({ length: 2048 }, (_, i) => 1024 + i))
+    t.same(
+      firstTouchOrder(tr),
+      Array.from({ length: 2048 }, (_, i) => 1024 + i),
+    )
   })
 
   t.test('stats, export and plot from the command line', async t => {
@@ -117,7 +139,7 @@ t.test('record, inspect, replay, and feed workingset:', async t => {
     t.same(firstTouchOrder(readTrace(`${trace}.3`)), firstTouchOrder(readTrace(trace)), 'the replay faults in the same order')
   })
 
-  t.test('the loop: the recorded trace as the next run\'s working set', async t => {
+  t.test("the loop: the recorded trace as the next run's working set", async t => {
     const next = join(dir, 'next.fltrace')
     const r = await run(['replay', trace, '--snapshot', img.snap, '--policy', `workingset:${trace}`, '--trace', next, '--verify', img.raw])
     t.equal(r.code, 0, r.stderr)
@@ -151,11 +173,12 @@ t.test('the committed sample trace is the working set of the workload it was rec
 t.test('an unwritable --trace is refused when the server starts', async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, 1)
-  await t.rejects(PageServer.start({ snapshotPath: img.snap, socketPath: join(dir, 's.sock'), tracePath: join(dir, 'no/such/dir/t.fltrace') }),
-    { message: /--trace .*no\/such\/dir\/t\.fltrace: cannot write in .*: no such file or directory/ })
+  await t.rejects(PageServer.start({ snapshotPath: img.snap, socketPath: join(dir, 's.sock'), tracePath: join(dir, 'no/such/dir/t.fltrace') }), {
+    message: /--trace .*no\/such\/dir\/t\.fltrace: cannot write in .*: no such file or directory/,
+  })
 })
 
-t.test('a later session\'s trace path (FILE.N) that is the snapshot is refused, the snapshot untouched', async t => {
+t.test("a later session's trace path (FILE.N) that is the snapshot is refused, the snapshot untouched", async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, 1)
   // The snapshot lives at what session 2's trace would be called.
@@ -169,7 +192,10 @@ t.test('a later session\'s trace path (FILE.N) that is the snapshot is refused, 
   t.equal(first.code, 0, first.stderr)
   const second = await runGuest(['--socket', socket, '--mib', '1', '--workload', 'random:0.5', '--verify', img.raw])
   t.equal(second.code, 2, 'session 2 is refused')
-  t.equal(second.stderr, `guest: server refused: --trace ${snap}: is the same file as the snapshot ${snap}; refusing to overwrite an input (choose another output path)\n`)
+  t.equal(
+    second.stderr,
+    `guest: server refused: --trace ${snap}: is the same file as the snapshot ${snap}; refusing to overwrite an input (choose another output path)\n`,
+  )
   t.ok(readFileSync(snap).equals(before), 'the snapshot is untouched')
   const third = await runGuest(['--socket', socket, '--mib', '1', '--workload', 'random:0.5', '--verify', img.raw])
   t.equal(third.code, 0, `and session 3 is served, traced to ${trace}.3: ${third.stderr}`)

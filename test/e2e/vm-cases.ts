@@ -26,11 +26,11 @@ const WORKLOAD_MIB = 32
 const PAGE = 4096
 
 const work = scratchDir(t, 'fl-vm-')
-const image = await ensureGuestImage(DEFAULT_IMAGE_DIR, (line) => t.comment(line))
+const image = await ensureGuestImage(DEFAULT_IMAGE_DIR, line => t.comment(line))
 const vm = await snapshotTestGuest({ dir: join(work, 'vm'), image, ramMiB: RAM_MIB, workloadMiB: WORKLOAD_MIB, eager: false, keepRaw: true })
 const expected = vm.guest.checksum.hex
 
-t.test('the snapshot holds the guest as it was', async (t) => {
+t.test('the snapshot holds the guest as it was', async t => {
   t.equal(vm.guest.checksum.pages, (WORKLOAD_MIB << 20) / PAGE, 'the workload checksummed all its pages')
   t.equal(readFileSync(vm.path('ram')).length, RAM_MIB << 20, 'raw RAM is the guest RAM size')
   t.ok(vm.guest.stateBytes > 0 && vm.guest.stateBytes < 4 << 20, `device state without RAM is small (${vm.guest.stateBytes} bytes)`)
@@ -38,7 +38,7 @@ t.test('the snapshot holds the guest as it was', async (t) => {
 })
 
 for (const map of ['anonymous', 'cache'] as const) {
-  t.test(`faultline (readahead:15, ${map} RAM) resumes it with its memory intact`, async (t) => {
+  t.test(`faultline (readahead:15, ${map} RAM) resumes it with its memory intact`, async t => {
     const trace = join(work, `resume-${map}.trace`)
     // The shim asks for the decoded cache unless FAULTLINE_MAP says otherwise; QEMU inherits it.
     const before = process.env.FAULTLINE_MAP
@@ -63,7 +63,10 @@ for (const map of ['anonymous', 'cache'] as const) {
       t.ok(s.faults > 0 && s.pagesInstalled[1] > 0, `faults ${s.faults}, prefetched ${s.pagesInstalled[1]}`)
     } else {
       // The cache started empty: what QEMU read came through faults that filled its folios.
-      t.ok(s.faults > 0 && s.cache.foliosRequested > 0, `faults ${s.faults}, folios asked for ${s.cache.foliosRequested}, pages served privately ${s.cache.privatePages}`)
+      t.ok(
+        s.faults > 0 && s.cache.foliosRequested > 0,
+        `faults ${s.faults}, folios asked for ${s.cache.foliosRequested}, pages served privately ${s.cache.privatePages}`,
+      )
     }
     const tr = readTrace(trace)
     let traced = 0
@@ -73,12 +76,12 @@ for (const map of ['anonymous', 'cache'] as const) {
   })
 }
 
-t.test('faultline maps its decoded cache over QEMU\'s RAM; with --learn a second resume prefetches what the first used', async (t) => {
+t.test("faultline maps its decoded cache over QEMU's RAM; with --learn a second resume prefetches what the first used", async t => {
   const learn = join(work, 'learn')
   mkdirSync(learn)
   const first = await resumeVmDir(vm, { mode: 'faultline', learnDir: learn })
   t.equal(first.match, true, 'first resume: checksum intact')
-  t.equal(first.session!.map, 'cache', 'the shim mapped the server\'s decoded cache over QEMU\'s RAM (the default)')
+  t.equal(first.session!.map, 'cache', "the shim mapped the server's decoded cache over QEMU's RAM (the default)")
   t.equal(first.policy, 'ondemand', 'nothing learned yet: ondemand')
   t.equal(first.learnedSet, undefined)
   t.match(formatReport(vm, first), /guest RAM: the server's decoded cache mapped over it by the shim/, 'and vm resume says so')
@@ -86,25 +89,28 @@ t.test('faultline maps its decoded cache over QEMU\'s RAM; with --learn a second
   t.equal(second.match, true, 'second resume: checksum intact')
   t.match(second.policy, /^learned:/, `the second resume prefetched the learned set (${second.policy})`)
   t.match(formatReport(vm, second), /--learn: prefetched the set learned for this snapshot/)
-  const f1 = first.session!.faults, f2 = second.session!.faults
-  t.comment(`faults: ${f1} first, ${f2} with the learned set; workload ${first.timings.workloadMs.toFixed(0)} ms, then ${second.timings.workloadMs.toFixed(0)} ms`)
+  const f1 = first.session!.faults,
+    f2 = second.session!.faults
+  t.comment(
+    `faults: ${f1} first, ${f2} with the learned set; workload ${first.timings.workloadMs.toFixed(0)} ms, then ${second.timings.workloadMs.toFixed(0)} ms`,
+  )
   t.ok(f2 < f1, `fewer faults reach the server with the learned set (${f2} < ${f1})`)
 })
 
-t.test('mmap (the seed) resumes it with its memory intact', async (t) => {
+t.test('mmap (the seed) resumes it with its memory intact', async t => {
   const r = await resumeVmDir(vm, { mode: 'mmap' })
   t.equal(r.checksum, expected)
   t.equal(r.match, true)
   t.equal(r.session, undefined)
 })
 
-t.test('eager resumes it, writing QEMU\'s stream with RAM first', async (t) => {
+t.test("eager resumes it, writing QEMU's stream with RAM first", async t => {
   const r = await resumeVmDir(vm, { mode: 'eager' })
   t.equal(r.checksum, expected)
   t.ok(vm.has('eagerState') && vm.guest.eagerStateBytes! > vm.guest.stateBytes, 'the stream with RAM was written and recorded')
 })
 
-t.test('a VM of your own: snapshot over its QMP socket, resume from your command line', async (t) => {
+t.test('a VM of your own: snapshot over its QMP socket, resume from your command line', async t => {
   // "Your" VM: the test guest restored with its RAM in a shared file (what --qmp needs) and a
   // second QMP socket standing for yours, running. No second boot needed.
   const ext = join(work, 'ext')
@@ -112,7 +118,12 @@ t.test('a VM of your own: snapshot over its QMP socket, resume from your command
   copyFileSync(vm.path('ram'), join(ext, 'ram.img'))
   const userQmp = join(ext, 'user-qmp.sock')
   const base = { name: 'user-vm', image: vm.image, ramMiB: RAM_MIB, workloadMiB: WORKLOAD_MIB }
-  const src = await QemuVm.launch({ ...base, ram: { kind: 'file', path: join(ext, 'ram.img'), share: true }, incoming: true, extraArgs: ['-qmp', `unix:${userQmp},server=on,wait=off`] })
+  const src = await QemuVm.launch({
+    ...base,
+    ram: { kind: 'file', path: join(ext, 'ram.img'), share: true },
+    incoming: true,
+    extraArgs: ['-qmp', `unix:${userQmp},server=on,wait=off`],
+  })
   t.teardown(() => src.kill())
   await setMigrationCapabilities(src, { ignoreShared: true })
   await migrateFromFile(src, vm.path('state'), 60_000)
@@ -135,11 +146,12 @@ t.test('a VM of your own: snapshot over its QMP socket, resume from your command
   const end = await r.finished
   t.equal(end.code, 0, 'QEMU exited when the guest powered off')
   const s = end.session!
-  if (s.map === 'cache') t.ok(s.faults > 0 && s.cache.foliosRequested > 0, `its RAM came from the page server's decoded cache (${s.cache.foliosRequested} folios asked for)`)
+  if (s.map === 'cache')
+    t.ok(s.faults > 0 && s.cache.foliosRequested > 0, `its RAM came from the page server's decoded cache (${s.cache.foliosRequested} folios asked for)`)
   else t.ok(s.pagesInstalled[0] + s.pagesInstalled[1] >= vm.guest.checksum.pages, 'its RAM came from the page server')
 })
 
-t.test('a corrupted RAM image gives another checksum (the check can fail)', async (t) => {
+t.test('a corrupted RAM image gives another checksum (the check can fail)', async t => {
   // Corrupt the workload's text pages only (pages of words and spaces: nothing else in the
   // guest looks like that), so the kernel stays intact and the guest must answer.
   const raw = readFileSync(vm.path('ram'))
@@ -152,7 +164,11 @@ t.test('a corrupted RAM image gives another checksum (the check can fail)', asyn
     }
     if (text < PAGE - 16) continue
     for (let i = off + PAGE / 2; i < off + PAGE; i++) {
-      if (raw[i] >= 0x61 && raw[i] <= 0x7a) { raw[i] -= 0x20; corrupted++; break }
+      if (raw[i] >= 0x61 && raw[i] <= 0x7a) {
+        raw[i] -= 0x20
+        corrupted++
+        break
+      }
     }
   }
   t.ok(corrupted > vm.guest.checksum.pages / 4, `corrupted ${corrupted} text pages`)
@@ -164,8 +180,10 @@ t.test('a corrupted RAM image gives another checksum (the check can fail)', asyn
   t.not(r.checksum, expected, `guest printed ${r.checksum}, recorded ${expected}`)
 })
 
-t.test('a snapshot smaller than guest RAM is refused and QEMU stops', async (t) => {
+t.test('a snapshot smaller than guest RAM is refused and QEMU stops', async t => {
   const small = await makeImage(work, 16, 3, 'small')
-  await t.rejects(resumeVmDir(vm, { mode: 'faultline', snapshotPath: small.snap, timeoutMs: 60_000 }),
-    /server refused: region 0: offset 0 \+ size 134217728 is past the snapshot's end/)
+  await t.rejects(
+    resumeVmDir(vm, { mode: 'faultline', snapshotPath: small.snap, timeoutMs: 60_000 }),
+    /server refused: region 0: offset 0 \+ size 134217728 is past the snapshot's end/,
+  )
 })

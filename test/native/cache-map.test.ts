@@ -24,7 +24,8 @@ function touchedPages(path: string): number[] {
  * zero page (those stay holes and are ZEROPAGEd) or not (those are filled). */
 function folios(reader: SnapshotReader, pages: Iterable<number>, folioBytes: number): { filled: Set<number>; zero: Set<number> } {
   const per = folioBytes / 4096
-  const filled = new Set<number>(), zero = new Set<number>()
+  const filled = new Set<number>(),
+    zero = new Set<number>()
   for (const p of pages) {
     const k = Math.floor(p / per)
     let allZero = true
@@ -50,7 +51,20 @@ async function setup(t: Test, seed: number, floorArgs: string[] = [], spawnPrefi
 t.test('a cache-mapped guest reads the snapshot through the cache; a miss fills one whole folio, a second guest only hits', async t => {
   const { dir, img, reader, socket, floor } = await setup(t, 11)
   const touched = join(dir, 'a.touched')
-  const a = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential:0.3', '--verify', img.raw, '--touched-out', touched])
+  const a = await runGuest([
+    '--socket',
+    socket,
+    '--mib',
+    String(MIB),
+    '--map',
+    'cache',
+    '--workload',
+    'sequential:0.3',
+    '--verify',
+    img.raw,
+    '--touched-out',
+    touched,
+  ])
   t.equal(a.code, 0, a.stderr)
   t.equal(a.report?.map, 'cache', 'the server granted the cache')
   t.equal(a.report?.mismatches, 0)
@@ -60,7 +74,7 @@ t.test('a cache-mapped guest reads the snapshot through the cache; a miss fills 
   t.equal(b.report?.verified_pages, PAGES, 'every page verified')
   const { stats } = await floor.stop()
   const folioBytes = stats?.cache_folio_bytes
-  t.equal(a.report?.folio_bytes, folioBytes, 'the guest reports the server\'s fill unit')
+  t.equal(a.report?.folio_bytes, folioBytes, "the guest reports the server's fill unit")
   const byA = folios(reader, touchedPages(touched), folioBytes)
   const all = folios(reader, range(PAGES), folioBytes)
   t.ok(byA.filled.size < all.filled.size, `guest A touched ${byA.filled.size} of ${all.filled.size} folios`)
@@ -78,8 +92,22 @@ t.test('threads faulting inside one folio while it is filled all read its bytes'
   const { img, reader, socket, floor } = await setup(t, 12)
   // The first 1024 pages (two 2 MiB folios), every thread touching all of them from its own
   // start: four threads fault inside each folio at once.
-  const g = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential:0.25', '--threads', '8', '--same-pages',
-    '--verify', img.raw, '--verify-each'])
+  const g = await runGuest([
+    '--socket',
+    socket,
+    '--mib',
+    String(MIB),
+    '--map',
+    'cache',
+    '--workload',
+    'sequential:0.25',
+    '--threads',
+    '8',
+    '--same-pages',
+    '--verify',
+    img.raw,
+    '--verify-each',
+  ])
   t.equal(g.code, 0, g.stderr)
   t.equal(g.report?.mismatches, 0)
   const { stats } = await floor.stop()
@@ -93,15 +121,29 @@ t.test('threads faulting inside one folio while it is filled all read its bytes'
   else t.ok(others >= all.zero.size, `${stats?.faults} faults: ${stats?.folio_fills} fills, ${stats?.cache_wakes} wakes alone, ${others} in zero folios`)
 })
 
-t.test('writes stay private; MADV_DONTNEED brings back the snapshot\'s page', async t => {
+t.test("writes stay private; MADV_DONTNEED brings back the snapshot's page", async t => {
   const { img, socket, floor } = await setup(t, 13)
   // Pages 0-599 written, then 300-899 discarded: 0-299 read the pattern, 300-899 the image again.
-  const a = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential', '--verify', img.raw,
-    '--write-pattern', '0:600', '--discard', '300:600'])
+  const a = await runGuest([
+    '--socket',
+    socket,
+    '--mib',
+    String(MIB),
+    '--map',
+    'cache',
+    '--workload',
+    'sequential',
+    '--verify',
+    img.raw,
+    '--write-pattern',
+    '0:600',
+    '--discard',
+    '300:600',
+  ])
   t.equal(a.code, 0, a.stderr)
-  t.equal(a.report?.after_mismatches, 0, 'written pages read what was written, discarded ones the snapshot\'s bytes')
+  t.equal(a.report?.after_mismatches, 0, "written pages read what was written, discarded ones the snapshot's bytes")
   const b = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential', '--verify', img.raw])
-  t.equal(b.report?.mismatches, 0, 'another guest of the same cache reads the snapshot, not the first guest\'s writes')
+  t.equal(b.report?.mismatches, 0, "another guest of the same cache reads the snapshot, not the first guest's writes")
   const { stats } = await floor.stop()
   t.equal(stats?.foreign_folios, 0)
 })
@@ -124,16 +166,22 @@ t.test('a process mapping the cache itself allocates zero folios in it: the serv
   // A read fault on a hole of a private mapping of shmem allocates a zero folio in the file:
   // here the guest's mmap source, pointed at the server's own descriptor of the cache.
   const fdDir = `/proc/${floor.proc.pid}/fd`
-  const cacheFd = readdirSync(fdDir).find(n => { try { return /\/cache \(deleted\)$|memfd:faultline-cache/.test(readlinkSync(`${fdDir}/${n}`)) } catch { return false } })
-  t.ok(cacheFd, 'found the cache among the server\'s descriptors')
+  const cacheFd = readdirSync(fdDir).find(n => {
+    try {
+      return /\/cache \(deleted\)$|memfd:faultline-cache/.test(readlinkSync(`${fdDir}/${n}`))
+    } catch {
+      return false
+    }
+  })
+  t.ok(cacheFd, "found the cache among the server's descriptors")
   const foreign = await runGuest(['--mib', String(MIB), '--source', `mmap:${fdDir}/${cacheFd}`, '--workload', 'sequential'])
   t.equal(foreign.code, 0, foreign.stderr)
   const g = await runGuest(['--socket', socket, '--mib', String(MIB), '--map', 'cache', '--workload', 'sequential', '--verify', img.raw])
   t.equal(g.code, 0, g.stderr)
   t.equal(g.report?.mismatches, 0, 'the next guest reads the snapshot, not those zeros')
   const { stats, stderr } = await floor.stop()
-  t.equal(stats?.foreign_folios, PAGES * 4096 / stats?.cache_folio_bytes, 'every folio the foreign reader allocated was punched out')
-  t.equal(stats?.folio_fills, PAGES * 4096 / stats?.cache_folio_bytes, 'and filled by the server for the guest')
+  t.equal(stats?.foreign_folios, (PAGES * 4096) / stats?.cache_folio_bytes, 'every folio the foreign reader allocated was punched out')
+  t.equal(stats?.folio_fills, (PAGES * 4096) / stats?.cache_folio_bytes, 'and filled by the server for the guest')
   t.match(stderr, /folios of the decoded cache were allocated by a process the server does not serve/)
 })
 
@@ -158,8 +206,11 @@ t.test('a page failing its check: its folio stays out of the cache, its pages ar
   t.match(g.stderr, new RegExp(`^guest: SIGBUS at page ${bad}: `), 'the damaged page is poisoned')
   const r = await floor.exited
   t.match(r.stderr, new RegExp(`page ${bad} is corrupt: .*: folio \\d+ stays out of the cache, served page by page`))
-  t.same([r.stats?.folio_fills, r.stats?.pages_copied + r.stats?.pages_zeroed, r.stats?.pages_poisoned], [0, 1, 1],
-    'its good neighbour was served into the guest alone, the damaged page poisoned, nothing cached')
+  t.same(
+    [r.stats?.folio_fills, r.stats?.pages_copied + r.stats?.pages_zeroed, r.stats?.pages_poisoned],
+    [0, 1, 1],
+    'its good neighbour was served into the guest alone, the damaged page poisoned, nothing cached',
+  )
 })
 
 t.test('the cache only where both sides want it and the server can serve it', async t => {
@@ -170,11 +221,21 @@ t.test('the cache only where both sides want it and the server can serve it', as
     ['a raw server', ['--raw', img.raw], ['--map', 'cache'], 'anonymous', []],
     ['a guest not asking', ['--snapshot', img.snap, '--map', 'cache'], [], 'anonymous', []],
     // Without CAP_SYS_PTRACE no EVENT_FORK, so a forked child would read the cache unregistered.
-    ['a server that cannot take EVENT_FORK', ['--snapshot', img.snap, '--map', 'cache'], ['--map', 'cache'], 'anonymous',
-      ['setpriv', '--bounding-set', '-sys_ptrace', '--inh-caps', '-sys_ptrace']],
+    [
+      'a server that cannot take EVENT_FORK',
+      ['--snapshot', img.snap, '--map', 'cache'],
+      ['--map', 'cache'],
+      'anonymous',
+      ['setpriv', '--bounding-set', '-sys_ptrace', '--inh-caps', '-sys_ptrace'],
+    ],
     // Without CAP_SYS_ADMIN no tmpfs of its own: a memfd of 4 KiB pages (shmem THP is off here).
-    ['a server that cannot mount', ['--snapshot', img.snap, '--map', 'cache'], ['--map', 'cache'], 'cache',
-      ['setpriv', '--bounding-set', '-sys_admin', '--inh-caps', '-sys_admin']],
+    [
+      'a server that cannot mount',
+      ['--snapshot', img.snap, '--map', 'cache'],
+      ['--map', 'cache'],
+      'cache',
+      ['setpriv', '--bounding-set', '-sys_admin', '--inh-caps', '-sys_admin'],
+    ],
   ]
   for (const [name, floorArgs, guestArgs, granted, prefix] of cases) {
     const socket = join(dir, 's.sock')
@@ -184,7 +245,8 @@ t.test('the cache only where both sides want it and the server can serve it', as
     t.equal(g.report?.map, granted, `${name}: ${granted}`)
     t.equal(g.report?.mismatches, 0, `${name}: every page verified`)
     const r = await floor.exited
-    if (name.includes('EVENT_FORK')) t.match(r.stderr, /serving a guest anonymous memory instead of the cache: UFFDIO_API: Operation not permitted with EVENT_FORK/)
+    if (name.includes('EVENT_FORK'))
+      t.match(r.stderr, /serving a guest anonymous memory instead of the cache: UFFDIO_API: Operation not permitted with EVENT_FORK/)
     if (name.includes('mount')) {
       t.match(r.stderr, /decoded cache: a memfd \(no private tmpfs: fsopen\(tmpfs\): Operation not permitted\)/)
       t.equal(g.report?.folio_bytes, r.stats?.cache_folio_bytes)
@@ -196,7 +258,13 @@ t.test('the shim maps the cache over RAM mapped the way QEMU maps it', async t =
   const { img, socket, floor } = await setup(t, 17)
   const probe = join(ROOT, 'native/build/shim-probe')
   const shim = join(ROOT, 'native/build/libfaultline-shim.so')
-  const env = (map?: string) => ({ ...process.env, LD_PRELOAD: shim, FAULTLINE_SOCKET: socket, FAULTLINE_RAM_SIZE: `${MIB}M`, ...(map === undefined ? {} : { FAULTLINE_MAP: map }) })
+  const env = (map?: string) => ({
+    ...process.env,
+    LD_PRELOAD: shim,
+    FAULTLINE_SOCKET: socket,
+    FAULTLINE_RAM_SIZE: `${MIB}M`,
+    ...(map === undefined ? {} : { FAULTLINE_MAP: map }),
+  })
   for (const map of [undefined, 'cache', 'anonymous']) {
     const r = await runGuest(['--fixed', '--expect', img.raw], { binary: probe, env: env(map) })
     t.equal(r.code, 0, `FAULTLINE_MAP=${map ?? '(unset)'}: ${r.stderr}`)
@@ -217,7 +285,12 @@ t.test('arguments that cannot work are refused in one line', async t => {
   t.equal(await guest(['--map', 'huge', '--socket', 'x']), "guest: --map: expected anonymous or cache, got 'huge'\n")
   t.equal(await guest(['--map', 'cache', '--source', `mmap:${img.raw}`]), 'guest: --map cache: needs --source uffd and --handshake faultline\n')
   t.equal(await guest(['--map', 'cache', '--socket', 'x', '--handshake', 'firecracker']), 'guest: --map cache: needs --source uffd and --handshake faultline\n')
-  t.equal((await runFloor(['--socket', join(dir, 's'), '--raw', img.raw, '--map', 'cache'])).stderr,
-    'uffd-floor: --map cache: needs --snapshot (the cache holds the snapshot\'s decoded pages)\n')
-  t.equal((await runFloor(['--socket', join(dir, 's'), '--snapshot', img.snap, '--map', 'anonymous'])).stderr, "uffd-floor: --map: expected cache, got 'anonymous'\n")
+  t.equal(
+    (await runFloor(['--socket', join(dir, 's'), '--raw', img.raw, '--map', 'cache'])).stderr,
+    "uffd-floor: --map cache: needs --snapshot (the cache holds the snapshot's decoded pages)\n",
+  )
+  t.equal(
+    (await runFloor(['--socket', join(dir, 's'), '--snapshot', img.snap, '--map', 'anonymous'])).stderr,
+    "uffd-floor: --map: expected cache, got 'anonymous'\n",
+  )
 })

@@ -21,13 +21,23 @@ export class Floor {
   stderr = ''
   readonly exited: Promise<FloorExit>
   private constructor(readonly proc: ChildProcess) {
-    proc.stdout!.setEncoding('utf8').on('data', (s: string) => { this.stdout += s })
-    proc.stderr!.setEncoding('utf8').on('data', (s: string) => { this.stderr += s })
-    this.exited = new Promise(resolve => proc.on('close', (code, signal) => {
-      let stats: Record<string, any> | undefined
-      try { stats = JSON.parse(this.stdout.trim().split('\n').pop() ?? '') } catch { /* none */ }
-      resolve({ code, signal, stdout: this.stdout, stderr: this.stderr, stats })
-    }))
+    proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      this.stdout += s
+    })
+    proc.stderr!.setEncoding('utf8').on('data', (s: string) => {
+      this.stderr += s
+    })
+    this.exited = new Promise(resolve =>
+      proc.on('close', (code, signal) => {
+        let stats: Record<string, any> | undefined
+        try {
+          stats = JSON.parse(this.stdout.trim().split('\n').pop() ?? '')
+        } catch {
+          /* none */
+        }
+        resolve({ code, signal, stdout: this.stdout, stderr: this.stderr, stats })
+      }),
+    )
   }
 
   /** Starts uffd-floor with `args` (behind `prefix`, e.g. setpriv dropping a capability) and
@@ -36,7 +46,9 @@ export class Floor {
     if (!existsSync(FLOOR)) throw new Error(`${FLOOR} is missing: run npm run build`)
     const [file, argv] = prefix.length ? [prefix[0], [...prefix.slice(1), FLOOR, ...args]] : [FLOOR, args]
     const f = new Floor(spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] }))
-    t.teardown(() => { if (f.proc.exitCode === null && f.proc.signalCode === null) f.proc.kill('SIGKILL') })
+    t.teardown(() => {
+      if (f.proc.exitCode === null && f.proc.signalCode === null) f.proc.kill('SIGKILL')
+    })
     const deadline = Date.now() + 10000
     while (!f.stderr.includes('listening on') && f.proc.exitCode === null && Date.now() < deadline) {
       await new Promise(r => setTimeout(r, 5))

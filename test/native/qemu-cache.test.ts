@@ -20,11 +20,18 @@ t.test('QEMU resumes with the decoded cache mapped over its RAM, its memory inta
   const socketPath = join(work, 'floor.sock')
   const floor = await Floor.start(t, ['--socket', socketPath, '--snapshot', vm.path('snapshot'), '--map', 'cache', '--once'])
   const r = await resumeVm({
-    mode: 'faultline', name: 'resume-cache', image: vm.image, ramMiB: RAM_MIB, workloadMiB: WORKLOAD_MIB,
-    ramFile: vm.path('ram'), stateFile: vm.path('state'), faultline: { socketPath, shimPath: DEFAULT_SHIM }, accel: vm.guest.accel,
+    mode: 'faultline',
+    name: 'resume-cache',
+    image: vm.image,
+    ramMiB: RAM_MIB,
+    workloadMiB: WORKLOAD_MIB,
+    ramFile: vm.path('ram'),
+    stateFile: vm.path('state'),
+    faultline: { socketPath, shimPath: DEFAULT_SHIM },
+    accel: vm.guest.accel,
   })
   try {
-    t.equal(r.checksum.hex, vm.guest.checksum.hex, 'the guest\'s checksum after resume is the one it printed before')
+    t.equal(r.checksum.hex, vm.guest.checksum.hex, "the guest's checksum after resume is the one it printed before")
   } finally {
     await r.vm.quit()
   }

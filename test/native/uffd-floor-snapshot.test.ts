@@ -29,8 +29,22 @@ t.test('one page a fault: stored pages decoded and copied, zero pages zeroed, ev
     const socket = join(dir, `${form}.sock`)
     const floor = await Floor.start(t, ['--socket', socket, '--snapshot', img.snap, '--once'])
     const touched = join(dir, `${form}.touched`)
-    const g = await runGuest(['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', 'random:0.5', '--seed', '7',
-      '--verify', img.raw, '--touched-out', touched])
+    const g = await runGuest([
+      '--socket',
+      socket,
+      '--mib',
+      String(MIB),
+      '--handshake',
+      form,
+      '--workload',
+      'random:0.5',
+      '--seed',
+      '7',
+      '--verify',
+      img.raw,
+      '--touched-out',
+      touched,
+    ])
     t.equal(g.code, 0, `${form}: ${g.stderr}`)
     t.equal(g.report?.mismatches, 0, `${form}: no page differs from the image`)
     t.equal(g.report?.verified_pages, PAGES / 2)
@@ -39,9 +53,18 @@ t.test('one page a fault: stored pages decoded and copied, zero pages zeroed, ev
     const zero = pages.filter(p => reader.kindOf(p) === KIND_ZERO)
     const storedBytes = pages.reduce((sum, p) => sum + reader.index.storedLength(p), 0)
     t.ok(zero.length > 0 && zero.length < pages.length, `${form}: the workload touched both kinds (${zero.length} zero pages)`)
-    t.same({ source: stats?.source, faults: stats?.faults, copied: stats?.pages_copied, zeroed: stats?.pages_zeroed, poisoned: stats?.pages_poisoned, read: stats?.bytes_read },
+    t.same(
+      {
+        source: stats?.source,
+        faults: stats?.faults,
+        copied: stats?.pages_copied,
+        zeroed: stats?.pages_zeroed,
+        poisoned: stats?.pages_poisoned,
+        read: stats?.bytes_read,
+      },
       { source: 'snapshot', faults: pages.length, copied: pages.length - zero.length, zeroed: zero.length, poisoned: 0, read: storedBytes },
-      `${form}: one fault a page, each stored page read once and copied, each zero page zeroed`)
+      `${form}: one fault a page, each stored page read once and copied, each zero page zeroed`,
+    )
   }
 })
 
@@ -54,8 +77,22 @@ t.test('batches: the aligned block of --batch-pages pages is installed, at an of
   const floor = await Floor.start(t, ['--socket', socket, '--snapshot', img.snap, '--batch-pages', String(batch), '--once'])
   const touched = join(dir, 'touched')
   const guestMiB = MIB - 1
-  const g = await runGuest(['--socket', socket, '--mib', String(guestMiB), '--offset', `${offsetPages * 4}K`, '--workload', 'random:0.3',
-    '--threads', '4', '--verify', img.raw, '--touched-out', touched])
+  const g = await runGuest([
+    '--socket',
+    socket,
+    '--mib',
+    String(guestMiB),
+    '--offset',
+    `${offsetPages * 4}K`,
+    '--workload',
+    'random:0.3',
+    '--threads',
+    '4',
+    '--verify',
+    img.raw,
+    '--touched-out',
+    touched,
+  ])
   t.equal(g.code, 0, g.stderr)
   t.equal(g.report?.mismatches, 0)
   const { stats } = await floor.exited
@@ -95,11 +132,27 @@ t.test('a page failing its check is poisoned, never served', async t => {
       const name = `${form} form, batch ${batch}`
       const socket = join(dir, `${form}${batch}.sock`)
       const floor = await Floor.start(t, ['--socket', socket, '--snapshot', damaged, '--batch-pages', String(batch), '--once'])
-      const g = await runGuest(['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', `pages:${list}`, '--verify', img.raw, '--verify-each'])
+      const g = await runGuest([
+        '--socket',
+        socket,
+        '--mib',
+        String(MIB),
+        '--handshake',
+        form,
+        '--workload',
+        `pages:${list}`,
+        '--verify',
+        img.raw,
+        '--verify-each',
+      ])
       t.equal(g.code, 4, `${name}: the guest died of SIGBUS (${g.stderr.trim()})`)
       t.match(g.stderr, new RegExp(`^guest: SIGBUS at page ${bad}: the page server poisoned it`), `${name}: at the damaged page`)
       const r = await floor.exited
-      t.match(r.stderr, new RegExp(`uffd-floor: ${damaged}: page ${bad} is corrupt: (checksum mismatch|LZ4 data malformed|decodes to)`), `${name}: the server names the page`)
+      t.match(
+        r.stderr,
+        new RegExp(`uffd-floor: ${damaged}: page ${bad} is corrupt: (checksum mismatch|LZ4 data malformed|decodes to)`),
+        `${name}: the server names the page`,
+      )
       t.equal(r.stats?.pages_poisoned, 1, `${name}: one page poisoned`)
       // Batch 4: the good neighbour's fault installed the block, the damaged page poisoned in it.
       t.equal(r.stats?.faults, batch === 1 ? 2 : 1, `${name}: ${r.stats?.faults} faults`)
@@ -119,32 +172,62 @@ function resealed(b: Buffer): Buffer {
   return b
 }
 
-t.test('a damaged snapshot is refused at start, in the TypeScript reader\'s words', async t => {
+t.test("a damaged snapshot is refused at start, in the TypeScript reader's words", async t => {
   const dir = scratchDir(t, 'fl-floor-')
   const img = await makeImage(dir, 1, 9)
   const good = readFileSync(img.snap)
-  const firstOf = (kind: number) => { for (let p = 0; ; p++) if (good[HEADER_SIZE + 16 * p + 6] === kind) return HEADER_SIZE + 16 * p }
+  const firstOf = (kind: number) => {
+    for (let p = 0; ; p++) if (good[HEADER_SIZE + 16 * p + 6] === kind) return HEADER_SIZE + 16 * p
+  }
   const cases: Array<[string, (b: Buffer) => Buffer]> = [
     ['empty', () => Buffer.alloc(0)],
     ['short', b => b.subarray(0, 100)],
     ['truncated', b => b.subarray(0, b.length - 100)],
     ['trailing bytes', b => Buffer.concat([b, Buffer.alloc(10)])],
-    ['bad magic', b => { b[0] ^= 1; return b }],
-    ['version', b => { b[8] = 2; return b }],
-    ['header checksum', b => { b[24] ^= 1; return b }],
-    ['index checksum', b => { b[HEADER_SIZE + 20] ^= 1; return b }],
+    [
+      'bad magic',
+      b => {
+        b[0] ^= 1
+        return b
+      },
+    ],
+    [
+      'version',
+      b => {
+        b[8] = 2
+        return b
+      },
+    ],
+    [
+      'header checksum',
+      b => {
+        b[24] ^= 1
+        return b
+      },
+    ],
+    [
+      'index checksum',
+      b => {
+        b[HEADER_SIZE + 20] ^= 1
+        return b
+      },
+    ],
     ['page size', b => resealed((b.writeUInt32LE(3000, 16), b))],
     ['page count', b => resealed((b.writeBigUInt64LE(b.readBigUInt64LE(24) + 1n, 24), b))],
     ['flags', b => resealed((b.writeUInt32LE(1, 76), b))],
-    ['unknown kind', b => resealed((b[firstOf(KIND_LZ4) + 6] = 7, b))],
+    ['unknown kind', b => resealed(((b[firstOf(KIND_LZ4) + 6] = 7), b))],
     ['zero page with data', b => resealed((b.writeUInt32LE(1, firstOf(KIND_ZERO) + 8), b))],
-    ['reserved entry byte', b => resealed((b[firstOf(KIND_LZ4) + 7] = 1, b))],
+    ['reserved entry byte', b => resealed(((b[firstOf(KIND_LZ4) + 7] = 1), b))],
   ]
   for (const [name, damage] of cases) {
     const path = join(dir, `${name.replace(/ /g, '-')}.snap`)
     writeFileSync(path, damage(Buffer.from(good)))
     let expected = ''
-    try { SnapshotReader.open(path).close() } catch (err) { expected = (err as Error).message }
+    try {
+      SnapshotReader.open(path).close()
+    } catch (err) {
+      expected = (err as Error).message
+    }
     t.not(expected, '', `${name}: the TypeScript reader refuses it`)
     const r = await runFloor(['--socket', join(dir, 'x.sock'), '--snapshot', path])
     t.equal(r.code, 2, `${name}: exit 2`)
@@ -156,7 +239,7 @@ t.test('a damaged snapshot is refused at start, in the TypeScript reader\'s word
   t.match(missing.stderr, /^uffd-floor: --snapshot: .*nope\.snap: cannot open: No such file or directory\n$/)
 })
 
-t.test('a region past the snapshot\'s image is refused', async t => {
+t.test("a region past the snapshot's image is refused", async t => {
   const dir = scratchDir(t, 'fl-floor-')
   const img = await makeImage(dir, 4, 10)
   const socket = join(dir, 's.sock')

@@ -9,7 +9,9 @@ import { PolicyArgs } from '../../src/policy/args.js'
 /** Faults a single-threaded scan of `pages` takes: the first fault starts a stream, the
  * second (page 1) opens the initial window, each later one doubles it up to `max`. */
 function expectedSequentialFaults(pages: number, max: number): number {
-  let faults = 2, w = ADAPTIVE_INITIAL_WINDOW, p = 1
+  let faults = 2,
+    w = ADAPTIVE_INITIAL_WINDOW,
+    p = 1
   for (;;) {
     p += 1 + w
     if (p >= pages) return faults
@@ -40,10 +42,23 @@ t.test('window sizes as a scan proceeds', async t => {
 
 t.test('random access prefetches (almost) nothing', async t => {
   let s = 7
-  const rand = () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s }
+  const rand = () => {
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
+    return s
+  }
   const seen = new Set<number>()
   const accesses: Array<[number, number]> = []
-  while (accesses.length < 2000) { const p = rand() % 65536; if (!seen.has(p)) { seen.add(p); accesses.push([p, 1]) } }
+  while (accesses.length < 2000) {
+    const p = rand() % 65536
+    if (!seen.has(p)) {
+      seen.add(p)
+      accesses.push([p, 1])
+    }
+  }
   const r = simulate(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', undefined)), new SimContext(65536), accesses)
   t.ok(r.prefetched <= 2000 * 0.01, `prefetched ${r.prefetched} pages for 2000 random faults`)
   t.ok(r.faults >= 1990)
@@ -60,7 +75,10 @@ t.test('a strided scan by one thread shrinks the window to nothing', async t => 
 t.test('threads sharing one scan (faulting out of order) still get large windows', async t => {
   // Two threads take alternate pages; at each window boundary the odd thread's fault is
   // handled first, so the stream sees a skip from a thread other than its last one.
-  const accesses: Array<[number, number]> = [[1, 2], [0, 1]]
+  const accesses: Array<[number, number]> = [
+    [1, 2],
+    [0, 1],
+  ]
   for (let p = 2; p < 4096; p += 2) accesses.push([p + 1, 2], [p, 1])
   const ctx = new SimContext(4096)
   const r = simulate(AdaptivePolicy.fromArgs(new PolicyArgs('adaptive', undefined)), ctx, accesses)

@@ -14,12 +14,16 @@ t.test('the set from the start, readahead after each fault outside it', async t 
   t.equal(policy.name, `primed:${trace}+4`)
   const ctx = new SimContext(4096)
   // Run 2 touches the learned pages, then a scan the set does not hold.
-  const r = simulate(policy, ctx, [10, 11, 12, 40, 100, 101, 102, 103, 104, 105, 106].map(p => [p, 1] as [number, number]))
+  const r = simulate(
+    policy,
+    ctx,
+    [10, 11, 12, 40, 100, 101, 102, 103, 104, 105, 106].map(p => [p, 1] as [number, number]),
+  )
   t.same(ctx.log.slice(0, 4), [10, 11, 12, 40], 'the working set, planned at the start')
   t.equal(r.faults, 2, 'faults at 100 (then 101..104 read ahead) and 105 (then 106..109)')
   t.equal(ctx.installed[1], 4 + 8, 'the set and the two read-ahead windows, as prefetch')
   t.equal(r.untouched, 3)
-  t.equal((await createPolicy(`primed:${trace}`)).name, `primed:${trace}+15`, 'N defaults to readahead\'s 15')
+  t.equal((await createPolicy(`primed:${trace}`)).name, `primed:${trace}+15`, "N defaults to readahead's 15")
 })
 
 t.test('arguments', async t => {

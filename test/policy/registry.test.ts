@@ -61,10 +61,14 @@ t.test('a user module loads, takes its arguments and serves faults', async t => 
 t.test('user module errors', async t => {
   await t.rejects(createPolicy('./missing.js', FIXTURES), { name: 'PolicyArgumentError', message: /--policy \.\/missing\.js: cannot load module/ })
   await t.rejects(createPolicy('./not-a-policy.js', FIXTURES), { message: /must export a default function/ })
-  await t.rejects(createPolicy('./stack-down.js:x', FIXTURES),
-    { name: 'PolicyArgumentError', message: "--policy ./stack-down.js: the module's factory threw: stack-down: expected a page count, got 'x'" })
-  await t.rejects(createPolicy('./throwing.js', FIXTURES),
-    { name: 'PolicyArgumentError', message: "--policy ./throwing.js: the module's factory threw: cannot read properties of undefined" })
+  await t.rejects(createPolicy('./stack-down.js:x', FIXTURES), {
+    name: 'PolicyArgumentError',
+    message: "--policy ./stack-down.js: the module's factory threw: stack-down: expected a page count, got 'x'",
+  })
+  await t.rejects(createPolicy('./throwing.js', FIXTURES), {
+    name: 'PolicyArgumentError',
+    message: "--policy ./throwing.js: the module's factory threw: cannot read properties of undefined",
+  })
   const err = await createPolicy('./throwing.js', FIXTURES).catch(e => e as Error)
   t.ok(err instanceof PolicyArgumentError, 'a PolicyArgumentError, which the CLI prints as its one line')
 })

@@ -23,8 +23,12 @@ export class SimContext implements PolicyContext {
     return this.ranges.some(r => page >= r.firstPage && page < r.firstPage + r.pageCount)
   }
 
-  isResident(page: number): boolean { return !this.inRange(page) || this.resident[page] === 1 }
-  kindOf(): number { return 1 }
+  isResident(page: number): boolean {
+    return !this.inRange(page) || this.resident[page] === 1
+  }
+  kindOf(): number {
+    return 1
+  }
 
   /** Installs every absent in-range page of the plan; returns how many. */
   apply(plan: RunList): number {
@@ -42,12 +46,21 @@ export class SimContext implements PolicyContext {
   }
 }
 
-export interface SimResult { faults: number; installed: number; prefetched: number; untouched: number }
+export interface SimResult {
+  faults: number
+  installed: number
+  prefetched: number
+  untouched: number
+}
 
 /** Runs `accesses` (page, thread) against `policy`: an access to an absent page faults. */
 export function simulate(policy: FaultPolicy, ctx: SimContext, accesses: Array<[page: number, thread: number]>): SimResult {
   const plan = new RunList(4)
-  if (policy.onStart) { plan.clear(); policy.onStart(ctx, plan); ctx.apply(plan) }
+  if (policy.onStart) {
+    plan.clear()
+    policy.onStart(ctx, plan)
+    ctx.apply(plan)
+  }
   const fault: FaultInfo = { page: 0, address: 0, write: false, threadId: 0, timeNs: 0 }
   let faults = 0
   const touched = new Set<number>()

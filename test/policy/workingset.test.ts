@@ -1,7 +1,6 @@
 // workingset:TRACE: which pages a trace's working set holds, and the runs installed up front.
 import t from 'tap'
 import { pagesToRuns, WorkingSetPolicy } from '../../src/policy/workingset.js'
-import { PolicyArgumentError } from '../../src/policy/registry.js'
 import { readTrace, workingSetPages } from '../../src/trace/reader.js'
 import { TRACE_FLAG_BEFORE_RESUME } from '../../src/trace/format.js'
 import { faults, writeTrace } from '../trace/fixtures.js'
@@ -42,7 +41,11 @@ t.test('the working set: faulted pages plus pages installed before resume, not p
   t.equal(policy.pages, 7)
   t.equal(policy.runCount, 4, 'runs 7-8, 100-102, 200 and 300')
   const ctx = new SimContext(4096)
-  const r = simulate(policy, ctx, [7, 8, 100, 101, 102, 200, 300, 5].map(p => [p, 1] as [number, number]))
+  const r = simulate(
+    policy,
+    ctx,
+    [7, 8, 100, 101, 102, 200, 300, 5].map(p => [p, 1] as [number, number]),
+  )
   t.equal(r.faults, 1, 'only the page outside the working set faults')
   t.equal(ctx.installed[1], 7, 'the working set is installed up front as prefetch')
 })
@@ -56,14 +59,26 @@ t.test('pages outside the guest are skipped, not installed', async t => {
 })
 
 t.test('errors name the trace and what is wrong', async t => {
-  t.throws(() => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', undefined)), { name: 'PolicyArgumentError', message: /workingset: expected a trace file/ })
-  t.throws(() => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', '/nonexistent/x.fltrace')), { name: 'PolicyArgumentError', message: /^workingset: \/nonexistent\/x\.fltrace: cannot read trace: no such file/ })
+  t.throws(() => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', undefined)), {
+    name: 'PolicyArgumentError',
+    message: /workingset: expected a trace file/,
+  })
+  t.throws(() => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', '/nonexistent/x.fltrace')), {
+    name: 'PolicyArgumentError',
+    message: /^workingset: \/nonexistent\/x\.fltrace: cannot read trace: no such file/,
+  })
   const dir = t.testdir({ 'not-a-trace': 'hello world, this is text and not a trace at all '.repeat(4) })
-  t.throws(() => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', `${dir}/not-a-trace`)), { name: 'PolicyArgumentError', message: /not a faultline trace/ })
+  t.throws(() => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', `${dir}/not-a-trace`)), {
+    name: 'PolicyArgumentError',
+    message: /not a faultline trace/,
+  })
   const path = writeTrace(dir, 'ws.fltrace', faults([1, 2]))
   for (const gap of ['-1', '1.5', '513', '+1e9']) {
-    t.throws(() => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', `${path}@${gap}`)),
-      { name: 'PolicyArgumentError', message: `workingset: expected a GAP of 0..512 pages, got '${gap}'` }, `@${gap} is a bad gap, not part of the file name`)
+    t.throws(
+      () => WorkingSetPolicy.fromArgs(new PolicyArgs('workingset', `${path}@${gap}`)),
+      { name: 'PolicyArgumentError', message: `workingset: expected a GAP of 0..512 pages, got '${gap}'` },
+      `@${gap} is a bad gap, not part of the file name`,
+    )
   }
 })
 
@@ -71,8 +86,10 @@ t.test('a trace recorded on a snapshot of another shape is refused', async t => 
   const dir = t.testdir()
   const path = writeTrace(dir, 'ws.fltrace', faults([1, 2]), { snapshotPages: 8192 })
   const args = new PolicyArgs('workingset', path)
-  t.throws(() => WorkingSetPolicy.fromArgs(args, { pageSize: 4096, pageCount: 4096 }),
-    { name: 'PolicyArgumentError', message: `workingset: ${path} was recorded on a snapshot of 8192 pages of 4096 bytes; this one has 4096 pages of 4096` })
+  t.throws(() => WorkingSetPolicy.fromArgs(args, { pageSize: 4096, pageCount: 4096 }), {
+    name: 'PolicyArgumentError',
+    message: `workingset: ${path} was recorded on a snapshot of 8192 pages of 4096 bytes; this one has 4096 pages of 4096`,
+  })
   t.throws(() => WorkingSetPolicy.fromArgs(args, { pageSize: 8192, pageCount: 8192 }), { message: /this one has 8192 pages of 8192$/ })
   t.ok(WorkingSetPolicy.fromArgs(args, { pageSize: 4096, pageCount: 8192 }), 'the shape it was recorded on is accepted')
   t.ok(WorkingSetPolicy.fromArgs(args), 'and without a snapshot to check against, nothing is checked')

@@ -16,10 +16,13 @@ t.test('src/ imports only down the order', async t => {
 t.test('imports against the order are each reported with file and line', async t => {
   const dir = t.testdir()
   for (const room of ['uffd', 'store', 'cli', 'extras']) mkdirSync(join(dir, room))
-  writeFileSync(join(dir, 'uffd/a.ts'), "import {\n  a,\n} from '../cli/x.js'\nimport type { Q } from '../store/y.js'\nconst m = await import('../cli/z.js')\nimport { errorsOk } from '../errors.js'\n")
+  writeFileSync(
+    join(dir, 'uffd/a.ts'),
+    "import {\n  a,\n} from '../cli/x.js'\nimport type { Q } from '../store/y.js'\nconst m = await import('../cli/z.js')\nimport { errorsOk } from '../errors.js'\n",
+  )
   writeFileSync(join(dir, 'store/y.ts'), "export { a } from '../cli/x.js'\nimport { b } from '../uffd/a.js'\n")
   writeFileSync(join(dir, 'cli/x.ts'), "import { x } from '../uffd/a.js'\nimport { y } from 'node:fs'\n")
-  writeFileSync(join(dir, 'extras/c.ts'), "export const c = 1\n")
+  writeFileSync(join(dir, 'extras/c.ts'), 'export const c = 1\n')
   const found = check(dir).sort()
   t.equal(found.length, 5, found.join('\n'))
   t.match(found, [

@@ -40,7 +40,7 @@ function check(t: { fail(message: string): boolean }, mem: GuestMemory, model: M
 
 t.test('random remove/unmap/remap sequences match the page model', async t => {
   let seed = 7
-  const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648)
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
   const int = (n: number) => Math.floor(random() * n)
   let steps = 0
   for (let round = 0; round < 200; round++) {
@@ -48,7 +48,10 @@ t.test('random remove/unmap/remap sequences match the page model', async t => {
       { start: BASE, pages: 64, firstPage: 0 },
       { start: BASE + 0x100000, pages: 32, firstPage: 100 },
     ]
-    const mem = new GuestMemory(initial.map(r => ({ start: r.start, lengthBytes: r.pages * PS, snapshotOffset: r.firstPage * PS, pageSize: PS })), PS)
+    const mem = new GuestMemory(
+      initial.map(r => ({ start: r.start, lengthBytes: r.pages * PS, snapshotOffset: r.firstPage * PS, pageSize: PS })),
+      PS,
+    )
     const model = modelOf(initial)
     for (let step = 0; step < 12; step++) {
       steps++
@@ -59,7 +62,11 @@ t.test('random remove/unmap/remap sequences match the page model', async t => {
       if (op === 0) {
         const marked = mem.markRange(start, start + len, DISCARDED)
         let want = 0
-        for (const v of model.values()) if (v[0] >= start && v[0] < start + len) { v[1] = DISCARDED; want++ }
+        for (const v of model.values())
+          if (v[0] >= start && v[0] < start + len) {
+            v[1] = DISCARDED
+            want++
+          }
         if (marked !== want) t.fail(`discard marked ${marked}, model ${want}`)
       } else if (op === 1) {
         // Installing: what a session does to a page it served.
@@ -72,7 +79,11 @@ t.test('random remove/unmap/remap sequences match the page model', async t => {
       } else if (op === 2) {
         const cut = mem.unmap(start, start + len)
         let want = 0
-        for (const [p, v] of model) if (v[0] >= start && v[0] < start + len) { model.delete(p); want++ }
+        for (const [p, v] of model)
+          if (v[0] >= start && v[0] < start + len) {
+            model.delete(p)
+            want++
+          }
         if (cut !== want) t.fail(`unmap cut ${cut}, model ${want}`)
       } else {
         const to = BASE + 0x200000 + int(0x100) * PS
@@ -95,8 +106,8 @@ t.test('a clone is a deep copy: the child and the parent change apart', async t 
   child.remap(BASE, BASE + 0x100000, 4 * PS)
   child.regions[0].state[0] = PRESENT
   t.equal(mem.regions.length, 1, 'the parent still has its one region')
-  t.equal(mem.regionAt(BASE)?.state[0], ABSENT, 'the parent\'s states are its own')
-  t.equal(child.regionAt(BASE + 0x100000 + 3 * PS)?.state[3], PRESENT, 'the child\'s moved page kept its state')
+  t.equal(mem.regionAt(BASE)?.state[0], ABSENT, "the parent's states are its own")
+  t.equal(child.regionAt(BASE + 0x100000 + 3 * PS)?.state[3], PRESENT, "the child's moved page kept its state")
   t.equal(child.regionAt(BASE), undefined, 'and left its old address')
   t.same(mem.countStates(), [13, 1, 2, 0, 0])
 })
@@ -107,5 +118,8 @@ t.test('huge-page regions keep their guest page size through a split', async t =
   mem.unmap(0x7f0000000000 + 2 ** 21, 0x7f0000000000 + 2 * 2 ** 21)
   t.equal(mem.regions.length, 2)
   for (const r of mem.regions) t.equal(r.pagesPerGuestPage, huge)
-  t.same(mem.ranges(), [{ firstPage: 0, pageCount: huge }, { firstPage: 2 * huge, pageCount: 2 * huge }])
+  t.same(mem.ranges(), [
+    { firstPage: 0, pageCount: huge },
+    { firstPage: 2 * huge, pageCount: 2 * huge },
+  ])
 })

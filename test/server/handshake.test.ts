@@ -4,8 +4,14 @@
 // server uses to check that the regions are the guest's own, registered memory.
 import t from 'tap'
 import {
-  cannotBecomeJson, checkRegionsMapped, checkRegionsRegistered, HandshakeError, MAX_REGIONS, parseHandshake,
-  type GuestRegion, type SnapshotGeometry,
+  cannotBecomeJson,
+  checkRegionsMapped,
+  checkRegionsRegistered,
+  HandshakeError,
+  MAX_REGIONS,
+  parseHandshake,
+  type GuestRegion,
+  type SnapshotGeometry,
 } from '../../src/server/handshake.js'
 
 const SNAP: SnapshotGeometry = { pageSize: 4096, pageCount: 1024 } // a 4 MiB image
@@ -25,7 +31,10 @@ function refusal(body: string): string {
 }
 
 t.test('both forms parse', async t => {
-  const fc = parseHandshake(JSON.stringify([region(), region({ base_host_virt_addr: BASE + 65536, offset: 65536, page_size: undefined, page_size_kib: 4096 })]), SNAP)
+  const fc = parseHandshake(
+    JSON.stringify([region(), region({ base_host_virt_addr: BASE + 65536, offset: 65536, page_size: undefined, page_size_kib: 4096 })]),
+    SNAP,
+  )
   t.equal(fc.form, 'firecracker')
   t.equal(fc.register, false)
   t.same(fc.regions[1], { start: BASE + 65536, lengthBytes: 65536, snapshotOffset: 65536, pageSize: 4096 })
@@ -59,26 +68,55 @@ t.test('hostile handshakes are refused with the reason', async t => {
     ['size as a string', faultline([region({ size: '4096' })]), /^region 0: "size" must be a non-negative integer, got "4096"$/],
     ['negative size', faultline([region({ size: -4096 })]), /^region 0: "size" must be a non-negative integer, got -4096$/],
     ['fractional offset', faultline([region({ offset: 4096.5 })]), /^region 0: "offset" must be a non-negative integer, got 4096\.5$/],
-    ['address beyond 2^53', `[{"base_host_virt_addr":18446744073709551615,"size":4096,"offset":0,"page_size":4096}]`,
-      /^region 0: "base_host_virt_addr" must be a non-negative integer, got 18446744073709552000$/],
+    [
+      'address beyond 2^53',
+      `[{"base_host_virt_addr":18446744073709551615,"size":4096,"offset":0,"page_size":4096}]`,
+      /^region 0: "base_host_virt_addr" must be a non-negative integer, got 18446744073709552000$/,
+    ],
     ['size 0', faultline([region({ size: 0 })]), /^region 0: size is 0$/],
-    ['unaligned address', faultline([region({ base_host_virt_addr: BASE + 8 })]), /^region 0: address 0x7f0000000008 and size 65536 must be multiples of its page size 4096$/],
+    [
+      'unaligned address',
+      faultline([region({ base_host_virt_addr: BASE + 8 })]),
+      /^region 0: address 0x7f0000000008 and size 65536 must be multiples of its page size 4096$/,
+    ],
     ['unaligned size', faultline([region({ size: 5000 })]), /^region 0: address 0x7f0000000000 and size 5000 must be multiples of its page size 4096$/],
     ['unaligned offset', faultline([region({ offset: 512 })]), /^region 0: offset 512 is not a multiple of its page size 4096$/],
     ['page size not a power of two', faultline([region({ page_size: 12288 })]), /^region 0: page size 12288 does not fit the snapshot's 4096-byte pages$/],
-    ['page size below the snapshot\'s', faultline([region({ page_size: 2048 })]), /^region 0: page size 2048 does not fit/],
+    ["page size below the snapshot's", faultline([region({ page_size: 2048 })]), /^region 0: page size 2048 does not fit/],
     ['page size 0', faultline([region({ page_size: 0 })]), /^region 0: page size 0 does not fit/],
     ['page size 2 GiB', faultline([region({ page_size: 2 ** 31 })]), /^region 0: page size 2147483648 does not fit/],
-    ['huge region, 4 KiB aligned only', faultline([region({ base_host_virt_addr: BASE + 4096, size: 2 ** 21, page_size: 2 ** 21 })]),
-      /^region 0: address 0x7f0000001000 and size 2097152 must be multiples of its page size 2097152$/],
-    ['past the user address space', faultline([region({ base_host_virt_addr: 2 ** 48 - 4096, size: 8192 })]), /^region 0: address range ends past the user address space$/],
-    ['past the snapshot\'s end', faultline([region({ offset: 4 * 2 ** 20 - 4096, size: 8192 })]), /^region 0: offset 4190208 \+ size 8192 is past the snapshot's end \(4194304 bytes\)$/],
+    [
+      'huge region, 4 KiB aligned only',
+      faultline([region({ base_host_virt_addr: BASE + 4096, size: 2 ** 21, page_size: 2 ** 21 })]),
+      /^region 0: address 0x7f0000001000 and size 2097152 must be multiples of its page size 2097152$/,
+    ],
+    [
+      'past the user address space',
+      faultline([region({ base_host_virt_addr: 2 ** 48 - 4096, size: 8192 })]),
+      /^region 0: address range ends past the user address space$/,
+    ],
+    [
+      "past the snapshot's end",
+      faultline([region({ offset: 4 * 2 ** 20 - 4096, size: 8192 })]),
+      /^region 0: offset 4190208 \+ size 8192 is past the snapshot's end \(4194304 bytes\)$/,
+    ],
     ['bigger than the snapshot', faultline([region({ size: 8 * 2 ** 20 })]), /^region 0: offset 0 \+ size 8388608 is past the snapshot's end/],
-    ['overlapping addresses', faultline([region(), region({ base_host_virt_addr: BASE + 4096, offset: 131072 })]), /^regions overlap at address 0x7f0000001000$/],
+    [
+      'overlapping addresses',
+      faultline([region(), region({ base_host_virt_addr: BASE + 4096, offset: 131072 })]),
+      /^regions overlap at address 0x7f0000001000$/,
+    ],
     ['the same region twice', faultline([region(), region()]), /^regions overlap at address 0x7f0000000000$/],
-    ['overlapping snapshot ranges', faultline([region(), region({ base_host_virt_addr: BASE + 2 ** 20, offset: 4096 })]), /^regions overlap in the snapshot at offset 4096$/],
-    ['too many regions (faultline)', faultline(Array.from({ length: MAX_REGIONS + 1 }, (_, i) => region({ base_host_virt_addr: BASE + i * 4096, size: 4096, offset: 0 }))),
-      /^handshake has 1025 regions; at most 1024$/],
+    [
+      'overlapping snapshot ranges',
+      faultline([region(), region({ base_host_virt_addr: BASE + 2 ** 20, offset: 4096 })]),
+      /^regions overlap in the snapshot at offset 4096$/,
+    ],
+    [
+      'too many regions (faultline)',
+      faultline(Array.from({ length: MAX_REGIONS + 1 }, (_, i) => region({ base_host_virt_addr: BASE + i * 4096, size: 4096, offset: 0 }))),
+      /^handshake has 1025 regions; at most 1024$/,
+    ],
     ['too many regions (Firecracker)', JSON.stringify(Array.from({ length: MAX_REGIONS + 1 }, () => 0)), /^handshake has 1025 regions; at most 1024$/],
   ]
   for (const [name, body, expected] of cases) t.match(refusal(body), expected, name)
@@ -106,7 +144,8 @@ function checkAccepted(regions: GuestRegion[]): string | undefined {
     for (const [j, q] of regions.entries()) {
       if (j <= i) continue
       if (r.start < q.start + q.lengthBytes && q.start < r.start + r.lengthBytes) return `regions ${i}, ${j}: addresses overlap`
-      if (r.snapshotOffset < q.snapshotOffset + q.lengthBytes && q.snapshotOffset < r.snapshotOffset + r.lengthBytes) return `regions ${i}, ${j}: offsets overlap`
+      if (r.snapshotOffset < q.snapshotOffset + q.lengthBytes && q.snapshotOffset < r.snapshotOffset + r.lengthBytes)
+        return `regions ${i}, ${j}: offsets overlap`
     }
   }
   return undefined
@@ -115,14 +154,39 @@ function checkAccepted(regions: GuestRegion[]): string | undefined {
 t.test('fuzz: mutated handshakes are refused with a HandshakeError or accepted valid', async t => {
   const random = rng(0x5eed)
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]
-  const values = [0, 1, 4095, 4096, 8192, 65536, 2 ** 21, 2 ** 30, 2 ** 53, -1, -4096, 0.5, 1e308, NaN, '4096', null, true, [], {}, BASE, BASE + 4096, 4 * 2 ** 20]
+  const values = [
+    0,
+    1,
+    4095,
+    4096,
+    8192,
+    65536,
+    2 ** 21,
+    2 ** 30,
+    2 ** 53,
+    -1,
+    -4096,
+    0.5,
+    1e308,
+    NaN,
+    '4096',
+    null,
+    true,
+    [],
+    {},
+    BASE,
+    BASE + 4096,
+    4 * 2 ** 20,
+  ]
   const fields = ['base_host_virt_addr', 'size', 'offset', 'page_size', 'page_size_kib', 'version', 'register', 'regions', '__proto__', 'constructor']
-  let tried = 0, accepted = 0
+  let tried = 0,
+    accepted = 0
   const refusedBy = new Map<string, number>()
   for (let i = 0; i < 20000; i++) {
     const n = 1 + Math.floor(random() * 4)
     const regions: Array<Record<string, unknown>> = Array.from({ length: n }, (_, k) =>
-      region({ base_host_virt_addr: BASE + k * 2 ** 20, size: 4096 * (1 + Math.floor(random() * 64)), offset: k * 262144 }))
+      region({ base_host_virt_addr: BASE + k * 2 ** 20, size: 4096 * (1 + Math.floor(random() * 64)), offset: k * 262144 }),
+    )
     // Structured mutations: odd values in random fields...
     for (let m = Math.floor(random() * 3); m > 0; m--) pick(regions)[pick(fields)] = pick(values)
     let body = random() < 0.5 ? JSON.stringify(regions) : faultline(regions)
@@ -171,22 +235,31 @@ t.test('regions must be mapped in the guest (/proc/PID/maps)', async t => {
   const r = (start: number, lengthBytes: number): GuestRegion => ({ start, lengthBytes, snapshotOffset: 0, pageSize: 4096 })
   t.doesNotThrow(() => checkRegionsMapped([r(BASE, 0x20000)], maps), 'two adjacent mappings cover it')
   t.doesNotThrow(() => checkRegionsMapped([r(BASE + 0x30000, 0x10000)], maps))
-  t.throws(() => checkRegionsMapped([r(BASE, 0x30000)], maps), { message: 'region 0: 0x7f0000020000 is not mapped in the guest\'s address space' })
-  t.throws(() => checkRegionsMapped([r(BASE + 0x10000, 0x10000), r(BASE + 0x28000, 0x1000)], maps),
-    { message: 'region 1: 0x7f0000028000 is not mapped in the guest\'s address space' })
+  t.throws(() => checkRegionsMapped([r(BASE, 0x30000)], maps), { message: "region 0: 0x7f0000020000 is not mapped in the guest's address space" })
+  t.throws(() => checkRegionsMapped([r(BASE + 0x10000, 0x10000), r(BASE + 0x28000, 0x1000)], maps), {
+    message: "region 1: 0x7f0000028000 is not mapped in the guest's address space",
+  })
   t.throws(() => checkRegionsMapped([r(0x1000, 0x1000)], maps), HandshakeError)
   t.throws(() => checkRegionsMapped([r(BASE, 0x1000)], ''), HandshakeError, 'a guest with no maps at all')
 })
 
 t.test('Firecracker-form regions must be registered (/proc/PID/smaps VmFlags um)', async t => {
-  const smaps = (flags: string[]) => flags.map((f, i) => [
-    `${(BASE + i * 0x10000).toString(16)}-${(BASE + (i + 1) * 0x10000).toString(16)} rw-p 00000000 00:00 0`,
-    'Size:                 64 kB', 'Rss:                   0 kB', `VmFlags: ${f}`,
-  ].join('\n')).join('\n') + '\n'
+  const smaps = (flags: string[]) =>
+    flags
+      .map((f, i) =>
+        [
+          `${(BASE + i * 0x10000).toString(16)}-${(BASE + (i + 1) * 0x10000).toString(16)} rw-p 00000000 00:00 0`,
+          'Size:                 64 kB',
+          'Rss:                   0 kB',
+          `VmFlags: ${f}`,
+        ].join('\n'),
+      )
+      .join('\n') + '\n'
   const r = (start: number, lengthBytes: number): GuestRegion => ({ start, lengthBytes, snapshotOffset: 0, pageSize: 4096 })
   t.doesNotThrow(() => checkRegionsRegistered([r(BASE, 0x20000)], smaps(['rd wr mr mw me ac um', 'rd wr mr mw me ac um'])))
-  t.throws(() => checkRegionsRegistered([r(BASE, 0x20000)], smaps(['rd wr mr mw me ac um', 'rd wr mr mw me ac'])),
-    { message: /^region 0: 0x7f0000010000 is not registered with the userfaultfd \(UFFDIO_REGISTER, missing mode\)/ })
+  t.throws(() => checkRegionsRegistered([r(BASE, 0x20000)], smaps(['rd wr mr mw me ac um', 'rd wr mr mw me ac'])), {
+    message: /^region 0: 0x7f0000010000 is not registered with the userfaultfd \(UFFDIO_REGISTER, missing mode\)/,
+  })
   t.throws(() => checkRegionsRegistered([r(BASE, 0x10000)], smaps(['rd wr mr mw me ac uw'])), HandshakeError, 'write-protect mode is not missing mode')
   t.throws(() => checkRegionsRegistered([r(BASE, 0x10000)], smaps(['rd wr mr mw me ac umx'])), HandshakeError, 'a flag that only starts with um')
 })

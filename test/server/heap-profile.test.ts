@@ -5,7 +5,11 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startHeapSampling } from '../../src/server/heap-profile.js'
 
-interface ProfileNode { callFrame: { functionName: string }; selfSize: number; children: ProfileNode[] }
+interface ProfileNode {
+  callFrame: { functionName: string }
+  selfSize: number
+  children: ProfileNode[]
+}
 
 let last: number[] = []
 

@@ -8,7 +8,10 @@ function exactQuantile(sorted: number[], q: number): number {
 
 t.test('quantiles are within one bucket (12.5%) above the exact ones, over 1 ns .. 30 s', async t => {
   let state = 12345
-  const next = () => { state = (state * 1103515245 + 12345) % 2147483648; return state / 2147483648 }
+  const next = () => {
+    state = (state * 1103515245 + 12345) % 2147483648
+    return state / 2147483648
+  }
   const h = new LatencyHistogram()
   const samples: number[] = []
   for (let i = 0; i < 20000; i++) {

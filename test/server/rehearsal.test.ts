@@ -6,7 +6,7 @@ import { REHEARSAL_FAULTS, rehearseFaultPath } from '../../src/server/rehearsal.
 import { SnapshotReader } from '../../src/snapshot/reader.js'
 import { makeImage, scratchDir } from '../e2e/harness.js'
 
-t.test('rehearsal installs the snapshot\'s bytes, then unmaps and closes everything', async t => {
+t.test("rehearsal installs the snapshot's bytes, then unmaps and closes everything", async t => {
   const dir = scratchDir(t, 'fl-rehearsal-')
   const img = await makeImage(dir, 8, 7)
   const raw = readFileSync(img.raw)
@@ -24,12 +24,21 @@ t.test('rehearsal installs the snapshot\'s bytes, then unmaps and closes everyth
   t.equal(r.faults, REHEARSAL_FAULTS)
   t.equal(r.pages, 512)
   t.equal(rounds.length, REHEARSAL_FAULTS / 512, 'every round installed all of its pages')
-  t.same(rounds, rounds.map(() => 0), 'each round\'s memory equals the raw image, page for page')
+  t.same(
+    rounds,
+    rounds.map(() => 0),
+    "each round's memory equals the raw image, page for page",
+  )
   t.equal(readdirSync('/proc/self/fd').length, fds, 'the rehearsal uffd is closed')
-  const covering = readFileSync('/proc/self/maps', 'utf8').split('\n').filter(line => {
-    const [from, to] = line.split(' ')[0].split('-').map(h => parseInt(h, 16))
-    return from <= r.scratchAddress && r.scratchAddress < to
-  })
+  const covering = readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter(line => {
+      const [from, to] = line
+        .split(' ')[0]
+        .split('-')
+        .map(h => parseInt(h, 16))
+      return from <= r.scratchAddress && r.scratchAddress < to
+    })
   t.same(covering, [], 'the scratch mapping is gone')
 })
 

@@ -17,7 +17,7 @@ function drain(set: StartSet, budget: number): number[][] {
   return batches
 }
 
-t.test('batches follow the set\'s order and split runs at the budget', async t => {
+t.test("batches follow the set's order and split runs at the budget", async t => {
   const set = new StartSet(100)
   set.add(50, 3, InstallCause.Prefetch)
   set.add(10, 5, InstallCause.Prefetch)
@@ -53,10 +53,16 @@ t.test('every page of the set is given exactly once, whatever the faults', async
   const set = new StartSet(4096)
   const order: number[] = []
   let seed = 7
-  const next = () => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed }
+  const next = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
+    return seed
+  }
   const chosen = new Set<number>()
   while (chosen.size < 500) chosen.add(next() % 4096)
-  for (const p of chosen) { set.add(p, 1, InstallCause.Prefetch); order.push(p) }
+  for (const p of chosen) {
+    set.add(p, 1, InstallCause.Prefetch)
+    order.push(p)
+  }
   const plan = new RunList()
   const given: number[] = []
   while (set.pending) {

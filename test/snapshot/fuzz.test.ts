@@ -39,8 +39,8 @@ const MUTATIONS: Record<string, Mutation> = {
     for (let n = 1 + (next() % 4); n > 0; n--) b[next() % b.length] ^= 1 << (next() % 8)
     return b
   },
-  'truncation': (b, next) => b.subarray(0, next() % b.length),
-  'extension': (b, next) => Buffer.concat([b, Buffer.alloc(1 + (next() % 5000), next() & 0xff)]),
+  truncation: (b, next) => b.subarray(0, next() % b.length),
+  extension: (b, next) => Buffer.concat([b, Buffer.alloc(1 + (next() % 5000), next() & 0xff)]),
   'index entry field, CRCs fixed': (b, next) => {
     const at = entry(next() % PAGES)
     const field = [E.offset, E.offset + 2, E.kind, E.reserved, E.length, E.length + 1, E.crc, E.crc + 3][next() % 8]
@@ -48,8 +48,24 @@ const MUTATIONS: Record<string, Mutation> = {
     return fixCrcs(b)
   },
   'header field, CRC fixed': (b, next) => {
-    const fields = [H.version, H.headerSize, H.pageSize, H.chunkPages, H.pageCount, H.imageSize, H.indexOffset, H.dataOffset, H.dataSize,
-      H.checksumAlgorithm, H.compression, H.flags, H.zeroPages, H.lz4Pages, H.rawPages, H.reserved]
+    const fields = [
+      H.version,
+      H.headerSize,
+      H.pageSize,
+      H.chunkPages,
+      H.pageCount,
+      H.imageSize,
+      H.indexOffset,
+      H.dataOffset,
+      H.dataSize,
+      H.checksumAlgorithm,
+      H.compression,
+      H.flags,
+      H.zeroPages,
+      H.lz4Pages,
+      H.rawPages,
+      H.reserved,
+    ]
     const at = fields[next() % fields.length] + (next() % 3)
     b[at] = next() & 0xff
     return fixCrcs(b)
@@ -74,7 +90,7 @@ const MUTATIONS: Record<string, Mutation> = {
     for (let n = 1 + (next() % 8); n > 0; n--) b[INDEX_END + (next() % (b.length - INDEX_END))] ^= 1 + (next() % 255)
     return b
   },
-  'page data replaced with another page\'s': (b, next) => {
+  "page data replaced with another page's": (b, next) => {
     // Same length, valid LZ4, wrong content: only the page CRC can tell.
     const lens = Array.from({ length: PAGES }, (_, p) => [p, b.readUInt32LE(entry(p) + E.length)] as const)
     for (let tries = 0; tries < 50; tries++) {
@@ -122,7 +138,7 @@ t.test(`corrupt snapshots (${CODEC} codec): refused at open, or every page read 
   let tried = 0
   for (let round = 0; round < 250; round++) {
     for (const [kind, mutate] of Object.entries(MUTATIONS)) {
-      const stats = perKind[kind] ??= { tried: 0, refusedAtOpen: 0, corruptReads: 0, intact: 0 }
+      const stats = (perKind[kind] ??= { tried: 0, refusedAtOpen: 0, corruptReads: 0, intact: 0 })
       const bad = mutate(Buffer.from(original), next)
       writeFileSync(path, bad)
       stats.tried++
@@ -140,7 +156,7 @@ t.test(`corrupt snapshots (${CODEC} codec): refused at open, or every page read 
       try {
         // Every page alone, then the whole image in random runs, as faults and prefetches do.
         for (let p = 0; p < PAGES; p++) corrupt += readChecked(t, r, p, 1, into, `${kind}, round ${round}`)
-        for (let p = 0; p < PAGES;) {
+        for (let p = 0; p < PAGES; ) {
           const n = Math.min(PAGES - p, 1 + (next() % 9))
           corrupt += readChecked(t, r, p, n, into, `${kind}, round ${round}`)
           p += n
@@ -153,15 +169,22 @@ t.test(`corrupt snapshots (${CODEC} codec): refused at open, or every page read 
     }
   }
   for (const [kind, s] of Object.entries(perKind)) {
-    t.ok(s.refusedAtOpen + s.corruptReads > 0, `${kind}: damage was detected (${s.refusedAtOpen} at open, ${s.corruptReads} at a read, ${s.intact} read intact)`)
+    t.ok(
+      s.refusedAtOpen + s.corruptReads > 0,
+      `${kind}: damage was detected (${s.refusedAtOpen} at open, ${s.corruptReads} at a read, ${s.intact} read intact)`,
+    )
   }
   // Damage the CRCs cannot miss: every data flip hits a stored page, which then fails to
   // decode or fails its checksum.
   t.equal(perKind['page data damaged'].intact, 0, 'no damaged page data ever read as intact')
-  t.equal(perKind['page data replaced with another page\'s'].intact, 0, 'no page with another page\'s data read as intact')
+  t.equal(perKind["page data replaced with another page's"].intact, 0, "no page with another page's data read as intact")
   t.equal(perKind['lengths that lie consistently, CRCs fixed'].intact, 0, 'no lying length read as intact')
-  t.comment(`fuzz: ${tried} corrupt snapshots tried; ` + Object.entries(perKind).map(([k, s]) =>
-    `${k}: ${s.refusedAtOpen} refused at open, ${s.corruptReads} with a corrupt page reported, ${s.intact} read intact`).join('; '))
+  t.comment(
+    `fuzz: ${tried} corrupt snapshots tried; ` +
+      Object.entries(perKind)
+        .map(([k, s]) => `${k}: ${s.refusedAtOpen} refused at open, ${s.corruptReads} with a corrupt page reported, ${s.intact} read intact`)
+        .join('; '),
+  )
 })
 
 /** Reads pages [first, first+count) and checks each is the original unless the read threw a
@@ -185,6 +208,10 @@ function readChecked(t: { fail(m: string): void }, r: SnapshotReader, first: num
 }
 
 if (CODEC === 'native') {
-  t.spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], { env: { ...process.env, FAULTLINE_CODEC: 'npm' } },
-    'the same fuzz through the npm codec (FAULTLINE_CODEC=npm)')
+  t.spawn(
+    process.execPath,
+    [...process.execArgv, fileURLToPath(import.meta.url)],
+    { env: { ...process.env, FAULTLINE_CODEC: 'npm' } },
+    'the same fuzz through the npm codec (FAULTLINE_CODEC=npm)',
+  )
 }

@@ -44,8 +44,10 @@ const codecUrl = new URL('../../src/snapshot/native-codec.ts', import.meta.url).
 const probe = `import(${JSON.stringify(codecUrl)}).then(m => console.log(m.pageCodecName), e => console.log('ERR ' + e.message))`
 
 function codecWith(env: string | undefined): string {
-  return execFileSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', probe],
-    { env: { ...process.env, FAULTLINE_CODEC: env }, encoding: 'utf8' }).trim()
+  return execFileSync(process.execPath, [...process.execArgv, '--input-type=module', '-e', probe], {
+    env: { ...process.env, FAULTLINE_CODEC: env },
+    encoding: 'utf8',
+  }).trim()
 }
 
 t.test('FAULTLINE_CODEC picks the codec when the module loads: native unless told, unknown ones refused', async t => {
@@ -65,19 +67,32 @@ t.test('without the native library built, the npm codec stands in, and says how 
   t.equal(selectCodec('native', false), 'native', 'asked for: loading it then fails with the fix')
   t.equal(selectCodec('npm', true), 'npm')
   t.throws(() => selectCodec('zstd', true), { code: 'FL_ERR_USAGE' })
-  t.match(codecNotice(undefined, 'npm'), /^page codec: npm lz4 \(.*native\/build\/libfaultline-codec\.so was not built\); for the faster native one: apt-get install liblz4-dev libisal-dev && make -C native$/)
+  t.match(
+    codecNotice(undefined, 'npm'),
+    /^page codec: npm lz4 \(.*native\/build\/libfaultline-codec\.so was not built\); for the faster native one: apt-get install liblz4-dev libisal-dev && make -C native$/,
+  )
   t.equal(codecNotice('npm', 'npm'), undefined, 'chosen on purpose: nothing to say')
   t.equal(codecNotice(undefined, 'native'), undefined)
 })
 
 t.test('both codecs decode every run to the image, at any destination offset', async t => {
   const { reader, file } = await open(t)
-  for (const [first, count, at] of [[0, PAGES, 0], [3, 17, 5], [8, 8, 0], [60, 1, 2], [2, 1, 0], [40, 21, 1]]) {
+  for (const [first, count, at] of [
+    [0, PAGES, 0],
+    [3, 17, 5],
+    [8, 8, 0],
+    [60, 1, 2],
+    [2, 1, 0],
+    [40, 21, 1],
+  ]) {
     for (const codec of ['native', 'npm'] as const) {
       const into = Buffer.alloc((at + count) * PS, 0xaa)
       decode(codec, reader, file, first, count, into, at * PS)
       t.ok(into.subarray(at * PS).equals(IMG.subarray(first * PS, (first + count) * PS)), `${codec}: pages ${first}..${first + count - 1} at slot ${at}`)
-      t.ok(into.subarray(0, at * PS).every(b => b === 0xaa), `${codec}: nothing written before slot ${at}`)
+      t.ok(
+        into.subarray(0, at * PS).every(b => b === 0xaa),
+        `${codec}: nothing written before slot ${at}`,
+      )
     }
   }
 })
@@ -94,7 +109,12 @@ t.test('damaged data: both codecs stop at the same page, and a CRC mismatch read
     const bad = Buffer.from(file)
     bad[reader.header.dataOffset + index.storedOffset(page) + (index.storedLength(page) >> 1)] ^= 0x5a
     const errors = (['native', 'npm'] as const).map(codec => failure(() => decode(codec, reader, bad, 0, PAGES, Buffer.alloc(PAGES * PS), 0)))
-    for (const e of errors) t.match(e.message, new RegExp(`page ${page} is corrupt: (LZ4 data malformed at byte \\d+|decodes to \\d+ bytes|checksum mismatch)`), `kind ${kind}: ${e.message}`)
+    for (const e of errors)
+      t.match(
+        e.message,
+        new RegExp(`page ${page} is corrupt: (LZ4 data malformed at byte \\d+|decodes to \\d+ bytes|checksum mismatch)`),
+        `kind ${kind}: ${e.message}`,
+      )
     if (kind === KIND_RAW) t.equal(errors[0].message, errors[1].message, 'the same stored and computed CRC')
     else t.equal(/checksum/.test(errors[0].message), /checksum/.test(errors[1].message), 'the same kind of failure')
   }
@@ -104,7 +124,11 @@ t.test('damaged data: both codecs stop at the same page, and a CRC mismatch read
   const bad = Buffer.from(file)
   bad.fill(0, reader.header.dataOffset + index.storedOffset(page), reader.header.dataOffset + index.storedOffset(page) + index.storedLength(page))
   for (const codec of ['native', 'npm'] as const) {
-    t.match(failure(() => decode(codec, reader, bad, page, 1, Buffer.alloc(PS), 0)).message, new RegExp(`page ${page} is corrupt: `), `${codec}: zeroed LZ4 data`)
+    t.match(
+      failure(() => decode(codec, reader, bad, page, 1, Buffer.alloc(PS), 0)).message,
+      new RegExp(`page ${page} is corrupt: `),
+      `${codec}: zeroed LZ4 data`,
+    )
   }
 })
 

@@ -9,11 +9,7 @@ import { createSnapshot } from '../../src/snapshot/writer.js'
 import { padded, patternImage, randomBytes, textBytes, writeImage, type Fill } from './fixtures/images.js'
 
 /** Create a snapshot of `img`, open it, and check every page, one at a time and in runs. */
-async function roundTrip(
-  t: Test,
-  img: Buffer,
-  opts: { pageSize?: number; chunkPages?: number; blockBytes?: number } = {},
-) {
+async function roundTrip(t: Test, img: Buffer, opts: { pageSize?: number; chunkPages?: number; blockBytes?: number } = {}) {
   const dir = t.testdir()
   const raw = writeImage(dir, 'mem.raw', img)
   const snap = join(dir, 'mem.snap')
@@ -42,7 +38,7 @@ async function roundTrip(
     if (!one.subarray(ps, 2 * ps).equals(want.subarray(p * ps, (p + 1) * ps))) mismatches++
   }
   t.equal(mismatches, 0, 'every single page decodes identically')
-  t.ok(one.subarray(0, ps).every((b) => b === 0x55) && one.subarray(2 * ps).every((b) => b === 0x55), 'bytes outside the target are untouched')
+  t.ok(one.subarray(0, ps).every(b => b === 0x55) && one.subarray(2 * ps).every(b => b === 0x55), 'bytes outside the target are untouched')
   // Runs of 5 (crossing chunk and block boundaries) at an unaligned offset.
   const runBuf = Buffer.alloc(5 * ps + 3)
   for (let p = 0; p < r.pageCount; p += 3) {
@@ -57,11 +53,11 @@ async function roundTrip(
 function expectedKinds(img: Buffer, ps: number): number[] {
   const w = padded(img, ps)
   const kinds: number[] = []
-  for (let p = 0; p < w.length / ps; p++) kinds.push(w.subarray(p * ps, (p + 1) * ps).every((b) => b === 0) ? KIND_ZERO : -1)
+  for (let p = 0; p < w.length / ps; p++) kinds.push(w.subarray(p * ps, (p + 1) * ps).every(b => b === 0) ? KIND_ZERO : -1)
   return kinds
 }
 
-t.test('random image: every page stored raw', async (t) => {
+t.test('random image: every page stored raw', async t => {
   const img = randomBytes(16 * 4096, 42)
   const { r, res } = await roundTrip(t, img)
   t.equal(res.header.rawPages, 16)
@@ -71,7 +67,7 @@ t.test('random image: every page stored raw', async (t) => {
   for (let p = 0; p < 16; p++) t.equal(r.index.crcOf(p), crc32(img.subarray(p * 4096, (p + 1) * 4096)), `page ${p} crc`)
 })
 
-t.test('zero image: nothing stored', async (t) => {
+t.test('zero image: nothing stored', async t => {
   const { r, res } = await roundTrip(t, Buffer.alloc(10 * 4096))
   t.equal(res.header.zeroPages, 10)
   t.equal(res.header.dataSizeBytes, 0)
@@ -79,7 +75,7 @@ t.test('zero image: nothing stored', async (t) => {
   t.equal(r.kindOf(9), KIND_ZERO)
 })
 
-t.test('text image: every page LZ4, well compressed', async (t) => {
+t.test('text image: every page LZ4, well compressed', async t => {
   const img = textBytes(32 * 4096)
   const { r, res } = await roundTrip(t, img)
   t.equal(res.header.lz4Pages, 32)
@@ -90,7 +86,7 @@ t.test('text image: every page LZ4, well compressed', async (t) => {
   }
 })
 
-t.test('mixed image, size not a multiple of the page size, small blocks', async (t) => {
+t.test('mixed image, size not a multiple of the page size, small blocks', async t => {
   const fills: Fill[] = ['zero', 'text', 'random', 'zero', 'random', 'text', 'text']
   const img = patternImage(4096, 40 * 4096 + 1000, fills)
   // blockBytes of 3 pages: many blocks, double buffering exercised, a partial last block.
@@ -105,7 +101,7 @@ t.test('mixed image, size not a multiple of the page size, small blocks', async 
   }
   // Page 40 is 1000 random bytes + zero padding: LZ4 shrinks it.
   t.equal(r.kindOf(40), KIND_LZ4)
-  const zeros = kinds.filter((k) => k === KIND_ZERO).length
+  const zeros = kinds.filter(k => k === KIND_ZERO).length
   t.equal(res.header.zeroPages, zeros)
   t.equal(res.header.zeroPages + res.header.lz4Pages + res.header.rawPages, 41)
   // Stored pages are contiguous, in page order.
@@ -117,22 +113,26 @@ t.test('mixed image, size not a multiple of the page size, small blocks', async 
   t.equal(pos, res.header.dataSizeBytes)
 })
 
-t.test('one-byte image', async (t) => {
+t.test('one-byte image', async t => {
   const { r, res } = await roundTrip(t, Buffer.from([7]))
   t.equal(r.pageCount, 1)
   t.equal(res.header.imageSizeBytes, 1)
   t.equal(r.kindOf(0), KIND_LZ4)
 })
 
-t.test('large page sizes', async (t) => {
+t.test('large page sizes', async t => {
   for (const pageSize of [16384, 65536]) {
     const img = patternImage(pageSize, 5 * pageSize + 17, ['text', 'random', 'zero'])
     const { r } = await roundTrip(t, img, { pageSize })
-    t.same([0, 1, 2, 3, 4, 5].map((p) => r.kindOf(p)), [KIND_LZ4, KIND_RAW, KIND_ZERO, KIND_LZ4, KIND_RAW, KIND_ZERO], `kinds at ${pageSize}`)
+    t.same(
+      [0, 1, 2, 3, 4, 5].map(p => r.kindOf(p)),
+      [KIND_LZ4, KIND_RAW, KIND_ZERO, KIND_LZ4, KIND_RAW, KIND_ZERO],
+      `kinds at ${pageSize}`,
+    )
   }
 })
 
-t.test('readPages: alternating destination buffers, zero pages overwrite junk', async (t) => {
+t.test('readPages: alternating destination buffers, zero pages overwrite junk', async t => {
   const img = patternImage(4096, 8 * 4096, ['text', 'zero', 'random'])
   const { r } = await roundTrip(t, img)
   const a = Buffer.alloc(2 * 4096)
@@ -146,7 +146,7 @@ t.test('readPages: alternating destination buffers, zero pages overwrite junk', 
   }
 })
 
-t.test('readPages: range checks and closed reader', async (t) => {
+t.test('readPages: range checks and closed reader', async t => {
   const { r } = await roundTrip(t, textBytes(4 * 4096))
   const into = Buffer.alloc(4 * 4096)
   t.throws(() => r.readPages(3, 2, into, 0), RangeError, 'past the last page')
@@ -159,7 +159,7 @@ t.test('readPages: range checks and closed reader', async (t) => {
   r.close() // idempotent
 })
 
-t.test('48-bit offsets: an index past 4 GiB of data', async (t) => {
+t.test('48-bit offsets: an index past 4 GiB of data', async t => {
   // Parse an index (no data needed) whose stored offsets cross 2^32.
   const { SnapshotIndex } = await import('../../src/snapshot/snapshot-index.js')
   const { encodeIndexEntry, layoutFor } = await import('../../src/snapshot/format.js')
@@ -167,11 +167,24 @@ t.test('48-bit offsets: an index past 4 GiB of data', async (t) => {
   const pages = 65537
   const idx = Buffer.alloc(pages * 16)
   for (let p = 0; p < pages; p++) encodeIndexEntry(idx, p * 16, { offset: p * ps, kind: KIND_RAW, length: ps, crc: 0 })
-  const { indexOffset, dataOffset } = layoutFor(ps, pages)
+  const { indexOffset, dataOffset } = layoutFor(pages)
   const header = {
-    version: 1, headerSize: 4096, pageSize: ps, chunkPages: 64, pageCount: pages, imageSizeBytes: pages * ps,
-    indexOffset, dataOffset, dataSizeBytes: pages * ps, indexCrc: crc32(idx), checksumAlgorithm: 1,
-    compression: 1, flags: 0, zeroPages: 0, lz4Pages: 0, rawPages: pages,
+    version: 1,
+    headerSize: 4096,
+    pageSize: ps,
+    chunkPages: 64,
+    pageCount: pages,
+    imageSizeBytes: pages * ps,
+    indexOffset,
+    dataOffset,
+    dataSizeBytes: pages * ps,
+    indexCrc: crc32(idx),
+    checksumAlgorithm: 1,
+    compression: 1,
+    flags: 0,
+    zeroPages: 0,
+    lz4Pages: 0,
+    rawPages: pages,
   }
   const ix = SnapshotIndex.parse('big.snap', header, idx)
   t.equal(ix.storedOffset(65536), 2 ** 32)
@@ -179,8 +192,8 @@ t.test('48-bit offsets: an index past 4 GiB of data', async (t) => {
   t.same(ix.entry(65536), { offset: 2 ** 32, kind: KIND_RAW, length: ps, crc: 0 })
 })
 
-t.test('createSnapshot rejects bad inputs with one-line errors', async (t) => {
-  const dir = t.testdir({ 'empty.raw': '', 'sub': {} })
+t.test('createSnapshot rejects bad inputs with one-line errors', async t => {
+  const dir = t.testdir({ 'empty.raw': '', sub: {} })
   const raw = writeImage(dir, 'mem.raw', textBytes(4096))
   const snap = join(dir, 'x.snap')
   await t.rejects(createSnapshot(join(dir, 'empty.raw'), snap), { message: `${join(dir, 'empty.raw')}: raw image is empty, nothing to snapshot` })
@@ -189,8 +202,11 @@ t.test('createSnapshot rejects bad inputs with one-line errors', async (t) => {
   await t.rejects(createSnapshot(raw, snap, { pageSize: 1000 }), { message: 'page size 1000: must be a power of two from 4096 to 65536' })
   await t.rejects(createSnapshot(raw, snap, { pageSize: 131072 }), FaultlineError)
   await t.rejects(createSnapshot(raw, snap, { chunkPages: 0 }), { message: /^chunk pages 0: / })
-  await t.rejects(createSnapshot(raw, raw), { message: `${raw}: is the same file as the raw image ${raw}; refusing to overwrite an input (choose another output path)` })
-  await t.rejects(createSnapshot(raw, join(dir, 'nodir', 'x.snap')),
-    { message: `${join(dir, 'nodir', 'x.snap')}: cannot create a temporary file in ${join(dir, 'nodir')}: no such file or directory` })
+  await t.rejects(createSnapshot(raw, raw), {
+    message: `${raw}: is the same file as the raw image ${raw}; refusing to overwrite an input (choose another output path)`,
+  })
+  await t.rejects(createSnapshot(raw, join(dir, 'nodir', 'x.snap')), {
+    message: `${join(dir, 'nodir', 'x.snap')}: cannot create a temporary file in ${join(dir, 'nodir')}: no such file or directory`,
+  })
   t.same(readdirSync(dir).sort(), ['empty.raw', 'mem.raw', 'sub'], 'no snapshot or tmp file left behind')
 })

@@ -13,14 +13,14 @@ const images: Array<[string, Buffer, number]> = [
   ['one byte', Buffer.from([0xff]), 65536],
 ]
 
-t.test('verify counts pages; extract is byte-identical', async (t) => {
+t.test('verify counts pages; extract is byte-identical', async t => {
   const dir = t.testdir()
   for (const [i, [name, img, pageSize]] of images.entries()) {
     const raw = writeImage(dir, `${i}.raw`, img)
     const snap = join(dir, `${i}.snap`)
     const { header: h } = await createSnapshot(raw, snap, { pageSize })
     const steps: number[] = []
-    const v = verifySnapshot(snap, { onProgress: (d) => steps.push(d) })
+    const v = verifySnapshot(snap, { onProgress: d => steps.push(d) })
     t.equal(v.ok, true, `${name}: ok`)
     t.equal(v.corruptPages, 0)
     t.same(v.corrupt, [])
@@ -37,7 +37,7 @@ t.test('verify counts pages; extract is byte-identical', async (t) => {
   }
 })
 
-t.test('mixed image counts', async (t) => {
+t.test('mixed image counts', async t => {
   const dir = t.testdir()
   const [, img] = images[0]
   const raw = writeImage(dir, 'm.raw', img)
@@ -47,12 +47,16 @@ t.test('mixed image counts', async (t) => {
   t.same([v.zeroPages, v.lz4Pages, v.rawPages], [601, 600, 300])
 })
 
-t.test('extract refuses to overwrite its own snapshot', async (t) => {
+t.test('extract refuses to overwrite its own snapshot', async t => {
   const dir = t.testdir()
   const raw = writeImage(dir, 'a.raw', textBytes(4096))
   const snap = join(dir, 'a.snap')
   await createSnapshot(raw, snap)
-  t.throws(() => extractSnapshot(snap, snap), { message: `${snap}: is the same file as the snapshot ${snap}; refusing to overwrite an input (choose another output path)` })
-  t.throws(() => extractSnapshot(snap, join(dir, 'no', 'out')), { message: `${join(dir, 'no', 'out')}: cannot create a temporary file in ${join(dir, 'no')}: no such file or directory` })
+  t.throws(() => extractSnapshot(snap, snap), {
+    message: `${snap}: is the same file as the snapshot ${snap}; refusing to overwrite an input (choose another output path)`,
+  })
+  t.throws(() => extractSnapshot(snap, join(dir, 'no', 'out')), {
+    message: `${join(dir, 'no', 'out')}: cannot create a temporary file in ${join(dir, 'no')}: no such file or directory`,
+  })
   t.ok(verifySnapshot(snap).ok)
 })

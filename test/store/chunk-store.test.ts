@@ -18,11 +18,23 @@ function eventFd(t: { teardown(fn: () => unknown): void }): { fd: number; signal
   t.teardown(() => uffd.closeFd(fd))
   const poll = new uffd.PollSet(1)
   poll.set(0, fd, uffd.POLLIN)
-  return { fd, signalled: () => { const s = poll.wait(0) > 0; if (s) uffd.drainEventFd(fd); return s } }
+  return {
+    fd,
+    signalled: () => {
+      const s = poll.wait(0) > 0
+      if (s) uffd.drainEventFd(fd)
+      return s
+    },
+  }
 }
 
 async function openStore(t: any, src: MemoryRangeSource, cacheDir: string, opts: { concurrency?: number; cacheSizeBytes?: number; maxGetBytes?: number } = {}) {
-  const store = await ChunkStore.openSource(src, { cacheDir, cacheSizeBytes: opts.cacheSizeBytes ?? 64 * 2 ** 20, concurrency: opts.concurrency, maxGetBytes: opts.maxGetBytes })
+  const store = await ChunkStore.openSource(src, {
+    cacheDir,
+    cacheSizeBytes: opts.cacheSizeBytes ?? 64 * 2 ** 20,
+    concurrency: opts.concurrency,
+    maxGetBytes: opts.maxGetBytes,
+  })
   t.teardown(() => store.close())
   return store
 }
@@ -42,7 +54,10 @@ t.test('opening reads the header and index only, with ranged reads', async t => 
   const reader = SnapshotReader.open(snap.snap)
   t.teardown(() => reader.close())
   t.equal(store.snapshot.header.dataOffset, reader.header.dataOffset)
-  t.ok(src.reads.every(([start, len]) => start + len <= reader.header.dataOffset || start === 0), 'nothing past the index but the first read')
+  t.ok(
+    src.reads.every(([start, len]) => start + len <= reader.header.dataOffset || start === 0),
+    'nothing past the index but the first read',
+  )
   t.ok(src.reads.length <= 2, `${src.reads.length} reads`)
   t.equal(store.snapshot.objectSizeBytes, snap.snapBytes.length)
   for (let c = 0; c < store.layout.chunkCount; c++) {
@@ -57,7 +72,10 @@ t.test('an index larger than the first read takes a second ranged read, of exact
   const store = await openStore(t, src, join(dir, 'cache'))
   const dataOffset = store.snapshot.header.dataOffset
   t.ok(dataOffset > 65536, `index ends at ${dataOffset}`)
-  t.same(src.reads, [[0, 65536], [65536, dataOffset - 65536]])
+  t.same(src.reads, [
+    [0, 65536],
+    [65536, dataOffset - 65536],
+  ])
   t.equal(store.snapshot.bytesFetched, dataOffset)
   t.equal(store.snapshot.gets, 2)
 })
@@ -65,10 +83,14 @@ t.test('an index larger than the first read takes a second ranged read, of exact
 t.test('a truncated or over-long object is refused when opened, naming it', async t => {
   const dir = tempDir(t)
   const snap = await testSnapshot(dir, 1)
-  await t.rejects(ChunkStore.openSource(new MemoryRangeSource(snap.snapBytes.subarray(0, snap.snapBytes.length - 1)), { cacheDir: dir, cacheSizeBytes: 2 ** 30 }),
-    /s3:\/\/test-bucket\/mem.snap: truncated: object is \d+ bytes, the snapshot it describes is \d+/)
-  await t.rejects(ChunkStore.openSource(new MemoryRangeSource(Buffer.concat([snap.snapBytes, Buffer.alloc(3)])), { cacheDir: dir, cacheSizeBytes: 2 ** 30 }),
-    /3 unexpected bytes after the end of data/)
+  await t.rejects(
+    ChunkStore.openSource(new MemoryRangeSource(snap.snapBytes.subarray(0, snap.snapBytes.length - 1)), { cacheDir: dir, cacheSizeBytes: 2 ** 30 }),
+    /s3:\/\/test-bucket\/mem.snap: truncated: object is \d+ bytes, the snapshot it describes is \d+/,
+  )
+  await t.rejects(
+    ChunkStore.openSource(new MemoryRangeSource(Buffer.concat([snap.snapBytes, Buffer.alloc(3)])), { cacheDir: dir, cacheSizeBytes: 2 ** 30 }),
+    /3 unexpected bytes after the end of data/,
+  )
 })
 
 t.test('single flight: a chunk asked for by several sessions is fetched once, all are told', async t => {
@@ -76,10 +98,13 @@ t.test('single flight: a chunk asked for by several sessions is fetched once, al
   const snap = await testSnapshot(dir, 8)
   const src = new MemoryRangeSource(snap.snapBytes)
   const store = await openStore(t, src, join(dir, 'cache'))
-  const a = eventFd(t), b = eventFd(t)
+  const a = eventFd(t),
+    b = eventFd(t)
   const c = storedChunks(store)[3]
   let release!: () => void
-  src.gate = new Promise(r => { release = r })
+  src.gate = new Promise(r => {
+    release = r
+  })
   const before = src.reads.length
   store.request([c], InstallCause.Fault, a.fd)
   store.request([c], InstallCause.Prefetch, b.fd)
@@ -97,9 +122,11 @@ t.test('single flight: a chunk asked for by several sessions is fetched once, al
   t.equal(store.stats.chunksFetched, 1)
   const file = readFileSync(join(store.cache.dir, `${c}.chunk`))
   t.equal(checkEntry(file, c, store.layout), undefined, 'the cache entry checks out')
-  t.same(file.subarray(ENTRY_HEADER_SIZE),
+  t.same(
+    file.subarray(ENTRY_HEADER_SIZE),
     snap.snapBytes.subarray(store.snapshot.header.dataOffset + store.layout.storedStart(c), store.snapshot.header.dataOffset + store.layout.storedEnd(c)),
-    'it holds the chunk\'s stored bytes')
+    "it holds the chunk's stored bytes",
+  )
   store.request([c], InstallCause.Fault, b.fd)
   t.ok(b.signalled(), 'asking for a ready chunk is answered at once')
   t.equal(src.reads.length - before, 1, 'without a read')
@@ -114,7 +141,9 @@ t.test('queued neighbours are merged into one GET, up to maxGetBytes', async t =
   const w = eventFd(t)
   const chunks = storedChunks(store).filter(c => c < 12)
   let release!: () => void
-  src.gate = new Promise(r => { release = r })
+  src.gate = new Promise(r => {
+    release = r
+  })
   const before = src.reads.length
   store.request([chunks[0]], InstallCause.Fault, w.fd)
   await settle(5)
@@ -126,15 +155,23 @@ t.test('queued neighbours are merged into one GET, up to maxGetBytes', async t =
   // Expected: chunk 0 alone (it took the slot first), then greedy runs of consecutive queued
   // chunks while the merged size stays within maxGetBytes.
   const expected: number[] = [store.layout.storedLength(chunks[0])]
-  let run = 0, prev = -2
+  let run = 0,
+    prev = -2
   for (const c of chunks.slice(1)) {
     const len = store.layout.storedLength(c)
     if (c === prev + 1 && run + len <= maxGetBytes) run += len
-    else { if (run > 0) expected.push(run); run = len }
+    else {
+      if (run > 0) expected.push(run)
+      run = len
+    }
     prev = c
   }
   expected.push(run)
-  t.same(reads.map(r => r[1]), expected, 'GET sizes')
+  t.same(
+    reads.map(r => r[1]),
+    expected,
+    'GET sizes',
+  )
   t.ok(reads.length < chunks.length, `${chunks.length} chunks in ${reads.length} GETs`)
   for (const c of chunks) t.equal(store.table.state[c], CHUNK_READY)
   t.equal(store.stats.chunkGets, reads.length)
@@ -149,9 +186,13 @@ t.test('priorities: a fault overtakes queued prefetch and background work, which
   const chunks = storedChunks(store)
   t.ok(chunks.length >= 30, 'enough chunks')
   let release!: () => void
-  src.gate = new Promise(r => { release = r })
+  src.gate = new Promise(r => {
+    release = r
+  })
   const before = src.reads.length
-  const bg = chunks.slice(0, 10), pf = chunks.slice(10, 20), fault = chunks[25]
+  const bg = chunks.slice(0, 10),
+    pf = chunks.slice(10, 20),
+    fault = chunks[25]
   store.request(bg, InstallCause.Background, w.fd)
   await settle(5)
   t.equal(src.inflight, 2, 'background uses at most concurrency - 2 slots')
@@ -182,7 +223,12 @@ t.test('a slow GET holds one slot: other chunks arrive meanwhile', async t => {
   const w = eventFd(t)
   const [slow, ...others] = storedChunks(store).slice(0, 6)
   let release!: () => void
-  src.holds.set(store.snapshot.header.dataOffset + store.layout.storedStart(slow), new Promise(r => { release = r }))
+  src.holds.set(
+    store.snapshot.header.dataOffset + store.layout.storedStart(slow),
+    new Promise(r => {
+      release = r
+    }),
+  )
   store.request([slow], InstallCause.Fault, w.fd)
   store.request(others, InstallCause.Fault, w.fd)
   while (!others.every(c => store.table.state[c] === CHUNK_READY)) await new Promise(r => setTimeout(r, 5))
@@ -273,11 +319,15 @@ t.test('entries of other snapshot versions count against the size and go first',
   for (let i = 0; i < 4; i++) writeFileSync(join(old, `${i}.chunk`), Buffer.alloc(1024 * 1024))
   const probe = await openStore(t, new MemoryRangeSource(snap.snapBytes, 's3://test-bucket/probe.snap'), join(dir, 'probe'))
   // Room for the old entries and three of the six chunks fetched below.
-  const capacity = 4 * 1024 * 1024 + storedChunks(probe).slice(0, 3).reduce((n, c) => n + ENTRY_HEADER_SIZE + probe.layout.storedLength(c), 0)
+  const capacity =
+    4 * 1024 * 1024 +
+    storedChunks(probe)
+      .slice(0, 3)
+      .reduce((n, c) => n + ENTRY_HEADER_SIZE + probe.layout.storedLength(c), 0)
   t.ok(capacity >= 2 * 2 * (probe.layout.maxStoredBytes + 4096), 'a size the store accepts')
   await probe.close()
   const store = await openStore(t, src, cacheDir, { concurrency: 1, cacheSizeBytes: capacity })
-  t.equal(store.cache.bytes, 4 * 1024 * 1024, 'the old version\'s entries are counted')
+  t.equal(store.cache.bytes, 4 * 1024 * 1024, "the old version's entries are counted")
   const w = eventFd(t)
   for (const c of storedChunks(store).slice(0, 6)) {
     store.request([c], InstallCause.Fault, w.fd)
@@ -285,15 +335,17 @@ t.test('entries of other snapshot versions count against the size and go first',
     t.ok(store.cache.bytes <= capacity, `within ${capacity} bytes after chunk ${c}`)
   }
   t.ok(store.stats.cache.evictions > 0)
-  t.notOk(existsSync(join(old, '0.chunk')), 'the old version\'s oldest entry went first')
+  t.notOk(existsSync(join(old, '0.chunk')), "the old version's oldest entry went first")
   for (const c of storedChunks(store).slice(0, 6)) t.equal(store.table.state[c], CHUNK_READY, `chunk ${c} of the current version stayed`)
 })
 
 t.test('a cache smaller than the chunks in flight is refused', async t => {
   const dir = tempDir(t)
   const snap = await testSnapshot(dir, 4)
-  await t.rejects(ChunkStore.openSource(new MemoryRangeSource(snap.snapBytes), { cacheDir: dir, cacheSizeBytes: 1024 * 1024, concurrency: 8 }),
-    /--cache-size 1048576: too small for s3:\/\/test-bucket\/mem.snap: at least \d+ bytes/)
+  await t.rejects(
+    ChunkStore.openSource(new MemoryRangeSource(snap.snapBytes), { cacheDir: dir, cacheSizeBytes: 1024 * 1024, concurrency: 8 }),
+    /--cache-size 1048576: too small for s3:\/\/test-bucket\/mem.snap: at least \d+ bytes/,
+  )
 })
 
 t.test('the next run adopts the cache: good entries after a CRC check, a corrupted one is fetched again', async t => {
@@ -333,6 +385,8 @@ t.test('one server per cache directory', async t => {
   const dir = tempDir(t)
   const snap = await testSnapshot(dir, 1)
   await openStore(t, new MemoryRangeSource(snap.snapBytes), join(dir, 'cache'))
-  await t.rejects(ChunkStore.openSource(new MemoryRangeSource(snap.snapBytes), { cacheDir: join(dir, 'cache'), cacheSizeBytes: 2 ** 30 }),
-    /--cache-dir .*: in use by another faultline server \(pid \d+\); give each server its own --cache-dir/)
+  await t.rejects(
+    ChunkStore.openSource(new MemoryRangeSource(snap.snapBytes), { cacheDir: join(dir, 'cache'), cacheSizeBytes: 2 ** 30 }),
+    /--cache-dir .*: in use by another faultline server \(pid \d+\); give each server its own --cache-dir/,
+  )
 })

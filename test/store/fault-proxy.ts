@@ -37,10 +37,15 @@ export class FaultProxy {
     this.target = new URL(target)
     this.decide = decide
     this.server = createServer((req, res) => this.handle(req, res))
-    this.server.on('connection', s => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)) })
+    this.server.on('connection', s => {
+      this.sockets.add(s)
+      s.on('close', () => this.sockets.delete(s))
+    })
   }
 
-  get url(): string { return `http://127.0.0.1:${this.port}` }
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`
+  }
 
   static start(target: string, decide: FaultProxy['decide'] = () => 'pass'): Promise<FaultProxy> {
     const proxy = new FaultProxy(target, decide)
@@ -68,7 +73,10 @@ export class FaultProxy {
       void action.hold.then(() => this.forward(req, res, 'pass'))
       return
     }
-    if (action === 'reset') { req.socket.destroy(); return }
+    if (action === 'reset') {
+      req.socket.destroy()
+      return
+    }
     if (typeof action === 'object') {
       const body = `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${action.code}</Code><Message>injected by the test proxy</Message></Error>`
       res.writeHead(action.status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) })
@@ -80,22 +88,35 @@ export class FaultProxy {
 
   private forward(req: IncomingMessage, res: ServerResponse, action: 'pass' | 'truncate'): void {
     if (req.socket.destroyed) return
-    const upstream = request({
-      host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers,
-    }, up => {
-      res.writeHead(up.statusCode ?? 502, up.headers)
-      if (action === 'truncate') {
-        const length = Number(up.headers['content-length'] ?? 0)
-        let sent = 0
-        up.on('data', (d: Buffer) => {
-          const room = Math.max(0, Math.floor(length / 2) - sent)
-          if (room > 0) { res.write(d.subarray(0, room)); sent += Math.min(room, d.length) }
-          if (sent >= Math.floor(length / 2)) { req.socket.destroy(); up.destroy() }
-        })
-        return
-      }
-      up.pipe(res)
-    })
+    const upstream = request(
+      {
+        host: this.target.hostname,
+        port: this.target.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+      },
+      up => {
+        res.writeHead(up.statusCode ?? 502, up.headers)
+        if (action === 'truncate') {
+          const length = Number(up.headers['content-length'] ?? 0)
+          let sent = 0
+          up.on('data', (d: Buffer) => {
+            const room = Math.max(0, Math.floor(length / 2) - sent)
+            if (room > 0) {
+              res.write(d.subarray(0, room))
+              sent += Math.min(room, d.length)
+            }
+            if (sent >= Math.floor(length / 2)) {
+              req.socket.destroy()
+              up.destroy()
+            }
+          })
+          return
+        }
+        up.pipe(res)
+      },
+    )
     upstream.on('error', () => req.socket.destroy())
     req.pipe(upstream)
   }

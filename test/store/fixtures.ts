@@ -8,7 +8,9 @@ import { writeSyntheticImage } from '../../src/snapshot/synthetic-image.js'
 import { RemoteStoreError } from '../../src/store/errors.js'
 import type { RangeReadStats, RangeResult, RangeSource } from '../../src/store/s3-object.js'
 
-interface Teardown { teardown(fn: () => unknown): void }
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
 
 export function tempDir(t: Teardown, prefix = 'fl-store-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
@@ -16,7 +18,12 @@ export function tempDir(t: Teardown, prefix = 'fl-store-'): string {
   return dir
 }
 
-export interface TestSnapshot { raw: string; snap: string; rawBytes: Buffer; snapBytes: Buffer }
+export interface TestSnapshot {
+  raw: string
+  snap: string
+  rawBytes: Buffer
+  snapBytes: Buffer
+}
 
 /** A `mib` MiB synthetic image and its snapshot (default 64-page chunks). */
 export async function testSnapshot(dir: string, mib: number, seed = 1, chunkPages?: number): Promise<TestSnapshot> {
@@ -56,12 +63,15 @@ export class MemoryRangeSource implements RangeSource {
     this.inflight++
     this.maxInflight = Math.max(this.maxInflight, this.inflight)
     try {
-      if (this.gate) await this.gate
+      if (this.gate !== undefined) await this.gate
       const hold = this.holds.get(start)
-      if (hold) await hold
+      if (hold !== undefined) await hold
       await new Promise(r => setImmediate(r))
       const fault = start >= 4096 && length > 0 ? this.faults.shift() : undefined
-      if (fault?.kind === 'fail') { this.stats.failures++; throw fault.error }
+      if (fault?.kind === 'fail') {
+        this.stats.failures++
+        throw fault.error
+      }
       const end = Math.min(this.bytes.length, start + length)
       if (end - start !== length && !allowShort) throw new RemoteStoreError(this.url, 'short', `read past the end`)
       const out = Buffer.from(this.bytes.subarray(start, end))

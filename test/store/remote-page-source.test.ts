@@ -47,7 +47,8 @@ t.test('pages are readable once their chunk is in, and read exactly as the local
   const { store, source, reader, posted, snap } = await setup(t)
   t.ok(isDeferredSource(source))
   t.notOk(isDeferredSource(reader), 'a local file is not deferred: its path is unchanged')
-  const a = storedChunk(store), b = storedChunk(store, a.chunk + 1)
+  const a = storedChunk(store),
+    b = storedChunk(store, a.chunk + 1)
   t.equal(source.availablePages(a.first, a.count), 0)
   const into = Buffer.alloc(a.count * 4096)
   let stored = a.first
@@ -56,18 +57,23 @@ t.test('pages are readable once their chunk is in, and read exactly as the local
   t.equal(store.table.state[a.chunk], CHUNK_ABSENT, 'and that changed nothing')
   source.request(a.first + 3, 70, 0)
   const spanned = [a.chunk, a.chunk + 1].filter(c => store.table.state[c] !== CHUNK_READY)
-  t.same(posted.filter(m => m.type === 'fetch').map(m => Array.from((m as { chunks: Int32Array }).chunks)), [spanned],
-    'one message for the chunks the run spans')
+  t.same(
+    posted.filter(m => m.type === 'fetch').map(m => Array.from((m as { chunks: Int32Array }).chunks)),
+    [spanned],
+    'one message for the chunks the run spans',
+  )
   source.request(a.first, 1, 0)
   t.equal(posted.length, 1, 'asking again while it is coming sends nothing (and the early read sent nothing)')
   await store.idle()
   t.equal(source.availablePages(a.first, a.count), a.count)
   // A run across two chunks, compared with the local reader and with the raw image.
-  const first = b.first - 5, count = 10
+  const first = b.first - 5,
+    count = 10
   source.request(first, count, 0)
   await store.idle()
   t.equal(source.availablePages(first, count), count)
-  const remote = Buffer.alloc(count * 4096), local = Buffer.alloc(count * 4096)
+  const remote = Buffer.alloc(count * 4096),
+    local = Buffer.alloc(count * 4096)
   t.equal(source.tryReadPages(first, count, remote, 0), true)
   reader.readPages(first, count, local, 0)
   t.same(remote, local, 'same bytes as the local reader')
@@ -81,12 +87,20 @@ t.test('a fault on a chunk asked for as background work asks again, at fault pri
   const { store, source, posted, src } = await setup(t)
   const a = storedChunk(store)
   let release!: () => void
-  src.gate = new Promise(r => { release = r })
+  src.gate = new Promise(r => {
+    release = r
+  })
   source.request(a.first, 1, 2)
   source.request(a.first, 1, 2)
   source.request(a.first, 1, 0)
   source.request(a.first, 1, 1)
-  t.same(posted.map(m => m.type === 'fetch' ? [Array.from(m.chunks), m.priority] : m), [[[a.chunk], 2], [[a.chunk], 0]])
+  t.same(
+    posted.map(m => (m.type === 'fetch' ? [Array.from(m.chunks), m.priority] : m)),
+    [
+      [[a.chunk], 2],
+      [[a.chunk], 0],
+    ],
+  )
   release()
   src.gate = undefined
   await store.idle()
@@ -134,11 +148,21 @@ t.test('a chunk evicted after it arrived is asked for again', async t => {
 t.test('a chunk that could not be fetched is reported with the reason, and not retried by this session', async t => {
   const { store, source, src, posted } = await setup(t)
   const a = storedChunk(store)
-  src.faults.push({ kind: 'fail', error: new RemoteStoreError(src.url, 'denied', 'GET bytes=0-1: wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (InvalidAccessKeyId, HTTP 403)') })
+  src.faults.push({
+    kind: 'fail',
+    error: new RemoteStoreError(
+      src.url,
+      'denied',
+      'GET bytes=0-1: wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (InvalidAccessKeyId, HTTP 403)',
+    ),
+  })
   t.equal(source.failure(a.first, 1), undefined, 'nothing failed before asking')
   source.request(a.first, 1, 0)
   await store.idle()
-  t.equal(source.failure(a.first, 1), 's3://test-bucket/mem.snap: GET bytes=0-1: wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (InvalidAccessKeyId, HTTP 403)')
+  t.equal(
+    source.failure(a.first, 1),
+    's3://test-bucket/mem.snap: GET bytes=0-1: wrong credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (InvalidAccessKeyId, HTTP 403)',
+  )
   const sent = posted.length
   source.request(a.first, 1, 0)
   t.equal(posted.length, sent, 'no retry from the session that saw it fail')

@@ -4,8 +4,15 @@ import t from 'tap'
 import { closeSync, openSync, readFileSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import {
-  H_FLAGS, H_RECORD_COUNT, H_VERSION, TRACE_FIXED_HEADER_BYTES, TRACE_FLAG_BEFORE_RESUME, TRACE_FLAG_WRITE,
-  TRACE_RECORD_BYTES, TRACE_REGION_BYTES, tracePathForSession,
+  H_FLAGS,
+  H_RECORD_COUNT,
+  H_VERSION,
+  TRACE_FIXED_HEADER_BYTES,
+  TRACE_FLAG_BEFORE_RESUME,
+  TRACE_FLAG_WRITE,
+  TRACE_RECORD_BYTES,
+  TRACE_REGION_BYTES,
+  tracePathForSession,
 } from '../../src/trace/format.js'
 import { readTrace } from '../../src/trace/reader.js'
 import { checkTracePath, TraceRecorder } from '../../src/trace/recorder.js'
@@ -19,11 +26,24 @@ t.test('a round trip keeps every field', async t => {
     [2 ** 40 + 12345, 4095, 0, 0, 0, 17, 0], // a time past 2^32 ns (73 minutes)
     [2 ** 41, 4000, 96, 2, 0, 0, 2 ** 33], // a latency past u32 saturates
   ]
-  const regions = [{ address: 0x7fffdead0000, firstPage: 0, pageCount: 2048 }, { address: 0x10000000, firstPage: 2048, pageCount: 2048 }]
+  const regions = [
+    { address: 0x7fffdead0000, firstPage: 0, pageCount: 2048 },
+    { address: 0x10000000, firstPage: 2048, pageCount: 2048 },
+  ]
   const path = writeTrace(dir, 'a.fltrace', records, { regions, policy: 'readahead:15' })
   t.equal(statSync(path).size, TRACE_FIXED_HEADER_BYTES + 2 * TRACE_REGION_BYTES + 4 * TRACE_RECORD_BYTES)
   const tr = readTrace(path)
-  t.match(tr.header, { version: 1, pageSize: 4096, complete: true, sessionId: 3, pid: 4242, recordCount: 4, snapshotPages: 4096, policy: 'readahead:15', regions })
+  t.match(tr.header, {
+    version: 1,
+    pageSize: 4096,
+    complete: true,
+    sessionId: 3,
+    pid: 4242,
+    recordCount: 4,
+    snapshotPages: 4096,
+    policy: 'readahead:15',
+    regions,
+  })
   t.ok(Math.abs(tr.header.startUnixMs - Date.now()) < 600_000, 'start time is wall-clock ms')
   t.equal(tr.length, 4)
   t.equal(tr.incomplete, false)
@@ -52,8 +72,19 @@ t.test('more records than the buffer holds are all written', async t => {
 
 t.test('a trace the server never closed is read up to its last whole record', async t => {
   const dir = t.testdir()
-  const path = writeTrace(dir, 'open.fltrace', [[1, 1, 1, 0, 0, 1, 1], [2, 2, 1, 0, 0, 1, 1], [3, 3, 1, 0, 0, 1, 1]], { close: false })
-  const fd = openSync(path, 'a'); writeSync(fd, Buffer.alloc(10, 7)); closeSync(fd) // a torn record
+  const path = writeTrace(
+    dir,
+    'open.fltrace',
+    [
+      [1, 1, 1, 0, 0, 1, 1],
+      [2, 2, 1, 0, 0, 1, 1],
+      [3, 3, 1, 0, 0, 1, 1],
+    ],
+    { close: false },
+  )
+  const fd = openSync(path, 'a')
+  writeSync(fd, Buffer.alloc(10, 7))
+  closeSync(fd) // a torn record
   const tr = readTrace(path)
   t.equal(tr.incomplete, true)
   t.equal(tr.length, 3)
@@ -62,14 +93,51 @@ t.test('a trace the server never closed is read up to its last whole record', as
 
 t.test('damaged traces are refused, naming the file and the problem', async t => {
   const dir = t.testdir()
-  const good = writeTrace(dir, 'g.fltrace', [[1, 1, 1, 0, 0, 1, 1], [2, 2, 1, 0, 0, 1, 1]])
+  const good = writeTrace(dir, 'g.fltrace', [
+    [1, 1, 1, 0, 0, 1, 1],
+    [2, 2, 1, 0, 0, 1, 1],
+  ])
   const bytes = readFileSync(good)
-  const variant = (name: string, edit: (b: Buffer) => Buffer) => { const p = join(dir, name); writeFileSync(p, edit(Buffer.from(bytes))); return p }
-  t.throws(() => readTrace(variant('magic', b => { b[0] = 0x58; return b })), { name: 'TraceFormatError', message: /magic\: not a faultline trace/ })
-  t.throws(() => readTrace(variant('version', b => { b.writeUInt32LE(9, H_VERSION); return b })), { message: /version: trace format version 9 is not supported/ })
-  t.throws(() => readTrace(variant('count', b => { b.writeUInt32LE(5, H_RECORD_COUNT); return b })), { message: /count: header says 5 records \(140 bytes\) but the file holds 56 bytes of records/ })
+  const variant = (name: string, edit: (b: Buffer) => Buffer) => {
+    const p = join(dir, name)
+    writeFileSync(p, edit(Buffer.from(bytes)))
+    return p
+  }
+  t.throws(
+    () =>
+      readTrace(
+        variant('magic', b => {
+          b[0] = 0x58
+          return b
+        }),
+      ),
+    { name: 'TraceFormatError', message: /magic: not a faultline trace/ },
+  )
+  t.throws(
+    () =>
+      readTrace(
+        variant('version', b => {
+          b.writeUInt32LE(9, H_VERSION)
+          return b
+        }),
+      ),
+    { message: /version: trace format version 9 is not supported/ },
+  )
+  t.throws(
+    () =>
+      readTrace(
+        variant('count', b => {
+          b.writeUInt32LE(5, H_RECORD_COUNT)
+          return b
+        }),
+      ),
+    { message: /count: header says 5 records \(140 bytes\) but the file holds 56 bytes of records/ },
+  )
   t.throws(() => readTrace(variant('short', b => b.subarray(0, 100))), { message: /short: not a faultline trace/ })
-  const cause = variant('cause', b => { b[TRACE_FIXED_HEADER_BYTES + TRACE_REGION_BYTES + TRACE_RECORD_BYTES + 24] = 7; return b })
+  const cause = variant('cause', b => {
+    b[TRACE_FIXED_HEADER_BYTES + TRACE_REGION_BYTES + TRACE_RECORD_BYTES + 24] = 7
+    return b
+  })
   t.throws(() => readTrace(cause), { message: /cause: record 1 has cause 7/ })
   const torn = variant('torn', b => b)
   truncateSync(torn, bytes.length - 5)
@@ -84,5 +152,7 @@ t.test('session files and the --trace check', async t => {
   const dir = t.testdir({ sub: {} })
   t.doesNotThrow(() => checkTracePath(join(dir, 'ok.fltrace')))
   t.throws(() => checkTracePath(join(dir, 'sub')), { message: /--trace .*sub: is a directory/ })
-  t.throws(() => checkTracePath('/nonexistent-dir/x.fltrace'), { message: /--trace \/nonexistent-dir\/x\.fltrace: cannot write in \/nonexistent-dir: no such file/ })
+  t.throws(() => checkTracePath('/nonexistent-dir/x.fltrace'), {
+    message: /--trace \/nonexistent-dir\/x\.fltrace: cannot write in \/nonexistent-dir: no such file/,
+  })
 })

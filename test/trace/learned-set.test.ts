@@ -3,7 +3,13 @@
 import { writeFileSync } from 'node:fs'
 import t from 'tap'
 import {
-  decodeLearnedSet, encodeLearnedSet, LEARNED_MAX_SESSIONS, learnedPages, learnedSetPath, readLearnedSet, recordLearnedSession,
+  decodeLearnedSet,
+  encodeLearnedSet,
+  LEARNED_MAX_SESSIONS,
+  learnedPages,
+  learnedSetPath,
+  readLearnedSet,
+  recordLearnedSession,
 } from '../../src/trace/learned-set.js'
 import { LearnedPolicy } from '../../src/policy/learned.js'
 import { PolicyArgs } from '../../src/policy/args.js'
@@ -23,15 +29,22 @@ t.test('sessions are kept in order, the oldest dropped past the bound', async t 
 })
 
 t.test('k of the last n, newest order first', async t => {
-  const set = { snapshot: SNAP, sessions: [[1, 2, 3], [3, 4, 1], [5, 3, 1]].map((p, i) => ({ endedMs: i, pages: Uint32Array.from(p) })) }
-  t.same(learnedPages(set), [5, 3, 1, 4, 2], 'union: the newest session\'s order, then older ones\' new pages')
+  const set = {
+    snapshot: SNAP,
+    sessions: [
+      [1, 2, 3],
+      [3, 4, 1],
+      [5, 3, 1],
+    ].map((p, i) => ({ endedMs: i, pages: Uint32Array.from(p) })),
+  }
+  t.same(learnedPages(set), [5, 3, 1, 4, 2], "union: the newest session's order, then older ones' new pages")
   t.same(learnedPages(set, 2), [3, 1], 'seen in at least 2 of the last 4')
   t.same(learnedPages(set, 3), [3, 1])
   t.same(learnedPages(set, 1, 1), [5, 3, 1], 'only the last session')
   t.same(learnedPages(set, 2, 2), [3, 1], '2 of the last 2')
 })
 
-t.test('another snapshot\'s set, and damaged files, are refused with the path', async t => {
+t.test("another snapshot's set, and damaged files, are refused with the path", async t => {
   const dir = t.testdir()
   recordLearnedSession(dir, SNAP, Uint32Array.of(1))
   const path = learnedSetPath(dir, SNAP)
@@ -56,7 +69,7 @@ t.test('learned:FILE[@K/N] prefetches the set in order, from the start', async t
   t.equal(policy.name, `learned:${path}`)
   const plan = new RunList()
   policy.onStart({ pageSize: 4096, pageCount: 1000, ranges: [{ firstPage: 0, pageCount: 1000 }], isResident: () => false, kindOf: () => 1 }, plan)
-  t.same([...plan.first.subarray(0, plan.length)], [100, 7, 200, 8], 'newest order, then the older session\'s other pages (8-9 joined)')
+  t.same([...plan.first.subarray(0, plan.length)], [100, 7, 200, 8], "newest order, then the older session's other pages (8-9 joined)")
   t.same([...plan.count.subarray(0, plan.length)], [1, 1, 1, 2])
   const two = LearnedPolicy.fromArgs(new PolicyArgs('learned', `${path}@2/2`))
   t.equal(two.pages, 2, 'pages 100 and 7 are in both sessions')

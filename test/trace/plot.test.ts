@@ -6,8 +6,13 @@ import { faults, writeTrace, type Rec } from './fixtures.js'
 
 t.test('svg and html', async t => {
   const dir = t.testdir()
-  const records: Rec[] = faults(Array.from({ length: 200 }, (_, i) => i * 3), 5)
-  records.forEach((r, i) => { r[6] = (i + 1) * 1000 })
+  const records: Rec[] = faults(
+    Array.from({ length: 200 }, (_, i) => i * 3),
+    5,
+  )
+  records.forEach((r, i) => {
+    r[6] = (i + 1) * 1000
+  })
   records.push([150_000, 700, 32, 1, 0, 0, 9000])
   const tr = readTrace(writeTrace(dir, 'p.fltrace', records, { policy: 'adaptive:256' }))
   const svg = renderTraceSvg(tr)
@@ -30,7 +35,9 @@ t.test('a large trace is binned to pixels', async t => {
   const dir = t.testdir()
   const records: Rec[] = []
   for (let i = 0; i < 200_000; i++) records.push([i * 1000, (i * 7919) % 65536, 1, 0, 0, 1, 1000 + (i % 5000)])
-  const svg = renderTraceSvg(readTrace(writeTrace(dir, 'big.fltrace', records, { snapshotPages: 65536, regions: [{ address: 0, firstPage: 0, pageCount: 65536 }] })))
+  const svg = renderTraceSvg(
+    readTrace(writeTrace(dir, 'big.fltrace', records, { snapshotPages: 65536, regions: [{ address: 0, firstPage: 0, pageCount: 65536 }] })),
+  )
   t.ok(svg.length < 4 * 2 ** 20, `${svg.length} bytes`)
 })
 

@@ -21,5 +21,7 @@ t.test('pages relative to the region, in first-touch order', async t => {
 t.test('what cannot be replayed', async t => {
   const dir = t.testdir()
   t.throws(() => replayPlan(readTrace(writeTrace(dir, 'a', faults([1]), { regions: [] }))), { message: /records no guest region/ })
-  t.throws(() => replayPlan(readTrace(writeTrace(dir, 'b', faults([1]), { regions: [{ address: 0, firstPage: 0, pageCount: 100 }] }))), { message: /not whole MiB/ })
+  t.throws(() => replayPlan(readTrace(writeTrace(dir, 'b', faults([1]), { regions: [{ address: 0, firstPage: 0, pageCount: 100 }] }))), {
+    message: /not whole MiB/,
+  })
 })

@@ -21,7 +21,7 @@ t.test('random-16mib: ondemand, 4 threads, random:0.25 over 16 MiB', async t => 
   t.match(replayPlan(tr), { mib: 16, offsetBytes: 0, skipped: 0 })
 })
 
-t.test('mixed-16mib-adaptive: adaptive on the bench\'s mixed workload', async t => {
+t.test("mixed-16mib-adaptive: adaptive on the bench's mixed workload", async t => {
   const tr = readTrace(join(TRACES, 'mixed-16mib-adaptive.fltrace'))
   t.match(tr.header, { complete: true, policy: 'adaptive', regions: [{ firstPage: 0, pageCount: 4096 }] })
   const s = traceStats(tr)

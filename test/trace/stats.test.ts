@@ -32,7 +32,10 @@ t.test('counts, pages by cause, latency quantiles, rates and growth', async t =>
   t.equal(s.latency.p90Ns, 90_000)
   t.equal(s.latency.p99Ns, 99_000)
   t.equal(s.latency.maxNs, 100_000)
-  t.same(s.workingSetGrowth.map(g => g.pages), [10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
+  t.same(
+    s.workingSetGrowth.map(g => g.pages),
+    [10, 20, 30, 40, 50, 60, 70, 80, 90, 100],
+  )
   t.same(s.workingSetTimeNs, { p50: 50_000_000, p90: 90_000_000, p100: 100_000_000 })
 })
 

@@ -11,9 +11,12 @@ t.test('uffd fdinfo: initialised or not, and its features', async t => {
   t.equal(parseUffdFdinfo('pos:\t0\nflags:\t02\n'), undefined, 'not a uffd')
 })
 
-t.test('maps: every mapping\'s range, pathnames and trailing blanks ignored', async t => {
+t.test("maps: every mapping's range, pathnames and trailing blanks ignored", async t => {
   const maps = '7f0000000000-7f0000010000 rw-p 00000000 00:00 0\n7f0000030000-7f0000040000 r--p 00000000 08:01 1234 /usr/lib/libc.so.6\n\n'
-  t.same(mappedRanges(maps), [[0x7f0000000000, 0x7f0000010000], [0x7f0000030000, 0x7f0000040000]])
+  t.same(mappedRanges(maps), [
+    [0x7f0000000000, 0x7f0000010000],
+    [0x7f0000030000, 0x7f0000040000],
+  ])
   t.same(mappedRanges(''), [])
 })
 
@@ -21,5 +24,8 @@ t.test('smaps: only the mappings whose VmFlags include um', async t => {
   const entry = (start: number, flags: string) =>
     `${start.toString(16)}-${(start + 0x10000).toString(16)} rw-p 00000000 00:00 0\nSize:  64 kB\nVmFlags: ${flags}\n`
   const smaps = entry(0x10000, 'rd wr um') + entry(0x20000, 'rd wr uw') + entry(0x30000, 'rd wr umx') + entry(0x40000, 'um rd')
-  t.same(missingModeRanges(smaps), [[0x10000, 0x20000], [0x40000, 0x50000]])
+  t.same(missingModeRanges(smaps), [
+    [0x10000, 0x20000],
+    [0x40000, 0x50000],
+  ])
 })

@@ -8,7 +8,7 @@ import * as uffd from '../../src/uffd/index.js'
 
 const PAGE = 4096
 
-t.test('UFFDIO_API reports this kernel\'s features and negotiates a subset', async t => {
+t.test("UFFDIO_API reports this kernel's features and negotiates a subset", async t => {
   const all = uffd.supportedFeatures()
   t.ok(all & uffd.UFFD_FEATURE_THREAD_ID, 'THREAD_ID offered')
   const fd = uffd.Userfaultfd.create()

@@ -27,7 +27,8 @@ t.test('a source edited after the build is named, and refused', async t => {
   utimesSync(join(root, 'src/server/session.ts'), now, now)
   t.equal(staleSource(root), 'src/server/session.ts')
   t.throws(() => assertBuildFresh(root), {
-    name: 'StaleBuildError', code: 'FL_ERR_STALE_BUILD',
+    name: 'StaleBuildError',
+    code: 'FL_ERR_STALE_BUILD',
     message: 'src/server/session.ts is newer than its build in dist/ (or was never built): run `npm run build` (session workers run the compiled code)',
   })
 })

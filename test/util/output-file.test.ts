@@ -14,8 +14,10 @@ t.test('an output that is an input is refused, whatever path names it', async t 
   symlinkSync(input, join(dir, 'soft'))
   const inputs = [identityOf(input, 'the raw image in.raw')!]
   for (const name of ['in.raw', 'hard', 'soft']) {
-    t.throws(() => checkOutputPath(join(dir, name), `OUT ${name}`, inputs),
-      { name: 'OutputFileError', message: `OUT ${name}: is the same file as the raw image in.raw; refusing to overwrite an input (choose another output path)` })
+    t.throws(() => checkOutputPath(join(dir, name), `OUT ${name}`, inputs), {
+      name: 'OutputFileError',
+      message: `OUT ${name}: is the same file as the raw image in.raw; refusing to overwrite an input (choose another output path)`,
+    })
     t.throws(() => ReplacementFile.create(join(dir, name), { inputs }), OutputFileError)
     t.throws(() => openOutputInPlace(join(dir, name), `--trace ${name}`, inputs), OutputFileError)
   }
@@ -26,7 +28,8 @@ t.test('an output that is an input is refused, whatever path names it', async t 
 
 t.test('existing non-regular outputs are refused and left as they are', { skip: process.getuid?.() !== 0 ? 'mknod needs root' : false }, async t => {
   const dir = t.testdir()
-  const dev = join(dir, 'null'), fifo = join(dir, 'fifo')
+  const dev = join(dir, 'null'),
+    fifo = join(dir, 'fifo')
   execFileSync('mknod', [dev, 'c', '1', '3'])
   execFileSync('mkfifo', [fifo])
   t.throws(() => ReplacementFile.create(dev), { message: `${dev}: is a character device; refusing to write over it (outputs must be regular files)` })
@@ -57,7 +60,7 @@ t.test('a replacement appears whole at commit, never before; abort leaves the ta
 })
 
 t.test('a symlink planted where the temporary would go is never followed', async t => {
-  const dir = t.testdir({ 'victim': 'precious' })
+  const dir = t.testdir({ victim: 'precious' })
   const victim = join(dir, 'victim')
   // The names faultline used to take (OUT.tmp), and a few guesses at this process's own.
   symlinkSync(victim, join(dir, 'z.snap.tmp'))
@@ -71,7 +74,7 @@ t.test('a symlink planted where the temporary would go is never followed', async
 })
 
 t.test('in place: truncated only after the checks, on the descriptor opened', async t => {
-  const dir = t.testdir({ 'trace': 'old trace bytes' })
+  const dir = t.testdir({ trace: 'old trace bytes' })
   const fd = openOutputInPlace(join(dir, 'trace'), '--trace trace', [])
   writeSync(fd, 'new')
   closeSync(fd)
@@ -79,7 +82,7 @@ t.test('in place: truncated only after the checks, on the descriptor opened', as
 })
 
 t.test('an interrupted writer leaves no temporary and the target as it was', async t => {
-  const dir = t.testdir({ 'out': 'old' })
+  const dir = t.testdir({ out: 'old' })
   // A child that writes its replacement slowly and is interrupted midway.
   const script = `
     import { ReplacementFile } from ${JSON.stringify(new URL('../../src/util/output-file.ts', import.meta.url).href)}

@@ -11,7 +11,7 @@ function after(args: string[], flag: string): string | undefined {
   return i < 0 ? undefined : args[i + 1]
 }
 
-t.test('anonymous RAM (eager, faultline): memory-backend-ram named pc.ram of the RAM size', async (t) => {
+t.test('anonymous RAM (eager, faultline): memory-backend-ram named pc.ram of the RAM size', async t => {
   const args = buildQemuArgs(base, '/tmp/q.sock')
   t.equal(after(args, '-object'), 'memory-backend-ram,id=pc.ram,size=256M')
   t.equal(after(args, '-machine'), 'pc,memory-backend=pc.ram')
@@ -23,14 +23,14 @@ t.test('anonymous RAM (eager, faultline): memory-backend-ram named pc.ram of the
   t.notOk(args.includes('-incoming'), 'no -incoming for a fresh boot')
 })
 
-t.test('a shared RAM file (snapshot source) and a private one (mmap resume)', async (t) => {
+t.test('a shared RAM file (snapshot source) and a private one (mmap resume)', async t => {
   const shared = buildQemuArgs({ ...base, ram: { kind: 'file', path: '/vm/ram.img', share: true } }, '/q')
   t.equal(after(shared, '-object'), 'memory-backend-file,id=pc.ram,size=256M,mem-path=/vm/ram.img,share=on')
   const priv = buildQemuArgs({ ...base, ram: { kind: 'file', path: '/vm/a,b.img', share: false } }, '/q')
   t.equal(after(priv, '-object'), 'memory-backend-file,id=pc.ram,size=256M,mem-path=/vm/a,,b.img,share=off', 'commas in paths are doubled')
 })
 
-t.test('incoming: wait for migrate-incoming and stay paused; extra args go last', async (t) => {
+t.test('incoming: wait for migrate-incoming and stay paused; extra args go last', async t => {
   const args = buildQemuArgs({ ...base, incoming: true, workloadMiB: 32, accel: 'kvm', extraArgs: ['-d', 'guest_errors'] }, '/q')
   t.equal(after(args, '-incoming'), 'defer')
   t.ok(args.includes('-S'))
@@ -39,14 +39,17 @@ t.test('incoming: wait for migrate-incoming and stay paused; extra args go last'
   t.equal(after(args, '-accel'), 'kvm')
 })
 
-t.test('the shim environment', async (t) => {
+t.test('the shim environment', async t => {
   t.same(faultlineEnv({ shimPath: '/s.so', socketPath: '/p.sock', ramBytes: 256 << 20 }), {
-    LD_PRELOAD: '/s.so', FAULTLINE_SOCKET: '/p.sock', FAULTLINE_RAM_SIZE: String(256 << 20), FAULTLINE_OFFSET: '0',
+    LD_PRELOAD: '/s.so',
+    FAULTLINE_SOCKET: '/p.sock',
+    FAULTLINE_RAM_SIZE: String(256 << 20),
+    FAULTLINE_OFFSET: '0',
   })
   t.equal(faultlineEnv({ shimPath: '/s.so', socketPath: '/p', ramBytes: 4096, offsetBytes: 8192 }).FAULTLINE_OFFSET, '8192')
 })
 
-t.test('RAM sizes as QEMU reads -m', async (t) => {
+t.test('RAM sizes as QEMU reads -m', async t => {
   t.equal(parseRamMiB('256'), 256)
   t.equal(parseRamMiB('256M'), 256)
   t.equal(parseRamMiB('512MiB'), 512)
