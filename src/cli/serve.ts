@@ -70,8 +70,12 @@ const SERVE_OPTIONS = {
   'cache-dir': { type: 'string' },
   'cache-size': { type: 'string' },
   'fetch-concurrency': { type: 'string' },
-  'cache-memory': { type: 'string' }, 'fill-workers': { type: 'string' }, 'cache-folios': { type: 'string' }, learn: { type: 'string' },
-  'on-unservable': { type: 'string' }, metrics: { type: 'string' },
+  'cache-memory': { type: 'string' },
+  'fill-workers': { type: 'string' },
+  'cache-folios': { type: 'string' },
+  learn: { type: 'string' },
+  'on-unservable': { type: 'string' },
+  metrics: { type: 'string' },
 } as const
 
 /** --cache-memory: a size, or 0 for no cache. */
@@ -130,12 +134,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
     cacheFolios: values['cache-folios'] === undefined ? undefined : choiceItems('cache-folios', [values['cache-folios']], ['huge', 'small'] as const)[0],
     learnDir: learnDir(values.learn),
     onUnservable: choiceItems('on-unservable', [values['on-unservable'] ?? 'kill'], UNSERVABLE_ACTIONS)[0],
-    remote: remote ? {
-      endpoint: values.endpoint,
-      cacheDir: values['cache-dir'] ?? defaults.cacheDir,
-      cacheSizeBytes: values['cache-size'] === undefined ? defaults.cacheSizeBytes : parseSize(values['cache-size'], '--cache-size'),
-      concurrency: intOption('fetch-concurrency', values['fetch-concurrency'], 1, 1024, 8),
-    } : undefined,
+    remote: remote
+      ? {
+          endpoint: values.endpoint,
+          cacheDir: values['cache-dir'] ?? defaults.cacheDir,
+          cacheSizeBytes: values['cache-size'] === undefined ? defaults.cacheSizeBytes : parseSize(values['cache-size'], '--cache-size'),
+          concurrency: intOption('fetch-concurrency', values['fetch-concurrency'], 1, 1024, 8),
+        }
+      : undefined,
   })
   // Listening before the first guest can be served, so every session is counted.
   const metrics = values.metrics === undefined ? undefined : new ServerMetrics(server)

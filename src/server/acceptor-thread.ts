@@ -30,10 +30,18 @@ export class AcceptorThread {
     })
     acceptor.on('message', (m: AcceptorMessage) => {
       switch (m.type) {
-        case 'listening': listening(); break
-        case 'guest': host.guest(m); break
-        case 'rejected': host.rejected(m.pid, m.error); break
-        case 'log': host.log(m.line); break
+        case 'listening':
+          listening()
+          break
+        case 'guest':
+          host.guest(m)
+          break
+        case 'rejected':
+          host.rejected(m.pid, m.error)
+          break
+        case 'log':
+          host.log(m.line)
+          break
         case 'fatal':
           failure = m.error
           host.log(`acceptor failed: ${m.error}; no new guests are accepted`)

@@ -235,7 +235,10 @@ class Acceptor {
     // Taken now, from the connection (SO_PEERPIDFD names the process that connected, whatever
     // happened to its pid since); a pending handshake costs no more descriptors for it.
     const pidfd = openPeerPidfd(p.fd, p.pid)
-    if (pidfd < 0 && data.needPidfd) { this.refuse(i, `cannot open a pidfd of the guest (pid ${p.pid}): it exited, or the server is out of descriptors; --on-unservable kill needs one`); return }
+    if (pidfd < 0 && data.needPidfd) {
+      this.refuse(i, `cannot open a pidfd of the guest (pid ${p.pid}): it exited, or the server is out of descriptors; --on-unservable kill needs one`)
+      return
+    }
     this.pending.splice(i, 1)
     post({ type: 'guest', conn: p.fd, uffd: p.fds[0], pidfd, body, peer: { pid: p.pid, uid: p.uid, gid: p.gid }, acceptedAtMs: p.acceptedAtMs })
   }

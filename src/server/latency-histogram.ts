@@ -4,7 +4,9 @@
 const SUB = 8
 export const HISTOGRAM_BUCKETS = 64 * SUB
 /** Cells after the buckets: samples, their sum (ns) and the largest. */
-const TOTAL = HISTOGRAM_BUCKETS, SUM = HISTOGRAM_BUCKETS + 1, MAX = HISTOGRAM_BUCKETS + 2
+const TOTAL = HISTOGRAM_BUCKETS,
+  SUM = HISTOGRAM_BUCKETS + 1,
+  MAX = HISTOGRAM_BUCKETS + 2
 /** Float64 cells a histogram takes. */
 export const HISTOGRAM_CELLS = HISTOGRAM_BUCKETS + 3
 
@@ -19,9 +21,15 @@ export class LatencyHistogram {
     this.counts = this.cells.subarray(0, HISTOGRAM_BUCKETS)
   }
 
-  get total(): number { return this.cells[TOTAL] }
-  get sumNs(): number { return this.cells[SUM] }
-  get maxNs(): number { return this.cells[MAX] }
+  get total(): number {
+    return this.cells[TOTAL]
+  }
+  get sumNs(): number {
+    return this.cells[SUM]
+  }
+  get maxNs(): number {
+    return this.cells[MAX]
+  }
 
   record(ns: number): void {
     if (ns < 1) ns = 1
@@ -44,7 +52,8 @@ export class LatencyHistogram {
 
   /** Adds `other`'s samples to this one's (an ended session's into the server's totals). */
   add(other: LatencyHistogram): void {
-    const c = this.cells, o = other.cells
+    const c = this.cells,
+      o = other.cells
     for (let i = 0; i < MAX; i++) c[i] += o[i]
     if (o[MAX] > c[MAX]) c[MAX] = o[MAX]
   }

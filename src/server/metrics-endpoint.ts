@@ -25,10 +25,18 @@ export function startMetricsEndpoint(spec: string, metrics: ServerMetrics): Prom
   const { host, port } = parseListenAddress(spec)
   const http: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0]
-    if (path !== '/metrics') { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n'); return }
-    if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET, HEAD' }).end(); return }
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n')
+      return
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end()
+      return
+    }
     let body: string
-    try { body = metrics.render() } catch (err) {
+    try {
+      body = metrics.render()
+    } catch (err) {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`)
       return
     }
@@ -37,18 +45,27 @@ export function startMetricsEndpoint(spec: string, metrics: ServerMetrics): Prom
   })
   return new Promise((resolve, reject) => {
     http.once('error', (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'EADDRINUSE' ? 'address in use'
-        : err.code === 'EADDRNOTAVAIL' ? 'no such address on this host'
-          : err.code === 'EACCES' ? 'permission denied (a port below 1024?)'
-            : err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN' ? `cannot resolve host ${host}`
-              : err.message
+      const why =
+        err.code === 'EADDRINUSE'
+          ? 'address in use'
+          : err.code === 'EADDRNOTAVAIL'
+            ? 'no such address on this host'
+            : err.code === 'EACCES'
+              ? 'permission denied (a port below 1024?)'
+              : err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN'
+                ? `cannot resolve host ${host}`
+                : err.message
       reject(new ServerError(`--metrics ${spec}: cannot listen: ${why}`))
     })
     http.listen(port, host, () => {
       const a = http.address() as AddressInfo
       resolve({
         address: `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`,
-        close: () => new Promise<void>(r => { http.closeAllConnections(); http.close(() => r()) }),
+        close: () =>
+          new Promise<void>(r => {
+            http.closeAllConnections()
+            http.close(() => r())
+          }),
       })
     })
   })

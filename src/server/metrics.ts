@@ -10,8 +10,16 @@ import type { ChunkStoreStats } from '../store/chunk-store.js'
 import { HISTOGRAM_CELLS, LatencyHistogram } from './latency-histogram.js'
 import type { SessionRecord } from './session-pool.js'
 import {
-  COUNTER_SLOTS, K_CACHE_PRIVATE, K_CACHE_WAKES, K_FAULTS, K_FOLIOS_REQUESTED, K_PAGES, K_PAGES_FROM_CACHE, K_POISONED,
-  K_REMOTE_WAITS, K_ZERO_PAGES,
+  COUNTER_SLOTS,
+  K_CACHE_PRIVATE,
+  K_CACHE_WAKES,
+  K_FAULTS,
+  K_FOLIOS_REQUESTED,
+  K_PAGES,
+  K_PAGES_FROM_CACHE,
+  K_POISONED,
+  K_REMOTE_WAITS,
+  K_ZERO_PAGES,
 } from './session-meters.js'
 
 /** What the metrics read from the server. */
@@ -50,9 +58,13 @@ function classify(text: string, table: ReadonlyArray<readonly [string, RegExp]>,
 const CAUSES = ['fault', 'prefetch', 'background'] as const
 /** Histogram bounds: 2^9 ns (512 ns) .. 2^30 ns (1.07 s), powers of two being exact bucket
  * bounds of LatencyHistogram. */
-const FIRST_BOUND_EXP = 9, LAST_BOUND_EXP = 30
+const FIRST_BOUND_EXP = 9,
+  LAST_BOUND_EXP = 30
 
-interface Live { counters: Float64Array; histogram: LatencyHistogram }
+interface Live {
+  counters: Float64Array
+  histogram: LatencyHistogram
+}
 
 function liveView(rec: SessionRecord): Live | undefined {
   if (rec.counters === undefined) return undefined
@@ -105,13 +117,27 @@ export class ServerMetrics {
   render(): string {
     const out = new Exposition()
     out.metric('faultline_sessions_accepted_total', 'counter', 'Guests whose session started.', [[{}, this.accepted]])
-    out.metric('faultline_sessions_refused_total', 'counter', 'Guests refused, by reason.', [...this.refused].map(([reason, n]) => [{ reason }, n]))
-    out.metric('faultline_sessions_ended_total', 'counter', 'Sessions ended, by reason.', [...this.ended].map(([reason, n]) => [{ reason }, n]))
+    out.metric(
+      'faultline_sessions_refused_total',
+      'counter',
+      'Guests refused, by reason.',
+      [...this.refused].map(([reason, n]) => [{ reason }, n]),
+    )
+    out.metric(
+      'faultline_sessions_ended_total',
+      'counter',
+      'Sessions ended, by reason.',
+      [...this.ended].map(([reason, n]) => [{ reason }, n]),
+    )
     out.metric('faultline_sessions_active', 'gauge', 'Sessions being served.', [[{}, this.live.size]])
     out.metric('faultline_handshakes_pending', 'gauge', 'Connections whose first message is awaited.', [[{}, this.server.pendingHandshakes()]])
     out.metric('faultline_faults_total', 'counter', 'Page faults on absent pages.', [[{}, this.total(K_FAULTS)]])
-    out.metric('faultline_pages_installed_total', 'counter', 'Pages installed into guests, by cause (zero pages included).',
-      CAUSES.map((cause, c) => [{ cause }, this.total(K_PAGES + c)]))
+    out.metric(
+      'faultline_pages_installed_total',
+      'counter',
+      'Pages installed into guests, by cause (zero pages included).',
+      CAUSES.map((cause, c) => [{ cause }, this.total(K_PAGES + c)]),
+    )
     out.metric('faultline_zero_pages_installed_total', 'counter', 'Of the pages installed, zero pages (UFFDIO_ZEROPAGE).', [[{}, this.total(K_ZERO_PAGES)]])
     out.metric('faultline_pages_poisoned_total', 'counter', 'Pages poisoned: they failed verification or could not be had.', [[{}, this.total(K_POISONED)]])
     out.metric('faultline_remote_waits_total', 'counter', 'Faults that waited for their chunk from the object store.', [[{}, this.total(K_REMOTE_WAITS)]])
@@ -126,17 +152,32 @@ export class ServerMetrics {
   }
 
   private renderCache(out: Exposition): void {
-    out.metric('faultline_cache_fault_wakes_total', 'counter', 'Cache-mapped guests: faults whose folio was in the decoded cache (hits, answered with a wake).', [[{}, this.total(K_CACHE_WAKES)]])
-    out.metric('faultline_cache_private_pages_total', 'counter', 'Cache-mapped guests: pages served privately, their folio not in the cache yet (misses).', [[{}, this.total(K_CACHE_PRIVATE)]])
-    out.metric('faultline_cache_pages_read_total', 'counter', 'Pages installed from the decoded cache instead of decoded (anonymous guests\' hits).', [[{}, this.total(K_PAGES_FROM_CACHE)]])
+    out.metric(
+      'faultline_cache_fault_wakes_total',
+      'counter',
+      'Cache-mapped guests: faults whose folio was in the decoded cache (hits, answered with a wake).',
+      [[{}, this.total(K_CACHE_WAKES)]],
+    )
+    out.metric('faultline_cache_private_pages_total', 'counter', 'Cache-mapped guests: pages served privately, their folio not in the cache yet (misses).', [
+      [{}, this.total(K_CACHE_PRIVATE)],
+    ])
+    out.metric('faultline_cache_pages_read_total', 'counter', "Pages installed from the decoded cache instead of decoded (anonymous guests' hits).", [
+      [{}, this.total(K_PAGES_FROM_CACHE)],
+    ])
     out.metric('faultline_cache_folios_requested_total', 'counter', 'Folios sessions asked the fill workers for.', [[{}, this.total(K_FOLIOS_REQUESTED)]])
     const fills = this.server.fillTotals()
     const local = this.endedBytesRead + (fills?.bytesRead ?? 0)
-    out.metric('faultline_snapshot_bytes_read_total', 'counter', 'Stored bytes read from the local snapshot (fill workers live, sessions when they end).', [[{}, local]])
+    out.metric('faultline_snapshot_bytes_read_total', 'counter', 'Stored bytes read from the local snapshot (fill workers live, sessions when they end).', [
+      [{}, local],
+    ])
     const counts = this.server.cacheCounts()
     if (fills !== undefined) {
-      out.metric('faultline_cache_folios_filled_total', 'counter', 'Folios the fill workers decoded into the cache, by priority.',
-        CAUSES.map((priority, p) => [{ priority }, fills.foliosByPriority[p]]))
+      out.metric(
+        'faultline_cache_folios_filled_total',
+        'counter',
+        'Folios the fill workers decoded into the cache, by priority.',
+        CAUSES.map((priority, p) => [{ priority }, fills.foliosByPriority[p]]),
+      )
     }
     if (counts !== undefined) {
       out.metric('faultline_cache_bytes', 'gauge', 'Decoded bytes the cache holds.', [[{}, counts.presentBytes]])
@@ -146,16 +187,25 @@ export class ServerMetrics {
 
   private renderLatency(out: Exposition): void {
     const buckets: Array<[Record<string, string>, number]> = []
-    let count = this.endedHistogram.total, sumNs = this.endedHistogram.sumNs
-    for (const v of this.live.values()) { count += v.histogram.total; sumNs += v.histogram.sumNs }
+    let count = this.endedHistogram.total,
+      sumNs = this.endedHistogram.sumNs
+    for (const v of this.live.values()) {
+      count += v.histogram.total
+      sumNs += v.histogram.sumNs
+    }
     for (let e = FIRST_BOUND_EXP; e <= LAST_BOUND_EXP; e++) {
       let n = this.endedHistogram.countBelowPow2(e)
       for (const v of this.live.values()) n += v.histogram.countBelowPow2(e)
       buckets.push([{ le: String(2 ** e / 1e9) }, n])
     }
     buckets.push([{ le: '+Inf' }, count])
-    out.histogram('faultline_fault_service_seconds', 'Fault service time, from the uffd read to the install (a bucket counts faults served in less than its bound).',
-      buckets, sumNs / 1e9, count)
+    out.histogram(
+      'faultline_fault_service_seconds',
+      'Fault service time, from the uffd read to the install (a bucket counts faults served in less than its bound).',
+      buckets,
+      sumNs / 1e9,
+      count,
+    )
   }
 
   private renderStore(out: Exposition): void {
@@ -186,7 +236,9 @@ class Exposition {
     this.lines.push(`${name}_sum ${formatValue(sum)}`, `${name}_count ${formatValue(count)}`)
   }
 
-  text(): string { return this.lines.join('\n') + '\n' }
+  text(): string {
+    return this.lines.join('\n') + '\n'
+  }
 }
 
 function labelText(labels: Record<string, string>): string {

@@ -23,7 +23,14 @@ import type { GuestHandoff } from './worker-protocol.js'
 import { AcceptorThread, pendingBound } from './acceptor-thread.js'
 import { closeCache, formatCacheBound, startCache, STRAY_CHECK_MS, type CacheParts } from './server-cache.js'
 import {
-  checkOptions, DEFAULT_STALL_TIMEOUT_MS, policyFor, prepareSocketPath, ServerError, snapshotIdentity, traceInputs, type PageServerOptions,
+  checkOptions,
+  DEFAULT_STALL_TIMEOUT_MS,
+  policyFor,
+  prepareSocketPath,
+  ServerError,
+  snapshotIdentity,
+  traceInputs,
+  type PageServerOptions,
 } from './server-options.js'
 
 export { MAX_PENDING_HANDSHAKES, MAX_SESSIONS, MAX_WARM_WORKERS, ServerError, type PageServerOptions } from './server-options.js'
@@ -128,16 +135,30 @@ export class PageServer extends EventEmitter<PageServerEvents> {
         },
         waitingGuests: () => this.queue.length,
       },
-      sessionEnded: (rec, stats, error) => this.endSession(rec, stats, error),
-      changed: () => { if (!this.closing) this.dispatch() },
-      waitingGuests: () => this.queue.length,
-    }, {
-      workerData: {
-        stopFd: this.stopFd, snapshotPath: opts.snapshotPath, snapshotFd, policy: policySpec, cwd: process.cwd(),
-        tracePath: opts.tracePath, traceInputs, handshakeTimeoutMs: this.handshakeTimeoutMs,
-        sessionCounter: new SharedArrayBuffer(4), remote: store?.workerData(),
-        cache: this.cache?.info, fills: this.fills?.sessionData(), learn: opts.learnDir !== undefined,
-        onUnservable: opts.onUnservable ?? 'kill',
+      {
+        workerData: {
+          stopFd: this.stopFd,
+          snapshotPath: opts.snapshotPath,
+          snapshotFd,
+          policy: policySpec,
+          cwd: process.cwd(),
+          tracePath: opts.tracePath,
+          traceInputs,
+          handshakeTimeoutMs: this.handshakeTimeoutMs,
+          sessionCounter: new SharedArrayBuffer(4),
+          remote: store?.workerData(),
+          cache: this.cache?.info,
+          fills: this.fills?.sessionData(),
+          learn: opts.learnDir !== undefined,
+          onUnservable: opts.onUnservable ?? 'kill',
+        },
+        warm: opts.warmWorkers ?? 1,
+        maxSessions: this.maxSessions,
+        singleGuest: opts.singleGuest ?? false,
+        idleStartLimitMs: opts.idleStartLimitMs ?? IDLE_START_LIMIT_MS,
+        stallTimeoutMs: opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
+        policySpec,
+        store,
       },
     )
   }
@@ -174,7 +195,12 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   }
 
   /** Owns `snapshotFd` from here: closed on failure, or by close(). */
-  private static async startWith(opts: PageServerOptions, store: ChunkStore | undefined, snapshot: SnapshotReader | undefined, snapshotFd: number): Promise<PageServer> {
+  private static async startWith(
+    opts: PageServerOptions,
+    store: ChunkStore | undefined,
+    snapshot: SnapshotReader | undefined,
+    snapshotFd: number,
+  ): Promise<PageServer> {
     let listenFd: number, protectedInputs: FileIdentity[], policySpec: string
     let cacheParts: CacheParts | undefined
     try {
@@ -244,17 +270,25 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   /** Resolves once the acceptor thread accepts. */
   private startAcceptor(opts: PageServerOptions): Promise<void> {
     const uid = process.getuid?.() ?? 0
-    this.acceptor = new AcceptorThread({
-      listenFd: this.listenFd, stopFd: this.acceptorStopFd,
-      pageSize: this.shape.pageSize, pageCount: this.shape.pageCount,
-      allowUids: [uid, ...(opts.allowUids ?? [])], allowAnyUid: opts.allowAnyUid ?? false,
-      handshakeTimeoutMs: this.handshakeTimeoutMs, maxPending: pendingBound(this.maxPending, this.startNotices), pendingCounter: this.pendingCounter,
-      needPidfd: (opts.onUnservable ?? 'kill') === 'kill',
-    }, {
-      guest: g => this.onGuest(g),
-      rejected: (pid, error) => this.refused(pid, error),
-      log: line => this.emit('log', line, 'warn'),
-    })
+    this.acceptor = new AcceptorThread(
+      {
+        listenFd: this.listenFd,
+        stopFd: this.acceptorStopFd,
+        pageSize: this.shape.pageSize,
+        pageCount: this.shape.pageCount,
+        allowUids: [uid, ...(opts.allowUids ?? [])],
+        allowAnyUid: opts.allowAnyUid ?? false,
+        handshakeTimeoutMs: this.handshakeTimeoutMs,
+        maxPending: pendingBound(this.maxPending, this.startNotices),
+        pendingCounter: this.pendingCounter,
+        needPidfd: (opts.onUnservable ?? 'kill') === 'kill',
+      },
+      {
+        guest: g => this.onGuest(g),
+        rejected: (pid, error) => this.refused(pid, error),
+        log: line => this.emit('log', line, 'warn'),
+      },
+    )
     this.acceptorExited = this.acceptor.exited
     return this.acceptor.ready
   }
@@ -377,10 +411,14 @@ export class PageServer extends EventEmitter<PageServerEvents> {
   }
 
   /** Connections whose first message the acceptor still awaits. */
-  pendingHandshakes(): number { return Atomics.load(new Int32Array(this.pendingCounter), 0) }
+  pendingHandshakes(): number {
+    return Atomics.load(new Int32Array(this.pendingCounter), 0)
+  }
 
   /** The fill workers' totals (undefined without a decoded cache). */
-  fillTotals(): FillPoolStats | undefined { return this.fills?.totals() }
+  fillTotals(): FillPoolStats | undefined {
+    return this.fills?.totals()
+  }
 
   /** Resolves when no guest is being served or waits for an answer. */
   async idle(): Promise<void> {
@@ -438,4 +476,3 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     await this.store?.close()
   }
 }
-

@@ -12,7 +12,11 @@ import type { PageServerOptions } from './server-options.js'
 /** How often the cache is checked for folios the server did not put there. */
 export const STRAY_CHECK_MS = 1000
 
-export interface CacheParts { cache: DecodedCache; fills: FillPool; log?: (line: string, level?: LogLevel) => void }
+export interface CacheParts {
+  cache: DecodedCache
+  fills: FillPool
+  log?: (line: string, level?: LogLevel) => void
+}
 
 /** The decoded cache of the snapshot and its fill workers (which read an object-store
  * snapshot through the chunk store, several chunks in flight). */
@@ -22,7 +26,10 @@ export function startCache(opts: PageServerOptions, snapshot: SnapshotReader | u
   const parts: CacheParts = { cache, fills: undefined as unknown as FillPool }
   try {
     parts.fills = FillPool.create({
-      snapshotPath: opts.snapshotPath, snapshotFd, cache, workers: opts.fillWorkers,
+      snapshotPath: opts.snapshotPath,
+      snapshotFd,
+      cache,
+      workers: opts.fillWorkers,
       log: line => parts.log?.(line, 'warn'),
       remote: store === undefined ? undefined : { workerData: store.workerData(), store },
     })
@@ -41,5 +48,7 @@ export async function closeCache(parts: CacheParts | undefined): Promise<void> {
 
 export function formatCacheBound(cache: DecodedCache): string {
   const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`
-  return cache.info.limitBytes >= cache.folioCount * cache.folioBytes ? `up to the whole image (${mib(cache.info.limitBytes)})` : `at most ${mib(cache.info.limitBytes)}, evicting past it`
+  return cache.info.limitBytes >= cache.folioCount * cache.folioBytes
+    ? `up to the whole image (${mib(cache.info.limitBytes)})`
+    : `at most ${mib(cache.info.limitBytes)}, evicting past it`
 }

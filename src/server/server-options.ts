@@ -114,7 +114,12 @@ export function prepareSocketPath(opts: PageServerOptions): number {
   if (existsSync(opts.socketPath)) {
     if (!lstatSync(opts.socketPath).isSocket()) throw new ServerError(`--socket ${opts.socketPath}: exists and is not a socket`)
     let live = false
-    try { uffd.closeFd(uffd.connectUnix(opts.socketPath)); live = true } catch { /* stale */ }
+    try {
+      uffd.closeFd(uffd.connectUnix(opts.socketPath))
+      live = true
+    } catch {
+      /* stale */
+    }
     if (live) throw new ServerError(`--socket ${opts.socketPath}: another server is listening there`)
     unlinkSync(opts.socketPath)
   }

@@ -54,7 +54,11 @@ export interface SessionOptions {
 }
 
 /** The poll set's slots; forked children's uffds from SLOT_CHILDREN on. */
-export const SLOT_UFFD = 0, SLOT_CONN = 1, SLOT_STOP = 2, SLOT_REMOTE = 3, SLOT_CHILDREN = 4
+export const SLOT_UFFD = 0,
+  SLOT_CONN = 1,
+  SLOT_STOP = 2,
+  SLOT_REMOTE = 3,
+  SLOT_CHILDREN = 4
 
 export abstract class SessionHandling implements PolicyContext {
   readonly pageSize: number
@@ -122,19 +126,31 @@ export abstract class SessionHandling implements PolicyContext {
 
   protected view(fd: uffd.Userfaultfd, memory: GuestMemory): GuestView {
     const installer = new GuestInstaller({
-      uffd: fd, memory, source: this.source, copyBuffer: this.copyBuffer, cache: this.cache,
-      canPoison: this.opts.canPoison, meters: this.meters, current: this.current, trace: this.opts.trace, log: this.opts.log,
+      uffd: fd,
+      memory,
+      source: this.source,
+      copyBuffer: this.copyBuffer,
+      cache: this.cache,
+      canPoison: this.opts.canPoison,
+      meters: this.meters,
+      current: this.current,
+      trace: this.opts.trace,
+      log: this.opts.log,
     })
     return { fd, memory, installer, messages: new uffd.UffdMessages(64) }
   }
 
   // PolicyContext: pages are snapshot pages of the guest (the parent's layout).
-  get ranges(): Array<{ firstPage: number; pageCount: number }> { return this.memory.ranges() }
+  get ranges(): Array<{ firstPage: number; pageCount: number }> {
+    return this.memory.ranges()
+  }
   isResident(page: number): boolean {
     if (this.memory.isResident(page)) return true
     return this.cacheMapped && this.fills!.isCovered(page)
   }
-  kindOf(page: number): number { return this.source.kindOf(page) }
+  kindOf(page: number): number {
+    return this.source.kindOf(page)
+  }
 
   /** Serves a fault at `address` as if the uffd had reported it (a read fault of thread 0):
    * the warm worker's rehearsal on memory of its own (rehearsal.ts). */
@@ -174,12 +190,19 @@ export abstract class SessionHandling implements PolicyContext {
     }
     const t0 = performance.now()
     const r = serveForkedChild(childFd, view.memory.clone(), {
-      source: this.source, copyBuffer: this.copyBuffer, canPoison: this.opts.canPoison, log: this.opts.log,
-      meters: this.meters, current: this.current, cache: this.cache,
+      source: this.source,
+      copyBuffer: this.copyBuffer,
+      canPoison: this.opts.canPoison,
+      log: this.opts.log,
+      meters: this.meters,
+      current: this.current,
+      cache: this.cache,
       failClosed: why => this.opts.failClosed?.(true, why),
     })
-    this.opts.log(`guest forked: filled ${r.children} child(ren) with ${r.pagesCopied} snapshot + ${r.zeroPages} zero pages` +
-      `${r.poisonedPages ? `, ${r.poisonedPages} poisoned` : ''}${r.exited ? ' (a child exited first)' : ''} in ${Math.round(performance.now() - t0)} ms`)
+    this.opts.log(
+      `guest forked: filled ${r.children} child(ren) with ${r.pagesCopied} snapshot + ${r.zeroPages} zero pages` +
+        `${r.poisonedPages ? `, ${r.poisonedPages} poisoned` : ''}${r.exited ? ' (a child exited first)' : ''} in ${Math.round(performance.now() - t0)} ms`,
+    )
     // A page the child could neither get nor have poisoned would read as zeros there: fail closed.
     if (r.error !== undefined && !this.opts.canPoison) {
       this.stopped = r.error
@@ -200,7 +223,11 @@ export abstract class SessionHandling implements PolicyContext {
   protected handleFault(view: GuestView, flags: number, threadId: number): void {
     const address = this.current[CUR_ADDRESS]
     const region = view.memory.regionAt(address)
-    if (region === undefined) { view.installer.answerOutside(address); this.checkStopped(view); return }
+    if (region === undefined) {
+      view.installer.answerOutside(address)
+      this.checkStopped(view)
+      return
+    }
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const state = region.state[guestPage]
     if (this.cacheMapped && state === PRESENT) {
@@ -290,7 +317,10 @@ export abstract class SessionHandling implements PolicyContext {
     const t0 = this.meters.clock.nowMs()
     for (const address of pending) {
       const region = view.memory.regionAt(address)
-      if (region === undefined) { installer.answerOutside(address); continue }
+      if (region === undefined) {
+        installer.answerOutside(address)
+        continue
+      }
       const guestPage = Math.floor((address - region.start) / this.pageSize)
       const s = region.state[guestPage]
       if (s !== ABSENT && s !== DISCARDED && s !== BAD) {
@@ -314,7 +344,10 @@ export abstract class SessionHandling implements PolicyContext {
     const guestPage = Math.floor((address - region.start) / this.pageSize)
     const s = region.state[guestPage]
     // Installed meanwhile (by a prefetch run, which wakes nobody): wake the faulting thread.
-    if (s !== ABSENT && s !== DISCARDED) { this.parent.installer.wake(address); return }
+    if (s !== ABSENT && s !== DISCARDED) {
+      this.parent.installer.wake(address)
+      return
+    }
     this.fault.timeNs = Math.round((t0 - this.resumeMs) * 1e6)
     this.plan.clear()
     this.plan.add(region.firstPage + guestPage, 1, InstallCause.Fault)
@@ -328,5 +361,4 @@ export abstract class SessionHandling implements PolicyContext {
   installParked(): void {
     this.installPlanWithoutFault(0)
   }
-
 }

@@ -5,7 +5,14 @@
 
 /** Int32 slots. FILL_FD and FILL_SLOT: the eventfd a session registered with the decoded
  * cache's fill notifier, and its slot there (fill workers signal it). */
-const HEARTBEAT = 0, STATE = 1, CONN = 2, UFFD = 3, TRACE = 4, FILL_FD = 5, FILL_SLOT = 6, PIDFD = 7
+const HEARTBEAT = 0,
+  STATE = 1,
+  CONN = 2,
+  UFFD = 3,
+  TRACE = 4,
+  FILL_FD = 5,
+  FILL_SLOT = 6,
+  PIDFD = 7
 const SLOTS = 8
 
 /** STATE values. */

@@ -195,7 +195,11 @@ function admit(guest: GuestHandoff, guestUffd: uffd.Userfaultfd, source: PageSou
 /** Serves one handed-over guest. Returns false when it was refused (this worker may take the
  * next one), true once its session has run (this worker then exits). */
 async function serveGuest(guest: GuestHandoff, source: PageSource, policy: FaultPolicy): Promise<boolean> {
-  const { conn, pidfd, peer: { pid } } = guest
+  const {
+    conn,
+    pidfd,
+    peer: { pid },
+  } = guest
   slot.hold(conn, guest.uffd, pidfd)
   const guestUffd = new uffd.Userfaultfd(guest.uffd)
   const closeAll = (trace?: TraceSink) => {

@@ -16,8 +16,14 @@ export function openPeerPidfd(conn: number, pid: number): number {
   try {
     const fd = uffd.peerPidfd(conn)
     if (fd >= 0) return fd
-  } catch { /* fall back */ }
-  try { return uffd.pidfdOpen(pid) } catch { return -1 }
+  } catch {
+    /* fall back */
+  }
+  try {
+    return uffd.pidfdOpen(pid)
+  } catch {
+    return -1
+  }
 }
 
 /** Pidfds of the children of `pid`, each checked after it was opened to be its child still (so
@@ -26,7 +32,11 @@ function openChildren(pid: number): number[] {
   const fds: number[] = []
   for (const child of uffd.childPids(pid)) {
     let fd: number
-    try { fd = uffd.pidfdOpen(child) } catch { continue }
+    try {
+      fd = uffd.pidfdOpen(child)
+    } catch {
+      continue
+    }
     if (uffd.parentPid(child) === pid) fds.push(fd)
     else uffd.closeFd(fd)
   }
@@ -42,10 +52,18 @@ export function killGuest(pidfd: number, pid: number, children: boolean): string
   if (pidfd < 0) return `could not kill pid ${pid}: no pidfd of it was opened at connect`
   const childFds = children ? openChildren(pid) : []
   let sent: boolean | string
-  try { sent = uffd.pidfdSendSignal(pidfd, uffd.SIGKILL) } catch (err) { sent = (err as Error).message }
+  try {
+    sent = uffd.pidfdSendSignal(pidfd, uffd.SIGKILL)
+  } catch (err) {
+    sent = (err as Error).message
+  }
   let forked = 0
   for (const fd of childFds) {
-    try { if (uffd.pidfdSendSignal(fd, uffd.SIGKILL)) forked++ } catch { /* gone */ }
+    try {
+      if (uffd.pidfdSendSignal(fd, uffd.SIGKILL)) forked++
+    } catch {
+      /* gone */
+    }
     uffd.closeFd(fd)
   }
   const also = forked > 0 ? ` and ${forked} child(ren) it forked` : ''

@@ -14,7 +14,18 @@ export {
   TARGET_SRC,
 } from './userfaultfd.js'
 export type { ApiResult } from './userfaultfd.js'
-export { listenUnix, connectUnix, acceptConnection, peerCredentials, peerPidfd, MessageReceiver, sendWithFds, sendBytes, receiveBytes, closeFd } from './socket.js'
+export {
+  listenUnix,
+  connectUnix,
+  acceptConnection,
+  peerCredentials,
+  peerPidfd,
+  MessageReceiver,
+  sendWithFds,
+  sendBytes,
+  receiveBytes,
+  closeFd,
+} from './socket.js'
 export type { PeerCredentials, ReceivedMessage } from './socket.js'
 export { PollSet } from './poll.js'
 export { mapAnonymous, unmap, adviseDontNeed, createEventFd, signalEventFd, drainEventFd, pidfdOpen, pidfdGetfd, pidfdSendSignal } from './memory.js'

@@ -133,10 +133,18 @@ export function presentPages(fd: number, address: number, pages: number, entries
 export function childPids(pid: number): number[] {
   const pids: number[] = []
   let tids: string[]
-  try { tids = readdirSync(`/proc/${pid}/task`) } catch { return pids }
+  try {
+    tids = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return pids
+  }
   for (const tid of tids) {
     let text: string
-    try { text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8') } catch { continue }
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8')
+    } catch {
+      continue
+    }
     for (const word of text.split(' ')) if (word.trim() !== '') pids.push(Number(word))
   }
   return pids
@@ -146,7 +154,11 @@ export function childPids(pid: number): number[] {
  * parentheses); -1 when it is gone. */
 export function parentPid(pid: number): number {
   let text: string
-  try { text = readFileSync(`/proc/${pid}/stat`, 'utf8') } catch { return -1 }
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return -1
+  }
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
   return Number(fields[1])
 }

@@ -79,18 +79,30 @@ export interface GuestResult {
 export function runGuest(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; binary?: string } = {}): Promise<GuestResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(opts.binary ?? GUEST, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env })
-    let stdout = '', stderr = ''
-    child.stdout.on('data', d => { stdout += d })
-    child.stderr.on('data', d => { stderr += d })
+    let stdout = '',
+      stderr = ''
+    child.stdout.on('data', d => {
+      stdout += d
+    })
+    child.stderr.on('data', d => {
+      stderr += d
+    })
     const started = Date.now()
     let timedOut = false
-    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL') }, opts.timeoutMs ?? 60000)
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, opts.timeoutMs ?? 60000)
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
       let report: Record<string, any> | undefined
       const line = stdout.trim().split('\n').pop()
-      try { report = line ? JSON.parse(line) : undefined } catch { /* not JSON */ }
+      try {
+        report = line ? JSON.parse(line) : undefined
+      } catch {
+        /* not JSON */
+      }
       resolvePromise({ code, signal, stdout, stderr, report, timedOut, elapsedMs: Date.now() - started })
     })
   })

@@ -22,11 +22,20 @@ async function scrape(url: string): Promise<{ status: number; type: string | nul
 /** Every line is a comment or `name{labels} value` with a number (the text format's grammar,
  * as far as this server writes it). */
 function wellFormed(text: string): boolean {
-  return text.endsWith('\n') && text.trimEnd().split('\n').every(l =>
-    /^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$/.test(l) || /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (-?[0-9.e+-]+|\+Inf|NaN)$/.test(l))
+  return (
+    text.endsWith('\n') &&
+    text
+      .trimEnd()
+      .split('\n')
+      .every(
+        l =>
+          /^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$/.test(l) ||
+          /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (-?[0-9.e+-]+|\+Inf|NaN)$/.test(l),
+      )
+  )
 }
 
-t.test('serve --metrics: /metrics during and after a guest, against the guest\'s own counts', async t => {
+t.test("serve --metrics: /metrics during and after a guest, against the guest's own counts", async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, 8, 3)
   const socket = join(dir, 's.sock')
@@ -47,12 +56,17 @@ t.test('serve --metrics: /metrics during and after a guest, against the guest\'s
   t.equal(refused.reply?.ok, false, `a garbage handshake is refused: ${refused.reply?.error}`)
 
   // The guest holds its session after its workload: scraped then, the session is live.
-  const guest = spawn(GUEST, ['--socket', socket, '--mib', '8', '--workload', 'random:0.3', '--seed', '5', '--verify', img.raw, '--hold-ms', '3000'],
-    { stdio: ['ignore', 'pipe', 'pipe'] })
+  const guest = spawn(GUEST, ['--socket', socket, '--mib', '8', '--workload', 'random:0.3', '--seed', '5', '--verify', img.raw, '--hold-ms', '3000'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   let out = ''
-  guest.stdout.on('data', d => { out += d })
+  guest.stdout.on('data', d => {
+    out += d
+  })
   const exited = new Promise<number | null>(r => guest.on('close', code => r(code)))
-  t.teardown(() => { guest.kill('SIGKILL') })
+  t.teardown(() => {
+    guest.kill('SIGKILL')
+  })
   t.ok(await waitFor(() => out.includes('\n'), 30000), 'the guest printed its report')
   const report = JSON.parse(out.trim().split('\n')[0])
   const touched: number = report.pages_touched
@@ -73,16 +87,25 @@ t.test('serve --metrics: /metrics during and after a guest, against the guest\'s
   const after = await scrape(url)
   t.ok(wellFormed(after.text), 'after: well formed')
   t.equal(sample(after.text, 'faultline_sessions_active'), 0, 'after: no session active')
-  t.equal(sample(after.text, 'faultline_faults_total'), touched, 'after: the ended session\'s faults are kept (a counter never goes back)')
+  t.equal(sample(after.text, 'faultline_faults_total'), touched, "after: the ended session's faults are kept (a counter never goes back)")
   t.equal(sample(after.text, 'faultline_pages_installed_total{cause="fault"}'), touched, 'after: its pages too')
   t.equal(sample(after.text, 'faultline_sessions_ended_total{reason="guest"}'), 1, 'after: ended because the guest left')
   t.equal(sample(after.text, 'faultline_fault_service_seconds_count'), touched, 'after: the histogram kept its count')
   t.equal(sample(after.text, 'faultline_fault_service_seconds_bucket{le="+Inf"}'), touched, 'after: +Inf bucket = count')
   // Cumulative buckets never decrease.
-  const buckets = after.text.split('\n').filter(l => l.startsWith('faultline_fault_service_seconds_bucket')).map(l => Number(l.split(' ')[1]))
-  t.ok(buckets.every((v, i) => i === 0 || v >= buckets[i - 1]), 'buckets are cumulative')
+  const buckets = after.text
+    .split('\n')
+    .filter(l => l.startsWith('faultline_fault_service_seconds_bucket'))
+    .map(l => Number(l.split(' ')[1]))
+  t.ok(
+    buckets.every((v, i) => i === 0 || v >= buckets[i - 1]),
+    'buckets are cumulative',
+  )
   t.ok(sample(after.text, 'faultline_fault_service_seconds_sum') > 0, 'a positive sum of service times')
-  const logLine = server.log().split('\n').find(l => /session 1 ended/.test(l))!
+  const logLine = server
+    .log()
+    .split('\n')
+    .find(l => /session 1 ended/.test(l))!
   const served = /(\d+) faults, (\d+)\/(\d+)\/(\d+) pages/.exec(logLine)
   t.equal(Number(served?.[1]), touched, `the server's own log line agrees: ${logLine}`)
   t.ok(sample(after.text, 'faultline_snapshot_bytes_read_total') > 0, 'bytes read from the snapshot counted')

@@ -89,7 +89,10 @@ function checkFailedClosed(t: Test, r: GuestResult, damaged: number[], form: 'fa
 /** The server's one line for a guest it killed: page, file, reason. */
 function killedLine(logs: string[]): RegExpExecArray | null {
   for (const l of logs) {
-    const m = /^session \d+: snapshot error: .*live\.snap: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to).*; the guest's uffd cannot poison it: killed pid \d+ \(SIGKILL\) \(--on-unservable kill\)$/.exec(l)
+    const m =
+      /^session \d+: snapshot error: .*live\.snap: page (\d+) is corrupt: (checksum mismatch|LZ4 data malformed|decodes to).*; the guest's uffd cannot poison it: killed pid \d+ \(SIGKILL\) \(--on-unservable kill\)$/.exec(
+        l,
+      )
     if (m) return m
   }
   return null
@@ -108,7 +111,10 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   const logs: string[] = []
   server.on('log', line => logs.push(line))
   const next = prng(0xbad5eed)
-  let tried = 0, sigbus = 0, killed = 0, toldRounds = 0
+  let tried = 0,
+    sigbus = 0,
+    killed = 0,
+    toldRounds = 0
   for (let round = 0; round < 4; round++) {
     const snap = Buffer.from(good)
     const damaged = damagePages(snap, 1 + (next() % 4), next)
@@ -117,13 +123,18 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
     // Faultline form: the server poisons the page; without its watchdog only that SIGBUS can
     // stop the guest. Firecracker form (the guest chose no POISON): the server kills it.
     const form = round % 2 === 0 ? 'faultline' : 'firecracker'
-    const r = await runGuest(['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', 'sequential', '--verify', img.raw, '--verify-each',
-      '--no-watchdog'], { timeoutMs: 30000 })
+    const r = await runGuest(
+      ['--socket', socket, '--mib', String(MIB), '--handshake', form, '--workload', 'sequential', '--verify', img.raw, '--verify-each', '--no-watchdog'],
+      { timeoutMs: 30000 },
+    )
     await server.idle()
     const roundLogs = logs.splice(0)
     checkFailedClosed(t, r, damaged, form, `round ${round} (${form} form, pages ${damaged.join(', ')} damaged)`, roundLogs)
     if (form === 'faultline') {
-      t.ok(roundLogs.some(l => new RegExp(`cannot serve page (${damaged.join('|')}): .*is corrupt`).test(l)), `round ${round}: the server's log names the damaged page`)
+      t.ok(
+        roundLogs.some(l => new RegExp(`cannot serve page (${damaged.join('|')}): .*is corrupt`).test(l)),
+        `round ${round}: the server's log names the damaged page`,
+      )
     }
     if (r.code === 4) sigbus++
     else killed++
@@ -140,7 +151,11 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
     const failures = server.ended.filter(s => s.stats?.endReason.startsWith('snapshot error'))
     t.equal(failures.length, toldRounds, `round ${round}: sessions failed only where the page could not be poisoned`)
     if (form === 'firecracker') {
-      t.match(failures.at(-1)?.stats?.endReason, new RegExp(`^snapshot error: .*: page (${damaged.join('|')}) is corrupt: `), `round ${round}: the session says which page failed`)
+      t.match(
+        failures.at(-1)?.stats?.endReason,
+        new RegExp(`^snapshot error: .*: page (${damaged.join('|')}) is corrupt: `),
+        `round ${round}: the session says which page failed`,
+      )
     }
   }
   // And repaired, it serves every page again.
@@ -148,7 +163,9 @@ t.test('damaged page data: guests fail closed at the damaged page, the server se
   const whole = await runGuest(['--socket', socket, '--mib', String(MIB), '--workload', 'sequential', '--verify', img.raw])
   t.equal(whole.code, 0, whole.stderr)
   t.equal(whole.report?.verified_pages, PAGES)
-  t.comment(`live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${killed} times killed by the server`)
+  t.comment(
+    `live serve: ${tried} damaged snapshots served; guests failed closed ${sigbus} times by SIGBUS on the poisoned page, ${killed} times killed by the server`,
+  )
 })
 
 // Issue 15, item 1: a guest whose uffd cannot poison (Firecracker form, no watchdog: Firecracker
@@ -161,8 +178,20 @@ t.test('a guest that cannot be poisoned: killed (--on-unservable kill), or its s
   snap[bad.offset + (bad.length >> 1)] ^= 0x5a
   const path = join(dir, 'live.snap')
   writeFileSync(path, snap)
-  const args = (socket: string) => ['--socket', socket, '--mib', String(MIB), '--handshake', 'firecracker', '--workload', 'sequential',
-    '--verify', img.raw, '--verify-each', '--no-watchdog']
+  const args = (socket: string) => [
+    '--socket',
+    socket,
+    '--mib',
+    String(MIB),
+    '--handshake',
+    'firecracker',
+    '--workload',
+    'sequential',
+    '--verify',
+    img.raw,
+    '--verify-each',
+    '--no-watchdog',
+  ]
   for (const mode of ['kill', 'close'] as const) {
     const socket = join(dir, `${mode}.sock`)
     const server = await startFastServer(t, { snapshotPath: path, socketPath: socket, ...(mode === 'close' ? { onUnservable: mode } : {}) })
@@ -173,18 +202,29 @@ t.test('a guest that cannot be poisoned: killed (--on-unservable kill), or its s
     await server.idle()
     t.notMatch(r.stderr, /verify:/, `${mode}: no page it read differed from the image`)
     t.equal(r.report, undefined, `${mode}: it did not finish its workload`)
-    t.equal(server.ended[0]?.stats?.endReason.startsWith(`snapshot error: ${path}: page ${bad.page} is corrupt`), true,
-      `${mode}: its session ended on page ${bad.page}: ${server.ended[0]?.stats?.endReason}`)
+    t.equal(
+      server.ended[0]?.stats?.endReason.startsWith(`snapshot error: ${path}: page ${bad.page} is corrupt`),
+      true,
+      `${mode}: its session ended on page ${bad.page}: ${server.ended[0]?.stats?.endReason}`,
+    )
     if (mode === 'kill') {
       t.notOk(r.timedOut, `kill: it did not hang (${r.elapsedMs} ms)`)
       t.equal(r.signal, 'SIGKILL', `kill: the server killed it (signal ${r.signal}, code ${r.code})`)
       const line = logs.find(l => / killed pid \d+ \(SIGKILL\)/.test(l))
-      t.match(line, new RegExp(`^session \\d+: snapshot error: .*live\\.snap: page ${bad.page} is corrupt: .*; the guest's uffd cannot poison it: killed pid \\d+ \\(SIGKILL\\) \\(--on-unservable kill\\)$`),
-        `kill: one line says why: ${line}`)
+      t.match(
+        line,
+        new RegExp(
+          `^session \\d+: snapshot error: .*live\\.snap: page ${bad.page} is corrupt: .*; the guest's uffd cannot poison it: killed pid \\d+ \\(SIGKILL\\) \\(--on-unservable kill\\)$`,
+        ),
+        `kill: one line says why: ${line}`,
+      )
       t.comment(`--on-unservable kill: the Firecracker-form guest was killed ${r.elapsedMs} ms after it started`)
     } else {
       t.ok(r.timedOut, `close: the guest's fault was left waiting (killed by the test's 5 s bound; signal ${r.signal}, code ${r.code}: ${r.stderr.trim()})`)
-      t.notOk(logs.some(l => / killed pid /.test(l)), 'close: nothing was killed')
+      t.notOk(
+        logs.some(l => / killed pid /.test(l)),
+        'close: nothing was killed',
+      )
     }
     await server.close()
   }

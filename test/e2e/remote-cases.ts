@@ -392,8 +392,13 @@ t.test('failures', async t => {
       t.notOk(r.timedOut, `it did not hang (${r.elapsedMs} ms)`)
       t.equal(r.signal, 'SIGKILL', 'killed by the server (--on-unservable kill, the default)')
       await server.idle()
-      t.match(logs.join('\n'), new RegExp(`session \\d+: object store error: ${URL}: GET bytes=\\d+-\\d+: server error \\(InternalError, HTTP 500\\).*; the guest's uffd cannot poison it: killed pid \\d+ \\(SIGKILL\\) \\(--on-unservable kill\\)`),
-        'one line: the object, the reason, the kill')
+      t.match(
+        logs.join('\n'),
+        new RegExp(
+          `session \\d+: object store error: ${URL}: GET bytes=\\d+-\\d+: server error \\(InternalError, HTTP 500\\).*; the guest's uffd cannot poison it: killed pid \\d+ \\(SIGKILL\\) \\(--on-unservable kill\\)`,
+        ),
+        'one line: the object, the reason, the kill',
+      )
     })
   })
 

@@ -9,14 +9,22 @@ import { killGuest } from '../../src/server/unservable.js'
 function waitFor(cond: () => boolean, ms = 5000): Promise<boolean> {
   const end = Date.now() + ms
   return new Promise(resolve => {
-    const tick = () => { if (cond()) resolve(true); else if (Date.now() > end) resolve(false); else setTimeout(tick, 10) }
+    const tick = () => {
+      if (cond()) resolve(true)
+      else if (Date.now() > end) resolve(false)
+      else setTimeout(tick, 10)
+    }
     tick()
   })
 }
 
 /** Gone, or a zombie waiting for its (new) parent to reap it. */
 function dead(pid: number): boolean {
-  try { return /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8')) } catch { return true }
+  try {
+    return /^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  } catch {
+    return true
+  }
 }
 
 t.test('a guest and the children it forked are killed through pidfds', async t => {
