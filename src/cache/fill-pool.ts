@@ -58,6 +58,8 @@ export class FillPool {
   private readonly workers: Worker[] = []
   private readonly stats: Float64Array
   private readonly exited: Promise<void>[] = []
+  private readyCount = 0
+  private readonly readyWaiters: Array<() => void> = []
 
   private constructor(opts: FillPoolOptions) {
     this.workerCount = Math.max(1, opts.workers ?? availableParallelism())
@@ -82,8 +84,7 @@ export class FillPool {
 
   private opts: FillPoolOptions | undefined
 
-  /** Starts the workers (once; later calls do nothing). A server starts them once its warm
-   * session workers are up, so that they compete with nothing else for the cores. */
+  /** Starts the workers (once; later calls do nothing); whenReady says when they have loaded. */
   startWorkers(): void {
     const opts = this.opts
     if (opts === undefined || this.workers.length > 0 || this.closed) return
@@ -104,7 +105,8 @@ export class FillPool {
       }
       const worker = new Worker(entry.url, { ...entry.options, workerData: data })
       worker.on('message', (m: FillWorkerMessage) => {
-        if (m.type === 'fetch') remote?.store.request(m.chunks, m.priority, readyFd)
+        if (m.type === 'ready') this.workerReady()
+        else if (m.type === 'fetch') remote?.store.request(m.chunks, m.priority, readyFd)
         else if (m.type === 'invalid') remote?.store.invalidate(m.chunk)
         else if (m.type === 'unservable' && !reported.has(m.folio)) {
           reported.add(m.folio)
@@ -127,6 +129,22 @@ export class FillPool {
       )
       this.workers.push(worker)
     }
+  }
+
+  /** Resolves once every worker has started (or after `timeoutMs`, whichever is first): a
+   * guest that came while they were still loading had its faults served privately. */
+  whenReady(timeoutMs: number): Promise<void> {
+    if (this.workers.length === 0 || this.readyCount >= this.workers.length) return Promise.resolve()
+    return new Promise(resolve => {
+      const timer = setTimeout(resolve, timeoutMs)
+      timer.unref()
+      this.readyWaiters.push(() => { clearTimeout(timer); resolve() })
+    })
+  }
+
+  private workerReady(): void {
+    if (++this.readyCount < this.workers.length) return
+    for (const w of this.readyWaiters.splice(0)) w()
   }
 
   get started(): boolean {

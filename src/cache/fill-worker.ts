@@ -82,6 +82,7 @@ function main(): void {
   }
 
   try {
+    post({ type: 'ready' })
     for (;;) {
       const seen = queue.sequence()
       if (queue.stopped) return

@@ -52,6 +52,9 @@ interface QueuedGuest {
   deadlineMs: number
 }
 
+/** How long start() waits for the fill workers to load before serving without them. */
+const FILL_WORKERS_READY_MS = 10_000
+
 export class PageServer extends EventEmitter<PageServerEvents> {
   readonly socketPath: string
   /** Set for an s3:// snapshot: fetches and caches chunks for every session. */
@@ -229,11 +232,11 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (policySpec !== (opts.policy ?? 'ondemand'))
       server.startNotices.push(`--learn ${opts.learnDir}: prefetching the set learned for this snapshot (policy ${policySpec})`)
     try {
-      await server.pool.fill(false)
-      // Fill workers boot after the warm session workers (they compete for the same cores), but
-      // before any guest: one started with the first cache-mapped guest came ~100 ms late, and a
-      // short guest had every fault served privately before the first fill.
+      // Fill workers boot beside the warm session workers and are waited for too: started with
+      // the first cache-mapped guest they came 100-300 ms late, and a short guest had every
+      // fault served privately before the first fill.
       cacheParts?.fills.startWorkers()
+      await Promise.all([server.pool.fill(false), cacheParts?.fills.whenReady(FILL_WORKERS_READY_MS)])
       server.pool.markStarted()
       await server.startAcceptor(opts)
     } catch (err) {

@@ -82,6 +82,8 @@ export class Session extends SessionHandling {
     let timeout = -1
     if (this.remote?.waiting) timeout = REMOTE_RECHECK_MS
     if (this.children.list.length > 0 && (timeout < 0 || timeout > CHILD_PROBE_MS)) timeout = CHILD_PROBE_MS
+    const sample = this.usage?.msUntilSample(this.meters.clock.nowMs()) ?? -1
+    if (sample >= 0 && (timeout < 0 || timeout > sample)) timeout = sample
     return timeout
   }
 

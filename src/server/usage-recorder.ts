@@ -66,6 +66,14 @@ export class UsageRecorder {
     this.nextSampleMs = nowMs + this.intervalMs
   }
 
+  /** Milliseconds until the next sample is due (0: now), or -1 when this recorder does not
+   * sample: the session's poll must wake for it, or a guest that stops faulting (its hits
+   * all in the cache) would go unsampled until it exits, when its page tables are gone. */
+  msUntilSample(nowMs: number): number {
+    if (this.pagemapFd < 0) return -1
+    return Math.max(0, Math.ceil(this.nextSampleMs - nowMs))
+  }
+
   /** Every page of the guest's regions now mapped in its page tables, in address order. */
   sample(memory: GuestMemory): void {
     if (this.pagemapFd < 0) return
