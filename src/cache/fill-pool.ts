@@ -138,7 +138,10 @@ export class FillPool {
     return new Promise(resolve => {
       const timer = setTimeout(resolve, timeoutMs)
       timer.unref()
-      this.readyWaiters.push(() => { clearTimeout(timer); resolve() })
+      this.readyWaiters.push(() => {
+        clearTimeout(timer)
+        resolve()
+      })
     })
   }
 

@@ -21,7 +21,12 @@ export interface FillWorkerData {
   readyFd?: number
 }
 
-export type FillWorkerMessage = StoreRequest | { type: 'unservable'; folio: number; error: string } | { type: 'done' } | { type: 'ready' } | { type: 'fatal'; error: string }
+export type FillWorkerMessage =
+  | StoreRequest
+  | { type: 'unservable'; folio: number; error: string }
+  | { type: 'done' }
+  | { type: 'ready' }
+  | { type: 'fatal'; error: string }
 
 /** Per worker row: folios filled, by priority (fault, prefetch, background), stored bytes read,
  * ms spent filling. */
