@@ -11,6 +11,7 @@ import * as uffd from '../uffd/index.js'
 import { workerEntry } from '../util/worker-url.js'
 import type { SessionStats } from './session.js'
 import { createSlot, SessionSlot, SLOT_SERVING } from './session-slot.js'
+import { killGuest } from './unservable.js'
 import type { GuestHandoff, SessionWorkerData, ToSessionWorker, WorkerMessage } from './worker-protocol.js'
 
 export type LogLevel = 'info' | 'warn' | 'error'
@@ -70,6 +71,8 @@ interface WorkerEntry {
   /** The guest handed to it (its descriptors are the worker's until its slot says released). */
   guest?: GuestHandoff
   session?: SessionRecord
+  /** Whether the session's uffd can poison (from its start). */
+  canPoison?: boolean
   /** Last heartbeat seen, and since when it has not moved. */
   beat: number
   sinceMs: number
@@ -322,6 +325,7 @@ export class SessionPool {
           case 'session': {
             const rec: SessionRecord = { id: m.id, pid: m.pid, form: m.form, bytes: m.bytes, map: m.map, counters: m.counters }
             entry.session = rec
+            entry.canPoison = m.canPoison
             this.host.sessionStarted(rec)
             this.host.changed()
             break
@@ -397,6 +401,16 @@ export class SessionPool {
         } catch {
           /* gone */
         }
+      }
+      // A stalled session's guest has faults waiting that nobody will serve; closing its uffd
+      // would let them read zeros. One whose uffd cannot poison (no watchdog to trust either:
+      // Firecracker waits forever) is ended first, as an unservable page ends it.
+      const pid = entry.session?.pid ?? entry.guest?.peer.pid
+      if (entry.stopReason !== undefined && entry.canPoison === false && this.opts.workerData.onUnservable === 'kill' && pid !== undefined) {
+        this.host.log(
+          `session ${entry.session?.id ?? '?'}: stalled, and the guest's uffd cannot poison: ${killGuest(left.pidfd, pid, true)} (--on-unservable kill)`,
+          'warn',
+        )
       }
       for (const fd of [left.trace, left.uffd, left.conn, left.pidfd]) uffd.closeFd(fd)
     }

@@ -279,6 +279,7 @@ async function serveGuest(guest: GuestHandoff, source: PageSource, policy: Fault
       pid,
       form: handshake.form,
       map,
+      canPoison,
       counters,
       regions: handshake.regions.length,
       bytes: handshake.regions.reduce((s, r) => s + r.lengthBytes, 0),

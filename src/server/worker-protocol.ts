@@ -104,6 +104,9 @@ export type WorkerMessage =
       regions: number
       bytes: number
       map: 'anonymous' | 'cache'
+      /** Whether its uffd can poison a page (else a fault it cannot serve is failed closed by
+       * ending the guest, --on-unservable kill). */
+      canPoison: boolean
       /** The session's live counters (session-meters.ts COUNTER_SLOTS). */
       counters: SharedArrayBuffer
     }

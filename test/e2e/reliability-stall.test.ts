@@ -58,6 +58,39 @@ for (const [name, policy] of [
   })
 }
 
+t.test('a stalled session of a guest whose uffd cannot poison: the guest is killed before its uffd is let go', async t => {
+  const dir = scratchDir(t)
+  const img = await makeImage(dir, MIB, 3)
+  const socket = join(dir, 's.sock')
+  const server = await startFastServer(t, { snapshotPath: img.snap, socketPath: socket, policy: `${SPIN}:16`, stallTimeoutMs: 1000 })
+  const logs: string[] = []
+  server.on('log', l => logs.push(l))
+  // Firecracker's form without POISON and without a watchdog: told on its socket it would not
+  // listen, and its waiting faults would read zeros once the uffd is closed.
+  const args = [
+    '--socket',
+    socket,
+    '--mib',
+    String(MIB),
+    '--handshake',
+    'firecracker',
+    '--no-watchdog',
+    '--workload',
+    'random:0.3',
+    '--verify',
+    img.raw,
+    '--verify-each',
+  ]
+  const r = await runGuest(args, { timeoutMs: 30000 })
+  t.notOk(r.timedOut, `it did not hang (${r.elapsedMs} ms)`)
+  t.notMatch(r.stderr, /verify:/, 'no page it read differed from the image')
+  t.equal(r.signal, 'SIGKILL', `the server killed it (signal ${r.signal}, code ${r.code})`)
+  t.ok(
+    logs.some(l => /stalled, and the guest's uffd cannot poison: killed pid \d+ \(SIGKILL\)/.test(l)),
+    `and logged why: ${logs.find(l => /stalled, and/.test(l))}`,
+  )
+})
+
 t.test('a second SIGINT stops the server, even with a session stuck in its policy', async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, MIB, 3)
