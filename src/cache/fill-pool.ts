@@ -84,57 +84,69 @@ export class FillPool {
 
   private opts: FillPoolOptions | undefined
 
-  /** Starts the workers (once; later calls do nothing); whenReady says when they have loaded. */
+  /** Starts the workers (once; later calls do nothing), one after another: threads loading
+   * their modules at once hold many descriptors (a server under nofile 100 ran out). whenReady
+   * says when they all have loaded. */
   startWorkers(): void {
-    const opts = this.opts
-    if (opts === undefined || this.workers.length > 0 || this.closed) return
+    if (this.opts === undefined || this.workers.length > 0 || this.closed) return
+    this.spawnWorker(0, new Set<number>())
+  }
+
+  private spawnWorker(i: number, reported: Set<number>): void {
+    const opts = this.opts!
     const log = opts.log ?? (() => {})
-    const reported = new Set<number>()
-    for (let i = 0; i < this.workerCount; i++) {
-      const remote = opts.remote
-      const readyFd = remote !== undefined ? uffd.createEventFd() : -1
-      const data: FillWorkerData = {
-        index: i,
-        snapshotPath: opts.snapshotPath,
-        snapshotFd: opts.snapshotFd ?? -1,
-        cache: opts.cache.info,
-        queue: this.queue.buffers,
-        notifier: this.notifier.buffers,
-        stats: this.stats.buffer as SharedArrayBuffer,
-        ...(remote !== undefined ? { remote: remote.workerData, readyFd } : {}),
-      }
-      const worker = new Worker(entry.url, { ...entry.options, workerData: data })
-      worker.on('message', (m: FillWorkerMessage) => {
-        if (m.type === 'ready') this.workerReady()
-        else if (m.type === 'fetch') remote?.store.request(m.chunks, m.priority, readyFd)
-        else if (m.type === 'invalid') remote?.store.invalidate(m.chunk)
-        else if (m.type === 'unservable' && !reported.has(m.folio)) {
-          reported.add(m.folio)
-          log(`decoded cache: folio ${m.folio} not stored (its pages are served one by one): ${m.error}`)
-        } else if (m.type === 'fatal') {
-          log(`fill worker ${i} failed: ${m.error}`)
-        }
-      })
-      worker.on('error', err => log(`fill worker ${i} crashed: ${err.message}`))
-      this.exited.push(
-        new Promise(r =>
-          worker.once('exit', () => {
-            if (readyFd >= 0) {
-              remote!.store.detach(readyFd)
-              uffd.closeFd(readyFd)
-            }
-            r()
-          }),
-        ),
-      )
-      this.workers.push(worker)
+    const remote = opts.remote
+    const readyFd = remote !== undefined ? uffd.createEventFd() : -1
+    const data: FillWorkerData = {
+      index: i,
+      snapshotPath: opts.snapshotPath,
+      snapshotFd: opts.snapshotFd ?? -1,
+      cache: opts.cache.info,
+      queue: this.queue.buffers,
+      notifier: this.notifier.buffers,
+      stats: this.stats.buffer as SharedArrayBuffer,
+      ...(remote !== undefined ? { remote: remote.workerData, readyFd } : {}),
     }
+    const worker = new Worker(entry.url, { ...entry.options, workerData: data })
+    let settled = false
+    // Loaded (or failed to): the next one starts.
+    const settle = () => {
+      if (settled) return
+      settled = true
+      this.workerReady()
+      if (i + 1 < this.workerCount && !this.closed) this.spawnWorker(i + 1, reported)
+    }
+    worker.on('message', (m: FillWorkerMessage) => {
+      if (m.type === 'ready') settle()
+      else if (m.type === 'fetch') remote?.store.request(m.chunks, m.priority, readyFd)
+      else if (m.type === 'invalid') remote?.store.invalidate(m.chunk)
+      else if (m.type === 'unservable' && !reported.has(m.folio)) {
+        reported.add(m.folio)
+        log(`decoded cache: folio ${m.folio} not stored (its pages are served one by one): ${m.error}`)
+      } else if (m.type === 'fatal') {
+        log(`fill worker ${i} failed: ${m.error}`)
+      }
+    })
+    worker.on('error', err => log(`fill worker ${i} crashed: ${err.message}`))
+    this.exited.push(
+      new Promise(r =>
+        worker.once('exit', () => {
+          settle()
+          if (readyFd >= 0) {
+            remote!.store.detach(readyFd)
+            uffd.closeFd(readyFd)
+          }
+          r()
+        }),
+      ),
+    )
+    this.workers.push(worker)
   }
 
   /** Resolves once every worker has started (or after `timeoutMs`, whichever is first): a
    * guest that came while they were still loading had its faults served privately. */
   whenReady(timeoutMs: number): Promise<void> {
-    if (this.workers.length === 0 || this.readyCount >= this.workers.length) return Promise.resolve()
+    if (this.workers.length === 0 || this.readyCount >= this.workerCount) return Promise.resolve()
     return new Promise(resolve => {
       const timer = setTimeout(resolve, timeoutMs)
       timer.unref()
@@ -146,7 +158,7 @@ export class FillPool {
   }
 
   private workerReady(): void {
-    if (++this.readyCount < this.workers.length) return
+    if (++this.readyCount < this.workerCount) return
     for (const w of this.readyWaiters.splice(0)) w()
   }
 

@@ -232,11 +232,13 @@ export class PageServer extends EventEmitter<PageServerEvents> {
     if (policySpec !== (opts.policy ?? 'ondemand'))
       server.startNotices.push(`--learn ${opts.learnDir}: prefetching the set learned for this snapshot (policy ${policySpec})`)
     try {
-      // Fill workers boot beside the warm session workers and are waited for too: started with
-      // the first cache-mapped guest they came 100-300 ms late, and a short guest had every
-      // fault served privately before the first fill.
+      await server.pool.fill(false)
+      // Fill workers boot after the warm session workers (threads loading modules at once hold
+      // many descriptors: beside them a server under nofile 100 ran out) and are waited for:
+      // started with the first cache-mapped guest they came 100-300 ms late, and a short guest
+      // had every fault served privately before the first fill.
       cacheParts?.fills.startWorkers()
-      await Promise.all([server.pool.fill(false), cacheParts?.fills.whenReady(FILL_WORKERS_READY_MS)])
+      await cacheParts?.fills.whenReady(FILL_WORKERS_READY_MS)
       server.pool.markStarted()
       await server.startAcceptor(opts)
     } catch (err) {

@@ -170,7 +170,7 @@ t.test('pool bounds are checked', async t => {
 t.test('under a descriptor limit: one-line messages, and guests served through a flood', async t => {
   const dir = scratchDir(t)
   const img = await makeImage(dir, MIB)
-  for (const limit of [400, 100]) {
+  for (const limit of [400, 150]) {
     const socket = join(dir, `s${limit}.sock`)
     const server = await startServerProcess(t, ['--snapshot', img.snap, '--socket', socket, '--warm-workers', '2'], ['prlimit', `--nofile=${limit}`, '--'])
     const silent = await silentClients(socket, 300)
@@ -187,9 +187,9 @@ t.test('under a descriptor limit: one-line messages, and guests served through a
       [],
       `nofile ${limit}: ${lines.length} log lines, each one line of its own`,
     )
-    if (limit === 100)
+    if (limit === 150)
       t.ok(
-        lines.some(l => /^faultline: descriptor limit 100 \(\d+ free\): at most \d+ handshakes pending at once instead of 128$/.test(l)),
+        lines.some(l => /^faultline: descriptor limit 150 \(\d+ free\): at most \d+ handshakes pending at once instead of 128$/.test(l)),
         'the limit lowers the bound',
       )
     t.notOk(
