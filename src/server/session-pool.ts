@@ -234,6 +234,9 @@ export class SessionPool {
           }
         }
       }
+      // Threads Node started for a worker after its tids were taken (a loader-hooks thread)
+      // inherited SCHED_IDLE: beside busy cores the worker would wait on them forever.
+      if (guestWaiting) this.raiseStrayIdleThreads()
     }, IDLE_START_CHECK_MS)
     this.idleStartTimer.unref()
   }
