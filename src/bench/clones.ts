@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { median } from '../util/format.js'
 import { BenchError } from './errors.js'
 import { startHeldGuest, type GuestReport, type HeldGuest } from './guest.js'
-import { anonBytes, cachedBytes, dropPageCache, shmemFileBytes, warmPageCache, type ColdMethod } from './proc.js'
+import { anonBytes, benchMachine, type BenchMachine, cachedBytes, dropPageCache, shmemFileBytes, warmPageCache, type ColdMethod } from './proc.js'
 import { ensureImage, workloadArg, type ImagePair, type Workload } from './resume.js'
 import { startFaultlineServer, type FaultlineServer, type ServerCost } from './servers.js'
 
@@ -87,7 +87,7 @@ export interface CloneModeResult {
 
 export interface ClonesResult {
   options: Omit<ClonesOptions, 'log' | 'onProgress' | 'onImageProgress'>
-  machine: { kernel: string; cpus: number; memTotalBytes: number; node: string; loadAvgStart: number[]; loadAvgEnd: number[] }
+  machine: BenchMachine
   startedAt: string
   finishedAt: string
   /** How the faultline server's decoded cache was made (its start line). */
@@ -253,14 +253,7 @@ export async function runClones(opts: ClonesOptions): Promise<ClonesResult> {
   const { log: _l, onProgress: _p, onImageProgress: _i, ...options } = opts
   return {
     options,
-    machine: {
-      kernel: os.release(),
-      cpus: os.cpus().length,
-      memTotalBytes: os.totalmem(),
-      node: process.version,
-      loadAvgStart,
-      loadAvgEnd: os.loadavg(),
-    },
+    machine: benchMachine(loadAvgStart),
     startedAt,
     finishedAt: new Date().toISOString(),
     cacheDescription,

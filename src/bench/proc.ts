@@ -3,6 +3,7 @@
 // cold/warm benchmark needs. Linux only, as the rest of faultline.
 import { execFileSync } from 'node:child_process'
 import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs'
+import * as os from 'node:os'
 import { basename } from 'node:path'
 import { formatBytes } from '../util/format.js'
 import { BenchError } from './errors.js'
@@ -232,4 +233,19 @@ export function formatSequentialRead(r: SequentialRead): string {
     `sequential read ${(r.bytes / (r.ns / 1e9) / 1e9).toFixed(2)} GB/s (${formatBytes(r.bytes)} of ${basename(r.path)} read cold, ` +
     'dropped from the page cache with fadvise, in 1 MiB reads as dd bs=1M)'
   )
+}
+
+/** The machine a benchmark ran on, as its results.json records it. */
+export interface BenchMachine {
+  kernel: string
+  cpus: number
+  memTotalBytes: number
+  node: string
+  loadAvgStart: number[]
+  loadAvgEnd: number[]
+}
+
+/** This machine now, with the load average the run started at. */
+export function benchMachine(loadAvgStart: number[]): BenchMachine {
+  return { kernel: os.release(), cpus: os.cpus().length, memTotalBytes: os.totalmem(), node: process.version, loadAvgStart, loadAvgEnd: os.loadavg() }
 }

@@ -2,7 +2,7 @@
 // compared with (eager read, eager LZ4, mmap demand paging, faultline per policy, the C floor
 // handler), over guest RAM sizes, working sets, access patterns and cold/warm page cache,
 // with every run's costs taken from /proc of each process involved.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import * as os from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { UsageError } from '../errors.js'
@@ -11,6 +11,8 @@ import { writeSyntheticImage } from '../snapshot/synthetic-image.js'
 import { createSnapshot } from '../snapshot/writer.js'
 import { runGuestProcess, type GuestReport } from './guest.js'
 import {
+  benchMachine,
+  type BenchMachine,
   cachedBytes,
   dropPageCache,
   formatSequentialRead,
@@ -195,7 +197,7 @@ export interface DiskRead extends SequentialRead {
 export interface SweepResult {
   options: Omit<SweepOptions, 'log' | 'onProgress' | 'onImageProgress'>
   diskReads: DiskRead[]
-  machine: { kernel: string; cpus: number; memTotalBytes: number; node: string; loadAvgStart: number[]; loadAvgEnd: number[] }
+  machine: BenchMachine
   startedAt: string
   finishedAt: string
   runs: RunRecord[]
@@ -464,14 +466,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   rmSync(socketPath, { force: true })
   return {
     options: withoutCallbacks(opts),
-    machine: {
-      kernel: readFileSync('/proc/sys/kernel/osrelease', 'latin1').trim(),
-      cpus: os.cpus().length,
-      memTotalBytes: os.totalmem(),
-      node: process.version,
-      loadAvgStart,
-      loadAvgEnd: os.loadavg(),
-    },
+    machine: benchMachine(loadAvgStart),
     startedAt,
     finishedAt: new Date().toISOString(),
     runs,

@@ -12,7 +12,7 @@ import { pinProcess, prepareVmDir, resumeVmDir, type VmDirResumeOptions, type Vm
 import type { ResumeMode } from '../vm/resume.js'
 import { readQemuVersion, snapshotTestGuest } from '../vm/snapshot-guest.js'
 import { VmDir } from '../vm/vm-dir.js'
-import { dropPageCache, memAvailableBytes, warmPageCache, type ColdMethod } from './proc.js'
+import { benchMachine, type BenchMachine, dropPageCache, memAvailableBytes, warmPageCache, type ColdMethod } from './proc.js'
 import type { CacheState } from './resume.js'
 
 export type Pinning = 'unpinned' | 'pinned'
@@ -101,7 +101,7 @@ export interface VmCheckpointRecord {
 
 export interface VmSweepResult {
   options: Omit<VmSweepOptions, 'log' | 'onProgress' | 'onSnapshotProgress'>
-  machine: { kernel: string; cpus: number; memTotalBytes: number; node: string; qemu: string; loadAvgStart: number[]; loadAvgEnd: number[] }
+  machine: BenchMachine & { qemu: string }
   startedAt: string
   finishedAt: string
   checkpoints: VmCheckpointRecord[]
@@ -300,15 +300,7 @@ export async function runVmSweep(o: VmSweepOptions): Promise<VmSweepResult> {
       marginBytes: o.marginBytes,
       timeoutMs: o.timeoutMs,
     },
-    machine: {
-      kernel: os.release(),
-      cpus: os.cpus().length,
-      memTotalBytes: os.totalmem(),
-      node: process.version,
-      qemu,
-      loadAvgStart,
-      loadAvgEnd: os.loadavg(),
-    },
+    machine: { ...benchMachine(loadAvgStart), qemu },
     startedAt,
     finishedAt: new Date().toISOString(),
     checkpoints,
