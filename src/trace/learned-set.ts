@@ -3,7 +3,7 @@
 // index CRC, page count and page size), so the next session prefetches them unasked and a
 // server restart loses nothing. The set prefetched is the pages seen in at least k of the last n
 // sessions (default 1 of 4), the newest session's order first.
-import { closeSync, constants, existsSync, openSync, readSync, renameSync, statSync, writeSync } from 'node:fs'
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync, renameSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { FaultlineError, fileError } from '../errors.js'
@@ -47,15 +47,15 @@ export function learnedSetPath(dir: string, snapshot: SnapshotIdentity): string 
 
 /** True when `path` starts with a learned set's magic (it is not a trace). */
 export function isLearnedSetFile(path: string): boolean {
-  // Only a regular file is sniffed: opening a FIFO would wait for a writer.
+  // O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; only a regular file is read.
   let fd: number
   try {
-    if (!statSync(path).isFile()) return false
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
   } catch {
     return false
   }
   try {
+    if (!fstatSync(fd).isFile()) return false
     const head = Buffer.alloc(LEARNED_MAGIC.length)
     return readSync(fd, head, 0, head.length, 0) === head.length && head.equals(LEARNED_MAGIC)
   } catch {
