@@ -162,10 +162,6 @@ export class FillPool {
     for (const w of this.readyWaiters.splice(0)) w()
   }
 
-  get started(): boolean {
-    return this.workers.length > 0
-  }
-
   sessionData(): FillSessionData {
     return { queue: this.queue.buffers, notifier: this.notifier.buffers }
   }
